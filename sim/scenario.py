@@ -1,0 +1,474 @@
+"""The scenario language: pydantic models, YAML loading and ``--set`` overrides.
+
+A scenario says who plays (population), what they do (operations and their call paths),
+how the back office is deployed (one or more deployments compared on identical traffic),
+what each step costs (service demands) and what is acceptable (SLOs). Loading never runs
+anything: a bad file or override raises :class:`ScenarioError` naming the file, the field
+path and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sim.distributions import BetSize, Constant, Distribution
+
+PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
+OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override is invalid. ``str()`` is the one message shown to users."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {path or '<root>'}: {reason}" for path, reason in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- population
+
+
+class Spike(_Model):
+    """A burst of activity: the rate of the listed operations is multiplied for a while."""
+
+    name: str = "spike"
+    start_s: float = Field(ge=0, description="seconds after the simulated window starts")
+    duration_s: float = Field(gt=0)
+    multiplier: float = Field(gt=0)
+    operations: list[str] | None = Field(
+        default=None, description="operations affected; all when omitted"
+    )
+
+
+class Session(_Model):
+    """What an online player does per unit of time."""
+
+    actions_per_minute: float = Field(default=4.0, gt=0)
+    mean_session_minutes: float = Field(default=30.0, gt=0)
+
+
+class Whales(_Model):
+    """Heavy-tailed activity: a small share of players act many times more often."""
+
+    share: float = Field(default=0.01, ge=0, le=1)
+    activity_multiplier: float = Field(default=20.0, ge=1)
+
+
+class Population(_Model):
+    """Registered and online players over the day."""
+
+    registered_players: int = Field(default=1_000_000, gt=0)
+    peak_online: int = Field(default=100_000, gt=0)
+    online_curve: list[float] = Field(
+        default_factory=lambda: [
+            0.30, 0.22, 0.16, 0.12, 0.10, 0.10, 0.12, 0.18, 0.25, 0.32, 0.38, 0.44,
+            0.50, 0.54, 0.56, 0.60, 0.66, 0.74, 0.84, 0.94, 1.00, 0.96, 0.78, 0.50,
+        ],
+        description="share of peak_online at each hour 0..23 (linear in between)",
+        min_length=24,
+        max_length=24,
+    )
+    spikes: list[Spike] = Field(default_factory=list)
+    session: Session = Field(default_factory=Session)
+    bet_size: BetSize = Field(default_factory=BetSize)
+    whales: Whales = Field(default_factory=Whales)
+
+    @field_validator("online_curve")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if any(not (0 <= x <= 1) for x in v):
+            raise ValueError("every hourly share must be between 0 and 1")
+        if max(v) <= 0:
+            raise ValueError("at least one hourly share must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> Population:
+        if self.peak_online > self.registered_players:
+            raise ValueError("peak_online cannot exceed registered_players")
+        return self
+
+
+# --------------------------------------------------------------------------- operations
+
+DemandRef = str | Distribution
+
+
+class Step(_Model):
+    """One call an operation makes: where it runs and what it costs there.
+
+    ``cpu`` is time on the hosting service's cores; ``db`` is time on the database while a
+    pooled connection is held; ``lock`` names a hot account whose row lock is held during
+    the database time; ``mode: async`` sends the step through the broker (the caller does
+    not wait); an ``external`` step waits on an outside dependency (payments provider)
+    while holding the caller's worker.
+    """
+
+    component: str
+    mode: Literal["sync", "async"] = "sync"
+    cpu: DemandRef | None = None
+    db: DemandRef | None = None
+    lock: str | None = None
+    external: DemandRef | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Step:
+        if self.cpu is None and self.db is None and self.external is None:
+            raise ValueError("a step needs at least one of cpu, db or external")
+        if self.lock is not None and self.db is None:
+            raise ValueError("a lock is held during database time: give db as well")
+        return self
+
+
+class Operation(_Model):
+    """An operation players cause, its share of all actions and its call path."""
+
+    weight: float = Field(ge=0)
+    steps: list[Step] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+class Service(_Model):
+    """A deployable unit hosting one or more components."""
+
+    name: str
+    components: list[str] = Field(min_length=1)
+    replicas: int = Field(default=1, ge=1)
+    cores: int = Field(default=2, ge=1)
+    workers: int = Field(default=16, ge=1)
+    db_pool: int = Field(default=0, ge=0, description="database connections per replica")
+    database: str | None = None
+    queue_limit: int | None = Field(
+        default=None, ge=0, description="requests waiting for a worker beyond which new ones get 503"
+    )
+    db_pool_timeout_ms: float | None = Field(default=None, gt=0)
+
+
+class Database(_Model):
+    """A database server (or cluster of identical shards partitioned by player)."""
+
+    name: str
+    cores: int = Field(default=8, ge=1)
+    max_connections: int = Field(default=200, ge=1)
+    shards: int = Field(default=1, ge=1)
+
+
+class HotAccount(_Model):
+    """A shared account (house, jackpot) written by many requests: one row or N sub-accounts."""
+
+    sub_accounts: int = Field(default=1, ge=1)
+    database: str | None = None
+
+
+class Broker(_Model):
+    """Message broker between services (Redis Streams, NATS JetStream)."""
+
+    publish: Distribution = Field(default_factory=lambda: Constant(value_ms=0.3))
+
+
+class Deployment(_Model):
+    """One way of deploying the back office."""
+
+    name: str
+    kind: Literal["monolith", "microservices", "hybrid"]
+    entry: str | None = Field(
+        default=None, description="service receiving client requests (gateway); default: "
+        "the service hosting each operation's first component"
+    )
+    load_balancing: Literal["round_robin", "least_outstanding", "random"] = "round_robin"
+    network_hop: Distribution = Field(default_factory=lambda: Constant(value_ms=0.5))
+    services: list[Service] = Field(min_length=1)
+    databases: list[Database] = Field(default_factory=list)
+    hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
+    broker: Broker = Field(default_factory=Broker)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Deployment:
+        names = [s.name for s in self.services]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"service names must be unique, repeated: {sorted(dup)}")
+        hosted = [c for s in self.services for c in s.components]
+        dupc = {c for c in hosted if hosted.count(c) > 1}
+        if dupc:
+            raise ValueError(f"a component lives in one service only, repeated: {sorted(dupc)}")
+        dbs = {d.name for d in self.databases}
+        for i, s in enumerate(self.services):
+            if s.db_pool > 0 and s.database is None:
+                raise ValueError(f"services[{i}] ({s.name}) has a db_pool but no database")
+            if s.database is not None and s.database not in dbs:
+                raise ValueError(
+                    f"services[{i}] ({s.name}) uses database {s.database!r}, "
+                    f"not among databases {sorted(dbs)}"
+                )
+        if self.entry is not None and self.entry not in names:
+            raise ValueError(f"entry {self.entry!r} is not a service: {names}")
+        for i, d in enumerate(self.databases):
+            pools = sum(s.db_pool * s.replicas for s in self.services if s.database == d.name)
+            if pools > d.max_connections * d.shards:
+                raise ValueError(
+                    f"databases[{i}] ({d.name}): services open {pools} connections, more than "
+                    f"max_connections x shards = {d.max_connections * d.shards}"
+                )
+        return self
+
+    def service_of(self, component: str) -> Service | None:
+        """The service hosting ``component``, if any."""
+        for s in self.services:
+            if component in s.components:
+                return s
+        return None
+
+
+# --------------------------------------------------------------------------- run settings
+
+
+class Simulation(_Model):
+    """Which window of the day to simulate and how to analyse the output."""
+
+    start_hour: float = Field(default=20.0, ge=0, lt=24)
+    duration_s: float = Field(default=120.0, gt=0)
+    replications: int = Field(default=3, ge=2, le=1000)
+    max_replications: int = Field(default=20, ge=2, le=1000)
+    precision: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="target relative 95% CI half-width of each operation's p99",
+    )
+    warmup: Literal["auto"] | float = Field(
+        default="auto", description="'auto' (MSER-5 on the output) or seconds to discard"
+    )
+    seed: int = Field(default=1, ge=0)
+    reduce: bool = Field(default=False, description="simulate one representative partition")
+    timeseries_bin_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, v: Any) -> Any:
+        if isinstance(v, float | int) and (v < 0 or not math.isfinite(v)):
+            raise ValueError("warmup seconds must be >= 0")
+        return v
+
+
+class OperationSLO(_Model):
+    """Latency targets in milliseconds for one operation (any of p50, p95, p99, p99.9)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    p50: float | None = Field(default=None, gt=0)
+    p95: float | None = Field(default=None, gt=0)
+    p99: float | None = Field(default=None, gt=0)
+    p99_9: float | None = Field(default=None, gt=0, alias="p99.9")
+
+    def targets(self) -> dict[str, float]:
+        """Percentile label -> target ms, for the targets given."""
+        out = {"p50": self.p50, "p95": self.p95, "p99": self.p99, "p99.9": self.p99_9}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class SLOs(_Model):
+    latency_ms: dict[str, OperationSLO] = Field(default_factory=dict)
+    error_budget: float = Field(default=0.001, ge=0, le=1)
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class Scenario(_Model):
+    """A whole scenario file."""
+
+    name: str
+    description: str = ""
+    simulation: Simulation = Field(default_factory=Simulation)
+    population: Population = Field(default_factory=Population)
+    demands: dict[str, Distribution] = Field(default_factory=dict)
+    operations: dict[str, Operation] = Field(min_length=1)
+    deployments: list[Deployment] = Field(min_length=1)
+    slos: SLOs = Field(default_factory=SLOs)
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        problems: list[str] = []
+        for op_name, op in self.operations.items():
+            for i, st in enumerate(op.steps):
+                for fld in ("cpu", "db", "external"):
+                    ref = getattr(st, fld)
+                    if isinstance(ref, str) and ref not in self.demands:
+                        problems.append(
+                            f"operations.{op_name}.steps[{i}].{fld}: unknown demand {ref!r} "
+                            f"(known: {sorted(self.demands)})"
+                        )
+        if sum(op.weight for op in self.operations.values()) <= 0:
+            problems.append("operations: at least one operation needs a positive weight")
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            problems.append(f"deployments: names must be unique, got {names}")
+        for di, dep in enumerate(self.deployments):
+            for op_name, op in self.operations.items():
+                for i, st in enumerate(op.steps):
+                    svc = dep.service_of(st.component)
+                    if svc is None:
+                        problems.append(
+                            f"deployments[{di}] ({dep.name}): no service hosts component "
+                            f"{st.component!r} used by operations.{op_name}.steps[{i}]"
+                        )
+                    elif st.db is not None and svc.db_pool == 0:
+                        problems.append(
+                            f"deployments[{di}] ({dep.name}): service {svc.name!r} runs database "
+                            f"work of operations.{op_name}.steps[{i}] but has db_pool 0"
+                        )
+                    if st.lock is not None and st.lock not in dep.hot_accounts:
+                        problems.append(
+                            f"deployments[{di}] ({dep.name}): hot account {st.lock!r} used by "
+                            f"operations.{op_name}.steps[{i}] is not in hot_accounts"
+                        )
+        for op_name in self.slos.latency_ms:
+            if op_name not in self.operations:
+                problems.append(f"slos.latency_ms.{op_name}: no such operation")
+        for sp_i, sp in enumerate(self.population.spikes):
+            for o in sp.operations or []:
+                if o not in self.operations:
+                    problems.append(f"population.spikes[{sp_i}].operations: no operation {o!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def demand(self, ref: DemandRef | None) -> Distribution | None:
+        """Resolve a step's demand (a name in ``demands`` or an inline distribution)."""
+        if ref is None or not isinstance(ref, str):
+            return ref
+        return self.demands[ref]
+
+    def deployment(self, name: str) -> Deployment:
+        """The deployment called ``name``."""
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("constant", "exponential", "lognormal", "gamma", "empirical"):
+            continue  # discriminator tag inserted by pydantic, not a user-visible field
+        elif str(part).startswith(("function-", "union[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append((_loc(e["loc"]), msg))
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``path.to.field=value`` override to the raw scenario mapping in place.
+
+    List items are addressed by index (``deployments.0``) or by their ``name``
+    (``deployments.monolith.services.app.replicas=4``). The value is parsed as YAML.
+    """
+    if "=" not in assignment:
+        raise ScenarioError("--set", [(assignment, "expected path.to.field=value")])
+    path, _, value = assignment.partition("=")
+    parts = [p for p in path.strip().split(".") if p]
+    if not parts:
+        raise ScenarioError("--set", [(assignment, "empty field path")])
+    node: Any = raw
+    walked: list[str] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = None
+            if part.lstrip("-").isdigit():
+                idx = int(part)
+                if not -len(node) <= idx < len(node):
+                    raise ScenarioError(
+                        "--set", [(".".join(walked + [part]), f"index out of range (0..{len(node) - 1})")]
+                    )
+            else:
+                for j, item in enumerate(node):
+                    if isinstance(item, dict) and item.get("name") == part:
+                        idx = j
+                        break
+                if idx is None:
+                    names = [it.get("name") for it in node if isinstance(it, dict)]
+                    raise ScenarioError(
+                        "--set", [(".".join(walked + [part]), f"no list item named {part!r} (have {names})")]
+                    )
+            if last:
+                node[idx] = _parse_value(value)
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = _parse_value(value)
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ScenarioError(
+                "--set", [(".".join(walked), f"is a value, cannot descend into {part!r}")]
+            )
+        walked.append(part)
+
+
+def parse_scenario(raw: Any, source: str = "<scenario>", overrides: list[str] | None = None) -> Scenario:
+    """Validate a raw mapping (plus overrides) into a :class:`Scenario`."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, [("", "the file must hold a mapping (key: value) at top level")])
+    for ov in overrides or []:
+        apply_override(raw, ov)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        src = source if not overrides else f"{source} (with --set {' '.join(overrides)})"
+        raise ScenarioError(src, _problems(err)) from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read and validate a scenario YAML file, applying ``--set`` overrides first."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ScenarioError(str(p), [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(str(p), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_scenario(raw, str(p), overrides)

@@ -1,0 +1,47 @@
+"""`testbed` console script.
+
+This module is the only place that knows both halves of the project: it attaches the
+simulator's commands (``sim.cli``) and the reference back office's commands
+(``reference_impl.cli``) to one click group. Neither half imports the other.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="igaming-testbed")
+def cli() -> None:
+    """Capacity testbed for iGaming back offices (casino and sportsbook).
+
+    \b
+    Two halves that check each other:
+      simulate   predict latency, throughput and contention of a scenario (discrete-event)
+      validate   check the simulator against queueing theory (--analytic)
+      serve      start the reference back office (monolith | microservices | hybrid)
+      load       drive a running back office with locust using a scenario's player mix
+
+    \b
+    Typical first run:
+      testbed simulate scenarios/baseline_day.yaml --out reports/baseline_day
+    """
+
+
+def _attach() -> None:
+    from sim.cli import register as register_sim
+
+    register_sim(cli)
+    try:
+        from reference_impl.cli import register as register_ref
+    except ImportError:  # reference back office not installed in this checkout
+        return
+    register_ref(cli)
+
+
+_attach()
+
+
+def main() -> None:
+    """Entry point of the `testbed` console script."""
+    cli()
