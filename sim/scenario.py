@@ -189,7 +189,15 @@ class Deployment(_Model):
         "the service hosting each operation's first component"
     )
     load_balancing: Literal["round_robin", "least_outstanding", "random"] = "round_robin"
-    network_hop: Distribution = Field(default_factory=lambda: Constant(value_ms=0.5))
+    network_hop: Distribution = Field(
+        default_factory=lambda: Constant(value_ms=0.5),
+        description="one-way network latency of a call between services",
+    )
+    rpc_cpu: Distribution = Field(
+        default_factory=lambda: Constant(value_ms=0.1),
+        description="CPU spent by the caller and by the callee on each call between services "
+        "(serialisation, HTTP handling) and by the publisher on each broker message",
+    )
     services: list[Service] = Field(min_length=1)
     databases: list[Database] = Field(default_factory=list)
     hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
@@ -236,6 +244,13 @@ class Deployment(_Model):
 # --------------------------------------------------------------------------- run settings
 
 
+class ClosedLoop(_Model):
+    """A fixed number of users, each thinking then sending one request, like locust users."""
+
+    users: int = Field(ge=1)
+    think_time: Distribution = Field(default_factory=lambda: Constant(value_ms=0.0))
+
+
 class Simulation(_Model):
     """Which window of the day to simulate and how to analyse the output."""
 
@@ -253,6 +268,9 @@ class Simulation(_Model):
     seed: int = Field(default=1, ge=0)
     reduce: bool = Field(default=False, description="simulate one representative partition")
     timeseries_bin_s: float = Field(default=1.0, gt=0)
+    closed: ClosedLoop | None = Field(
+        default=None, description="closed-loop users instead of the open population arrivals"
+    )
 
     @field_validator("warmup")
     @classmethod

@@ -1,0 +1,398 @@
+"""Replications, common random numbers, warm-up cut and confidence intervals.
+
+One *replication* simulates every deployment of the scenario on the same arrival stream
+(common random numbers), each with its own service-time stream, and reduces the raw output
+to per-replication estimates. Replications are independent (``SeedSequence.spawn``) and run
+in parallel processes; confidence intervals come from the spread of the per-replication
+estimates (Student t). With a precision target, replications are added until every
+operation's p99 is known to the target relative half-width, or the cap is reached.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.engine import Engine, RunOutput
+from sim.output_analysis import confidence_interval, mser5_time, replications_needed
+from sim.population import ArrivalStream
+from sim.results import Results
+from sim.scenario import Scenario
+from sim.topology import compile_topology, reduce_factor
+
+ENGINE_NAME = "simpy"
+PCTS = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "p999_ms": 99.9}
+OP_METRICS = ("throughput_rps", "error_rate", "mean_ms", *PCTS)
+Progress = Callable[[float], None]
+
+
+@dataclass
+class RepStats:
+    """Per-replication estimates of one deployment."""
+
+    deployment: str
+    replication: int
+    warmup_s: float
+    ops: dict[str, dict[str, float]]
+    stations: dict[str, dict[str, float]]
+    station_meta: dict[str, tuple[str, int]]
+    timeseries: pd.DataFrame
+    station_timeseries: pd.DataFrame
+    wall_s: float = 0.0
+    requests: int = 0
+
+
+def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
+    """Independent seed sequences for replications 0..n-1 (stable when n grows)."""
+    return np.random.SeedSequence(seed).spawn(n)
+
+
+def _warmup_cut(out: RunOutput, warmup: str | float) -> float:
+    if warmup != "auto":
+        return min(float(warmup), out.duration_s * 0.5)
+    if len(out.t) < 50:
+        return 0.0
+    return float(mser5_time(out.t, out.latency, out.bin_s))
+
+
+def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
+              warmup: str | float) -> RepStats:
+    """Reduce one run's raw output to per-replication estimates after the warm-up cut."""
+    ops = list(scenario.operations)
+    cut = _warmup_cut(out, warmup)
+    span = out.duration_s - cut
+    keep = out.t >= cut
+    op_stats: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(ops):
+        sel = keep & (out.op == i)
+        n = int(sel.sum())
+        err = out.error[sel]
+        lat = out.latency[sel][~err] * 1000.0
+        row = {
+            "requests": n * k,
+            "throughput_rps": n * k / span if span > 0 else math.nan,
+            "error_rate": float(err.mean()) if n else math.nan,
+            "mean_ms": float(lat.mean()) if len(lat) else math.nan,
+        }
+        if len(lat):
+            vals = np.percentile(lat, list(PCTS.values()))
+            row.update(dict(zip(PCTS, (float(v) for v in vals), strict=True)))
+        else:
+            row.update(dict.fromkeys(PCTS, math.nan))
+        op_stats[name] = row
+
+    nb = len(out.stations[0].busy) if out.stations else 0
+    edges = np.minimum(np.arange(1, nb + 1) * out.bin_s, out.duration_s)
+    first = int(np.searchsorted(edges, cut, side="left")) if cut > 0 else -1
+    st_stats: dict[str, dict[str, float]] = {}
+    st_meta: dict[str, tuple[str, int]] = {}
+    st_rows = []
+    for ser in out.stations:
+        busy = np.asarray(ser.busy)
+        queue = np.asarray(ser.queue)
+        comp = np.asarray(ser.completions, dtype=np.float64)
+        b0, q0, c0 = (busy[first], queue[first], comp[first]) if first >= 0 else (0.0, 0.0, 0.0)
+        t0 = edges[first] if first >= 0 else 0.0
+        t_span = out.duration_s - t0
+        servers = max(ser.servers, 1)
+        done = comp[-1] - c0 if nb else 0.0
+        st_stats[ser.name] = {
+            "utilisation": (busy[-1] - b0) / (servers * t_span) if ser.servers else math.nan,
+            "mean_queue": (queue[-1] - q0) / t_span,
+            "mean_wait_ms": (queue[-1] - q0) / done * 1000.0 if done > 0 else 0.0,
+        }
+        st_meta[ser.name] = (ser.kind, ser.servers)
+        widths = np.diff(np.concatenate([[0.0], edges]))
+        st_rows.append(pd.DataFrame({
+            "t_s": edges - widths,
+            "station": ser.name,
+            "utilisation": np.diff(np.concatenate([[0.0], busy])) / (servers * widths)
+            if ser.servers else np.nan,
+            "queue": np.diff(np.concatenate([[0.0], queue])) / widths,
+        }))
+    st_ts = pd.concat(st_rows, ignore_index=True) if st_rows else pd.DataFrame()
+    return RepStats(
+        deployment=out.deployment,
+        replication=replication,
+        warmup_s=cut,
+        ops=op_stats,
+        stations=st_stats,
+        station_meta=st_meta,
+        timeseries=_op_timeseries(out, ops, k),
+        station_timeseries=st_ts,
+        requests=len(out.t),
+    )
+
+
+def _op_timeseries(out: RunOutput, ops: list[str], k: int) -> pd.DataFrame:
+    b = np.floor(out.t / out.bin_s).astype(np.int64)
+    df = pd.DataFrame({"bin": b, "op": out.op, "lat": out.latency * 1000.0, "err": out.error})
+    ok = df[~df["err"]]
+    g = ok.groupby(["bin", "op"])["lat"]
+    stats = pd.DataFrame({
+        "mean_ms": g.mean(),
+        "p50_ms": g.quantile(0.5),
+        "p99_ms": g.quantile(0.99),
+    })
+    counts = df.groupby(["bin", "op"]).agg(requests=("lat", "size"), errors=("err", "sum"))
+    ts = counts.join(stats).reset_index()
+    ts["t_s"] = ts["bin"] * out.bin_s
+    ts["operation"] = [ops[i] for i in ts["op"]]
+    ts["requests"] = ts["requests"] * k
+    ts["errors"] = ts["errors"] * k
+    return ts[["t_s", "operation", "requests", "errors", "mean_ms", "p50_ms", "p99_ms"]]
+
+
+def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, replication: int,
+                    deployments: list[str] | None = None,
+                    progress: Progress | None = None) -> list[RepStats]:
+    """Simulate every deployment once on common random numbers; return their estimates."""
+    sim = scenario.simulation
+    names = deployments or [d.name for d in scenario.deployments]
+    arrival_seed, *service_seeds = seed.spawn(1 + len(scenario.deployments))
+    results = []
+    for di, dep in enumerate(scenario.deployments):
+        if dep.name not in names:
+            continue
+        topo = compile_topology(scenario, dep, k)
+        engine = Engine(topo, np.random.default_rng(service_seeds[di]), sim.timeseries_bin_s,
+                        on_bin=progress)
+        started = time.perf_counter()
+        if sim.closed is not None:
+            weights = np.array([op.weight for op in scenario.operations.values()], dtype=float)
+            out = engine.run_closed(sim.closed.users, sim.closed.think_time, weights,
+                                    sim.duration_s)
+        else:
+            stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
+            out = engine.run_open(stream.chunks(), sim.duration_s)
+        stats = summarise(out, scenario, k, replication, sim.warmup)
+        stats.wall_s = time.perf_counter() - started
+        results.append(stats)
+    return results
+
+
+# ---------------------------------------------------------------------- aggregation
+
+
+def _ci(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    if len(vals) == 1:
+        return vals[0], math.nan
+    m, h = confidence_interval(np.asarray(vals))
+    return float(m), float(h)
+
+
+def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -> Results:
+    """Combine per-replication estimates into the shared results schema."""
+    by_dep: dict[str, list[RepStats]] = {}
+    for r in reps:
+        by_dep.setdefault(r.deployment, []).append(r)
+    order = [d.name for d in scenario.deployments if d.name in by_dep]
+    rows, st_rows, ts, sts = [], [], [], []
+    for dep in order:
+        rs = sorted(by_dep[dep], key=lambda r: r.replication)
+        for op in scenario.operations:
+            row: dict[str, Any] = {"architecture": dep, "operation": op}
+            row["requests"] = float(np.mean([r.ops[op]["requests"] for r in rs]))
+            for m in OP_METRICS:
+                mean, hw = _ci([r.ops[op][m] for r in rs])
+                row[m], row[f"{m}_ci"] = mean, hw
+            slo = scenario.slos.latency_ms.get(op)
+            target = slo.p99 if slo is not None and slo.p99 is not None else math.nan
+            row["slo_p99_ms"] = target
+            if math.isnan(target) or math.isnan(row["p99_ms"]):
+                row["slo_met"] = pd.NA
+            else:
+                hw = 0.0 if math.isnan(row["p99_ms_ci"]) else row["p99_ms_ci"]
+                row["slo_met"] = bool(row["p99_ms"] + hw <= target)
+            row["replications"] = len(rs)
+            rows.append(row)
+        for name, (kind, servers) in rs[0].station_meta.items():
+            st: dict[str, Any] = {"architecture": dep, "station": name, "kind": kind,
+                                  "servers": servers}
+            for m in ("utilisation", "mean_queue", "mean_wait_ms"):
+                st[m], st[f"{m}_ci"] = _ci([r.stations[name][m] for r in rs])
+            st_rows.append(st)
+        for r in rs:
+            t = r.timeseries.copy()
+            t.insert(0, "replication", r.replication)
+            t.insert(0, "architecture", dep)
+            ts.append(t)
+            s = r.station_timeseries.copy()
+            s.insert(0, "replication", r.replication)
+            s.insert(0, "architecture", dep)
+            sts.append(s)
+    sim = scenario.simulation
+    notes = []
+    if k > 1:
+        notes.append(
+            f"Reduced run: one representative partition of 1/{k} of every deployment "
+            f"(replicas and shards divided by {k}, players partitioned by id); throughput is "
+            f"scaled back to the whole system, latencies are those of the partition."
+        )
+    windows = [
+        {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
+        for sp in scenario.population.spikes
+    ]
+    meta: dict[str, Any] = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "source": "simulation",
+        "engine": ENGINE_NAME,
+        "seed": sim.seed,
+        "replications": {d: len(by_dep[d]) for d in order},
+        "warmup_s": {d: float(np.mean([r.warmup_s for r in by_dep[d]])) for d in order},
+        "reduce_factor": k,
+        "duration_s": sim.duration_s,
+        "start_hour": sim.start_hour,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 2),
+        "simulated_requests": int(sum(r.requests for r in reps)),
+        "windows": windows,
+        "slos": {op: s.targets() for op, s in scenario.slos.latency_ms.items()}
+        | {"error_budget": scenario.slos.error_budget},
+        "notes": notes,
+    }
+    return Results(
+        meta=meta,
+        summary=pd.DataFrame(rows),
+        stations=pd.DataFrame(st_rows),
+        timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
+        station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
+    )
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def _p99_shortfall(scenario: Scenario, reps: list[RepStats], precision: float) -> int:
+    """Replications still needed so that every p99 is within ``precision`` (0 if met)."""
+    need = 0
+    by_dep: dict[str, list[RepStats]] = {}
+    for r in reps:
+        by_dep.setdefault(r.deployment, []).append(r)
+    for rs in by_dep.values():
+        for op in scenario.operations:
+            vals = np.array([r.ops[op]["p99_ms"] for r in rs], dtype=float)
+            vals = vals[~np.isnan(vals)]
+            if len(vals) < 2:
+                continue
+            n_star = replications_needed(vals, precision)
+            need = max(need, n_star - len(rs))
+    return need
+
+
+def run(scenario: Scenario, *, replications: int | None = None, precision: float | None = None,
+        jobs: int | None = None, progress: bool = False,
+        deployments: list[str] | None = None) -> Results:
+    """Simulate a scenario and return :class:`~sim.results.Results` (pandas DataFrames).
+
+    ``replications`` and ``precision`` default to the scenario's ``simulation`` settings;
+    ``jobs`` is the number of worker processes (default: the machine's cores, 1 = in this
+    process); ``progress`` shows a bar of simulated time.
+    """
+    sim = scenario.simulation
+    n0 = replications or sim.replications
+    target = precision if precision is not None else sim.precision
+    cap = max(sim.max_replications, n0)
+    k = reduce_factor(scenario)
+    seeds = replication_seeds(sim.seed, cap)
+    n_dep = len(deployments) if deployments else len(scenario.deployments)
+    jobs = jobs or min(os.cpu_count() or 1, n0)
+    started = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(n0 * n_dep * sim.duration_s), unit="sim-s",
+                   desc=f"{scenario.name}", dynamic_ncols=True)
+    reps: list[RepStats] = []
+    try:
+        done = _execute(scenario, k, seeds, range(n0), deployments, jobs, bar)
+        reps.extend(done)
+        while target is not None and len(reps) // n_dep < cap:
+            more = _p99_shortfall(scenario, reps, target)
+            if more <= 0:
+                break
+            have = len(reps) // n_dep
+            batch = range(have, min(cap, have + max(more, 1)))
+            if bar is not None:
+                bar.total += round(len(batch) * n_dep * sim.duration_s)
+                bar.refresh()
+            reps.extend(_execute(scenario, k, seeds, batch, deployments, jobs, bar))
+    finally:
+        if bar is not None:
+            bar.close()
+    res = aggregate(scenario, reps, k, time.perf_counter() - started)
+    if target is not None:
+        res.meta["precision_target"] = target
+        res.meta["precision_met"] = _p99_shortfall(scenario, reps, target) <= 0
+    return res
+
+
+def _execute(scenario: Scenario, k: int, seeds: list[np.random.SeedSequence], which: range,
+             deployments: list[str] | None, jobs: int, bar: Any) -> list[RepStats]:
+    if jobs <= 1 or len(which) <= 1:
+        out: list[RepStats] = []
+        tick = (lambda dt: bar.update(dt)) if bar is not None else None
+        for i in which:
+            out.extend(run_replication(scenario, k, seeds[i], i, deployments, tick))
+        return out
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        queue = manager.Queue() if bar is not None else None
+        with ProcessPoolExecutor(max_workers=min(jobs, len(which)), mp_context=ctx) as pool:
+            futures: list[Future[list[RepStats]]] = [
+                pool.submit(run_replication, scenario, k, seeds[i], i, deployments,
+                            _QueueTick(queue) if queue is not None else None)
+                for i in which
+            ]
+            while not all(f.done() for f in futures):
+                _drain(queue, bar, wait=0.2)
+            _drain(queue, bar, wait=0.0)
+            out = []
+            for f in futures:
+                out.extend(f.result())
+    return out
+
+
+class _QueueTick:
+    """Picklable progress callback forwarding simulated seconds to the parent process."""
+
+    def __init__(self, queue: Any):
+        self.queue = queue
+        self.pending = 0.0
+
+    def __call__(self, dt: float) -> None:
+        self.pending += dt
+        if self.pending >= 5.0:
+            self.queue.put(self.pending)
+            self.pending = 0.0
+
+
+def _drain(queue: Any, bar: Any, wait: float) -> None:
+    if queue is None:
+        time.sleep(wait)
+        return
+    import queue as _q
+
+    try:
+        item = queue.get(timeout=wait) if wait else queue.get_nowait()
+        bar.update(item)
+        while True:
+            bar.update(queue.get_nowait())
+    except _q.Empty:
+        return

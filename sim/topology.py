@@ -1,0 +1,178 @@
+"""Compile a scenario's deployment into a topology: plain data the engines walk.
+
+The topology is a graph of stations (service replicas with worker pools and cores, database
+shards with cores, hot-account row locks, the broker) and, for each operation, the route of
+calls a request makes. Nothing here runs a simulation, so other engines (a vectorised one)
+can read the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce as _fold
+
+from sim.distributions import Distribution
+from sim.scenario import Deployment, Scenario
+
+GATEWAY_COMPONENT = "gateway"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One call of a route, resolved against a deployment."""
+
+    component: str
+    service: int
+    is_async: bool
+    cpu: Distribution | None
+    db: Distribution | None
+    lock: int | None
+    external: Distribution | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The calls one operation makes, starting at its entry service."""
+
+    operation: str
+    entry: int
+    gateway_cpu: Distribution | None
+    steps: tuple[StepSpec, ...]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service as simulated (replica count already divided by the reduce factor)."""
+
+    name: str
+    replicas: int
+    full_replicas: int
+    cores: int
+    workers: int
+    db_pool: int
+    database: int | None
+    queue_limit: int | None
+    pool_timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """A database as simulated: ``shards`` identical shards partitioned by player."""
+
+    name: str
+    shards: int
+    full_shards: int
+    cores: int
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """A hot account: ``sub_accounts`` row locks, one taken at random per write."""
+
+    name: str
+    sub_accounts: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything an engine needs to simulate one deployment."""
+
+    deployment: str
+    kind: str
+    services: tuple[ServiceSpec, ...]
+    databases: tuple[DatabaseSpec, ...]
+    locks: tuple[LockSpec, ...]
+    routes: tuple[Route, ...]
+    network_hop: Distribution
+    rpc_cpu: Distribution
+    publish: Distribution
+    load_balancing: str
+    reduce_factor: int
+
+
+def reduce_factor(scenario: Scenario) -> int:
+    """Largest k dividing every replica and shard count of every deployment (1 if not reducing).
+
+    Simulating 1/k of each deployment with 1/k of the players (a partition by player id) keeps
+    every replica at full size, so queueing is not scaled down, and all deployments still see
+    identical traffic.
+    """
+    if not scenario.simulation.reduce:
+        return 1
+    counts = [s.replicas for d in scenario.deployments for s in d.services]
+    counts += [db.shards for d in scenario.deployments for db in d.databases]
+    return max(1, _fold(math.gcd, counts))
+
+
+def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> Topology:
+    """Resolve ``deployment`` of ``scenario`` into a :class:`Topology`, reduced by ``k``."""
+    svc_index = {s.name: i for i, s in enumerate(deployment.services)}
+    db_index = {d.name: i for i, d in enumerate(deployment.databases)}
+    lock_names = list(deployment.hot_accounts)
+    services = tuple(
+        ServiceSpec(
+            name=s.name,
+            replicas=s.replicas // k,
+            full_replicas=s.replicas,
+            cores=s.cores,
+            workers=s.workers,
+            db_pool=s.db_pool,
+            database=db_index[s.database] if s.database else None,
+            queue_limit=s.queue_limit,
+            pool_timeout_s=s.db_pool_timeout_ms / 1000.0 if s.db_pool_timeout_ms else None,
+        )
+        for s in deployment.services
+    )
+    databases = tuple(
+        DatabaseSpec(name=d.name, shards=d.shards // k, full_shards=d.shards, cores=d.cores)
+        for d in deployment.databases
+    )
+    locks = tuple(
+        LockSpec(name=n, sub_accounts=deployment.hot_accounts[n].sub_accounts) for n in lock_names
+    )
+    gateway = scenario.demands.get(GATEWAY_COMPONENT)
+    routes = []
+    for op_name, op in scenario.operations.items():
+        steps = []
+        for st in op.steps:
+            svc = deployment.service_of(st.component)
+            assert svc is not None  # guaranteed by Scenario validation
+            steps.append(
+                StepSpec(
+                    component=st.component,
+                    service=svc_index[svc.name],
+                    is_async=st.mode == "async",
+                    cpu=scenario.demand(st.cpu),
+                    db=scenario.demand(st.db),
+                    lock=lock_names.index(st.lock) if st.lock else None,
+                    external=scenario.demand(st.external),
+                )
+            )
+        if deployment.entry is not None:
+            entry = svc_index[deployment.entry]
+        else:
+            first_sync = next((s for s in steps if not s.is_async), steps[0])
+            entry = first_sync.service
+        entry_hosts_gateway = GATEWAY_COMPONENT in deployment.services[entry].components
+        routes.append(
+            Route(
+                operation=op_name,
+                entry=entry,
+                gateway_cpu=gateway if entry_hosts_gateway else None,
+                steps=tuple(steps),
+            )
+        )
+    return Topology(
+        deployment=deployment.name,
+        kind=deployment.kind,
+        services=services,
+        databases=databases,
+        locks=locks,
+        routes=tuple(routes),
+        network_hop=deployment.network_hop,
+        rpc_cpu=deployment.rpc_cpu,
+        publish=deployment.broker.publish,
+        load_balancing=deployment.load_balancing,
+        reduce_factor=k,
+    )
