@@ -76,9 +76,7 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     In a notebook: ``sim.run(sim.load_scenario(path))`` returns the same results as pandas
     DataFrames, and ``sim.load_results(out_dir)`` reads a finished run.
     """
-    from sim.report import write_report
-    from sim.runner import run
-
+    target = _precision(precision)
     extra = list(overrides)
     if seed is not None:
         extra.append(f"simulation.seed={seed}")
@@ -93,12 +91,15 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     except ScenarioError as err:
         _fail(err)
         return
+    from sim.report import write_report
+    from sim.runner import run
+
     known = [d.name for d in scen.deployments]
     for a in architectures:
         if a not in known:
             raise click.BadParameter(f"no deployment {a!r} in {scenario} (have {known})",
                                      param_hint="--architecture")
-    res = run(scen, precision=_precision(precision), jobs=jobs, progress=progress,
+    res = run(scen, precision=target, jobs=jobs, progress=progress,
               deployments=list(architectures) or None)
     out = out_dir or Path("reports") / scen.name
     res.save(out)

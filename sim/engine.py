@@ -131,7 +131,7 @@ class PSCpu:
     """
 
     __slots__ = (
-        "_gen", "_heap", "_last", "_seq", "_vtime", "area_busy", "area_excess", "area_jobs",
+        "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy", "area_excess", "area_jobs",
         "completions", "cores", "env", "kind", "n", "name", "never_shares",
     )
 
@@ -147,6 +147,8 @@ class PSCpu:
         self._vtime = 0.0
         self._last = 0.0
         self._gen = 0
+        self._timer_vt = -1.0       # virtual finish time the live timer aims at (-1: none)
+        self._timer_rate1 = False   # the live timer was set while jobs ran at full speed
         self.area_busy = 0.0
         self.area_jobs = 0.0
         self.area_excess = 0.0
@@ -178,7 +180,10 @@ class PSCpu:
             ev.callbacks.append(self._done_plain)
             return ev
         ev = Event(self.env)
-        heapq.heappush(self._heap, (self._vtime + work, next(self._seq), ev))
+        finish = self._vtime + work
+        heapq.heappush(self._heap, (finish, next(self._seq), ev))
+        if self._timer_rate1 and self.n <= self.cores and 0.0 <= self._timer_vt <= finish:
+            return ev  # still full speed and the earliest finish is unchanged: timer stays valid
         self._schedule()
         return ev
 
@@ -190,10 +195,15 @@ class PSCpu:
     def _schedule(self) -> None:
         heap = self._heap
         if not heap:
+            self._timer_vt = -1.0
             return
         n = self.n
-        rate = 1.0 if n <= self.cores else self.cores / n
-        delay = (heap[0][0] - self._vtime) / rate
+        full = n <= self.cores
+        rate = 1.0 if full else self.cores / n
+        target = heap[0][0]
+        delay = (target - self._vtime) / rate
+        self._timer_vt = target
+        self._timer_rate1 = full
         self._gen += 1
         gen = self._gen
         t = self.env.timeout(delay if delay > 0.0 else 0.0)

@@ -74,11 +74,19 @@ def sample_distinct(rng: np.random.Generator, space: int, n: int) -> np.ndarray:
         return rng.permutation(space)[:n].astype(np.int64)
     # Draws with replacement, deduplicated: the set of distinct values is, given its size,
     # a uniform random subset (by symmetry), so a random n of them is uniform too.
-    found = np.unique(rng.integers(0, space, n + n // 8 + 16, dtype=np.int64))
+    found = _distinct(rng.integers(0, space, n + n // 8 + 16, dtype=np.int64))
     while found.size < n:
         more = rng.integers(0, space, 2 * (n - found.size) + 16, dtype=np.int64)
-        found = np.unique(np.concatenate([found, more]))
+        found = _distinct(np.concatenate([found, more]))
     return rng.permutation(found)[:n]
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort + compare: several times faster than np.unique here)."""
+    s = np.sort(x)
+    keep = np.ones(s.size, dtype=bool)
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 class OnlinePool:
@@ -171,6 +179,8 @@ class ArrivalStream:
         self.op_names: list[str] = list(scenario.operations)
         w = np.array([op.weight for op in scenario.operations.values()], dtype=np.float64)
         self.op_share: np.ndarray = w / w.sum()
+        self._cum_share: np.ndarray = np.cumsum(self.op_share)
+        self._last_op = int(np.flatnonzero(w > 0)[-1])  # rounding never picks a 0-weight op
         self.per_player_rate = pop.session.actions_per_minute / 60.0
         self._spikes = [
             (sp.start_s, sp.start_s + sp.duration_s, sp.multiplier,
@@ -185,8 +195,12 @@ class ArrivalStream:
     def online_n(self, t: float | np.ndarray) -> np.ndarray:
         """Online players of the partition at window time ``t`` (pool entries online)."""
         n = online_count(self.population, self.start_day_s + np.asarray(t, dtype=np.float64))
-        return np.clip(np.rint(np.asarray(n) / self.partition[1]), 1, self.pool.size).astype(
-            np.int64)
+        return self._pool_entries(np.asarray(n))
+
+    def _pool_entries(self, online: np.ndarray) -> np.ndarray:
+        """Pool entries online given the whole population's online count."""
+        n = np.rint(online / self.partition[1])
+        return np.clip(n, 1, self.pool.size).astype(np.int64)
 
     def _multipliers(self, t: np.ndarray) -> np.ndarray:
         """Spike multiplier per (time, operation), shape ``t.shape + (n_ops,)``."""
@@ -221,23 +235,35 @@ class ArrivalStream:
         rng = self.rng
         bound = self._rate_bound(a, b)
         n = int(rng.poisson(bound * (b - a))) if bound > 0 else 0
-        t = np.sort(rng.uniform(a, b, n))
+        # Sorted uniforms on [a, b) from normalised exponential spacings: O(n), no sort.
+        e = np.cumsum(rng.standard_exponential(n + 1))
+        t = a + (b - a) * (e[:-1] / e[-1])
+        online = np.asarray(online_count(self.population, self.start_day_s + t))
+        base = online * (self.per_player_rate / self.partition[1])
         # One uniform per candidate both thins and picks the operation: the candidate is
         # kept with probability rate(t)/bound, as operation o with probability rate_o/bound.
-        cum = np.cumsum(self.rate(t), axis=1)
         u = rng.random(n) * bound
-        op = (cum <= u[:, None]).sum(axis=1)
-        keep = op < len(self.op_names)
+        if any(start < b and end > a for start, end, _, _ in self._spikes):
+            cum = np.cumsum(base[:, None] * self.op_share * self._multipliers(t), axis=1)
+            op = (cum <= u[:, None]).sum(axis=1)
+            keep = op < len(self.op_names)
+            op = op[keep]
+        else:  # shares constant over the chunk: no per-operation matrix needed
+            keep = u < base
+            op = np.searchsorted(self._cum_share, u[keep] / base[keep], side="right")
+            np.minimum(op, self._last_op, out=op)
         t = t[keep]
-        op = op[keep].astype(np.int16)
-        player = self.pool.draw(rng, t.size, self.online_n(t))
+        op = op.astype(np.int16)
+        player = self.pool.draw(rng, t.size, self._pool_entries(online[keep]))
         amount = self.population.bet_size.sample(rng, t.size)
         return ArrivalChunk(t, op, player, amount)
 
     def chunks(self, chunk_s: float = 1.0) -> Iterator[ArrivalChunk]:
         """Arrivals over ``[0, duration_s)`` chunk by chunk (bounded memory), in time order.
 
-        Call once per stream: the chunks consume the stream's generator.
+        Call once per stream: the chunks consume the stream's generator. The same seed and
+        ``chunk_s`` give the same arrivals; another ``chunk_s`` gives another sample of the
+        same process.
         """
         if chunk_s <= 0:
             raise ValueError("chunk_s must be positive")

@@ -56,19 +56,30 @@ def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(n)
 
 
-def _warmup_cut(out: RunOutput, warmup: str | float) -> float:
+def stationary_horizon(scenario: Scenario) -> float:
+    """End of the part of the window before the first spike (where a warm-up may be sought).
+
+    MSER-5 assumes the output settles to one steady state; a spike is a planned change of
+    level, not a transient, so the cut is searched only before the first spike starts.
+    """
+    starts = [sp.start_s for sp in scenario.population.spikes]
+    return min([scenario.simulation.duration_s, *starts])
+
+
+def _warmup_cut(out: RunOutput, warmup: str | float, horizon: float) -> float:
     if warmup != "auto":
         return min(float(warmup), out.duration_s * 0.5)
-    if len(out.t) < 50:
+    sel = out.t < horizon
+    if sel.sum() < 50 or horizon < 10 * out.bin_s:
         return 0.0
-    return float(mser5_time(out.t, out.latency, out.bin_s))
+    return float(mser5_time(out.t[sel], out.latency[sel], out.bin_s))
 
 
 def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
               warmup: str | float) -> RepStats:
     """Reduce one run's raw output to per-replication estimates after the warm-up cut."""
     ops = list(scenario.operations)
-    cut = _warmup_cut(out, warmup)
+    cut = _warmup_cut(out, warmup, stationary_horizon(scenario))
     span = out.duration_s - cut
     keep = out.t >= cut
     op_stats: dict[str, dict[str, float]] = {}
@@ -174,6 +185,8 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         else:
             stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
             out = engine.run_open(stream.chunks(), sim.duration_s)
+        if progress is not None and hasattr(progress, "flush"):
+            progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
@@ -351,7 +364,10 @@ def _execute(scenario: Scenario, k: int, seeds: list[np.random.SeedSequence], wh
         return out
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
+    # fork (Linux) needs no `if __name__ == "__main__"` guard in users' scripts and notebooks;
+    # the children only simulate, they start no threads of their own.
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Manager() as manager:
         queue = manager.Queue() if bar is not None else None
         with ProcessPoolExecutor(max_workers=min(jobs, len(which)), mp_context=ctx) as pool:
@@ -379,6 +395,11 @@ class _QueueTick:
     def __call__(self, dt: float) -> None:
         self.pending += dt
         if self.pending >= 5.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what has not been reported yet."""
+        if self.pending > 0.0:
             self.queue.put(self.pending)
             self.pending = 0.0
 

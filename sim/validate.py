@@ -134,9 +134,11 @@ def _jackson_case(rho_max: float, customers: int, reps: int, seed: int) -> list[
 def _mva_case(n: int, rho_hint: float, duration_s: float, reps: int, seed: int) -> list[Case]:
     """Closed network: n users, exponential think time, three PS stations in sequence."""
     demands_ms = [10.0, 6.0, 4.0]
-    think_ms = demands_ms[0] * n * (1 - rho_hint) / max(rho_hint, 1e-9) if rho_hint < 1 else 0.0
+    demands_s = [d / 1000.0 for d in demands_ms]
+    think_ms = 1000.0 * analytic.mva_think_time_for_throughput(
+        n, demands_s, rho_hint / max(demands_s))
     raw = _base(f"mva_n{n}", duration_s, reps, seed)
-    raw["simulation"]["closed"] = {"users": n, "think_time": _exp(max(think_ms, 1e-3))}
+    raw["simulation"]["closed"] = {"users": n, "think_time": _exp(think_ms)}
     names = ["a", "b", "c"]
     raw["operations"] = {"job": {"weight": 1, "steps": [
         {"component": s, "cpu": _exp(d)} for s, d in zip(names, demands_ms, strict=True)]}}
@@ -148,7 +150,7 @@ def _mva_case(n: int, rho_hint: float, duration_s: float, reps: int, seed: int) 
         + [{"name": s, "components": [s], "workers": 100000, "cores": 1} for s in names],
     }]
     scen = parse_scenario(raw, f"validate:{raw['name']}")
-    res = analytic.mva_closed(n, [d / 1000.0 for d in demands_ms], think_time=max(think_ms, 1e-3) / 1000.0)
+    res = analytic.mva_closed(n, demands_s, think_time=think_ms / 1000.0)
 
     def x(r: Any) -> tuple[float, float]:
         row = r.summary.set_index("operation").loc["job"]
@@ -158,7 +160,7 @@ def _mva_case(n: int, rho_hint: float, duration_s: float, reps: int, seed: int) 
         row = r.summary.set_index("operation").loc["job"]
         return float(row["mean_ms"]), float(row["mean_ms_ci"])
 
-    label = f"closed MVA N={n} U(a)~{res.throughput * demands_ms[0] / 1000.0:.2f}"
+    label = f"closed MVA N={n} U={res.throughput * demands_s[0]:.2f}"
     return [
         Case(label, "throughput X (req/s)", res.throughput, scen, x),
         Case(label, "response R (ms)", res.response_time * 1000.0, scen, resp),

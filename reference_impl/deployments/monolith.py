@@ -1,0 +1,66 @@
+"""The monolith: one process (uvicorn workers configurable), components wired in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from starlette.applications import Starlette
+
+from reference_impl.http.app import create_app
+from reference_impl.metrics import Registry
+from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, build_backoffice
+
+CONFIG_ENV = "TESTBED_SERVE_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``testbed serve`` needs."""
+
+    office: BackOfficeConfig
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "warning"
+
+    def to_env(self) -> str:
+        """JSON for the worker processes."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        """Read what :meth:`to_env` wrote."""
+        data = json.loads(os.environ[CONFIG_ENV])
+        return cls(office=BackOfficeConfig(**data.pop("office")), **data)
+
+
+def monolith_app(config: BackOfficeConfig) -> Starlette:
+    """The app of one monolith process (the back office is built at startup)."""
+
+    async def factory(metrics: Registry) -> BackOffice:
+        return await build_backoffice(config, metrics)
+
+    return create_app(factory=factory)
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory used by multi-worker serving."""
+    return monolith_app(ServeConfig.from_env().office)
+
+
+def serve_monolith(config: ServeConfig) -> None:
+    """Serve until Ctrl-C / SIGTERM (uvicorn stops cleanly: lifespan closes the storage)."""
+    import uvicorn
+
+    common = {"host": config.host, "port": config.port, "log_level": config.log_level,
+              "access_log": False, "timeout_graceful_shutdown": 5}
+    if config.workers <= 1:
+        uvicorn.run(monolith_app(config.office), **common)  # type: ignore[arg-type]
+        return
+    os.environ[CONFIG_ENV] = config.to_env()
+    uvicorn.run(
+        "reference_impl.deployments.monolith:app_from_env", factory=True,
+        workers=config.workers, **common,  # type: ignore[arg-type]
+    )

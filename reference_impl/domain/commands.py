@@ -1,0 +1,124 @@
+"""Wallet commands (the bodies of the money endpoints) and their idempotency fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+from reference_impl.domain.errors import ErrorCode, WalletError
+from reference_impl.domain.money import validate_amount, validate_currency, validate_id
+
+
+@dataclass(frozen=True)
+class _Base:
+    transaction_id: str
+    player_id: str
+
+    kind = ""
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical body: equal bodies give equal fingerprints."""
+        parts = [self.kind] + [
+            f"{f.name}={'' if getattr(self, f.name) is None else getattr(self, f.name)}"
+            for f in fields(self)
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+    def _check_common(self) -> None:
+        validate_id(self.transaction_id, "transaction_id")
+        validate_id(self.player_id, "player_id")
+        currency = getattr(self, "currency", None)
+        if currency is not None:
+            validate_currency(currency)
+
+
+@dataclass(frozen=True)
+class Deposit(_Base):
+    """Money entering a player's wallet from a payment instrument."""
+
+    amount: int
+    currency: str | None = None
+    instrument: str | None = None
+    device: str | None = None
+    kind = "deposit"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        validate_amount(self.amount)
+        for name in ("instrument", "device"):
+            if getattr(self, name) is not None:
+                validate_id(getattr(self, name), name)
+
+
+@dataclass(frozen=True)
+class Withdrawal(_Base):
+    """Money leaving a player's wallet to a payment instrument."""
+
+    amount: int
+    currency: str | None = None
+    instrument: str | None = None
+    device: str | None = None
+    kind = "withdrawal"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        validate_amount(self.amount)
+        for name in ("instrument", "device"):
+            if getattr(self, name) is not None:
+                validate_id(getattr(self, name), name)
+
+
+@dataclass(frozen=True)
+class Bet(_Base):
+    """A stake debited from the player for a game round (the house is credited)."""
+
+    round_id: str
+    game_id: str
+    amount: int
+    currency: str | None = None
+    device: str | None = None
+    kind = "bet"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        validate_id(self.round_id, "round_id")
+        validate_id(self.game_id, "game_id")
+        validate_amount(self.amount)
+        if self.device is not None:
+            validate_id(self.device, "device")
+
+
+@dataclass(frozen=True)
+class Win(_Base):
+    """A payout credited to the player, settling the open bets of the round (may be 0)."""
+
+    round_id: str
+    amount: int
+    currency: str | None = None
+    kind = "win"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        validate_id(self.round_id, "round_id")
+        validate_amount(self.amount, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class Rollback(_Base):
+    """Refund of one bet (at most once); of an unknown bet, a tombstone."""
+
+    round_id: str
+    rolled_back_transaction_id: str
+    kind = "rollback"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        validate_id(self.round_id, "round_id")
+        validate_id(self.rolled_back_transaction_id, "rolled_back_transaction_id")
+        if self.rolled_back_transaction_id == self.transaction_id:
+            raise WalletError(
+                ErrorCode.TRANSACTION_CONFLICT, "a rollback cannot roll back its own id"
+            )
+
+
+Command = Deposit | Withdrawal | Bet | Win | Rollback

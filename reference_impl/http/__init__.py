@@ -1,0 +1,5 @@
+"""The public HTTP API (Starlette + orjson) over the back office components."""
+
+from reference_impl.http.app import create_app
+
+__all__ = ["create_app"]

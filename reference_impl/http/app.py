@@ -1,0 +1,253 @@
+"""The Starlette application: every endpoint of the public API, errors, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from reference_impl.domain.commands import Bet, Deposit, Rollback, Win, Withdrawal
+from reference_impl.domain.errors import ErrorCode, WalletError
+from reference_impl.http.openapi import openapi_document
+from reference_impl.http.schemas import (
+    BetBody,
+    CashBody,
+    CreatePlayerBody,
+    IdentityBody,
+    RollbackBody,
+    WinBody,
+)
+from reference_impl.metrics import Registry
+from reference_impl.rules import LimitsRequest
+from reference_impl.services.backoffice import BackOffice
+
+Handler = Callable[[Request], Awaitable[Response]]
+Factory = Callable[[Registry], Awaitable[BackOffice]]
+
+
+class JSON(Response):
+    """An orjson response."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(code: ErrorCode, message: str, status: int) -> JSON:
+    """The public error body."""
+    return JSON({"error": {"code": code.value, "message": message}}, status_code=status)
+
+
+def _validation(exc: ValidationError) -> WalletError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return WalletError(ErrorCode.VALIDATION_ERROR, f"{where}: {first.get('msg', 'invalid')}")
+
+
+async def parse(request: Request, model: type[BaseModel]) -> Any:
+    """Parse and validate a JSON body (VALIDATION_ERROR otherwise)."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise WalletError(ErrorCode.VALIDATION_ERROR, "body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise WalletError(ErrorCode.VALIDATION_ERROR, "body must be a JSON object")
+    data = _integral(data)
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise _validation(exc) from exc
+
+
+def _integral(value: Any) -> Any:
+    """JSON's ``100.0`` is the integer 100 (100.5 stays a float, and is refused)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+def _query_int(request: Request, name: str, default: int | None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or len(value) > 19 or int(value) > 10**18:
+        raise WalletError(ErrorCode.VALIDATION_ERROR, f"{name} must be an integer 0..10^18")
+    return int(value)
+
+
+def create_app(
+    office: BackOffice | None = None, *, factory: Factory | None = None,
+    metrics: Registry | None = None,
+) -> Starlette:
+    """The public API over ``office``, or over the office ``factory`` builds at startup
+    (closed at shutdown). Components may be in-process or remote behind their interfaces."""
+    if (office is None) == (factory is None):
+        raise ValueError("give exactly one of office and factory")
+    metrics = metrics or (office.metrics if office is not None else Registry())
+    ref = _Ref(office)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if factory is None:
+            yield
+            return
+        ref.office = await factory(metrics)
+        try:
+            yield
+        finally:
+            await ref.o.stop()
+
+    def measured(method: str, route: str, handler: Handler) -> Route:
+        methods = method.split("|")
+
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except WalletError as err:
+                response = JSON(err.to_json(), status_code=err.http_status)
+            verb = request.method
+            metrics.request_seconds.observe(time.perf_counter() - started, verb, route)
+            metrics.responses.inc(verb, route, str(response.status_code))
+            return response
+
+        return Route(route, endpoint, methods=methods)
+
+    def path_player(request: Request) -> str:
+        return str(request.path_params["player_id"])
+
+    async def create_player(request: Request) -> Response:
+        body = await parse(request, CreatePlayerBody)
+        return JSON(await ref.o.players.create(body.player_id, body.currency), status_code=201)
+
+    async def balance(request: Request) -> Response:
+        return JSON(await ref.o.players.balance(path_player(request)))
+
+    async def deposit(request: Request) -> Response:
+        body = await parse(request, CashBody)
+        cmd = Deposit(body.transaction_id, path_player(request), body.amount, body.currency,
+                      body.instrument, body.device)
+        return JSON(await ref.o.wallet.execute(cmd))
+
+    async def withdrawal(request: Request) -> Response:
+        body = await parse(request, CashBody)
+        cmd = Withdrawal(body.transaction_id, path_player(request), body.amount, body.currency,
+                         body.instrument, body.device)
+        return JSON(await ref.o.wallet.execute(cmd))
+
+    async def bet(request: Request) -> Response:
+        b = await parse(request, BetBody)
+        cmd = Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
+                  b.device)
+        return JSON(await ref.o.wallet.execute(cmd))
+
+    async def win(request: Request) -> Response:
+        b = await parse(request, WinBody)
+        cmd = Win(b.transaction_id, b.player_id, b.round_id, b.amount, b.currency)
+        return JSON(await ref.o.wallet.execute(cmd))
+
+    async def rollback(request: Request) -> Response:
+        b = await parse(request, RollbackBody)
+        cmd = Rollback(b.transaction_id, b.player_id, b.round_id, b.rolled_back_transaction_id)
+        return JSON(await ref.o.wallet.execute(cmd))
+
+    async def transactions(request: Request) -> Response:
+        limit = _query_int(request, "limit", 50)
+        before = _query_int(request, "before", None)
+        assert limit is not None
+        return JSON(await ref.o.players.transactions(path_player(request), limit, before))
+
+    async def put_limits(request: Request) -> Response:
+        body = await parse(request, LimitsRequest)
+        return JSON(await ref.o.players.set_limits(path_player(request), body))
+
+    async def get_limits(request: Request) -> Response:
+        return JSON(await ref.o.players.limits(path_player(request)))
+
+    async def limits(request: Request) -> Response:
+        return await (put_limits if request.method == "PUT" else get_limits)(request)
+
+    async def put_identity(request: Request) -> Response:
+        body = await parse(request, IdentityBody)
+        return JSON(await ref.o.players.verify_identity(path_player(request), body.verified))
+
+    async def alerts(request: Request) -> Response:
+        player = request.query_params.get("player_id")
+        limit = _query_int(request, "limit", 100)
+        after = _query_int(request, "after", 0)
+        assert limit is not None and after is not None
+        return JSON(await ref.o.fraud.alerts(player, limit, after))
+
+    async def audit(request: Request) -> Response:
+        return JSON((await ref.o.audit()).to_json())
+
+    async def analytics(request: Request) -> Response:
+        return JSON(await ref.o.analytics.summary())
+
+    async def health(request: Request) -> Response:
+        return JSON({"status": "ok"})
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.expose(), media_type="text/plain; version=0.0.4")
+
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return JSON(document)
+
+    routes = [
+        measured("POST", "/players", create_player),
+        measured("GET", "/players/{player_id}/balance", balance),
+        measured("POST", "/players/{player_id}/deposits", deposit),
+        measured("POST", "/players/{player_id}/withdrawals", withdrawal),
+        measured("POST", "/wallet/bet", bet),
+        measured("POST", "/wallet/win", win),
+        measured("POST", "/wallet/rollback", rollback),
+        measured("GET", "/players/{player_id}/transactions", transactions),
+        measured("GET|PUT", "/players/{player_id}/limits", limits),
+        measured("PUT", "/players/{player_id}/identity", put_identity),
+        measured("GET", "/fraud/alerts", alerts),
+        measured("GET", "/audit/verify", audit),
+        measured("GET", "/analytics/summary", analytics),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorCode.VALIDATION_ERROR)
+        response = error(code, str(exc.detail), exc.status_code)
+        response.headers.update(exc.headers or {})
+        return response
+
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan,
+    )
+
+
+class _Ref:
+    """The office the handlers use (set at startup when built by a factory)."""
+
+    def __init__(self, office: BackOffice | None) -> None:
+        self.office = office
+
+    @property
+    def o(self) -> BackOffice:
+        if self.office is None:
+            raise RuntimeError("back office not started")
+        return self.office

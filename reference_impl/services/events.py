@@ -1,0 +1,85 @@
+"""The event bus between components: in-process for the monolith, a broker elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from reference_impl.rules import MoneyEvent
+
+Handler = Callable[[MoneyEvent], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+
+class EventBus(Protocol):
+    """Publish domain events (bet placed, deposit made...); consumers subscribe."""
+
+    def subscribe(self, name: str, handler: Handler) -> None:
+        """Register a consumer (its name is its consumer group on a broker)."""
+        ...
+
+    async def publish(self, event: MoneyEvent) -> None:
+        """Hand an event to the bus (at least once to every consumer)."""
+        ...
+
+    async def start(self) -> None:
+        """Start delivering."""
+        ...
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then stop."""
+        ...
+
+
+class InProcessEventBus:
+    """An asyncio queue and one delivery task; publishing never waits for consumers."""
+
+    def __init__(self) -> None:
+        self._handlers: list[tuple[str, Handler]] = []
+        self._queue: asyncio.Queue[MoneyEvent | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+
+    def subscribe(self, name: str, handler: Handler) -> None:
+        """Register a consumer."""
+        self._handlers.append((name, handler))
+
+    async def publish(self, event: MoneyEvent) -> None:
+        """Queue the event."""
+        self._queue.put_nowait(event)
+
+    async def start(self) -> None:
+        """Start the delivery task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Drain the queue and stop."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every queued event was delivered."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                if event is None:
+                    return
+                for name, handler in self._handlers:
+                    try:
+                        await handler(event)
+                    except Exception:  # a failing consumer must not stop the others
+                        log.exception("consumer %s failed on %s", name, event.kind)
+                self.delivered += 1
+            finally:
+                self._queue.task_done()

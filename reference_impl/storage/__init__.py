@@ -1,0 +1,21 @@
+"""Storage adapters: SQLite (embedded default) and PostgreSQL, behind one async interface."""
+
+from reference_impl.storage.base import (
+    Gate,
+    PlayerInfo,
+    Storage,
+    StorageSettings,
+    UsageTotals,
+)
+from reference_impl.storage.factory import DEFAULT_SQLITE_PATH, open_storage, storage_for_url
+
+__all__ = [
+    "DEFAULT_SQLITE_PATH",
+    "Gate",
+    "PlayerInfo",
+    "Storage",
+    "StorageSettings",
+    "UsageTotals",
+    "open_storage",
+    "storage_for_url",
+]

@@ -1,0 +1,134 @@
+"""The storage interface every adapter implements, its settings and the rules hook."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from reference_impl.domain import AuditReport, HotAccounts, JournalEntry, OpResult
+from reference_impl.domain.commands import Command
+from reference_impl.domain.planning import Verdict
+from reference_impl.metrics import Registry
+
+Concurrency = Literal["pessimistic", "optimistic"]
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How the adapter controls concurrency and lays out hot accounts."""
+
+    concurrency: Concurrency = "pessimistic"
+    hot: HotAccounts = field(default_factory=HotAccounts)
+    pool_size: int = 16
+    max_retries: int = 50
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Exact sums over a player's journal, as the rules need them (see rules.Usage)."""
+
+    deposits: dict[str, int]
+    stakes: dict[str, int]
+    wins: dict[str, int]
+    deposits_since_last_withdrawal: int
+    stakes_since_last_withdrawal: int
+    cash_movements_24h: int
+    identity_verified: bool
+
+
+class Gate(Protocol):
+    """The rules as the storage sees them, called inside the money transaction."""
+
+    def skip(self, kind: str, limits_json: str | None) -> bool:
+        """True when no rule can refuse or hold this operation (the fast path)."""
+        ...
+
+    def needs_usage(self, kind: str, limits_json: str | None) -> bool:
+        """True when the verdict reads usage aggregates (SUM queries)."""
+        ...
+
+    def verdict(
+        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        now_us: int,
+    ) -> Verdict:
+        """The rules' answer for a bet, deposit or withdrawal."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlayerInfo:
+    """A player as the API shows it."""
+
+    player_id: str
+    currency: str
+    balance: int
+    limits_json: str | None
+    identity_verified: bool = False
+
+    def to_public(self) -> dict[str, Any]:
+        """JSON of ``POST /players``."""
+        return {"player_id": self.player_id, "currency": self.currency, "balance": self.balance}
+
+
+LimitsUpdate = Callable[[str | None], str | None]
+"""Pure function from the stored limits JSON to the new one (None = no limits)."""
+
+
+class Storage(abc.ABC):
+    """Async storage of the wallet: every money effect atomic and idempotent by id."""
+
+    name: str = "storage"
+
+    def __init__(self, settings: StorageSettings, metrics: Registry | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Registry()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema when missing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
+        """Open a wallet with balance 0 (PLAYER_EXISTS when taken)."""
+
+    @abc.abstractmethod
+    async def get_player(self, player_id: str) -> PlayerInfo:
+        """The player (UNKNOWN_PLAYER when missing)."""
+
+    @abc.abstractmethod
+    async def execute(self, cmd: Command, now_us: int, gate: Gate | None = None) -> OpResult:
+        """Apply a money command exactly once; raise WalletError with nothing changed."""
+
+    @abc.abstractmethod
+    async def update_limits(self, player_id: str, update: LimitsUpdate) -> str | None:
+        """Atomically replace the player's limits JSON by ``update(old)``; return the new."""
+
+    @abc.abstractmethod
+    async def set_identity_verified(self, player_id: str, verified: bool) -> None:
+        """Record the outcome of an identity check (KYC)."""
+
+    @abc.abstractmethod
+    async def transactions(
+        self, player_id: str, limit: int, before_seq: int | None = None
+    ) -> list[JournalEntry]:
+        """The player's journal entries, newest first."""
+
+    @abc.abstractmethod
+    async def audit(self) -> AuditReport:
+        """Verify every invariant over the whole ledger."""
+
+    @abc.abstractmethod
+    async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Store fraud alerts (JSON-able dicts of rules.Alert)."""
+
+    @abc.abstractmethod
+    async def list_alerts(
+        self, player_id: str | None, limit: int, after_id: int = 0
+    ) -> list[dict[str, Any]]:
+        """Stored alerts, oldest first, with their ``id``."""

@@ -1,0 +1,113 @@
+"""The relational schema, shared by SQLite and PostgreSQL (two small dialect differences)."""
+
+from __future__ import annotations
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS players (
+    player_id TEXT PRIMARY KEY,
+    currency TEXT NOT NULL,
+    balance BIGINT NOT NULL CHECK (balance >= 0),
+    seq BIGINT NOT NULL,
+    last_hash TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    limits TEXT,
+    identity_verified BOOLEAN NOT NULL DEFAULT FALSE,
+    created_us BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    balance BIGINT NOT NULL,
+    version BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    transaction_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    player_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    round_id TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    state TEXT,
+    status TEXT,
+    balance BIGINT,
+    currency TEXT,
+    ts_us BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txs_player_round ON txs (player_id, round_id);
+CREATE TABLE IF NOT EXISTS journal (
+    stream TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    debit_account TEXT NOT NULL,
+    credit_account TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL,
+    round_id TEXT NOT NULL,
+    ts_us BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (stream, seq)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id {serial},
+    player_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    reason_code TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    evidence TEXT NOT NULL,
+    rules_version TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
+"""
+
+SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY")
+
+POSTGRES_BET_FUNCTION = """
+CREATE OR REPLACE FUNCTION wallet_bet(
+    p_tx TEXT, p_player TEXT, p_round TEXT, p_amount BIGINT, p_fp TEXT, p_shard INT,
+    p_ts BIGINT, p_currency TEXT
+) RETURNS TABLE (outcome TEXT, new_balance BIGINT, cur TEXT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_balance BIGINT; v_seq BIGINT; v_hash TEXT; v_cur TEXT; v_house TEXT;
+BEGIN
+    -- One round trip for the common bet: conditional debit that extends the hash chain;
+    -- anything unusual (unknown player, funds, limits, currency, duplicate) answers SLOW
+    -- or raises unique_violation, and the caller takes the general path.
+    UPDATE players p SET
+        balance = p.balance - p_amount,
+        seq = p.seq + 1,
+        version = p.version + 1,
+        last_hash = encode(sha256(convert_to(concat_ws('|',
+            p.last_hash, p.player_id, (p.seq + 1)::text, p_tx, 'bet',
+            'player:' || p.currency || ':' || p.player_id,
+            'house:' || p.currency || ':' || p_shard::text,
+            p_amount::text, p.currency, p_round, p_ts::text), 'UTF8')), 'hex')
+    WHERE p.player_id = p_player AND p.balance >= p_amount AND p.limits IS NULL
+      AND (p_currency IS NULL OR p.currency = p_currency)
+    RETURNING p.balance, p.seq, p.last_hash, p.currency INTO v_balance, v_seq, v_hash, v_cur;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'SLOW'::TEXT, NULL::BIGINT, NULL::TEXT;
+        RETURN;
+    END IF;
+    v_house := 'house:' || v_cur || ':' || p_shard::text;
+    INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state,
+                     status, balance, currency, ts_us)
+    VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance, v_cur,
+            p_ts);
+    INSERT INTO accounts AS a (account_id, kind, currency, balance, version)
+    VALUES (v_house, 'house', v_cur, p_amount, 1)
+    ON CONFLICT (account_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance,
+                                           version = a.version + 1;
+    INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
+                         amount, currency, round_id, ts_us, hash)
+    VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player, v_house,
+            p_amount, v_cur, p_round, p_ts, v_hash);
+    RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
+END
+$fn$;
+"""

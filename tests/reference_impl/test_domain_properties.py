@@ -1,0 +1,139 @@
+"""Property test: random operation sequences against a brute-force model of the wallet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference_impl.domain import (
+    Bet,
+    Deposit,
+    HotAccounts,
+    MemoryLedger,
+    Rollback,
+    WalletError,
+    Win,
+    Withdrawal,
+    verify_ledger,
+)
+
+PLAYERS = ("p0", "p1")
+IDS = tuple(f"t{i}" for i in range(8))
+ROUNDS = ("r0", "r1", "r2")
+
+
+@dataclass
+class Model:
+    """Brute force: balances, first answers by id, bet states; nothing clever."""
+
+    balance: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
+    seen: dict[str, tuple[tuple[object, ...], tuple[str, int] | None]] = field(
+        default_factory=dict
+    )
+    bets: dict[str, list[object]] = field(default_factory=dict)  # id -> [player, round, amt, st]
+
+    def run(self, op: tuple[object, ...]) -> tuple[str, int] | str:
+        kind, tid, pid, rnd, amount, ref = op
+        relevant = {"deposit": (0, 1, 2, 4), "withdrawal": (0, 1, 2, 4), "bet": (0, 1, 2, 3, 4),
+                    "win": (0, 1, 2, 3, 4), "rollback": (0, 1, 2, 3, 5)}[kind]  # type: ignore
+        body = tuple(op[i] for i in relevant)
+        if tid in self.seen:
+            first_body, answer = self.seen[tid]
+            if first_body == body and answer is not None:
+                return answer
+            bet = self.bets.get(tid)  # type: ignore[arg-type]
+            if kind == "bet" and bet is not None and bet[3] == "tomb" and bet[0] == pid:
+                return "TRANSACTION_ROLLED_BACK"
+            return "TRANSACTION_CONFLICT"
+        bal = self.balance[pid]  # type: ignore[index]
+        result: str | int
+        if kind == "deposit":
+            result = bal + amount  # type: ignore[operator]
+        elif kind in ("withdrawal", "bet"):
+            result = "INSUFFICIENT_FUNDS" if bal < amount else bal - amount  # type: ignore
+        elif kind == "win":
+            mine = [b for b in self.bets.values() if b[0] == pid and b[1] == rnd]
+            states = {b[3] for b in mine}
+            if "open" in states:
+                for b in mine:
+                    if b[3] == "open":
+                        b[3] = "settled"
+                result = bal + amount  # type: ignore[operator]
+            elif not mine:
+                result = "BET_NOT_FOUND"
+            elif "settled" in states:
+                result = "BET_ALREADY_SETTLED"
+            else:
+                result = "TRANSACTION_ROLLED_BACK"
+        else:
+            target = self.bets.get(ref)  # type: ignore[arg-type]
+            if target is None and ref in self.seen:
+                result = "BET_NOT_FOUND"
+            elif target is None:
+                self.bets[ref] = [pid, rnd, 0, "tomb"]  # type: ignore[index]
+                self.seen[ref] = (("tomb",), None)  # type: ignore[index]
+                result = bal
+            elif target[0] != pid:
+                result = "BET_NOT_FOUND"
+            elif target[3] == "settled":
+                result = "BET_ALREADY_SETTLED"
+            elif target[3] == "open":
+                target[3] = "rolled_back"
+                result = bal + target[2]  # type: ignore[operator]
+            else:
+                result = bal
+        if isinstance(result, str):
+            return result
+        self.balance[pid] = result  # type: ignore[index]
+        self.seen[tid] = (body, ("ok", result))  # type: ignore[index]
+        if kind == "bet":
+            self.bets[tid] = [pid, rnd, amount, "open"]  # type: ignore[index]
+        return ("ok", result)
+
+
+def _command(op: tuple[object, ...]) -> object:
+    kind, tid, pid, rnd, amount, ref = op
+    if kind == "deposit":
+        return Deposit(tid, pid, amount)  # type: ignore[arg-type]
+    if kind == "withdrawal":
+        return Withdrawal(tid, pid, amount)  # type: ignore[arg-type]
+    if kind == "bet":
+        return Bet(tid, pid, rnd, "g", amount)  # type: ignore[arg-type]
+    if kind == "win":
+        return Win(tid, pid, rnd, amount)  # type: ignore[arg-type]
+    return Rollback(tid, pid, rnd, ref)  # type: ignore[arg-type]
+
+
+def _op(draw: st.DrawFn) -> tuple[object, ...]:
+    kind = draw(st.sampled_from(("deposit", "withdrawal", "bet", "bet", "win", "rollback")))
+    tid = draw(st.sampled_from(IDS))
+    ref = draw(st.sampled_from([i for i in IDS if i != tid]))
+    return (kind, tid, draw(st.sampled_from(PLAYERS)), draw(st.sampled_from(ROUNDS)),
+            draw(st.integers(1 if kind != "win" else 0, 60)), ref)
+
+
+operations = st.lists(st.composite(_op)(), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_ledger_matches_brute_force_model(ops: list[tuple[object, ...]]) -> None:
+    ledger = MemoryLedger(HotAccounts(house_shards=3))
+    for pid in PLAYERS:
+        ledger.create_player(pid, "EUR")
+    model = Model()
+    for now, op in enumerate(ops, start=1):
+        expected = model.run(op)
+        try:
+            result = ledger.apply(_command(op), now)  # type: ignore[arg-type]
+            got: tuple[str, int] | str = (result.status, result.balance)
+        except WalletError as err:
+            got = err.code.value
+        assert got == expected, op
+    for pid in PLAYERS:
+        assert ledger.players[pid].balance == model.balance[pid]
+    heads = {p.player_id: (p.seq, p.last_hash) for p in ledger.players.values()}
+    report = verify_ledger(ledger.journal, ledger.balances(), heads)
+    assert report.ok, report.first_violation

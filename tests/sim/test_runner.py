@@ -1,0 +1,89 @@
+"""Runner: reproducibility, common random numbers, reduced vs full runs, precision loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sim.runner import run
+from sim.scenario import parse_scenario
+
+
+def _small(reduce: bool, seed: int = 3, duration: float = 40.0, reps: int = 4) -> object:
+    svc = {"workers": 8, "cores": 2}
+    return parse_scenario({
+        "name": "small",
+        "simulation": {"duration_s": duration, "replications": reps, "reduce": reduce,
+                       "seed": seed, "start_hour": 20},
+        "population": {"registered_players": 200_000, "peak_online": 6_000,
+                       "session": {"actions_per_minute": 6}},
+        "demands": {"cpu": {"kind": "exponential", "mean_ms": 2.0},
+                    "db": {"kind": "lognormal", "median_ms": 1.5, "sigma": 0.5}},
+        "operations": {
+            "bet": {"weight": 0.6, "steps": [{"component": "wallet", "cpu": "cpu", "db": "db"}]},
+            "balance": {"weight": 0.4, "steps": [{"component": "wallet", "cpu": "cpu"}]},
+        },
+        "deployments": [
+            {"name": "mono", "kind": "monolith",
+             "services": [{"name": "app", "components": ["wallet"], "replicas": 4,
+                           "db_pool": 4, "database": "db"} | svc],
+             "databases": [{"name": "db", "cores": 4, "shards": 2}]},
+            {"name": "split", "kind": "microservices", "entry": "gw",
+             "services": [{"name": "gw", "components": ["gw"], "replicas": 2, "workers": 64,
+                           "cores": 2},
+                          {"name": "wallet", "components": ["wallet"], "replicas": 4,
+                           "db_pool": 4, "database": "db"} | svc],
+             "databases": [{"name": "db", "cores": 4, "shards": 2}]},
+        ],
+        "slos": {"latency_ms": {"bet": {"p99": 1000}}},
+    })
+
+
+def test_same_seed_same_numbers_and_schema() -> None:
+    a = run(_small(False, duration=15, reps=2), jobs=1)
+    b = run(_small(False, duration=15, reps=2), jobs=1)
+    cols = ["throughput_rps", "p99_ms", "mean_ms"]
+    assert a.summary[cols].equals(b.summary[cols])
+    assert set(a.summary["architecture"]) == {"mono", "split"}
+    assert a.summary["slo_met"].dropna().all()
+    assert (a.stations["utilisation"].dropna() <= 1.0 + 1e-9).all()
+
+
+def test_common_random_numbers_give_identical_arrivals_across_deployments() -> None:
+    res = run(_small(False, duration=10, reps=2), jobs=1)
+    settled = res.timeseries[res.timeseries["t_s"] < 9.0]  # requests in flight at the end differ
+    ts = settled.groupby(["architecture", "replication", "operation"])["requests"].sum()
+    assert ts.loc["mono"].equals(ts.loc["split"])
+
+
+def test_reduced_and_full_runs_agree_within_confidence_intervals() -> None:
+    full = run(_small(False), jobs=2).summary.set_index(["architecture", "operation"])
+    red = run(_small(True), jobs=2)
+    assert red.meta["reduce_factor"] == 2
+    assert any("representative partition" in n for n in red.meta["notes"])
+    red_s = red.summary.set_index(["architecture", "operation"])
+    for key in full.index:
+        for m in ("mean_ms", "p50_ms", "p95_ms", "throughput_rps"):
+            f, r = full.loc[key, m], red_s.loc[key, m]
+            hw = math.hypot(full.loc[key, f"{m}_ci"], red_s.loc[key, f"{m}_ci"])
+            # agree within the combined 95% half-widths, or 3% when both are very tight
+            assert abs(f - r) <= max(hw * 1.5, 0.03 * f), (key, m, f, r, hw)
+
+
+def test_precision_target_adds_replications() -> None:
+    scen = _small(False, duration=8, reps=2)
+    res = run(scen, precision=0.02, jobs=1)
+    reps = res.meta["replications"]["mono"]
+    assert reps > 2
+    assert reps <= scen.simulation.max_replications
+    assert "precision_met" in res.meta
+
+
+@pytest.mark.parametrize("warmup", [0.0, 5.0])
+def test_fixed_warmup_is_reported(warmup: float) -> None:
+    raw_scen = _small(False, duration=10, reps=2)
+    scen = raw_scen.model_copy(update={"simulation": raw_scen.simulation.model_copy(
+        update={"warmup": warmup})})
+    res = run(scen, jobs=1)
+    assert res.meta["warmup_s"]["mono"] == pytest.approx(warmup)
