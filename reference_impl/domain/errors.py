@@ -27,7 +27,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.VALIDATION_ERROR: 400,
     ErrorCode.UNKNOWN_PLAYER: 404,
     ErrorCode.PLAYER_EXISTS: 409,
-    ErrorCode.INSUFFICIENT_FUNDS: 402,
+    ErrorCode.INSUFFICIENT_FUNDS: 409,
     ErrorCode.LIMIT_EXCEEDED: 403,
     ErrorCode.PLAYER_BLOCKED: 403,
     ErrorCode.CURRENCY_MISMATCH: 409,

@@ -72,7 +72,7 @@ async def parse(request: Request, model: type[BaseModel]) -> Any:
 
 def _integral(value: Any) -> Any:
     """JSON's ``100.0`` is the integer 100 (100.5 stays a float, and is refused)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+    if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
         return {k: _integral(v) for k, v in value.items()}

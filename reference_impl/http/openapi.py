@@ -92,7 +92,7 @@ def _op(
 
 PLAYER_PARAM = {"name": "player_id", "in": "path", "required": True,
                 "schema": {"type": "string", "pattern": ID_PATTERN.pattern}}
-MONEY_ERRORS = ("400", "402", "403", "404", "409")
+MONEY_ERRORS = ("400", "403", "404", "409")
 
 
 def _query(name: str, minimum: int, maximum: int) -> dict[str, Any]:

@@ -9,10 +9,9 @@ counts at the latest time seen for that player).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
-from reference_impl.rules.compare import first_crossed, show
+from reference_impl.rules.compare import Number, first_crossed, show
 from reference_impl.rules.events import Alert, MoneyEvent
 from reference_impl.rules.links import LinkIndex
 from reference_impl.rules.model import LINK_FNS, Aggregate, Rule
@@ -78,17 +77,17 @@ def _compile(rule: Rule) -> CompiledRule:
     return CompiledRule(rule, subject_spec, baseline_spec, link_key)
 
 
-def _read(window: SlidingWindow | None, fn: str, ts: float) -> Fraction | None:
+def _read(window: SlidingWindow | None, fn: str, ts: float) -> Number | None:
     """count/sum/distinct/median of a window (an absent window is empty)."""
     if fn == "median":
         return None if window is None else window.median(ts)
     if window is None:
-        return Fraction(0)
+        return 0
     if fn == "count":
-        return Fraction(window.count(ts))
+        return window.count(ts)
     if fn == "sum":
-        return Fraction(window.sum(ts))
-    return Fraction(window.distinct(ts))
+        return window.sum(ts)
+    return window.distinct(ts)
 
 
 class AlertEvaluator:
@@ -147,7 +146,7 @@ class AlertEvaluator:
         if event.self_excluded_until is not None:
             self.note_self_exclusion(event.player_id, event.self_excluded_until)
         applicable = self._by_kind.get(event.kind, [])
-        before: dict[int, tuple[Fraction | None, Fraction | None]] = {}
+        before: dict[int, tuple[Number | None, Number | None]] = {}
         for i, c in enumerate(applicable):
             baseline = None
             if c.baseline_spec is not None and c.rule.baseline is not None:
@@ -179,25 +178,21 @@ class AlertEvaluator:
 
     def _evaluate(
         self, c: CompiledRule, event: MoneyEvent, player: PlayerWindows, ts: float,
-        before: tuple[Fraction | None, Fraction | None],
+        before: tuple[Number | None, Number | None],
         linked: dict[tuple[str, float | None], set[str]],
     ) -> Alert | None:
         rule, agg = c.rule, c.rule.aggregate
         baseline, subject = before
-        evidence: dict[str, Any] = {"fn": agg.fn, "field": agg.field}
-        if agg.window_s is not None:
-            evidence["window_s"] = show(agg.window_s)
+        others: set[str] | None = None
         if c.link_key is not None:
             if c.link_key not in linked:
                 return None
             others = linked[c.link_key]
             if agg.fn == "linked_excluded_players":
                 others = {p for p in others if self._excluded(p, ts)}
-            subject = Fraction(len(others))
-            evidence[agg.field] = getattr(event, agg.field)
-            evidence["linked_players"] = sorted(others)[:MAX_LINKS_IN_EVIDENCE]
+            subject = len(others)
         elif agg.fn == "value":
-            subject = Fraction(event.amount)
+            subject = event.amount
         elif subject is None and c.subject_spec is not None:
             subject = _read(player.windows.get(c.subject_spec), agg.fn, ts)
         if subject is None:
@@ -211,6 +206,12 @@ class AlertEvaluator:
             return None
         self._last_fired[fired_key] = ts
         threshold, value = crossed
+        evidence: dict[str, Any] = {"fn": agg.fn, "field": agg.field}
+        if agg.window_s is not None:
+            evidence["window_s"] = show(agg.window_s)
+        if others is not None:
+            evidence[agg.field] = getattr(event, agg.field)
+            evidence["linked_players"] = sorted(others)[:MAX_LINKS_IN_EVIDENCE]
         evidence.update(value=show(subject), op=rule.compare.op, threshold=show(value))
         if baseline is not None:
             evidence["baseline"] = show(baseline)
@@ -230,7 +231,7 @@ class AlertEvaluator:
         dropped = 0
         for player_id in list(self._players):
             player = self._players[player_id]
-            at = max(now, player.clock)
+            at = player.clock = max(now, player.clock)  # windows now stand at `at`
             for spec in list(player.windows):
                 if player.windows[spec].count(at) == 0:
                     del player.windows[spec]

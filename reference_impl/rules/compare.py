@@ -22,13 +22,17 @@ Number = int | Fraction
 def exact(x: float | int | bool | Fraction) -> Number:
     """Exact value of a YAML number: an int when integral, else a Fraction (0.1 is one
     tenth, not the nearest binary float)."""
-    if isinstance(x, int | Fraction):
-        return int(x) if isinstance(x, bool) else x
-    cached = _EXACT_CACHE.get(x)
+    kind = type(x)
+    if kind is int or kind is Fraction:
+        return x  # type: ignore[return-value]
+    if kind is bool:
+        return int(x)
+    cached = _EXACT_CACHE.get(x)  # type: ignore[arg-type]
     if cached is None:
-        cached = int(x) if x.is_integer() else Fraction(repr(x))
+        value = float(x)
+        cached = int(value) if value.is_integer() else Fraction(repr(value))
         if len(_EXACT_CACHE) < 4096:
-            _EXACT_CACHE[x] = cached
+            _EXACT_CACHE[value] = cached
     return cached
 
 
@@ -70,4 +74,6 @@ def show(x: Number | float) -> int | float:
     """A JSON-friendly number: an int when integral."""
     if isinstance(x, Fraction):
         return int(x) if x.denominator == 1 else float(x)
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
     return x

@@ -265,11 +265,19 @@ def _location(loc: tuple[Any, ...], raw: Any) -> str:
 
 def parse_rules(raw: Any, source: str = "<rules>") -> RulesFile:
     """Validate already-parsed YAML/JSON data as a rules file."""
+    rules = raw.get("rules") if isinstance(raw, dict) else None
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, dict) and True in rule:
+            raise RulesFileError(
+                f"{source}: rules[{i}]: a key reads as the boolean true (YAML turns a bare "
+                "`on`/`yes` key into true); the event kinds go under `applies_to`"
+            )
     try:
         return RulesFile.model_validate(raw)
     except ValidationError as exc:
         lines = [
-            f"{source}: {_location(tuple(err['loc']), raw)}: {err['msg']}"
+            f"{source}: {_location(tuple(err['loc']), raw)}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         ]
         raise RulesFileError("\n".join(lines)) from None

@@ -47,7 +47,7 @@ def test_round_trip_replays_and_errors(api: httpx.Client) -> None:
     assert _bet(api, "a-b1", "alice", 300).json()["balance"] == 700
     assert _bet(api, "a-b1", "alice", 300).json()["balance"] == 700  # replay
     _error(_bet(api, "a-b1", "alice", 301), 409, "TRANSACTION_CONFLICT")
-    _error(_bet(api, "a-b2", "alice", 5_000), 402, "INSUFFICIENT_FUNDS")
+    _error(_bet(api, "a-b2", "alice", 5_000), 409, "INSUFFICIENT_FUNDS")
     _error(_bet(api, "a-b3", "ghost", 5), 404, "UNKNOWN_PLAYER")
     r = api.post("/wallet/win", json={"transaction_id": "a-w1", "player_id": "alice",
                                       "round_id": "r1", "amount": 900})

@@ -7,7 +7,14 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from reference_impl.rules import LimitsRequest, LimitsState, Outcome, RulesEngine, Usage
+from reference_impl.rules import (
+    LimitsRequest,
+    LimitsState,
+    Outcome,
+    RulesEngine,
+    RulesFile,
+    Usage,
+)
 from reference_impl.rules.events import WINDOW_SECONDS
 
 DAY = 86_400.0
@@ -87,10 +94,10 @@ def test_bad_limits_request_is_refused(body: dict) -> None:
         LimitsRequest.model_validate(body)
 
 
-def test_operator_cap_lowest_applies(tmp_path) -> None:
+def test_operator_cap_lowest_applies() -> None:
     text = ENGINE.rules_file.model_dump(mode="json")
     text["limits"]["operator_caps"] = {"deposit": {"24h": 700}}
-    engine = RulesEngine(type(ENGINE.rules_file).model_validate(text))
+    engine = RulesEngine(RulesFile.model_validate(text))
     usage = Usage.zero(identity_verified=True)
     assert engine.needs_usage(LimitsState(), "deposit")
     assert engine.check_deposit(LimitsState(), usage, 701, 0.0).code == "LIMIT_EXCEEDED"

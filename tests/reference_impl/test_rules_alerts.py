@@ -117,6 +117,15 @@ def test_late_event_is_clamped_and_state_expires() -> None:
     assert engine.tracked_players == 0
 
 
+def test_event_older_than_a_sweep_is_clamped_not_refused() -> None:
+    engine = RulesEngine.from_yaml()
+    engine.observe(ev("bet", "p", 0.0))
+    engine.observe(ev("deposit", "p", 1.0))
+    engine.expire(40 * DAY)  # the bet window (30 days) empties, the deposit one stays
+    assert engine.tracked_players == 1
+    assert not engine.observe(ev("deposit", "p", 2.0))  # behind the sweep: counted at 40 days
+
+
 # ---------- brute-force model of the default async rules (DOMAIN.md, section 4 and 5) ----------
 
 COOLDOWN = {

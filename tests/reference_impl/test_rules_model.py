@@ -68,6 +68,13 @@ def test_bad_rules_file_names_index_field_and_reason(tmp_path: Path, mutate, exp
         assert fragment in message, message
 
 
+def test_bare_on_key_gets_a_hint(tmp_path: Path) -> None:
+    raw = default_raw()
+    raw["rules"][2][True] = raw["rules"][2].pop("applies_to")  # what YAML makes of `on:`
+    with pytest.raises(RulesFileError, match=r"rules\[2\].*applies_to"):
+        load_rules(write(tmp_path, raw))
+
+
 def test_invalid_yaml_is_a_rules_file_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("version: [unclosed\n", encoding="utf-8")

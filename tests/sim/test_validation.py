@@ -1,0 +1,44 @@
+"""The engine against queueing theory (the same cases as `testbed validate --analytic`)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from sim.validate import cases, evaluate
+
+
+def _subset(names: tuple[str, ...], quick: bool = True) -> list:
+    return [c for c in cases(quick=quick) if c.name.startswith(names)]
+
+
+def test_mmc_and_mva_at_moderate_load_match_theory() -> None:
+    table = evaluate(_subset(("M/M/1 rho=0.5", "M/M/8 rho=0.8", "closed MVA N=5",
+                              "Jackson 3 stations rho=0.5")), jobs=2)
+    assert len(table) == 7
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()
+
+
+@pytest.mark.slow
+def test_high_utilisation_cases_match_theory() -> None:
+    table = evaluate(_subset(("M/M/1 rho=0.8", "M/M/8 rho=0.95", "closed MVA N=20",
+                              "closed MVA N=40")), jobs=2)
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()
+
+
+def test_validation_fails_loudly_when_the_engine_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    # make the formula wrong by 10%: the comparison must flag it
+    cs = _subset(("M/M/1 rho=0.5",))
+    wrong = [c.__class__(c.name, c.metric, c.expected * 1.10, c.scenario, c.read) for c in cs]
+    table = evaluate(wrong, jobs=2)
+    assert not table["pass"].any()
+
+
+def test_validate_requires_a_reference() -> None:
+    from testbed.cli import cli
+
+    res = CliRunner().invoke(cli, ["validate"])
+    assert res.exit_code == 2
+    assert "--analytic" in res.output
