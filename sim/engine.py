@@ -131,7 +131,8 @@ class PSCpu:
     """
 
     __slots__ = (
-        "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy", "area_excess", "area_jobs",
+        "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy",
+        "area_excess", "area_jobs",
         "completions", "cores", "env", "kind", "n", "name", "never_shares",
     )
 

@@ -152,7 +152,8 @@ class Service(_Model):
     db_pool: int = Field(default=0, ge=0, description="database connections per replica")
     database: str | None = None
     queue_limit: int | None = Field(
-        default=None, ge=0, description="requests waiting for a worker beyond which new ones get 503"
+        default=None, ge=0,
+        description="requests waiting for a worker beyond which new ones get 503",
     )
     db_pool_timeout_ms: float | None = Field(default=None, gt=0)
 
@@ -432,8 +433,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             if part.lstrip("-").isdigit():
                 idx = int(part)
                 if not -len(node) <= idx < len(node):
+                    where = ".".join([*walked, part])
                     raise ScenarioError(
-                        "--set", [(".".join(walked + [part]), f"index out of range (0..{len(node) - 1})")]
+                        "--set", [(where, f"index out of range (0..{len(node) - 1})")]
                     )
             else:
                 for j, item in enumerate(node):
@@ -442,8 +444,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
                         break
                 if idx is None:
                     names = [it.get("name") for it in node if isinstance(it, dict)]
+                    where = ".".join([*walked, part])
                     raise ScenarioError(
-                        "--set", [(".".join(walked + [part]), f"no list item named {part!r} (have {names})")]
+                        "--set", [(where, f"no list item named {part!r} (have {names})")]
                     )
             if last:
                 node[idx] = _parse_value(value)
@@ -463,10 +466,14 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         walked.append(part)
 
 
-def parse_scenario(raw: Any, source: str = "<scenario>", overrides: list[str] | None = None) -> Scenario:
+def parse_scenario(
+    raw: Any, source: str = "<scenario>", overrides: list[str] | None = None
+) -> Scenario:
     """Validate a raw mapping (plus overrides) into a :class:`Scenario`."""
     if not isinstance(raw, dict):
-        raise ScenarioError(source, [("", "the file must hold a mapping (key: value) at top level")])
+        raise ScenarioError(
+            source, [("", "the file must hold a mapping (key: value) at top level")]
+        )
     for ov in overrides or []:
         apply_override(raw, ov)
     try:
@@ -488,5 +495,6 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(str(p), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        reason = f"not valid YAML: {getattr(exc, 'problem', exc)}"
+        raise ScenarioError(str(p), [(where, reason)]) from None
     return parse_scenario(raw, str(p), overrides)

@@ -67,7 +67,8 @@ def _mmc_case(c: int, rho: float, customers: int, reps: int, seed: int) -> list[
     lam = rho * c * mu
     raw = _base(f"mm{c}_rho{rho}", customers / lam, reps, seed)
     _open_rate(raw, lam)
-    raw["operations"] = {"job": {"weight": 1, "steps": [{"component": "q", "cpu": _exp(SERVICE_MS)}]}}
+    step = {"component": "q", "cpu": _exp(SERVICE_MS)}
+    raw["operations"] = {"job": {"weight": 1, "steps": [step]}}
     raw["deployments"] = [{
         "name": "queue", "kind": "monolith",
         "services": [{"name": "q", "components": ["q"], "workers": c, "cores": c}],

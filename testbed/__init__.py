@@ -1,1 +1,1 @@
-"""Top-level command line of the testbed: dispatches to the simulator and the reference back office."""
+"""Top-level command line of the testbed: the simulator's and the back office's commands."""

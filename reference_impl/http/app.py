@@ -29,6 +29,7 @@ from reference_impl.http.schemas import (
 from reference_impl.metrics import Registry
 from reference_impl.rules import LimitsRequest
 from reference_impl.services.backoffice import BackOffice
+from reference_impl.services.ports import ServiceUnavailable
 
 Handler = Callable[[Request], Awaitable[Response]]
 Factory = Callable[[Registry], Awaitable[BackOffice]]
@@ -119,6 +120,8 @@ def create_app(
                 response = await handler(request)
             except WalletError as err:
                 response = JSON(err.to_json(), status_code=err.http_status)
+            except ServiceUnavailable as exc:  # a remote component is down: safe to retry
+                response = JSON(exc.to_json(), status_code=503)
             verb = request.method
             metrics.request_seconds.observe(time.perf_counter() - started, verb, route)
             metrics.responses.inc(verb, route, str(response.status_code))
@@ -198,7 +201,8 @@ def create_app(
         return JSON(await ref.o.analytics.summary())
 
     async def health(request: Request) -> Response:
-        return JSON({"status": "ok"})
+        ok, body = await ref.o.health()
+        return JSON(body, status_code=200 if ok else 503)
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.expose(), media_type="text/plain; version=0.0.4")

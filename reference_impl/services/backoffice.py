@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reference_impl.domain import AuditReport
 from reference_impl.domain.accounts import HotAccounts
@@ -15,6 +18,12 @@ from reference_impl.services.events import EventBus, InProcessEventBus
 from reference_impl.services.fraud import FraudService
 from reference_impl.services.gate import RulesGate
 from reference_impl.services.player import PlayerService
+from reference_impl.services.ports import (
+    AnalyticsComponent,
+    FraudComponent,
+    PlayerComponent,
+    WalletComponent,
+)
 from reference_impl.services.wallet import WalletService
 from reference_impl.storage import Storage, StorageSettings, open_storage
 
@@ -40,30 +49,60 @@ class BackOfficeConfig:
         )
 
 
+Probe = Callable[[], Awaitable[dict[str, Any]]]
+
+
 @dataclass
 class BackOffice:
-    """The four components and what they share in one process."""
+    """The four components and what they share in one process.
 
-    storage: Storage
-    bus: EventBus
-    players: PlayerService
-    wallet: WalletService
-    fraud: FraudService
-    analytics: AnalyticsService
+    Components may be the services themselves or remote proxies (microservices, hybrid);
+    then ``storage``/``bus`` may be None, ``auditor`` audits remotely, ``probes`` report the
+    health of the remote components and ``closers`` release their connections.
+    """
+
+    storage: Storage | None
+    bus: EventBus | None
+    players: PlayerComponent
+    wallet: WalletComponent
+    fraud: FraudComponent
+    analytics: AnalyticsComponent
     metrics: Registry = field(default_factory=Registry)
+    auditor: Callable[[], Awaitable[AuditReport]] | None = None
+    probes: dict[str, Probe] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def audit(self) -> AuditReport:
         """Verify the ledger."""
+        if self.auditor is not None:
+            return await self.auditor()
+        if self.storage is None:
+            raise RuntimeError("no storage and no remote auditor")
         return await self.storage.audit()
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness of this process and of every remote component it depends on."""
+        if not self.probes:
+            return True, {"status": "ok"}
+        names = list(self.probes)
+        answers = await asyncio.gather(*(self.probes[n]() for n in names))
+        services = dict(zip(names, answers, strict=True))
+        ok = all(a.get("status") == "ok" for a in answers)
+        return ok, {"status": "ok" if ok else "degraded", "services": services}
 
     async def start(self) -> None:
         """Start event delivery."""
-        await self.bus.start()
+        if self.bus is not None:
+            await self.bus.start()
 
     async def stop(self) -> None:
-        """Deliver queued events, then close the storage."""
-        await self.bus.stop()
-        await self.storage.close()
+        """Deliver queued events, close remote connections, then the storage."""
+        if self.bus is not None:
+            await self.bus.stop()
+        for close in self.closers:
+            await close()
+        if self.storage is not None:
+            await self.storage.close()
 
 
 async def build_backoffice(

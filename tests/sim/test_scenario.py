@@ -1,4 +1,4 @@
-"""Scenario language: shipped files load, bad files and overrides fail with file, field and reason."""
+"""Scenario language: shipped files load; bad files and overrides name file, field, reason."""
 
 from __future__ import annotations
 
