@@ -574,10 +574,64 @@ class Engine:
 
     # ------------------------------------------------------------------ run
 
-    def run_open(self, chunks: Iterable[Any], duration: float) -> RunOutput:
-        """Simulate ``duration`` seconds of open arrivals given as chunks (t, op, player)."""
+    def run_open(self, chunks: Iterable[Any], duration: float,
+                 op_rate: Callable[[np.ndarray], np.ndarray] | None = None) -> RunOutput:
+        """Simulate ``duration`` seconds of open arrivals given as chunks (t, op, player).
+
+        In a reduced run (reduce factor k > 1) hot accounts are global: the other k - 1
+        partitions write them too. ``op_rate(t)`` (arrivals/s per operation of the represented
+        partition) then drives *phantom writers*, Poisson at k - 1 times the partition's rate
+        of each locked step, that take the row lock for a sampled database time, so the
+        represented partition meets the whole system's contention on the hot row.
+        """
         self.env.process(self._open_source(chunks, duration))
+        if op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
+            self._start_phantoms(op_rate, duration)
         return self._run(duration)
+
+    def _start_phantoms(self, op_rate: Callable[[np.ndarray], np.ndarray],
+                        duration: float) -> None:
+        k = self.topo.reduce_factor
+        grid = np.linspace(0.0, duration, 257)
+        rates = op_rate(grid)  # shape (len(grid), n_ops)
+        for oi, route in enumerate(self.topo.routes):
+            for step in route.steps:
+                if step.lock is None or step.db is None:
+                    continue
+                lam = (k - 1) * rates[:, oi]
+                if lam.max() <= 0.0:
+                    continue
+                seed = int(self.rng.integers(0, 2**63))
+                self.env.process(self._phantom_writer(step, grid, lam, duration, seed))
+
+    def _phantom_writer(self, step: StepSpec, grid: np.ndarray, lam: np.ndarray,
+                        duration: float, seed: int) -> Generator:
+        """Writers of the other partitions: lock, hold for a database time, release."""
+        env = self.env
+        rng = np.random.default_rng(seed)
+        lam_max = float(lam.max())
+        hold = Sampler(step.db, rng) if step.db is not None else (lambda: 0.0)
+        subs = self.locks[step.lock] if step.lock is not None else []
+        t = 0.0
+        while True:
+            gaps = rng.exponential(1.0 / lam_max, 1024)
+            keep = rng.random(1024)
+            for gap, u in zip(gaps.tolist(), keep.tolist(), strict=True):
+                t += gap
+                if t >= duration:
+                    return
+                if u * lam_max > float(np.interp(t, grid, lam)):
+                    continue  # thinning: accepted with probability rate(t) / max rate
+                yield env.timeout(t - env._now)
+                lock = subs[self.pyrng.randrange(len(subs))] if len(subs) > 1 else subs[0]
+                env.process(self._phantom_hold(lock, hold()))
+
+    def _phantom_hold(self, lock: Pool, hold: float) -> Generator:
+        ev = lock.acquire()
+        if ev is not None:
+            yield ev
+        yield self.env.timeout(hold)
+        lock.release()
 
     def run_closed(self, users: int, think: Distribution, weights: np.ndarray,
                    duration: float) -> RunOutput:

@@ -184,7 +184,7 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
                                     sim.duration_s)
         else:
             stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
-            out = engine.run_open(stream.chunks(), sim.duration_s)
+            out = engine.run_open(stream.chunks(), sim.duration_s, op_rate=stream.rate)
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
