@@ -1,51 +1,188 @@
 """Bets per second of the wallet: the monolith over HTTP vs the storage adapter directly.
 
-For SQLite and PostgreSQL, a closed loop of ``--concurrency`` clients places bets on
-``--players`` funded players for ``--seconds``: once through the HTTP service (a real
-``testbed serve`` process, raw HTTP/1.1 keep-alive clients) and once calling the storage
-adapter's ``execute`` in-process. The ratio service/direct shows what the service layer
-costs. Run: ``python benchmarks/bench_wallet.py [--seconds 10] [--pg-admin URL]``.
+For each database and hot-account shard count, a closed loop of ``--connections`` clients
+places bets of 10 minor units, each on a new round, on ``--players`` funded players:
+
+- **direct**: ``Storage.execute(Bet(...))`` in this process, with a pool of ``--connections``
+  (PostgreSQL) or the group-committing single writer (SQLite);
+- **http**: a real ``testbed serve`` monolith process (one uvicorn worker, httptools +
+  uvloop, the same pool), driven by ``--connections`` raw HTTP/1.1 keep-alive connections
+  from this process (a few microseconds of client CPU per request, reported).
+
+The ratio http/direct shows what the service layer costs. Every run gets a fresh database,
+funded directly through the storage adapter before the clock starts; the first
+``--warmup`` seconds of each run are not counted. Ratios are compared with
+``benchmarks/baseline_wallet.json``; ``--check`` exits 1 when one drops by more than
+``--tolerance`` (30%), ``--update-baseline`` rewrites the file.
+
+    python benchmarks/bench_wallet.py                 # full: ~3 min
+    python benchmarks/bench_wallet.py --quick --check # CI: ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-import httpx
 import numpy as np
 import orjson
+import psutil
 
-from reference_impl.domain import Bet, Deposit
-from reference_impl.storage import StorageSettings, open_storage
+from reference_impl.domain import Bet, Deposit, HotAccounts
+from reference_impl.storage import Storage, StorageSettings, open_storage
+
+BASELINE = Path(__file__).with_name("baseline_wallet.json")
+PG_ADMIN = os.environ.get("TESTBED_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+BET_AMOUNT = 10
+Worker = Callable[[int, float, float, list[float]], Awaitable[None]]
 
 
 @dataclass
-class Figures:
-    """One measured case."""
+class Run:
+    """One measured closed loop."""
 
-    case: str
-    ops: int
+    bets: int
     seconds: float
     p50_ms: float
     p99_ms: float
+    client_cpu: float  # cores used by this process (clients; plus the storage when direct)
+    server_cpu: float = 0.0  # cores used by the server process (http only)
 
     @property
     def rate(self) -> float:
-        return self.ops / self.seconds
+        """Bets per second."""
+        return self.bets / self.seconds
+
+
+@dataclass
+class Case:
+    """Direct and HTTP runs of one database, shard count and connection count."""
+
+    backend: str
+    shards: int
+    connections: int
+    direct: Run
+    http: Run
+
+    @property
+    def key(self) -> str:
+        """Name of the case in the baseline file."""
+        return f"{self.backend}/shards={self.shards}/conn={self.connections}"
+
+    @property
+    def ratio(self) -> float:
+        """Service (HTTP) throughput over direct throughput."""
+        return self.http.rate / self.direct.rate
+
+
+# --------------------------------------------------------------------------- databases
+
+
+async def _pg_admin(sql: str, admin: str) -> None:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(backend: str, admin: str) -> AsyncIterator[str]:
+    """A new empty database URL of ``backend``, removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench_wallet_") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'wallet.db'}"
+        return
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    await _pg_admin(f"CREATE DATABASE {name}", admin)
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", admin)
+
+
+def _settings(shards: int, connections: int) -> StorageSettings:
+    return StorageSettings(hot=HotAccounts(shards, shards), pool_size=connections)
+
+
+async def populate(url: str, players: int, shards: int) -> None:
+    """Create ``players`` wallets p0..pN-1, each funded with 10^12 minor units."""
+    storage = await open_storage(url, _settings(shards, 16))
+    try:
+        async def one(p: int) -> None:
+            await storage.create_player(f"p{p}", "EUR", 0)
+            await storage.execute(Deposit(f"d{p}", f"p{p}", 10**12), 1)
+
+        for start in range(0, players, 64):
+            await asyncio.gather(*(one(p) for p in range(start, min(players, start + 64))))
+    finally:
+        await storage.close()
+
+
+# --------------------------------------------------------------------------- closed loop
+
+
+async def closed_loop(
+    worker: Worker, connections: int, warmup: float, seconds: float,
+    server: psutil.Process | None = None,
+) -> Run:
+    """Run ``connections`` workers; count bets that start after the warm-up."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    counted_from, deadline = start + warmup, start + warmup + seconds
+    tasks = [asyncio.ensure_future(worker(i, counted_from, deadline, latencies))
+             for i in range(connections)]
+    await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+    cpu0 = time.process_time()
+    server0 = sum(server.cpu_times()[:2]) if server is not None else 0.0
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - counted_from
+    cpu = time.process_time() - cpu0
+    server_cpu = (sum(server.cpu_times()[:2]) - server0) if server is not None else 0.0
+    ms = np.asarray(latencies) * 1000
+    return Run(len(latencies), elapsed, float(np.percentile(ms, 50)),
+               float(np.percentile(ms, 99)), cpu / elapsed, server_cpu / elapsed)
+
+
+def _player(n: int, players: int) -> str:
+    return f"p{n % players}"
+
+
+async def bench_direct(
+    url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
+) -> Run:
+    """Bets through ``Storage.execute`` in this process, without HTTP."""
+    storage: Storage = await open_storage(url, _settings(shards, connections))
+    ids = itertools.count()
+
+    async def worker(i: int, counted_from: float, deadline: float, lat: list[float]) -> None:
+        while (t0 := time.perf_counter()) < deadline:
+            n = next(ids)
+            await storage.execute(Bet(f"b{n}", _player(n, players), f"r{n}", "g", BET_AMOUNT),
+                                  time.time_ns() // 1000)
+            if t0 >= counted_from:
+                lat.append(time.perf_counter() - t0)
+
+    try:
+        return await closed_loop(worker, connections, warmup, seconds)
+    finally:
+        await storage.close()
 
 
 def _free_port() -> int:
@@ -55,161 +192,205 @@ def _free_port() -> int:
         return port
 
 
-def _figures(case: str, latencies: list[float], seconds: float) -> Figures:
-    arr = np.asarray(latencies) * 1000
-    return Figures(case, len(latencies), seconds, float(np.percentile(arr, 50)),
-                   float(np.percentile(arr, 99)))
+async def _http_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: bytes, path: bytes,
+    body: bytes = b"",
+) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 keep-alive exchange; (status line and headers, body)."""
+    writer.write(method + b" " + path + b" HTTP/1.1\r\nHost: bench\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return head, await reader.readexactly(length)
 
 
-async def _closed_loop(
-    worker: object, concurrency: int, seconds: float,
-) -> tuple[list[float], float]:
-    """Run ``worker(i, deadline, latencies)`` coroutines; return latencies and elapsed."""
-    latencies: list[float] = []
-    start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(worker(i, deadline, latencies)  # type: ignore[operator]
-                           for i in range(concurrency)))
-    return latencies, time.perf_counter() - start
+async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"testbed serve exited with {proc.returncode}")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            head, _ = await _http_request(reader, writer, b"GET", b"/health")
+            if head.startswith(b"HTTP/1.1 200"):
+                return
+        finally:
+            writer.close()
+        await asyncio.sleep(0.05)
+    raise RuntimeError("testbed serve did not become healthy")
 
 
-async def bench_direct(db: str, players: int, concurrency: int, seconds: float) -> Figures:
-    """Bets through ``Storage.execute`` without HTTP."""
-    storage = await open_storage(db, StorageSettings(pool_size=concurrency))
-    try:
-        for p in range(players):
-            await storage.create_player(f"p{p}", "EUR", 0)
-            await storage.execute(Deposit(f"d{p}", f"p{p}", 10**12), 1)
-        ids = itertools.count()
-
-        async def worker(i: int, deadline: float, lat: list[float]) -> None:
-            while time.perf_counter() < deadline:
-                n = next(ids)
-                t0 = time.perf_counter()
-                await storage.execute(Bet(f"b{n}", f"p{n % players}", f"r{n}", "g", 10),
-                                      time.time_ns() // 1000)
-                lat.append(time.perf_counter() - t0)
-                if n % 64 == 0:
-                    await asyncio.sleep(0)  # SQLite never yields: let the deadline be seen
-
-        latencies, elapsed = await _closed_loop(worker, concurrency, seconds)
-    finally:
-        await storage.close()
-    return _figures("direct", latencies, elapsed)
-
-
-async def _http_conn_worker(
-    port: int, players: int, ids: itertools.count[int], deadline: float, lat: list[float],
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < deadline:
-            n = next(ids)
-            body = orjson.dumps({"transaction_id": f"b{n}", "player_id": f"p{n % players}",
-                                 "round_id": f"r{n}", "game_id": "g", "amount": 10})
-            t0 = time.perf_counter()
-            writer.write(b"POST /wallet/bet HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                         b"application/json\r\nContent-Length: " + str(len(body)).encode()
-                         + b"\r\n\r\n" + body)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            payload = await reader.readexactly(length)
-            lat.append(time.perf_counter() - t0)
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"bet refused: {head[:40]!r} {payload[:200]!r}")
-    finally:
-        writer.close()
-
-
-async def bench_http(db: str, players: int, concurrency: int, seconds: float) -> Figures:
+async def bench_http(
+    url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
+) -> Run:
     """Bets through a ``testbed serve`` monolith process."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "testbed", "serve", "--db", db, "--port", str(port),
-         "--pool-size", str(concurrency)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "testbed", "serve", "--db", url, "--port", str(port),
+         "--pool-size", str(connections), "--hot-account-shards", str(shards)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.05)
-            for p in range(players):
-                await client.post("/players", json={"player_id": f"p{p}", "currency": "EUR"})
-                await client.post(f"/players/p{p}/deposits",
-                                  json={"transaction_id": f"d{p}", "amount": 10**12})
-        ids = itertools.count()
+    ids = itertools.count()
 
-        async def worker(i: int, deadline: float, lat: list[float]) -> None:
-            await _http_conn_worker(port, players, ids, deadline, lat)
-
-        latencies, elapsed = await _closed_loop(worker, concurrency, seconds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-    return _figures("http", latencies, elapsed)
-
-
-async def _pg_database(admin: str, create: bool, name: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        if create:
-            await conn.execute(f"CREATE DATABASE {name}")
-        else:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
-async def run_backend(
-    backend: str, args: argparse.Namespace,
-) -> tuple[Figures, Figures]:
-    """Direct and HTTP figures on fresh databases of ``backend``."""
-    results = []
-    for mode in ("direct", "http"):
-        if backend == "sqlite":
-            tmp = tempfile.mkdtemp(prefix="bench_wallet_")
-            db = f"sqlite:///{Path(tmp) / 'wallet.db'}"
-            name = None
-        else:
-            name = f"bench_{uuid.uuid4().hex[:10]}"
-            await _pg_database(args.pg_admin, True, name)
-            db = args.pg_admin.rsplit("/", 1)[0] + "/" + name
+    async def worker(i: int, counted_from: float, deadline: float, lat: list[float]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            bench = bench_direct if mode == "direct" else bench_http
-            results.append(await bench(db, args.players, args.concurrency, args.seconds))
+            while (t0 := time.perf_counter()) < deadline:
+                n = next(ids)
+                body = orjson.dumps({"transaction_id": f"b{n}", "player_id": _player(n, players),
+                                     "round_id": f"r{n}", "game_id": "g",
+                                     "amount": BET_AMOUNT})
+                head, payload = await _http_request(reader, writer, b"POST", b"/wallet/bet", body)
+                if t0 >= counted_from:
+                    lat.append(time.perf_counter() - t0)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"bet refused: {head[:40]!r} {payload[:200]!r}")
         finally:
-            if name is not None:
-                await _pg_database(args.pg_admin, False, name)
-    return results[0], results[1]
+            writer.close()
+
+    try:
+        await _wait_healthy(port, proc)
+        return await closed_loop(worker, connections, warmup, seconds, psutil.Process(proc.pid))
+    except BaseException:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=20)
 
 
-def main() -> None:
-    """Print bets/s, p50/p99 and the service/direct ratio per database."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--players", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
+async def run_case(
+    backend: str, shards: int, connections: int, args: argparse.Namespace,
+) -> Case:
+    """Direct then HTTP, each on a fresh funded database."""
+    runs: list[Run] = []
+    for bench in (bench_direct, bench_http):
+        async with fresh_database(backend, args.pg_admin) as url:
+            await populate(url, args.players, shards)
+            runs.append(await bench(url, args.players, shards, connections, args.warmup,
+                                    args.seconds))
+    return Case(backend, shards, connections, runs[0], runs[1])
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(cases: list[Case]) -> str:
+    """The markdown table of the cases."""
+    lines = [
+        "| database | shards | conn | direct bets/s | p50 / p99 ms | http bets/s | "
+        "p50 / p99 ms | http/direct | cores: server, client |",
+        "|---|---:|---:|---:|---|---:|---|---:|---|",
+    ]
+    for c in cases:
+        d, h = c.direct, c.http
+        lines.append(
+            f"| {c.backend} | {c.shards} | {c.connections} | {d.rate:,.0f} | "
+            f"{d.p50_ms:.2f} / {d.p99_ms:.1f} | {h.rate:,.0f} | {h.p50_ms:.2f} / "
+            f"{h.p99_ms:.1f} | **{c.ratio:.2f}** | {h.server_cpu:.2f}, {h.client_cpu:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def compare(cases: list[Case], baseline: dict[str, Any], tolerance: float) -> list[str]:
+    """Print each ratio against the baseline; return the cases that regressed."""
+    ratios: dict[str, float] = baseline.get("ratios", {})
+    regressed = []
+    for c in cases:
+        base = ratios.get(c.key)
+        if base is None:
+            print(f"{c.key}: ratio {c.ratio:.2f} (no baseline)")
+            continue
+        change = c.ratio / base - 1
+        flag = ""
+        if change < -tolerance:
+            flag = "  REGRESSION"
+            regressed.append(c.key)
+        print(f"{c.key}: ratio {c.ratio:.2f} vs baseline {base:.2f} ({change:+.0%}){flag}")
+    return regressed
+
+
+def _run(coro: Coroutine[Any, Any, Case]) -> Case:
+    """Run on uvloop when installed (the server uses it too)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a project dependency
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``--quick`` sets short runs and fewer cases)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--backends", default="postgres,sqlite")
-    parser.add_argument("--pg-admin", default=os.environ.get(
-        "TESTBED_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"))
-    args = parser.parse_args()
-    print(f"# bench_wallet: {args.seconds:g} s per case, {args.concurrency} clients, "
-          f"{args.players} players, {os.cpu_count()} cores, {platform.python_version()}")
-    print(f"{'database':<10} {'path':<7} {'bets/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    parser.add_argument("--shards", default=None,
+                        help="comma-separated house/jackpot shard counts [1,8,32; quick: 1,32]")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--players", type=int, default=None, help="[10000; quick: 2000]")
+    parser.add_argument("--seconds", type=float, default=None, help="[10; quick: 4]")
+    parser.add_argument("--warmup", type=float, default=None, help="[2; quick: 1]")
+    parser.add_argument("--quick", action="store_true", help="~5 s per run, for CI")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a ratio dropped more than --tolerance")
+    parser.add_argument("--tolerance", type=float, default=0.30)
+    parser.add_argument("--update-baseline", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--pg-admin", default=PG_ADMIN)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.shards = args.shards or ("1,32" if quick else "1,8,32")
+    args.players = args.players or (2_000 if quick else 10_000)
+    args.seconds = args.seconds or (4.0 if quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every case, print the table and the baseline comparison."""
+    args = parse_args(argv)
+    load = os.getloadavg()
+    print(f"# bench_wallet: {args.seconds:g} s per run after {args.warmup:g} s warm-up, "
+          f"{args.connections} connections, {args.players} players, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, load average before {load[0]:.1f}")
+    cases = []
     for backend in args.backends.split(","):
-        direct, http = asyncio.run(run_backend(backend, args))
-        for f in (direct, http):
-            print(f"{backend:<10} {f.case:<7} {f.rate:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f}")
-        print(f"{backend:<10} ratio service/direct = {http.rate / direct.rate:.2f}")
+        for shards in (int(s) for s in args.shards.split(",")):
+            case = _run(run_case(backend, shards, args.connections, args))
+            cases.append(case)
+            print(f"{case.key}: direct {case.direct.rate:,.0f}/s, http {case.http.rate:,.0f}/s, "
+                  f"ratio {case.ratio:.2f}", flush=True)
+    print(f"load average after {os.getloadavg()[0]:.1f}\n")
+    print(table(cases) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            [{**asdict(c), "ratio": c.ratio, "key": c.key} for c in cases], indent=2))
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    regressed = compare(cases, baseline, args.tolerance)
+    if args.update_baseline:
+        ratios = {**baseline.get("ratios", {}), **{c.key: round(c.ratio, 3) for c in cases}}
+        BASELINE.write_text(json.dumps({
+            "about": "http/direct bets-per-second ratios of benchmarks/bench_wallet.py",
+            "command": "python benchmarks/bench_wallet.py --update-baseline",
+            "ratios": dict(sorted(ratios.items())),
+        }, indent=2) + "\n")
+        print(f"baseline written to {BASELINE}")
+    if args.check and regressed:
+        print(f"ratio regression beyond {args.tolerance:.0%}: {', '.join(regressed)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ import click
 
 from reference_impl.deployments.monolith import ServeConfig, serve_monolith
 from reference_impl.services.backoffice import BackOfficeConfig
+from reference_impl.transport.broker import DEFAULT_BROKER, check_broker_url
 
 
 def register(group: click.Group) -> None:
@@ -21,10 +22,17 @@ def register(group: click.Group) -> None:
 @click.option("--db", default=None,
               help="sqlite:///path/to/wallet.db or postgresql://user@host:port/dbname "
                    "[default: sqlite under ./data/wallet.db]")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="interface of the public port (internal services use 127.0.0.1)")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
+              help="the public port (monolith, gateway or hybrid's main process)")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="server processes (SQLite has a single writer across them)")
+              help="server processes of the monolith, or of each stateless service "
+                   "(SQLite has a single writer across them)")
+@click.option("--broker", default=DEFAULT_BROKER, show_default=True,
+              help="Redis for the events of microservices/hybrid (Redis Streams)")
+@click.option("--internal-base-port", default=None, type=click.IntRange(1, 65000),
+              help="internal services on consecutive ports from here [default: free ports]")
 @click.option("--concurrency", type=click.Choice(["pessimistic", "optimistic"]),
               default="pessimistic", show_default=True,
               help="row locks, or a version check and retry")
@@ -37,10 +45,33 @@ def register(group: click.Group) -> None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(
-    topology: str, db: str | None, host: str, port: int, workers: int, concurrency: str,
-    hot_account_shards: int, pool_size: int, rules: str | None, log_level: str,
+    topology: str, db: str | None, host: str, port: int, workers: int, broker: str,
+    internal_base_port: int | None, concurrency: str, hot_account_shards: int, pool_size: int,
+    rules: str | None, log_level: str,
 ) -> None:
-    """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly."""
+    """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly.
+
+    \b
+    The public API (and /openapi.json) is the same in the three topologies:
+      monolith       one process; player, wallet, fraud and analytics call each other
+                     in-process, events on an in-process queue
+      microservices  a gateway on --port; player, wallet, fraud and analytics services each
+                     in its own process on a 127.0.0.1 port, called over HTTP; events
+                     (bets, wins, rollbacks, deposits, withdrawals, self-exclusion) go
+                     through Redis Streams (--broker) to the fraud and analytics consumers
+      hybrid         player and wallet (and the public API) in one process on --port;
+                     fraud and analytics in their own processes behind the broker
+    Limits and self-exclusion are checked inside the wallet's database transaction in all
+    three. In microservices/hybrid this command supervises the services: it starts them,
+    waits until each answers /health, restarts one that dies, and stops all of them on
+    Ctrl-C; GET /health on the public port reports each service's health.
+
+    \b
+    Examples:
+      testbed serve
+      testbed serve --topology microservices --db postgresql://postgres@127.0.0.1/test
+      testbed serve --topology hybrid --broker redis://127.0.0.1:6379/0 --port 8080
+    """
     if db is not None and not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise click.BadParameter("must be sqlite:///path or postgresql://...", param_hint="--db")
     if rules is not None:
@@ -54,12 +85,23 @@ def serve(
         db=db, concurrency=concurrency, house_shards=hot_account_shards,
         jackpot_shards=hot_account_shards, rules=rules, pool_size=pool_size,
     )
-    config = ServeConfig(office=office, host=host, port=port, workers=workers,
-                         log_level=log_level)
-    if topology != "monolith":
-        click.echo(f"error: topology {topology!r} is not available yet (only monolith)",
+    where = f"db: {db or 'sqlite:///data/wallet.db'}, {concurrency}"
+    if topology == "monolith":
+        config = ServeConfig(office=office, host=host, port=port, workers=workers,
+                             log_level=log_level)
+        click.echo(f"serving the monolith back office on http://{host}:{port} ({where})",
                    err=True)
-        sys.exit(2)
+        serve_monolith(config)
+        return
+    try:
+        check_broker_url(broker)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--broker") from exc
+    from reference_impl.deployments.distributed import DistributedConfig, serve_distributed
+
     click.echo(f"serving the {topology} back office on http://{host}:{port} "
-               f"(db: {db or 'sqlite:///data/wallet.db'}, {concurrency})", err=True)
-    serve_monolith(config)
+               f"({where}, broker {broker})", err=True)
+    sys.exit(serve_distributed(DistributedConfig(
+        topology=topology, office=office, host=host, port=port, workers=workers,
+        broker=broker, internal_base_port=internal_base_port, log_level=log_level,
+    )))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
@@ -355,10 +356,11 @@ class Engine:
         self._hop = self._sampler(topo.network_hop)
         self._rpc = self._sampler(topo.rpc_cpu)
         self._publish = self._sampler(topo.publish)
-        self._rec_t: list[float] = []
-        self._rec_op: list[int] = []
-        self._rec_lat: list[float] = []
-        self._rec_err: list[bool] = []
+        # compact typed arrays: 8 + 2 + 8 + 1 bytes per finished request
+        self._rec_t = array("d")
+        self._rec_op = array("h")
+        self._rec_lat = array("d")
+        self._rec_err = array("b")
         self._series: list[tuple[Any, StationSeries]] = []
         for st in self.stations():
             servers = st.capacity if isinstance(st, Pool) else getattr(st, "cores", 0)
@@ -649,9 +651,9 @@ class Engine:
             deployment=self.topo.deployment,
             duration_s=duration,
             bin_s=self.bin_s,
-            t=np.asarray(self._rec_t, dtype=np.float64),
-            op=np.asarray(self._rec_op, dtype=np.int16),
-            latency=np.asarray(self._rec_lat, dtype=np.float64),
-            error=np.asarray(self._rec_err, dtype=bool),
+            t=np.frombuffer(self._rec_t, dtype=np.float64).copy(),
+            op=np.frombuffer(self._rec_op, dtype=np.int16).copy(),
+            latency=np.frombuffer(self._rec_lat, dtype=np.float64).copy(),
+            error=np.frombuffer(self._rec_err, dtype=np.int8).astype(bool),
             stations=[ser for _, ser in self._series],
         )

@@ -13,6 +13,8 @@ from reference_impl.metrics import Registry
 from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, build_backoffice
 
 CONFIG_ENV = "TESTBED_SERVE_CONFIG"
+FAST_SERVER = {"http": "httptools", "loop": "uvloop"}
+"""uvicorn's C HTTP parser (httptools) and libuv event loop (uvloop): less CPU per request."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def serve_monolith(config: ServeConfig) -> None:
     import uvicorn
 
     common = {"host": config.host, "port": config.port, "log_level": config.log_level,
-              "access_log": False, "timeout_graceful_shutdown": 5}
+              "access_log": False, "timeout_graceful_shutdown": 5, **FAST_SERVER}
     if config.workers <= 1:
         uvicorn.run(monolith_app(config.office), **common)  # type: ignore[arg-type]
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,8 @@ class BackOffice:
         answers = await asyncio.gather(*(self.probes[n]() for n in names))
         services = dict(zip(names, answers, strict=True))
         ok = all(a.get("status") == "ok" for a in answers)
-        return ok, {"status": "ok" if ok else "degraded", "services": services}
+        body = {"status": "ok" if ok else "degraded", "pid": os.getpid(), "services": services}
+        return ok, body
 
     async def start(self) -> None:
         """Start event delivery."""

@@ -1,10 +1,13 @@
-"""PostgreSQL adapter over asyncpg: READ COMMITTED, a bet in one round trip.
+"""PostgreSQL adapter over asyncpg: READ COMMITTED, a bet or a win in one round trip.
 
 The common bet (no limits, enough funds, new id) is one call of the ``wallet_bet`` function:
 a conditional ``UPDATE ... WHERE balance >= amount`` extending the hash chain, the
-idempotency insert, the house credit and the journal insert. Everything else takes the
-general transaction script, with row locks (pessimistic) or a version check and retry
-(optimistic).
+idempotency insert, the house credit and the journal insert. The common win (a round with an
+open bet, new id) is one call of ``wallet_win``. Everything else takes the general
+transaction script, with row locks (pessimistic) or a version check and retry (optimistic).
+
+Pooled connections are not reset with ``RESET ALL`` on release (a round trip per call): the
+adapter sets no session state, and an open transaction is still rolled back by asyncpg.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from typing import Any
 import asyncpg
 
 from reference_impl.domain import OpResult
-from reference_impl.domain.commands import Bet, Command
+from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
-from reference_impl.storage.schema import POSTGRES_BET_FUNCTION, POSTGRES_SCHEMA
+from reference_impl.storage.schema import POSTGRES_FUNCTIONS, POSTGRES_SCHEMA
 from reference_impl.storage.sql_storage import SqlStorage
 
 SCHEMA_LOCK_KEY = 0x7761_6C6C  # advisory lock serialising schema creation between workers
@@ -63,12 +66,12 @@ class PostgresStorage(SqlStorage):
         """Create the pool, then the schema and the bet function (once, under a lock)."""
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=self.settings.pool_size,
-            statement_cache_size=512, command_timeout=60,
+            statement_cache_size=512, command_timeout=60, reset=_keep_session,
         )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
             await conn.execute(POSTGRES_SCHEMA)
-            await conn.execute(POSTGRES_BET_FUNCTION)
+            await conn.execute(POSTGRES_FUNCTIONS)
 
     async def close(self) -> None:
         """Close the pool."""
@@ -103,17 +106,19 @@ class PostgresStorage(SqlStorage):
         return None
 
     async def execute(self, cmd: Command, now_us: int, gate: Gate | None = None) -> OpResult:
-        """Bets of players without limits take the one-round-trip function."""
-        if (
-            isinstance(cmd, Bet) and self.settings.concurrency == "pessimistic"
-            and (gate is None or gate.skip("bet", None))
-        ):
-            result = await self._fast_bet(cmd, now_us)
+        """Bets of players without limits, and wins, take the one-round-trip functions."""
+        if self.settings.concurrency == "pessimistic":
+            result = None
+            if isinstance(cmd, Bet) and (gate is None or gate.skip("bet", None)):
+                result = await self._fast_call("wallet_bet", cmd, now_us)
+            elif isinstance(cmd, Win):
+                result = await self._fast_call("wallet_win", cmd, now_us)
             if result is not None:
                 return result
         return await self.execute_general(cmd, now_us, gate)
 
-    async def _fast_bet(self, cmd: Bet, now_us: int) -> OpResult | None:
+    async def _fast_call(self, function: str, cmd: Bet | Win, now_us: int) -> OpResult | None:
+        """One call of a plpgsql fast path; None when the general path must decide."""
         started = time.perf_counter()
         hot = self.settings.hot
         shard = 0 if hot.house_shards == 1 else zlib.crc32(cmd.player_id.encode()) % (
@@ -122,14 +127,23 @@ class PostgresStorage(SqlStorage):
         try:
             async with self._acquire() as conn:
                 row = await conn.fetchrow(
-                    "SELECT * FROM wallet_bet($1, $2, $3, $4, $5, $6, $7, $8)",
-                    cmd.transaction_id, cmd.player_id, cmd.round_id, cmd.amount,
-                    cmd.fingerprint(), shard, now_us, cmd.currency,
+                    _FAST_SQL[function], cmd.transaction_id, cmd.player_id, cmd.round_id,
+                    cmd.amount, cmd.fingerprint(), shard, now_us, cmd.currency,
                 )
         except asyncpg.UniqueViolationError:
             self.metrics.retries.inc("duplicate")
             return None
         if row is None or row["outcome"] != "OK":
             return None
-        self.metrics.tx_seconds.observe(time.perf_counter() - started, "bet", "fast")
+        self.metrics.tx_seconds.observe(time.perf_counter() - started, cmd.kind, "fast")
         return OpResult(cmd.transaction_id, "ok", row["new_balance"], row["cur"])
+
+
+_FAST_SQL = {
+    name: f"SELECT * FROM {name}($1, $2, $3, $4, $5, $6, $7, $8)"
+    for name in ("wallet_bet", "wallet_win")
+}
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to reset (no SET, LISTEN or session advisory locks)."""

@@ -66,7 +66,24 @@ CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
 SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
 POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY")
 
-POSTGRES_BET_FUNCTION = """
+POSTGRES_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION wallet_house_credit(
+    p_account TEXT, p_currency TEXT, p_delta BIGINT
+) RETURNS VOID LANGUAGE plpgsql AS $fn$
+BEGIN
+    -- The system account exists (created with its players); the upsert covers a change of
+    -- the shard count between runs.
+    UPDATE accounts SET balance = balance + p_delta, version = version + 1
+    WHERE account_id = p_account;
+    IF NOT FOUND THEN
+        INSERT INTO accounts AS a (account_id, kind, currency, balance, version)
+        VALUES (p_account, split_part(p_account, ':', 1), p_currency, p_delta, 1)
+        ON CONFLICT (account_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance,
+                                               version = a.version + 1;
+    END IF;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION wallet_bet(
     p_tx TEXT, p_player TEXT, p_round TEXT, p_amount BIGINT, p_fp TEXT, p_shard INT,
     p_ts BIGINT, p_currency TEXT
@@ -99,14 +116,61 @@ BEGIN
                      status, balance, currency, ts_us)
     VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance, v_cur,
             p_ts);
-    INSERT INTO accounts AS a (account_id, kind, currency, balance, version)
-    VALUES (v_house, 'house', v_cur, p_amount, 1)
-    ON CONFLICT (account_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance,
-                                           version = a.version + 1;
+    PERFORM wallet_house_credit(v_house, v_cur, p_amount);
     INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
                          amount, currency, round_id, ts_us, hash)
     VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player, v_house,
             p_amount, v_cur, p_round, p_ts, v_hash);
+    RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION wallet_win(
+    p_tx TEXT, p_player TEXT, p_round TEXT, p_amount BIGINT, p_fp TEXT, p_shard INT,
+    p_ts BIGINT, p_currency TEXT
+) RETURNS TABLE (outcome TEXT, new_balance BIGINT, cur TEXT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_balance BIGINT; v_seq BIGINT; v_hash TEXT; v_cur TEXT; v_house TEXT; v_mine TEXT;
+BEGIN
+    -- One round trip for the common win: the player row locked first (as the general path
+    -- does), the round must hold an open bet of the player; anything else (unknown player,
+    -- currency, no open bet) answers SLOW, a duplicate id raises unique_violation.
+    SELECT p.balance, p.seq, p.last_hash, p.currency INTO v_balance, v_seq, v_hash, v_cur
+    FROM players p WHERE p.player_id = p_player FOR UPDATE;
+    IF NOT FOUND OR (p_currency IS NOT NULL AND v_cur <> p_currency) OR NOT EXISTS (
+        SELECT 1 FROM txs t WHERE t.player_id = p_player AND t.round_id = p_round
+                              AND t.state = 'open'
+    ) THEN
+        RETURN QUERY SELECT 'SLOW'::TEXT, NULL::BIGINT, NULL::TEXT;
+        RETURN;
+    END IF;
+    v_balance := v_balance + p_amount;
+    INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state,
+                     status, balance, currency, ts_us)
+    VALUES (p_tx, 'win', p_player, p_fp, p_round, p_amount, NULL, 'ok', v_balance, v_cur,
+            p_ts);
+    UPDATE txs SET state = 'settled'
+    WHERE player_id = p_player AND round_id = p_round AND state = 'open';
+    IF p_amount = 0 THEN
+        UPDATE players SET version = version + 1 WHERE player_id = p_player;
+        RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
+        RETURN;
+    END IF;
+    v_house := 'house:' || v_cur || ':' || p_shard::text;
+    v_mine := 'player:' || v_cur || ':' || p_player;
+    v_seq := v_seq + 1;
+    v_hash := encode(sha256(convert_to(concat_ws('|',
+        v_hash, p_player, v_seq::text, p_tx, 'win', v_house, v_mine, p_amount::text, v_cur,
+        p_round, p_ts::text), 'UTF8')), 'hex');
+    UPDATE players SET balance = v_balance, seq = v_seq, last_hash = v_hash,
+                       version = version + 1
+    WHERE player_id = p_player;
+    PERFORM wallet_house_credit(v_house, v_cur, -p_amount);
+    INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
+                         amount, currency, round_id, ts_us, hash)
+    VALUES (p_player, v_seq, p_tx, 'win', v_house, v_mine, p_amount, v_cur, p_round, p_ts,
+            v_hash);
     RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
 END
 $fn$;

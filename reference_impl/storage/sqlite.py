@@ -3,6 +3,12 @@
 SQLite has one writer; every call here is synchronous and short, so a coroutine never
 yields inside a transaction and the event loop itself serialises them. Several processes
 (uvicorn workers) on one file serialise on SQLite's own lock (BEGIN IMMEDIATE, busy timeout).
+
+Money commands are group-committed: the commands that arrive while the loop is busy run in
+one write transaction, each in its own savepoint (its error rolls back only its own effects),
+and every caller is answered after the COMMIT. Common bets and wins take the short paths of
+:mod:`reference_impl.storage.sqlite_fast`; checkpoints run in a background thread
+(:mod:`reference_impl.storage.sqlite_checkpointer`).
 """
 
 from __future__ import annotations
@@ -12,15 +18,33 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from reference_impl.domain import OpResult
+from reference_impl.domain.commands import Bet, Command, Win
+from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
-from reference_impl.storage.base import StorageSettings
+from reference_impl.storage.base import Gate, StorageSettings
 from reference_impl.storage.schema import SQLITE_SCHEMA
+from reference_impl.storage.script import run_command
 from reference_impl.storage.sql_storage import SqlStorage
+from reference_impl.storage.sqlite_checkpointer import WalCheckpointer
+from reference_impl.storage.sqlite_fast import fast_bet, fast_win
+
+MAX_BATCH = 256
+"""Most commands in one group commit."""
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA cache_size=-65536",  # 64 MiB of page cache
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA wal_autocheckpoint=0",  # checkpoints run in WalCheckpointer's thread
+)
 
 _PARAM = re.compile(r"\$(\d+)")
 
@@ -61,15 +85,18 @@ class SqliteStorage(SqlStorage):
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._pending: list[_Pending] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._checkpointer: WalCheckpointer | None = None
+        self.group_commits = 0  # write transactions committed by the group commit
 
     async def open(self) -> None:
         """Open (creating folder and schema) with WAL and synchronous=NORMAL."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
+        for pragma in PRAGMAS:
+            db.execute(pragma)
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement in SQLITE_SCHEMA.split(";"):
@@ -80,9 +107,21 @@ class SqliteStorage(SqlStorage):
             db.execute("ROLLBACK")
             raise
         self._db = db
+        self._checkpointer = WalCheckpointer(self.path)
+        self._checkpointer.start()
+
+    @property
+    def checkpointer(self) -> WalCheckpointer | None:
+        """The background checkpointer while open."""
+        return self._checkpointer
 
     async def close(self) -> None:
-        """Close the connection (the WAL is checkpointed by SQLite)."""
+        """Answer queued commands, stop checkpointing, close (SQLite checkpoints the WAL)."""
+        while self._flush_task is not None:
+            await asyncio.shield(self._flush_task)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -112,3 +151,114 @@ class SqliteStorage(SqlStorage):
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return "busy"
         return None
+
+    async def execute(self, cmd: Command, now_us: int, gate: Gate | None = None) -> OpResult:
+        """Queue ``cmd`` for the next group commit and wait for its answer."""
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        future: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(cmd, now_us, gate, future, time.perf_counter()))
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_loop())
+        return await future
+
+    async def _flush_loop(self) -> None:
+        """Commit batches until the queue is empty."""
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                async with self._lock:
+                    done = self._commit_batch(batch)
+                if not done:  # the batch as a whole failed: one transaction per command
+                    for item in batch:
+                        await self._execute_alone(item)
+        finally:
+            self._flush_task = None
+
+    def _commit_batch(self, batch: list[_Pending]) -> bool:
+        """Run ``batch`` in one transaction and answer it; False (nothing kept) on failure."""
+        db = self._db
+        assert db is not None
+        hot, fast = self.settings.hot, self.settings.concurrency == "pessimistic"
+        outcomes: list[tuple[OpResult | None, WalletError | None, str]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return False
+        try:
+            for item in batch:
+                cmd = item.cmd
+                db.execute("SAVEPOINT cmd")
+                try:
+                    result = None
+                    if fast and isinstance(cmd, Bet):
+                        result = fast_bet(db, cmd, item.now_us, hot, item.gate)
+                    elif fast and isinstance(cmd, Win):
+                        result = fast_win(db, cmd, item.now_us, hot)
+                    path = "fast" if result is not None else "general"
+                    if result is None:
+                        result = _run_sync(run_command(
+                            _SqliteConn(db), cmd, item.now_us, item.gate, hot,
+                            lock_player=False, optimistic=not fast,
+                        ))
+                    outcomes.append((result, None, path))
+                except WalletError as err:
+                    db.execute("ROLLBACK TO cmd")
+                    outcomes.append((None, err, "error"))
+                db.execute("RELEASE cmd")
+            db.execute("COMMIT")
+            self.group_commits += 1
+        except Exception:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return False
+        finished = time.perf_counter()
+        for item, (result, err, path) in zip(batch, outcomes, strict=True):
+            if item.future.done():  # the caller was cancelled; its effects are committed
+                continue
+            if err is not None:
+                item.future.set_exception(err)
+            else:
+                assert result is not None
+                item.future.set_result(result)
+                self.metrics.tx_seconds.observe(finished - item.queued, item.cmd.kind, path)
+        return True
+
+    async def _execute_alone(self, item: _Pending) -> None:
+        """The general path with its retries, answering the queued caller."""
+        try:
+            result = await self.execute_general(item.cmd, item.now_us, item.gate)
+        except BaseException as exc:  # handed to the caller, then re-raised if fatal
+            if not item.future.done():
+                item.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+class _Pending:
+    """A queued money command and the future its caller awaits."""
+
+    __slots__ = ("cmd", "future", "gate", "now_us", "queued")
+
+    def __init__(
+        self, cmd: Command, now_us: int, gate: Gate | None, future: asyncio.Future[OpResult],
+        queued: float,
+    ) -> None:
+        self.cmd, self.now_us, self.gate, self.future, self.queued = (
+            cmd, now_us, gate, future, queued
+        )
+
+
+def _run_sync(coro: Coroutine[Any, Any, OpResult]) -> OpResult:
+    """Drive a coroutine that never suspends (the script over a sqlite3 connection)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: OpResult = stop.value
+        return result
+    coro.close()
+    raise RuntimeError("the transaction script suspended inside a group commit")

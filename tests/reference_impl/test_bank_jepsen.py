@@ -3,16 +3,17 @@
 At the end the ledger must equal the model built from acknowledged answers: every ok answer
 has exactly its journal effect, refused and never-answered operations have none, replays
 answer like the first time, money is conserved, no balance is negative, the audit is ok.
+
+Kills: the monolith's process; in microservices the wallet service (the supervisor restarts
+it) a third of the way in, then the whole deployment (kill -9 of the supervisor: its
+children must die with it) two thirds of the way in; in hybrid the process holding player
+and wallet, then the whole deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,57 +22,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reference_impl.http_server import free_port
+from tests.reference_impl.http_server import Server, purge_broker
 
-TOPOLOGIES = ["monolith"]
+TOPOLOGIES = ["monolith", "microservices", "hybrid"]
+#: what is killed a third of the way in (None: the whole server), and whether the whole
+#: deployment is killed again two thirds of the way in
+KILLS: dict[str, tuple[str | None, bool]] = {
+    "monolith": (None, False), "microservices": ("wallet", True), "hybrid": ("edge", True),
+}
 PLAYERS = 6
 CLIENTS_PER_PLAYER = 2
 ITERATIONS = 45
 DEPOSIT = 5_000
-
-
-@dataclass
-class Server:
-    """The back office as a child process that can be killed and restarted."""
-
-    db: str
-    topology: str
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
-             "--db", self.db, "--port", str(self.port), "--hot-account-shards", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server exited"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -194,13 +156,37 @@ async def scenario(server: Server) -> History:
         for pid in players for c in range(CLIENTS_PER_PLAYER)
     ]
     total = len(tasks) * ITERATIONS
-    while len(history.answers) < total // 3:  # kill -9 a third of the way in, then restart
+    service, then_all = KILLS[server.topology]
+    while len(history.answers) < total // 3:  # kill -9 a third of the way in
         await asyncio.sleep(0.02)
-    await asyncio.to_thread(server.kill9)
-    await asyncio.sleep(0.3)
-    await asyncio.to_thread(server.start)
+    if service is None:
+        await asyncio.to_thread(server.kill9)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.start)
+    else:
+        killed = await asyncio.to_thread(server.kill9_service, service)
+        await asyncio.to_thread(wait_restarted, server, service, killed)
+    if then_all:
+        while len(history.answers) < 2 * total // 3:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(server.kill9)
+        await asyncio.to_thread(server.start)
     await asyncio.gather(*tasks)
     return history
+
+
+def wait_restarted(server: Server, service: str, old_pid: int) -> None:
+    """The supervisor restarts a killed service (the deployment keeps running)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.proc is not None and server.proc.poll() is None, "supervisor exited"
+        try:
+            if server.service_pids().get(service, old_pid) != old_pid:
+                return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{service} was not restarted")
 
 
 def check(server: Server, history: History) -> None:
@@ -246,8 +232,9 @@ def check(server: Server, history: History) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("topology", [
+    t if t == "monolith" else pytest.param(t, marks=pytest.mark.redis) for t in TOPOLOGIES])
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
                                                             marks=pytest.mark.postgres)])
 def test_bank_under_kill9(
@@ -264,3 +251,5 @@ def test_bank_under_kill9(
         check(server, history)
     finally:
         server.stop()
+        if topology != "monolith":
+            purge_broker(db)

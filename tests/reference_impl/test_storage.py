@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,8 @@ from reference_impl.domain import (
 from reference_impl.domain.commands import Command
 from reference_impl.domain.planning import Verdict
 from reference_impl.storage import Storage, StorageSettings, UsageTotals, open_storage
+from reference_impl.storage.sql_storage import SqlStorage
+from reference_impl.storage.sqlite import SqliteStorage
 
 Body = Callable[[Storage], Awaitable[None]]
 
@@ -218,3 +222,191 @@ def test_transactions_paging_limits_and_alerts(db_url: str) -> None:
         assert len(await storage.list_alerts(None, 10)) == 2
 
     run(db_url, body)
+
+
+# --------------------------------------------------------------------------- fast paths
+# The one-round-trip PostgreSQL functions (wallet_bet, wallet_win) and the SQLite short
+# paths inside a group commit must give exactly what the Python planner gives.
+
+FAST_PLAYERS = ("f0", "f1", "f2", "f3", "f4", "f5")
+
+
+def _fast_ops(rng: random.Random, n: int) -> list[Command]:
+    """Mostly fresh bets and wins of their rounds, with the unusual cases mixed in."""
+    ops: list[Command] = []
+    rounds: dict[str, list[str]] = {p: [] for p in FAST_PLAYERS}
+    used: list[str] = []
+    for i in range(n):
+        pid = rng.choice(FAST_PLAYERS)
+        roll = rng.random()
+        if ops and roll < 0.04:  # a provider retry: the same body again
+            ops.append(rng.choice(ops))
+            used.append(ops[-1].transaction_id)
+            continue
+        tid = rng.choice(used) if used and roll < 0.08 else f"x{i}"
+        used.append(tid)
+        if roll < 0.45 or not rounds[pid]:
+            new_round = not rounds[pid] or rng.random() < 0.8
+            rnd = f"{pid}r{i}" if new_round else rng.choice(rounds[pid])
+            rounds[pid].append(rnd)
+            currency = "USD" if rng.random() < 0.03 else rng.choice([None, "EUR"])
+            ops.append(Bet(tid, pid, rnd, "g", rng.choice([1, 5, 20, 70, 400]), currency))
+        elif roll < 0.85:
+            rnd = rng.choice(rounds[pid]) if rng.random() < 0.9 else "nowhere"
+            currency = "USD" if rng.random() < 0.03 else rng.choice([None, "EUR"])
+            ops.append(Win(tid, pid, rnd, rng.choice([0, 0, 3, 15, 60, 250]), currency))
+        elif roll < 0.93:
+            target = rng.choice(used[:-1]) if len(used) > 1 else "none"
+            if target == tid:
+                target = f"unknown{i}"
+            ops.append(Rollback(tid, pid, rng.choice(rounds[pid]), target))
+        else:
+            ops.append(Deposit(tid, pid, rng.randint(50, 500)))
+    return ops
+
+
+async def _apply_both(
+    storage: Storage, model: MemoryLedger, cmd: Command, now: int,
+) -> tuple[object, object]:
+    try:
+        expected: object = model.apply(cmd, now)
+    except WalletError as err:
+        expected = err.code
+    try:
+        got: object = await storage.execute(cmd, now)
+    except WalletError as err:
+        got = err.code
+    return got, expected
+
+
+async def _same_state(storage: Storage, model: MemoryLedger) -> None:
+    """Journal, balances, house sub-accounts and bet states equal the model's."""
+    assert isinstance(storage, SqlStorage)
+    for pid in FAST_PLAYERS:
+        entries = await storage.transactions(pid, 10_000)
+        assert entries[::-1] == [e for e in model.journal if e.stream == pid]
+        assert (await storage.get_player(pid)).balance == model.players[pid].balance
+    async with storage.transaction(write=False) as conn:
+        accounts = {r["account_id"]: r["balance"]
+                    for r in await conn.fetch("SELECT account_id, balance FROM accounts")}
+        states = {r["transaction_id"]: r["state"]
+                  for r in await conn.fetch("SELECT transaction_id, state FROM txs")}
+    assert {k: v for k, v in accounts.items() if v} == {
+        k: v for k, v in model.system.items() if v}
+    assert states == {k: (None if r.state is None else r.state.value)
+                      for k, r in model.records.items()}
+    report = await storage.audit()
+    assert report.ok, report.first_violation
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_fast_bets_and_wins_match_the_python_planner(db_url: str, shards: int) -> None:
+    hot = HotAccounts(house_shards=shards)
+    model = MemoryLedger(hot)
+    ops = _fast_ops(random.Random(11 + shards), 400)
+
+    async def body(storage: Storage) -> None:
+        for pid in FAST_PLAYERS:
+            model.create_player(pid, "EUR")
+            await storage.create_player(pid, "EUR", 0)
+            for cmd in (Deposit(f"seed-{pid}", pid, 600),):
+                got, expected = await _apply_both(storage, model, cmd, 1)
+                assert got == expected
+        for now, cmd in enumerate(ops, start=2):
+            got, expected = await _apply_both(storage, model, cmd, now)
+            assert got == expected, cmd
+        await _same_state(storage, model)
+        tx = storage.metrics.tx_seconds
+        assert tx.count("bet", "fast") > 50 and tx.count("win", "fast") > 30
+        assert tx.count("bet", "general") > 0 and tx.count("win", "general") > 0
+
+    run(db_url, body, StorageSettings(hot=hot))
+
+
+def test_concurrent_commands_commit_together_and_fail_alone(db_url: str) -> None:
+    """Groups of concurrent commands (one per player, so their order cannot matter), each
+    group mixing successes and refusals: SQLite commits a group in one transaction with a
+    savepoint per command, PostgreSQL runs them on parallel connections."""
+    model = MemoryLedger()
+    rng = random.Random(5)
+    ops = _fast_ops(rng, 900)
+    per_player: dict[str, list[Command]] = {p: [] for p in FAST_PLAYERS}
+    for cmd in ops:
+        if not cmd.transaction_id.startswith("x") or cmd.transaction_id != f"x{ops.index(cmd)}":
+            continue  # ids shared between players would make the group order matter
+        per_player[cmd.player_id].append(cmd)
+    groups = [
+        [per_player[p][i] for p in FAST_PLAYERS if i < len(per_player[p])]
+        for i in range(max(len(v) for v in per_player.values()))
+    ]
+
+    async def body(storage: Storage) -> None:
+        for pid in FAST_PLAYERS:
+            model.create_player(pid, "EUR")
+            await storage.create_player(pid, "EUR", 0)
+            model.apply(Deposit(f"seed-{pid}", pid, 600), 1)
+            await storage.execute(Deposit(f"seed-{pid}", pid, 600), 1)
+        refused = 0
+        for now, group in enumerate(groups, start=2):
+            got = await asyncio.gather(*(storage.execute(c, now) for c in group),
+                                       return_exceptions=True)
+            for cmd, answer in zip(group, got, strict=True):
+                try:
+                    expected: object = model.apply(cmd, now)
+                except WalletError as err:
+                    expected = err.code
+                if isinstance(answer, WalletError):
+                    answer, refused = answer.code, refused + 1
+                assert answer == expected, cmd
+        assert refused > 10
+        await _same_state(storage, model)
+
+    run(db_url, body, StorageSettings(pool_size=8))
+
+
+def test_sqlite_group_commit_and_background_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.db"
+
+    async def body(storage: Storage) -> None:
+        assert isinstance(storage, SqliteStorage) and storage.checkpointer is not None
+        await storage.create_player("a", "EUR", 0)
+        await storage.execute(Deposit("d", "a", 10**6), 1)
+        before = storage.group_commits
+        answers = await asyncio.gather(
+            *(storage.execute(Bet(f"b{i}", "a", f"r{i}", "g", 10), 2) for i in range(64))
+        )
+        assert sorted(a.balance for a in answers) == list(range(10**6 - 640, 10**6, 10))
+        assert 1 <= storage.group_commits - before < 8  # 64 bets, a few transactions
+        for i in range(150):
+            await storage.execute(Bet(f"s{i}", "a", f"s{i}", "g", 1), 3)
+        writer = storage._db
+        assert writer is not None
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        probe = sqlite3.connect(path)
+        try:
+            for _ in range(100):  # the thread checkpoints within its interval
+                if storage.checkpointer.passes:
+                    break
+                await asyncio.sleep(0.05)
+            assert storage.checkpointer.passes >= 1
+            storage.checkpointer.checkpoint(probe)
+            await storage.execute(Bet("last", "a", "last", "g", 1), 4)
+            _, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            assert 0 < frames < 20  # the log restarted from its beginning
+        finally:
+            probe.close()
+        checkpointer = storage.checkpointer
+        await storage.close()
+        assert storage.checkpointer is None and not checkpointer._thread.is_alive()
+        assert len(await _reopen_entries(path)) == 1 + 64 + 150 + 1
+
+    run(f"sqlite:///{path}", body)
+
+
+async def _reopen_entries(path: Path) -> list[object]:
+    storage = await open_storage(f"sqlite:///{path}")
+    try:
+        assert (await storage.audit()).ok
+        return list(await storage.transactions("a", 1_000))
+    finally:
+        await storage.close()

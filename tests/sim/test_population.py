@@ -1,4 +1,5 @@
-"""Population and arrivals: online curve, pool, thinning, spikes, whales, partitions, seeds."""
+"""Population and arrivals: online curve, pool, thinning, spikes, whales, partitions, seeds,
+sessions (turnover)."""
 
 from __future__ import annotations
 
@@ -145,13 +146,19 @@ def test_draw_is_weighted_and_limited_to_the_online_prefix() -> None:
 
 
 def test_whales_get_their_share_of_arrivals() -> None:
-    sc = scenario(whales={"share": 0.02, "activity_multiplier": 25})
+    # 30 s sessions over 20 s: most players online at the end started during the window
+    sc = scenario(whales={"share": 0.02, "activity_multiplier": 25},
+                  session={"actions_per_minute": 6, "mean_session_minutes": 0.5})
     stream = ArrivalStream(sc, np.random.default_rng(5))
-    whale_ids = set(stream.pool.player_id[stream.pool.weight > 1].tolist())
-    online = stream.pool.weight[: int(stream.online_n(0.0))]
+    ids, weight = stream.pool.members()
+    whale_ids = ids[weight > 1]
+    assert whale_ids.size == pytest.approx(0.02 * ids.size, rel=0.25)
+    online = stream.pool.weight[: int(stream.online_n(0.0))]  # slots keep their weight
     expected = online[online > 1].sum() / online.sum()  # ~ 0.02*25 / (0.02*25 + 0.98)
+    first = set(stream.pool.player_id.tolist())
     _, _, player, _ = collect(stream)
-    hits = int(np.isin(player, np.fromiter(whale_ids, dtype=np.int64)).sum())
+    assert np.isin(player, list(first), invert=True).mean() > 0.3  # really new players
+    hits = int(np.isin(player, whale_ids).sum())
     assert stats.binomtest(hits, player.size, expected).pvalue > P_MIN
     assert 0.3 < expected < 0.4
 
@@ -234,14 +241,18 @@ def test_spike_multiplies_only_the_listed_operations_in_its_window() -> None:
 
 @pytest.mark.parametrize("k", [0, 3])
 def test_partition_keeps_its_players_and_a_kth_of_the_rate(k: int) -> None:
-    sc = scenario(whales={"share": 0.05, "activity_multiplier": 10})
+    sc = scenario(whales={"share": 0.05, "activity_multiplier": 10},
+                  session={"actions_per_minute": 6, "mean_session_minutes": 0.5})
     full = ArrivalStream(sc, np.random.default_rng(8))
     part = ArrivalStream(sc, np.random.default_rng(8), partition=(k, 4))
     assert np.all(part.pool.player_id % 4 == k)
     assert part.pool.size == full.pool.size // 4
     np.testing.assert_allclose(part.rate(1.0), full.rate(1.0) / 4)
+    assert part.sessions_started(0.0, 20.0) == pytest.approx(full.sessions_started(0.0, 20.0) / 4)
+    assert np.all(part.pool.members()[0] % 4 == k)
     _, op, player, _ = collect(part)
     assert np.all(player % 4 == k)
+    assert part.pool.started == pytest.approx(part.sessions_started(0.0, 20.0), rel=0.15)
     total = full.rate(0.0).sum() / 4 * sc.simulation.duration_s
     assert abs(op.size - total) < 4 * np.sqrt(total)
     counts = np.bincount(op, minlength=len(OPS))
@@ -250,7 +261,8 @@ def test_partition_keeps_its_players_and_a_kth_of_the_rate(k: int) -> None:
     per_player = op.size / part.pool.size
     _, op_full, _, _ = collect(full)
     assert per_player == pytest.approx(op_full.size / full.pool.size, rel=0.03)
-    whale_share = np.isin(player, part.pool.player_id[part.pool.weight > 1]).mean()
+    ids, weight = part.pool.members()
+    whale_share = np.isin(player, ids[weight > 1]).mean()
     assert whale_share == pytest.approx(0.05 * 10 / (0.05 * 10 + 0.95), abs=0.03)
 
 
@@ -274,7 +286,8 @@ def test_million_players_stream_holds_bounded_memory() -> None:
     sc = scenario(registered_players=10_000_000, peak_online=1_000_000,
                   simulation={"duration_s": 2.0})
     stream = ArrivalStream(sc, np.random.default_rng(1))
-    assert stream.pool.size == 1_000_000 and stream.pool.nbytes < 50 * 2**20
+    assert stream.pool.size == 1_000_000 and stream.nbytes < 50 * 2**20
+    assert stream.nbytes / stream.pool.size <= 50
     sizes = [ch.t.size for ch in stream.chunks(chunk_s=0.5)]
     assert len(sizes) == 4
     assert sum(sizes) == pytest.approx(1_000_000 * 6 / 60 * 2, rel=0.02)
@@ -285,7 +298,9 @@ def test_players_are_drawn_among_those_online_as_the_curve_falls(
         partition: tuple[int, int]) -> None:
     curve = [0.1] * 24
     curve[0] = 1.0  # 20k online at midnight, 11k at 00:30
-    sc = scenario(online_curve=curve, simulation={"start_hour": 0.0, "duration_s": 1_800.0})
+    # sessions far longer than the window: the slots keep their first players
+    sc = scenario(online_curve=curve, simulation={"start_hour": 0.0, "duration_s": 1_800.0},
+                  session={"actions_per_minute": 6, "mean_session_minutes": 1e7})
     stream = ArrivalStream(sc, np.random.default_rng(12), partition=partition)
     parts = partition[1]
     assert stream.pool.size == pytest.approx(20_000 / parts, abs=1)

@@ -1,0 +1,50 @@
+"""What one process of a multi-process deployment runs: its role, port, peers and settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from reference_impl.services.backoffice import BackOfficeConfig
+
+SPEC_ENV = "TESTBED_CHILD_SPEC"
+ROLES = ("gateway", "edge", "player", "wallet", "fraud", "analytics")
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child process of ``testbed serve --topology microservices|hybrid``.
+
+    Roles: ``gateway`` (public API, every component remote), ``edge`` (public API with player
+    and wallet in-process, the hybrid's main process), ``player``, ``wallet``, ``fraud``,
+    ``analytics`` (one component behind RPC). ``peers`` maps component names to base URLs.
+    """
+
+    role: str
+    port: int
+    office: BackOfficeConfig
+    broker: str
+    broker_prefix: str
+    host: str = "127.0.0.1"
+    peers: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+
+    @property
+    def url(self) -> str:
+        """Where the child answers (internal children on 127.0.0.1)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_json(self) -> str:
+        """For the child's environment."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildSpec:
+        """Read what :meth:`to_json` wrote."""
+        data = json.loads(text)
+        return cls(office=BackOfficeConfig(**data.pop("office")), **data)

@@ -1,0 +1,129 @@
+"""The common bet and win on SQLite in a few statements, without the general planner.
+
+Each function runs inside the caller's write transaction (a savepoint of a group commit) and
+either applies the whole operation and returns its answer, or writes nothing and returns
+None, and the general transaction script decides (unknown player, currency, funds, rules,
+a transaction id already recorded, a round without an open bet). The effects are the ones
+:func:`reference_impl.domain.planning.plan_operation` plans, checked against the in-memory
+ledger by the storage tests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from reference_impl.domain import HotAccounts, OpResult
+from reference_impl.domain.accounts import player_account
+from reference_impl.domain.commands import Bet, Win
+from reference_impl.domain.journal import chain_hash
+from reference_impl.storage.base import Gate
+
+_PLAYER = "SELECT currency, balance, seq, last_hash, limits FROM players WHERE player_id = ?"
+_INSERT_TX = (
+    "INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state, "
+    "status, balance, currency, ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?)"
+)
+_UPDATE_PLAYER = (
+    "UPDATE players SET balance = ?, seq = ?, last_hash = ?, version = version + 1 "
+    "WHERE player_id = ?"
+)
+_CREDIT_ACCOUNT = (
+    "UPDATE accounts SET balance = balance + ?, version = version + 1 WHERE account_id = ?"
+)
+_CREATE_ACCOUNT = (
+    "INSERT INTO accounts AS a (account_id, kind, currency, balance, version) "
+    "VALUES (?, ?, ?, ?, 1) ON CONFLICT (account_id) DO UPDATE SET "
+    "balance = a.balance + excluded.balance, version = a.version + 1"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account, "
+    "amount, currency, round_id, ts_us, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OPEN_BET = (
+    "SELECT 1 FROM txs WHERE player_id = ? AND round_id = ? AND state = 'open' LIMIT 1"
+)
+_SETTLE = (
+    "UPDATE txs SET state = 'settled' WHERE player_id = ? AND round_id = ? AND state = 'open'"
+)
+
+
+def _record(
+    db: sqlite3.Connection, cmd: Bet | Win, state: str | None, balance: int, currency: str,
+    now_us: int,
+) -> bool:
+    """Insert the idempotency record; False (nothing written) when the id is taken."""
+    try:
+        db.execute(_INSERT_TX, (
+            cmd.transaction_id, cmd.kind, cmd.player_id, cmd.fingerprint(), cmd.round_id,
+            cmd.amount, state, balance, currency, now_us,
+        ))
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+def _post(
+    db: sqlite3.Connection, cmd: Bet | Win, currency: str, seq: int, last_hash: str,
+    balance: int, house: str, now_us: int,
+) -> None:
+    """Move ``cmd.amount`` between the player and ``house`` and extend the hash chain."""
+    mine = player_account(cmd.player_id, currency)
+    debit, credit = (mine, house) if cmd.kind == "bet" else (house, mine)
+    seq += 1
+    new_hash = chain_hash(
+        last_hash, cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit,
+        cmd.amount, currency, cmd.round_id, now_us,
+    )
+    db.execute(_UPDATE_PLAYER, (balance, seq, new_hash, cmd.player_id))
+    delta = cmd.amount if cmd.kind == "bet" else -cmd.amount
+    if db.execute(_CREDIT_ACCOUNT, (delta, house)).rowcount != 1:
+        db.execute(_CREATE_ACCOUNT, (house, "house", currency, delta))
+    db.execute(_INSERT_ENTRY, (
+        cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit, cmd.amount, currency,
+        cmd.round_id, now_us, new_hash,
+    ))
+
+
+def fast_bet(
+    db: sqlite3.Connection, cmd: Bet, now_us: int, hot: HotAccounts, gate: Gate | None,
+) -> OpResult | None:
+    """A new bet of a known player with funds the rules need not check, or None."""
+    row = db.execute(_PLAYER, (cmd.player_id,)).fetchone()
+    if row is None:
+        return None
+    currency, balance, seq, last_hash, limits = row
+    if (
+        (cmd.currency is not None and cmd.currency != currency) or balance < cmd.amount
+        or (gate is not None and not gate.skip("bet", limits))
+    ):
+        return None
+    balance -= cmd.amount
+    if not _record(db, cmd, "open", balance, currency, now_us):
+        return None
+    _post(db, cmd, currency, seq, last_hash, balance, hot.house(currency, cmd.player_id), now_us)
+    return OpResult(cmd.transaction_id, "ok", balance, currency)
+
+
+def fast_win(
+    db: sqlite3.Connection, cmd: Win, now_us: int, hot: HotAccounts,
+) -> OpResult | None:
+    """A new win settling the open bets of its round, or None."""
+    row = db.execute(_PLAYER, (cmd.player_id,)).fetchone()
+    if row is None:
+        return None
+    currency, balance, seq, last_hash, _ = row
+    if (cmd.currency is not None and cmd.currency != currency) or db.execute(
+        _OPEN_BET, (cmd.player_id, cmd.round_id)
+    ).fetchone() is None:
+        return None
+    balance += cmd.amount
+    if not _record(db, cmd, None, balance, currency, now_us):
+        return None
+    db.execute(_SETTLE, (cmd.player_id, cmd.round_id))
+    if cmd.amount == 0:
+        db.execute("UPDATE players SET version = version + 1 WHERE player_id = ?",
+                   (cmd.player_id,))
+    else:
+        _post(db, cmd, currency, seq, last_hash, balance, hot.house(currency, cmd.player_id),
+              now_us)
+    return OpResult(cmd.transaction_id, "ok", balance, currency)

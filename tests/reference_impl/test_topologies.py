@@ -1,0 +1,183 @@
+"""The three topologies answer the public API identically, end to end.
+
+One scripted session (players, money, replays, errors, limits, paging, audit, fraud alerts
+raised asynchronously, analytics) runs against ``testbed serve`` in each topology; the
+answers must be equal once timestamps are removed. Then Ctrl-C must stop each deployment
+cleanly, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.reference_impl.http_server import Server, gone, purge_broker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
+TOPOLOGIES = ("monolith", "microservices", "hybrid")
+FAR_FUTURE = 4_102_444_800.0  # 2100-01-01
+Answer = tuple[int, Any]
+#: five deposits in ten minutes; a withdrawal to an instrument another player deposited from
+EXPECTED_ALERTS = {"velocity-deposit-count-v1", "link-instrument-v1"}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    base = Path(tmp_path_factory.mktemp("topologies"))
+    started = {t: Server(f"sqlite:///{base / t / 'wallet.db'}", t, shards=1) for t in TOPOLOGIES}
+    with ThreadPoolExecutor(len(started)) as pool:
+        list(pool.map(Server.start, started.values()))
+    try:
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+            if server.topology != "monolith":
+                purge_broker(server.db)
+
+
+def _strip(value: Any) -> Any:
+    """Remove what depends on the clock (timestamps and the hashes chained over them)."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in ("ts", "ts_us", "hash")}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _poll(get: Callable[[], Answer], done: Callable[[Answer], bool]) -> Answer:
+    deadline = time.monotonic() + 15
+    while True:
+        answer = get()
+        if done(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)
+
+
+def session(url: str) -> list[Answer]:
+    """The scripted session; every answer as (status, body without timestamps)."""
+    answers: list[Answer] = []
+    with httpx.Client(base_url=url, timeout=10) as c:
+        def call(method: str, path: str, body: Any = None, **params: Any) -> Answer:
+            if isinstance(body, bytes):
+                r = c.request(method, path, content=body, params=params)
+            else:
+                r = c.request(method, path, json=body, params=params)
+            try:
+                answer: Answer = (r.status_code, _strip(r.json()))
+            except ValueError:
+                answer = (r.status_code, r.text)
+            answers.append(answer)
+            return answer
+
+        def bet(tid: str, amount: int, rnd: str = "r1", player: str = "alice") -> Answer:
+            return call("POST", "/wallet/bet", {"transaction_id": tid, "player_id": player,
+                                                "round_id": rnd, "game_id": "slot",
+                                                "amount": amount})
+
+        call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
+        call("POST", "/players", {"player_id": "bob", "currency": "EUR"})
+        call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
+        call("POST", "/players", {"player_id": "x", "currency": "euro"})
+        call("POST", "/players", b"{not json")
+        call("POST", "/players/alice/deposits", {"transaction_id": "d1", "amount": 1_000,
+                                                 "instrument": "card-1"})
+        bet("b1", 300)
+        bet("b1", 300)  # replay
+        bet("b1", 301)  # conflict
+        bet("b2", 5_000)  # insufficient funds
+        bet("b3", 10, player="ghost")
+        bet("b4", 1.5)  # type: ignore[arg-type]
+        call("POST", "/wallet/win", {"transaction_id": "w1", "player_id": "alice",
+                                     "round_id": "r1", "amount": 500})
+        call("POST", "/wallet/win", {"transaction_id": "w2", "player_id": "alice",
+                                     "round_id": "r1", "amount": 5})
+        bet("b5", 100, rnd="r2")
+        call("POST", "/wallet/rollback", {"transaction_id": "rb1", "player_id": "alice",
+                                          "round_id": "r2", "rolled_back_transaction_id": "b5"})
+        call("POST", "/wallet/rollback", {"transaction_id": "rb1", "player_id": "alice",
+                                          "round_id": "r2", "rolled_back_transaction_id": "b5"})
+        call("POST", "/wallet/win", {"transaction_id": "w3", "player_id": "alice",
+                                     "round_id": "r2", "amount": 50})
+        call("POST", "/wallet/rollback", {"transaction_id": "rb2", "player_id": "alice",
+                                          "round_id": "r3", "rolled_back_transaction_id": "late"})
+        bet("late", 20, rnd="r3")
+        call("GET", "/players/alice/balance")
+        call("GET", "/players/nobody/balance")
+        for n in range(2, 6):  # five deposits in ten minutes: a velocity alert, asynchronously
+            call("POST", "/players/alice/deposits", {"transaction_id": f"d{n}", "amount": 100,
+                                                     "instrument": "card-1"})
+        call("POST", "/players/bob/deposits", {"transaction_id": "bd1", "amount": 50,
+                                               "instrument": "card-1"})
+        call("POST", "/players/alice/withdrawals", {"transaction_id": "wd1", "amount": 200,
+                                                    "instrument": "card-1"})
+        first = call("GET", "/players/alice/transactions", limit=3)
+        call("GET", "/players/alice/transactions", limit=3, before=first[1]["next_before"])
+        call("PUT", "/players/alice/limits", {"deposit": {"24h": 5_000}})
+        call("POST", "/players/alice/deposits", {"transaction_id": "d6", "amount": 6_000})
+        call("PUT", "/players/bob/limits", {"self_exclusion_until": FAR_FUTURE})
+        call("GET", "/players/bob/limits")
+        bet("bb1", 10, player="bob")  # blocked: self-excluded
+        call("POST", "/wallet/win", {"transaction_id": "bw1", "player_id": "bob",
+                                     "round_id": "none", "amount": 1})
+        call("GET", "/audit/verify")
+        answers.append(_poll(
+            lambda: (lambda r: (r.status_code, _strip(r.json())))(
+                c.get("/fraud/alerts", params={"player_id": "alice"})),
+            lambda a: {x["rule_id"] for x in a[1]["alerts"]} >= EXPECTED_ALERTS,
+        ))
+        answers.append(_poll(
+            lambda: (lambda r: (r.status_code, r.json()))(c.get("/analytics/summary")),
+            lambda a: a[1]["events"].get("deposit", 0) >= 6,
+        ))
+        call("GET", "/no/such/path")
+        call("DELETE", "/wallet/bet")
+        call("GET", "/openapi.json")
+    return answers
+
+
+def test_same_answers_in_every_topology(servers: dict[str, Server]) -> None:
+    with ThreadPoolExecutor(len(servers)) as pool:
+        results = dict(zip(servers, pool.map(session, (s.url for s in servers.values())),
+                           strict=True))
+    mono = results["monolith"]
+    # the reference answers are right, not only equal
+    statuses = [status for status, _ in mono]
+    assert statuses[:5] == [201, 201, 409, 400, 400]
+    assert mono[7][1]["balance"] == 700 and mono[8][1]["error"]["code"] == "TRANSACTION_CONFLICT"
+    assert mono[20][1] == {"player_id": "alice", "balance": 1_200, "currency": "EUR"}
+    alerts = next(body for _, body in mono if isinstance(body, dict) and "alerts" in body)
+    assert sorted(a["rule_id"] for a in alerts["alerts"]) == sorted(EXPECTED_ALERTS)
+    audit = next(body for _, body in mono if isinstance(body, dict) and "first_violation" in body)
+    assert audit["ok"] is True
+    for topology in ("microservices", "hybrid"):
+        other = results[topology]
+        assert len(other) == len(mono)
+        for step, (want, got) in enumerate(zip(mono, other, strict=True)):
+            assert got == want, (topology, step)
+
+
+def test_health_lists_services_and_metrics(servers: dict[str, Server]) -> None:
+    health = httpx.get(f"{servers['microservices'].url}/health", timeout=5).json()
+    assert health["status"] == "ok"
+    assert sorted(health["services"]) == ["analytics", "fraud", "player", "wallet"]
+    assert all(s["status"] == "ok" for s in health["services"].values())
+    hybrid = httpx.get(f"{servers['hybrid'].url}/health", timeout=5).json()
+    assert sorted(hybrid["services"]) == ["analytics", "fraud"]
+    gateway = httpx.get(f"{servers['microservices'].url}/metrics", timeout=5).text
+    assert 'http_request_duration_seconds_count{method="POST",route="/wallet/bet"}' in gateway
+    wallet = httpx.get(f"{health['services']['wallet']['url']}/metrics", timeout=5).text
+    assert 'http_request_duration_seconds_count{method="RPC",route="execute"}' in wallet
+
+
+def test_ctrl_c_stops_every_process(servers: dict[str, Server]) -> None:
+    for server in servers.values():
+        pids = list(server.service_pids().values())
+        assert server.interrupt() == 0
+        assert all(gone(pid) for pid in pids), server.topology
