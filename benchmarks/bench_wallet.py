@@ -69,6 +69,10 @@ class Run:
         """Bets per second."""
         return self.bets / self.seconds
 
+    def cpu_us(self, cores: float) -> float:
+        """CPU microseconds per bet of a process that used ``cores`` on average."""
+        return cores / self.rate * 1e6
+
 
 @dataclass
 class Case:
@@ -290,7 +294,7 @@ def table(cases: list[Case]) -> str:
     """The markdown table of the cases."""
     lines = [
         "| database | shards | conn | direct bets/s | p50 / p99 ms | http bets/s | "
-        "p50 / p99 ms | http/direct | cores: server, client |",
+        "p50 / p99 ms | http/direct | CPU us/bet: direct, server, client |",
         "|---|---:|---:|---:|---|---:|---|---:|---|",
     ]
     for c in cases:
@@ -298,7 +302,8 @@ def table(cases: list[Case]) -> str:
         lines.append(
             f"| {c.backend} | {c.shards} | {c.connections} | {d.rate:,.0f} | "
             f"{d.p50_ms:.2f} / {d.p99_ms:.1f} | {h.rate:,.0f} | {h.p50_ms:.2f} / "
-            f"{h.p99_ms:.1f} | **{c.ratio:.2f}** | {h.server_cpu:.2f}, {h.client_cpu:.2f} |"
+            f"{h.p99_ms:.1f} | **{c.ratio:.2f}** | {d.cpu_us(d.client_cpu):.0f}, "
+            f"{h.cpu_us(h.server_cpu):.0f}, {h.cpu_us(h.client_cpu):.0f} |"
         )
     return "\n".join(lines)
 

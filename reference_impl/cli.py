@@ -30,7 +30,8 @@ def register(group: click.Group) -> None:
               help="server processes of the monolith, or of each stateless service "
                    "(SQLite has a single writer across them)")
 @click.option("--broker", default=DEFAULT_BROKER, show_default=True,
-              help="Redis for the events of microservices/hybrid (Redis Streams)")
+              help="broker of the events of microservices/hybrid: redis://... (Redis Streams) "
+                   "or nats://host:4222 (NATS JetStream)")
 @click.option("--internal-base-port", default=None, type=click.IntRange(1, 65000),
               help="internal services on consecutive ports from here [default: free ports]")
 @click.option("--concurrency", type=click.Choice(["pessimistic", "optimistic"]),
@@ -58,7 +59,8 @@ def serve(
       microservices  a gateway on --port; player, wallet, fraud and analytics services each
                      in its own process on a 127.0.0.1 port, called over HTTP; events
                      (bets, wins, rollbacks, deposits, withdrawals, self-exclusion) go
-                     through Redis Streams (--broker) to the fraud and analytics consumers
+                     through a broker (--broker: Redis Streams, or NATS JetStream) to the
+                     fraud and analytics consumers, at least once, deduplicated by event id
       hybrid         player and wallet (and the public API) in one process on --port;
                      fraud and analytics in their own processes behind the broker
     Limits and self-exclusion are checked inside the wallet's database transaction in all

@@ -20,8 +20,9 @@ Approximations, all documented where they are made:
 * the leaving player goes to the tail of its ring (first in, first out), so it comes back
   only after as many session starts of its class as the ring holds: never within the window
   unless the ring wraps. The ring is sized for the window's expected session starts (with a
-  margin), capped at 16 bytes per slot and by the partition's registered players; a long
-  window, or a registered population barely larger than the online one, recycles players;
+  margin), capped at 16 bytes a slot or 16 MiB, whichever is larger, and by the partition's
+  registered players; a long window, or a registered population barely larger than the
+  online one, recycles players;
 * whales and ordinary players have separate rings, so a slot keeps its weight forever (the
   cumulative weights never change) and a whale is replaced by a whale;
 * an arrival at time ``t`` in slot ``s`` goes to the player whose session in ``s`` covers
@@ -55,6 +56,8 @@ from sim.scenario import Population, Scenario
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
+SPARE_BYTES_PER_SLOT = 16  # the spare rings may take this much per slot ...
+SPARE_BYTES_FLOOR = 16 * 2**20  # ... or this much in all, whichever is larger
 
 
 def online_count(population: Population, t_day_s: float | np.ndarray) -> float | np.ndarray:
@@ -130,7 +133,8 @@ class OnlinePool:
     starts each new session with the same player.
     """
 
-    __slots__ = ("_head", "_spare", "cum_weight", "player_id", "started", "weight")
+    __slots__ = ("_head", "_spare", "_spare_weight", "cum_weight", "player_id", "started",
+                 "weight")
 
     def __init__(self, player_id: np.ndarray, weight: np.ndarray,
                  spare_id: np.ndarray | None = None,
@@ -155,6 +159,10 @@ class OnlinePool:
         whale = spare_weight > 1
         self._spare: list[np.ndarray] = [spare_id[~whale].astype(dtype),
                                          spare_id[whale].astype(dtype)]
+        # What members() reports for each ring: 1 and the (largest) whale spare's weight.
+        self._spare_weight = (np.float32(1.0),
+                              np.float32(spare_weight[whale].max()) if whale.any() else
+                              np.float32(1.0))
         self._head: list[int] = [0, 0]
         self.started: int = 0  # sessions started by start_sessions so far
 
@@ -196,16 +204,16 @@ class OnlinePool:
     def members(self) -> tuple[np.ndarray, np.ndarray]:
         """Every player the pool holds (slots, then spares) and its weight, as int64/float32.
 
-        The set never changes (sessions only move players between slots and rings); a spare's
-        weight is its slot class's (whale multiplier or 1) only for the two-valued weights of
-        :meth:`build`, so this reports 1 for ordinary spares and the largest slot weight for
-        whale spares.
+        The set never changes (sessions only move players between slots and rings). A player
+        in a slot has the slot's weight; a spare is reported with weight 1 if ordinary and
+        the largest whale spare weight given at construction if a whale (exact for the two
+        weight values of :meth:`build`).
         """
-        whale_w = np.float32(self.weight.max())
         ids = np.concatenate([self.player_id, self._spare[0].astype(np.int64),
                               self._spare[1].astype(np.int64)])
-        weight = np.concatenate([self.weight, np.ones(self._spare[0].size, np.float32),
-                                 np.full(self._spare[1].size, whale_w, np.float32)])
+        weight = np.concatenate([self.weight,
+                                 np.full(self._spare[0].size, self._spare_weight[0]),
+                                 np.full(self._spare[1].size, self._spare_weight[1])])
         return ids, weight
 
     def draw_slots(self, rng: np.random.Generator, n: int,
@@ -315,22 +323,28 @@ class ArrivalStream:
         ]
         size = math.ceil(max_online(pop, self.start_day_s, self.duration_s) / parts)
         self.pool = OnlinePool.build(pop, rng, size, self.partition,
-                                     spare=self.spare_needed(size))
+                                     spare=self._spare_needed(size))
         # Each slot's Poisson clock: the next tick (session end) in window seconds.
         self._session_end: np.ndarray = rng.standard_exponential(self.pool.size)
         self._session_end *= self.mean_session_s
+        self._touched: np.ndarray = np.zeros(self.pool.size, dtype=bool)  # scratch, per chunk
 
-    def spare_needed(self, size: int) -> int:
-        """Spare players for ``size`` slots: the window's expected session starts, +25% + 64,
-        at most 16 bytes a slot (4 spares a slot with 32-bit ids, 2 with larger ids)."""
+    def _spare_needed(self, size: int) -> int:
+        """Spare players for ``size`` slots: the window's expected session starts, +25% + 64.
+
+        At most 16 bytes a slot or 16 MiB, whichever is larger (4 spares a slot, or 4 Mi
+        spares, with 32-bit ids; half as many with larger ids): bounded, whatever the
+        registered population. Past that the rings wrap and players come back.
+        """
         per_spare = 4 if self.population.registered_players <= 2**32 else 8
         want = math.ceil(1.25 * self.sessions_started(0.0, self.duration_s)) + 64
-        return min(want, 16 * size // per_spare)
+        return min(want, max(SPARE_BYTES_PER_SLOT * size, SPARE_BYTES_FLOOR) // per_spare)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the pool and the session clocks (independent of registered players)."""
-        return self.pool.nbytes + int(self._session_end.nbytes)
+        """Bytes held by the pool, the session clocks and a scratch mask (independent of the
+        registered players)."""
+        return self.pool.nbytes + int(self._session_end.nbytes + self._touched.nbytes)
 
     # ------------------------------------------------------------------ rates
 
@@ -450,15 +464,20 @@ class ArrivalStream:
         by_time = np.argsort(ev_t, kind="stable")
         ev_s, ev_t = ev_s[by_time], ev_t[by_time]
         ev_p = self.pool.start_sessions(ev_s)
-        # The latest start in the arrival's slot at or before its time, if any in this chunk.
+        # Only arrivals in a slot with a start in this chunk (few) may change player.
+        self._touched[ev_s] = True
+        cand = np.flatnonzero(self._touched[slot])
+        self._touched[ev_s] = False
+        # The latest start in the arrival's slot at or before its time.
         by_slot = np.lexsort((ev_t, ev_s))
         ev_s, ev_p = ev_s[by_slot], ev_p[by_slot]
         span = b - a
         ev_key = ev_s * 2.0 + (ev_t[by_slot] - a) / span  # slot-major; fraction in [0, 1]
-        i = np.searchsorted(ev_key, slot * 2.0 + (t - a) / span, side="right") - 1
+        s = slot[cand]
+        i = np.searchsorted(ev_key, s * 2.0 + (t[cand] - a) / span, side="right") - 1
         ic = np.maximum(i, 0)
-        hit = (i >= 0) & (ev_s[ic] == slot)
-        player[hit] = ev_p[ic[hit]]
+        hit = (i >= 0) & (ev_s[ic] == s)
+        player[cand[hit]] = ev_p[ic[hit]]
         return player
 
     # ------------------------------------------------------------------ generation

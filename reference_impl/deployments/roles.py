@@ -22,8 +22,7 @@ from reference_impl.services.gate import RulesGate
 from reference_impl.services.player import PlayerService
 from reference_impl.services.wallet import WalletService
 from reference_impl.storage import Storage, open_storage
-from reference_impl.transport.broker import open_event_bus
-from reference_impl.transport.redis_streams import RedisStreamsEventBus
+from reference_impl.transport.broker import BrokerBus, open_event_bus
 from reference_impl.transport.remote import (
     RemoteAnalyticsService,
     RemoteFraudService,
@@ -47,7 +46,7 @@ async def _storage(spec: ChildSpec, metrics: Registry) -> Storage:
     return await open_storage(spec.office.db, spec.office.storage_settings(), metrics)
 
 
-def _bus(spec: ChildSpec) -> RedisStreamsEventBus:
+def _bus(spec: ChildSpec) -> BrokerBus:
     return open_event_bus(spec.broker, spec.broker_prefix, f"{spec.role}-0")
 
 
@@ -107,7 +106,7 @@ class _Component:
 
     def __init__(self) -> None:
         self.storage: Storage | None = None
-        self.bus: RedisStreamsEventBus | None = None
+        self.bus: BrokerBus | None = None
 
     async def close(self) -> None:
         if self.bus is not None:

@@ -104,12 +104,13 @@ class Supervisor:
         finally:
             self._stop_all()
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
         env = {**os.environ, SPEC_ENV: child.spec.to_json()}
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "reference_impl.deployments.service_main"],
             env=env, start_new_session=True, preexec_fn=self._hook,
         )
+        return child.proc
 
     def _start_all(self) -> bool:
         for stage in self.stages:
@@ -139,8 +140,8 @@ class Supervisor:
         for child in self.children:
             if child.proc is None:
                 if now >= child.not_before and not self._stopping:
-                    self._spawn(child)
-                    self.say(f"{child.name} restarted (pid {child.proc.pid})")  # type: ignore[union-attr]
+                    proc = self._spawn(child)
+                    self.say(f"{child.name} restarted (pid {proc.pid})")
                 continue
             code = child.proc.poll()
             if code is None:

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Error codes of the public API (all answered with a 4xx status, nothing changed)."""
+    """Error codes of the public API: 4xx (refused, nothing changed) or 503 (component down)."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNKNOWN_PLAYER = "UNKNOWN_PLAYER"
@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     TRANSACTION_ROLLED_BACK = "TRANSACTION_ROLLED_BACK"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # 503: a component is down; retry with same id
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -37,6 +38,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TRANSACTION_ROLLED_BACK: 409,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from reference_impl.domain.commands import Command
+from reference_impl.domain.errors import ErrorCode
 from reference_impl.rules import LimitsRequest
 
 
@@ -24,7 +25,7 @@ class ServiceUnavailable(Exception):
 
     def to_json(self) -> dict[str, dict[str, str]]:
         """The public error body."""
-        return {"error": {"code": "SERVICE_UNAVAILABLE", "message": str(self)}}
+        return {"error": {"code": ErrorCode.SERVICE_UNAVAILABLE.value, "message": str(self)}}
 
 
 class PlayerComponent(Protocol):

@@ -116,11 +116,12 @@ BEGIN
                      status, balance, currency, ts_us)
     VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance, v_cur,
             p_ts);
-    PERFORM wallet_house_credit(v_house, v_cur, p_amount);
     INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
                          amount, currency, round_id, ts_us, hash)
     VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player, v_house,
             p_amount, v_cur, p_round, p_ts, v_hash);
+    -- The house row is shared by many players: lock it last, held only until the commit.
+    PERFORM wallet_house_credit(v_house, v_cur, p_amount);
     RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
 END
 $fn$;
@@ -166,11 +167,11 @@ BEGIN
     UPDATE players SET balance = v_balance, seq = v_seq, last_hash = v_hash,
                        version = version + 1
     WHERE player_id = p_player;
-    PERFORM wallet_house_credit(v_house, v_cur, -p_amount);
     INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
                          amount, currency, round_id, ts_us, hash)
     VALUES (p_player, v_seq, p_tx, 'win', v_house, v_mine, p_amount, v_cur, p_round, p_ts,
             v_hash);
+    PERFORM wallet_house_credit(v_house, v_cur, -p_amount);
     RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
 END
 $fn$;

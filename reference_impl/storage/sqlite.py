@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from reference_impl.domain import OpResult
+from reference_impl.domain import HotAccounts, OpResult
 from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
@@ -188,25 +188,7 @@ class SqliteStorage(SqlStorage):
             return False
         try:
             for item in batch:
-                cmd = item.cmd
-                db.execute("SAVEPOINT cmd")
-                try:
-                    result = None
-                    if fast and isinstance(cmd, Bet):
-                        result = fast_bet(db, cmd, item.now_us, hot, item.gate)
-                    elif fast and isinstance(cmd, Win):
-                        result = fast_win(db, cmd, item.now_us, hot)
-                    path = "fast" if result is not None else "general"
-                    if result is None:
-                        result = _run_sync(run_command(
-                            _SqliteConn(db), cmd, item.now_us, item.gate, hot,
-                            lock_player=False, optimistic=not fast,
-                        ))
-                    outcomes.append((result, None, path))
-                except WalletError as err:
-                    db.execute("ROLLBACK TO cmd")
-                    outcomes.append((None, err, "error"))
-                db.execute("RELEASE cmd")
+                outcomes.append(_apply_one(db, item, hot, fast))
             db.execute("COMMIT")
             self.group_commits += 1
         except Exception:
@@ -237,6 +219,33 @@ class SqliteStorage(SqlStorage):
             return
         if not item.future.done():
             item.future.set_result(result)
+
+
+def _apply_one(
+    db: sqlite3.Connection, item: _Pending, hot: HotAccounts, fast: bool,
+) -> tuple[OpResult | None, WalletError | None, str]:
+    """One command of a group commit: a short path (all or nothing), else the general script
+    in a savepoint, so that a refusal undoes only its own writes. Other errors propagate and
+    fail the whole batch."""
+    cmd, result = item.cmd, None
+    if fast and isinstance(cmd, Bet):
+        result = fast_bet(db, cmd, item.now_us, hot, item.gate)
+    elif fast and isinstance(cmd, Win):
+        result = fast_win(db, cmd, item.now_us, hot)
+    if result is not None:
+        return result, None, "fast"
+    db.execute("SAVEPOINT cmd")
+    try:
+        result = _run_sync(run_command(
+            _SqliteConn(db), cmd, item.now_us, item.gate, hot,
+            lock_player=False, optimistic=not fast,
+        ))
+    except WalletError as err:
+        db.execute("ROLLBACK TO cmd")
+        db.execute("RELEASE cmd")
+        return None, err, "error"
+    db.execute("RELEASE cmd")
+    return result, None, "general"
 
 
 class _Pending:

@@ -79,6 +79,7 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     shards: int = 2
+    broker: str | None = None
 
     @property
     def url(self) -> str:
@@ -87,7 +88,8 @@ class Server:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
-             "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards)],
+             "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
+             *(["--broker", self.broker] if self.broker else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 45
@@ -153,14 +155,15 @@ def gone(pid: int) -> bool:
         return True
 
 
-def purge_broker(db: str) -> None:
-    """Delete the deployment's streams from Redis."""
-    import redis
+def purge_broker(db: str, broker: str | None = None) -> None:
+    """Delete the deployment's streams from the broker (Redis by default)."""
+    import asyncio
 
-    from reference_impl.transport.broker import broker_prefix
+    from reference_impl.transport.broker import DEFAULT_BROKER, broker_prefix, open_event_bus
 
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    keys = list(client.scan_iter(match=f"{broker_prefix(db)}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    async def purge() -> None:
+        bus = open_event_bus(broker or DEFAULT_BROKER, broker_prefix(db), "cleaner")
+        await bus.purge()
+        await bus.stop()
+
+    asyncio.run(purge())

@@ -8,6 +8,7 @@ cleanly, leaving no process behind.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,21 @@ import pytest
 from tests.reference_impl.http_server import Server, gone, purge_broker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
-TOPOLOGIES = ("monolith", "microservices", "hybrid")
+NATS = "nats://127.0.0.1:4222"
+
+
+def _nats_listening() -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 4222)) == 0
+
+
+#: label -> (topology, broker); microservices also on NATS JetStream when a server listens
+SETUPS: dict[str, tuple[str, str | None]] = {
+    "monolith": ("monolith", None), "microservices": ("microservices", None),
+    "hybrid": ("hybrid", None),
+    **({"microservices-nats": ("microservices", NATS)} if _nats_listening() else {}),
+}
 FAR_FUTURE = 4_102_444_800.0  # 2100-01-01
 Answer = tuple[int, Any]
 #: five deposits in ten minutes; a withdrawal to an instrument another player deposited from
@@ -30,7 +45,8 @@ EXPECTED_ALERTS = {"velocity-deposit-count-v1", "link-instrument-v1"}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     base = Path(tmp_path_factory.mktemp("topologies"))
-    started = {t: Server(f"sqlite:///{base / t / 'wallet.db'}", t, shards=1) for t in TOPOLOGIES}
+    started = {label: Server(f"sqlite:///{base / label / 'wallet.db'}", topology, shards=1,
+                             broker=broker) for label, (topology, broker) in SETUPS.items()}
     with ThreadPoolExecutor(len(started)) as pool:
         list(pool.map(Server.start, started.values()))
     try:
@@ -39,7 +55,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         for server in started.values():
             server.stop()
             if server.topology != "monolith":
-                purge_broker(server.db)
+                purge_broker(server.db, server.broker)
 
 
 def _strip(value: Any) -> Any:
@@ -156,7 +172,7 @@ def test_same_answers_in_every_topology(servers: dict[str, Server]) -> None:
     assert sorted(a["rule_id"] for a in alerts["alerts"]) == sorted(EXPECTED_ALERTS)
     audit = next(body for _, body in mono if isinstance(body, dict) and "first_violation" in body)
     assert audit["ok"] is True
-    for topology in ("microservices", "hybrid"):
+    for topology in (label for label in results if label != "monolith"):
         other = results[topology]
         assert len(other) == len(mono)
         for step, (want, got) in enumerate(zip(mono, other, strict=True)):

@@ -155,9 +155,10 @@ def test_whales_get_their_share_of_arrivals() -> None:
     assert whale_ids.size == pytest.approx(0.02 * ids.size, rel=0.25)
     online = stream.pool.weight[: int(stream.online_n(0.0))]  # slots keep their weight
     expected = online[online > 1].sum() / online.sum()  # ~ 0.02*25 / (0.02*25 + 0.98)
-    first = set(stream.pool.player_id.tolist())
+    first = stream.pool.player_id.copy()
     _, _, player, _ = collect(stream)
-    assert np.isin(player, list(first), invert=True).mean() > 0.3  # really new players
+    # arrivals of players who came online during the window: 1 - 1.5 (1 - e^(-2/3)) = 0.27
+    assert np.isin(player, first, invert=True).mean() == pytest.approx(0.27, abs=0.02)
     hits = int(np.isin(player, whale_ids).sum())
     assert stats.binomtest(hits, player.size, expected).pvalue > P_MIN
     assert 0.3 < expected < 0.4
@@ -300,7 +301,7 @@ def test_players_are_drawn_among_those_online_as_the_curve_falls(
     curve[0] = 1.0  # 20k online at midnight, 11k at 00:30
     # sessions far longer than the window: the slots keep their first players
     sc = scenario(online_curve=curve, simulation={"start_hour": 0.0, "duration_s": 1_800.0},
-                  session={"actions_per_minute": 6, "mean_session_minutes": 1e7})
+                  session={"actions_per_minute": 6, "mean_session_minutes": 1e12})
     stream = ArrivalStream(sc, np.random.default_rng(12), partition=partition)
     parts = partition[1]
     assert stream.pool.size == pytest.approx(20_000 / parts, abs=1)
@@ -312,3 +313,152 @@ def test_players_are_drawn_among_those_online_as_the_curve_falls(
         assert np.all(pos < stream.online_n(ch.t))
     # the last chunk reaches (nearly) all players still online, not just a few
     assert pos.max() > 0.99 * stream.online_n(1_800.0)
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def test_session_starts_swap_with_first_in_first_out_rings_by_class() -> None:
+    pool = OnlinePool(np.array([0, 1, 2]), np.array([1, 5, 1], dtype=np.float32),
+                      spare_id=np.array([10, 20, 11, 12]),
+                      spare_weight=np.array([1, 5, 1, 1], dtype=np.float32))
+    assert pool.spare_size == 4
+    before = np.sort(pool.members()[0])
+    # slot 1 is a whale slot: its new player comes from the whale ring
+    got = pool.start_sessions(np.array([0, 0, 2, 1]))
+    np.testing.assert_array_equal(got, [10, 11, 12, 20])
+    np.testing.assert_array_equal(pool.player_id, [11, 20, 12])
+    # the ordinary ring now holds 0, 10, 2 (in that order): four starts in slot 2 wrap it,
+    # in two batches; 12 leaves first and comes back after exactly 3 starts
+    got = pool.start_sessions(np.array([2, 2, 2, 2]))
+    np.testing.assert_array_equal(got, [0, 10, 2, 12])
+    np.testing.assert_array_equal(pool.player_id, [11, 20, 12])
+    assert pool.started == 8
+    ids, weight = pool.members()
+    np.testing.assert_array_equal(np.sort(ids), before)  # nobody lost, nobody duplicated
+    np.testing.assert_array_equal(weight[ids == 1], [5])  # the whale who left is still one
+    # a class without spares restarts the same player
+    lone = OnlinePool(np.array([7, 8]), np.array([3, 1], dtype=np.float32),
+                      spare_id=np.array([9]), spare_weight=np.array([1], dtype=np.float32))
+    np.testing.assert_array_equal(lone.start_sessions(np.array([0, 1])), [7, 9])
+    assert lone.nbytes == 2 * (8 + 4 + 8) + 4  # spares stored as uint32
+
+
+def test_sessions_started_integrates_turnover_and_growth() -> None:
+    curve = [0.25] * 24
+    curve[0], curve[1] = 0.5, 1.0  # 3000 at 00:30, 4000 at 01:00, 2500 at 01:30
+    sc = scenario(online_curve=curve, peak_online=4_000, registered_players=1_000_000,
+                  session={"actions_per_minute": 0.5, "mean_session_minutes": 5},
+                  simulation={"start_hour": 0.5, "duration_s": 3_600.0})
+    stream = ArrivalStream(sc, np.random.default_rng(21))
+    # (3500 + 3250) * 1800 / 300 turnover, + 1000 growth (the fall starts nothing)
+    expected = 40_500 + 1_000
+    assert stream.sessions_started(0.0, 3_600.0) == pytest.approx(expected)
+    assert stream.sessions_started(0.0, 1_000.0) + stream.sessions_started(1_000.0, 3_600.0) \
+        == pytest.approx(expected)
+    assert stream.sessions_started(5.0, 5.0) == 0.0
+    half = ArrivalStream(sc, np.random.default_rng(21), partition=(1, 2))
+    assert half.sessions_started(0.0, 3_600.0) == pytest.approx(expected / 2)
+    assert stream.pool.spare_size >= 1.25 * expected  # the ring is not going to wrap
+    for _ in stream.chunks(chunk_s=30.0):
+        pass
+    # ticks are Poisson (mean 40 500), the 1000 activations are certain
+    assert abs(stream.pool.started - expected) < 4 * np.sqrt(40_500)
+    assert len(np.unique(stream.pool.player_id)) == stream.pool.size
+
+
+def test_short_sessions_turn_players_over_with_exponential_spans() -> None:
+    n, mean_s, apm, window = 2_000, 60.0, 60.0, 600.0
+    sc = scenario(registered_players=1_000_000, peak_online=n,
+                  session={"actions_per_minute": apm, "mean_session_minutes": mean_s / 60},
+                  simulation={"duration_s": window})
+    stream = ArrivalStream(sc, np.random.default_rng(31))
+    t, _, player, _ = collect(stream, chunk_s=1.0)
+    assert t.size == pytest.approx(n * apm / 60 * window, rel=0.01)  # rate unchanged
+    assert stream.online_n(300.0) == n
+    # distinct players = sessions with an arrival: the n at the start plus n/60 s turnover
+    r, lam = apm / 60, 1 / mean_s
+    q = r / (lam + r)
+    seen_initial = n * q * (1 - np.exp(-(lam + r) * window))
+    seen_started = n * lam * q * (window - (1 - np.exp(-(lam + r) * window)) / (lam + r))
+    expected = seen_initial + seen_started  # ~ 2000 + 20000, less the silent 1/61
+    order = np.lexsort((t, player))
+    p, ts = player[order], t[order]
+    new = np.concatenate([[True], p[1:] != p[:-1]])
+    assert abs(new.sum() - expected) < 4 * np.sqrt(expected)
+    # nobody comes back after a session: every gap inside a player's arrivals is one of
+    # its ~1.2M exponential inter-arrival gaps (rate 1/s), none longer than ~ln(1.2M/1e-4)
+    gaps = np.diff(ts)[~new[1:]]
+    assert gaps.max() < np.log(gaps.size / 1e-4) / r
+    # spans of sessions whose first arrival is in [60, 300) vs the model: sessions starting
+    # uniformly, Exp(60 s) long, cut at the window's end, Poisson arrivals at 1/s
+    first_i = np.flatnonzero(new)
+    last_i = np.concatenate([first_i[1:], [p.size]]) - 1
+    pick = (ts[first_i] >= 60) & (ts[first_i] < 300) & (last_i > first_i)
+    span = ts[last_i][pick] - ts[first_i][pick]
+    rng = np.random.default_rng(32)
+    u = rng.uniform(0, window, 60_000)
+    d = np.minimum(u + rng.exponential(mean_s, u.size), window) - u
+    k = rng.poisson(r * d)
+    u, d, k = u[k >= 2], d[k >= 2], k[k >= 2]
+    top = rng.random(k.size) ** (1 / k)  # the largest of k uniforms, then the smallest
+    low = top * (1 - rng.random(k.size) ** (1 / (k - 1)))  # of the other k - 1 below it
+    model_first = u + d * low
+    keep = (model_first >= 60) & (model_first < 300)
+    model_span = (d * (top - low))[keep]
+    assert span.size > 6_000
+    assert stats.ks_2samp(span, model_span).pvalue > P_MIN
+    se = np.std(span) / np.sqrt(span.size)
+    assert abs(np.mean(span) - np.mean(model_span)) < 4 * se  # ~ 60 s, less ~ 1 s
+
+
+@pytest.mark.parametrize("partition", [(0, 1), (1, 3)])
+def test_arrivals_go_to_the_player_whose_online_session_covers_them(
+        partition: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    curve = [0.1] * 24
+    curve[0] = 1.0  # rises from 23:45 to midnight, then falls
+    sc = scenario(online_curve=curve, peak_online=4_000,
+                  session={"actions_per_minute": 2, "mean_session_minutes": 2},
+                  simulation={"start_hour": 23.75, "duration_s": 1_800.0})
+    stream = ArrivalStream(sc, np.random.default_rng(41), partition=partition)
+    # log every session start: (slot, time, player); the slots' first players start at 0
+    log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [
+        (np.arange(stream.pool.size), np.zeros(stream.pool.size), stream.pool.player_id.copy())]
+    times: list[np.ndarray] = []
+    activations = [0]
+    renewals, activate = stream._renewals, stream._activations
+    start_sessions = OnlinePool.start_sessions
+
+    def spy_renewals(b: float) -> tuple[np.ndarray, np.ndarray]:
+        s, at = renewals(b)
+        times.append(at)
+        return s, at
+
+    def spy_activations(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        s, at = activate(a, b)
+        times.append(at)
+        activations[0] += s.size
+        return s, at
+
+    def spy_start(pool: OnlinePool, slot: np.ndarray) -> np.ndarray:
+        got = start_sessions(pool, slot)
+        log.append((slot.copy(), np.sort(np.concatenate(times)), got.copy()))  # time order
+        times.clear()
+        return got
+
+    monkeypatch.setattr(stream, "_renewals", spy_renewals)
+    monkeypatch.setattr(stream, "_activations", spy_activations)
+    monkeypatch.setattr(OnlinePool, "start_sessions", spy_start)
+    t, _, player, _ = collect(stream, chunk_s=7.0)
+    slot, start, who = (np.concatenate(x) for x in zip(*log, strict=True))
+    assert activations[0] == pytest.approx(4_000 * 0.225 / partition[1], abs=2)
+    assert np.unique(who).size == who.size  # each player one session (the ring never wrapped)
+    order = np.lexsort((start, slot))
+    slot, start, who = slot[order], start[order], who[order]
+    end = np.append(np.where(slot[1:] == slot[:-1], start[1:], np.inf), np.inf)
+    by_player = np.argsort(who)
+    s = by_player[np.searchsorted(who[by_player], player)]
+    assert np.all(who[s] == player)
+    assert np.all((start[s] <= t) & (t < end[s]))  # within the player's session
+    assert np.all(slot[s] < stream.online_n(t))  # in a slot online at that time
+    assert np.all(player % partition[1] == partition[0])
