@@ -20,7 +20,6 @@ def cli() -> None:
       simulate   predict latency, throughput and contention of a scenario (discrete-event)
       validate   check the simulator against queueing theory (--analytic)
       serve      start the reference back office (monolith | microservices | hybrid)
-      load       drive a running back office with locust using a scenario's player mix
 
     \b
     Typical first run:
