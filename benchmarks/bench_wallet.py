@@ -5,9 +5,9 @@ places bets of 10 minor units, each on a new round, on ``--players`` funded play
 
 - **direct**: ``Storage.execute(Bet(...))`` in this process, with a pool of ``--connections``
   (PostgreSQL) or the group-committing single writer (SQLite);
-- **http**: a real ``testbed serve`` monolith process (one uvicorn worker, httptools +
-  uvloop, the same pool), driven by ``--connections`` raw HTTP/1.1 keep-alive connections
-  from this process (a few microseconds of client CPU per request, reported).
+- **http**: a real ``testbed serve`` monolith process (``--workers`` uvicorn workers, 1 by
+  default, httptools + uvloop, the same pool), driven by ``--connections`` raw HTTP/1.1
+  keep-alive connections from this process (its CPU per request is reported).
 
 The ratio http/direct shows what the service layer costs. Every run gets a fresh database,
 funded directly through the storage adapter before the clock starts; the first
@@ -83,11 +83,13 @@ class Case:
     connections: int
     direct: Run
     http: Run
+    workers: int = 1
 
     @property
     def key(self) -> str:
         """Name of the case in the baseline file."""
-        return f"{self.backend}/shards={self.shards}/conn={self.connections}"
+        key = f"{self.backend}/shards={self.shards}/conn={self.connections}"
+        return key if self.workers == 1 else f"{key}/workers={self.workers}"
 
     @property
     def ratio(self) -> float:
@@ -144,7 +146,7 @@ async def populate(url: str, players: int, shards: int) -> None:
 
 async def closed_loop(
     worker: Worker, connections: int, warmup: float, seconds: float,
-    server: psutil.Process | None = None,
+    server: _ServerTree | None = None,
 ) -> Run:
     """Run ``connections`` workers; count bets that start after the warm-up."""
     latencies: list[float] = []
@@ -154,14 +156,33 @@ async def closed_loop(
              for i in range(connections)]
     await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
     cpu0 = time.process_time()
-    server0 = sum(server.cpu_times()[:2]) if server is not None else 0.0
+    server0 = server.cpu_seconds() if server is not None else 0.0
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - counted_from
     cpu = time.process_time() - cpu0
-    server_cpu = (sum(server.cpu_times()[:2]) - server0) if server is not None else 0.0
+    server_cpu = (server.cpu_seconds() - server0) if server is not None else 0.0
     ms = np.asarray(latencies) * 1000
     return Run(len(latencies), elapsed, float(np.percentile(ms, 50)),
                float(np.percentile(ms, 99)), cpu / elapsed, server_cpu / elapsed)
+
+
+class _ServerTree:
+    """CPU of the server process and its worker processes."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self._seen: dict[int, psutil.Process] = {}
+
+    def cpu_seconds(self) -> float:
+        """User + system seconds so far (workers found at the first call are followed)."""
+        if not self._seen:
+            for proc in [self.root, *self.root.children(recursive=True)]:
+                self._seen[proc.pid] = proc
+        total = 0.0
+        for proc in self._seen.values():
+            with contextlib.suppress(psutil.Error):
+                total += sum(proc.cpu_times()[:2])
+        return total
 
 
 def _player(n: int, players: int) -> str:
@@ -234,12 +255,14 @@ async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float
 
 async def bench_http(
     url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
+    workers: int = 1,
 ) -> Run:
-    """Bets through a ``testbed serve`` monolith process."""
+    """Bets through a ``testbed serve`` monolith (``workers`` uvicorn processes)."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "testbed", "serve", "--db", url, "--port", str(port),
-         "--pool-size", str(connections), "--hot-account-shards", str(shards)],
+         "--pool-size", str(connections), "--hot-account-shards", str(shards),
+         "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     ids = itertools.count()
@@ -262,7 +285,7 @@ async def bench_http(
 
     try:
         await _wait_healthy(port, proc)
-        return await closed_loop(worker, connections, warmup, seconds, psutil.Process(proc.pid))
+        return await closed_loop(worker, connections, warmup, seconds, _ServerTree(proc.pid))
     except BaseException:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
@@ -279,12 +302,16 @@ async def run_case(
 ) -> Case:
     """Direct then HTTP, each on a fresh funded database."""
     runs: list[Run] = []
-    for bench in (bench_direct, bench_http):
+    for mode in ("direct", "http"):
         async with fresh_database(backend, args.pg_admin) as url:
             await populate(url, args.players, shards)
-            runs.append(await bench(url, args.players, shards, connections, args.warmup,
-                                    args.seconds))
-    return Case(backend, shards, connections, runs[0], runs[1])
+            if mode == "direct":
+                runs.append(await bench_direct(url, args.players, shards, connections,
+                                               args.warmup, args.seconds))
+            else:
+                runs.append(await bench_http(url, args.players, shards, connections,
+                                             args.warmup, args.seconds, args.workers))
+    return Case(backend, shards, connections, runs[0], runs[1], args.workers)
 
 
 # --------------------------------------------------------------------------- report
@@ -343,6 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shards", default=None,
                         help="comma-separated house/jackpot shard counts [1,8,32; quick: 1,32]")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--players", type=int, default=None, help="[10000; quick: 2000]")
     parser.add_argument("--seconds", type=float, default=None, help="[10; quick: 4]")
     parser.add_argument("--warmup", type=float, default=None, help="[2; quick: 1]")

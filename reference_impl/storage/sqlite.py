@@ -5,10 +5,11 @@ yields inside a transaction and the event loop itself serialises them. Several p
 (uvicorn workers) on one file serialise on SQLite's own lock (BEGIN IMMEDIATE, busy timeout).
 
 Money commands are group-committed: the commands that arrive while the loop is busy run in
-one write transaction, each in its own savepoint (its error rolls back only its own effects),
-and every caller is answered after the COMMIT. Common bets and wins take the short paths of
-:mod:`reference_impl.storage.sqlite_fast`; checkpoints run in a background thread
-(:mod:`reference_impl.storage.sqlite_checkpointer`).
+one write transaction and every caller is answered after the COMMIT. Common bets and wins
+take the all-or-nothing short paths of :mod:`reference_impl.storage.sqlite_fast`; any other
+command runs the general script in a savepoint, so its refusal undoes only its own writes;
+an unexpected error rolls the whole batch back and its commands run one transaction each.
+Checkpoints run in a background thread (:mod:`reference_impl.storage.sqlite_checkpointer`).
 """
 
 from __future__ import annotations
