@@ -14,8 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from reference_impl.domain.commands import Bet, Deposit, Rollback, Win, Withdrawal
+from reference_impl.domain.commands import Bet, Command, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.http.openapi import openapi_document
 from reference_impl.http.schemas import (
@@ -33,6 +34,8 @@ from reference_impl.services.ports import ServiceUnavailable
 
 Handler = Callable[[Request], Awaitable[Response]]
 Factory = Callable[[Registry], Awaitable[BackOffice]]
+Build = Callable[[Any, str], Command]
+"""A money command from a validated body and the path's player id ("" if none)."""
 
 
 class JSON(Response):
@@ -57,7 +60,11 @@ def _validation(exc: ValidationError) -> WalletError:
 
 async def parse(request: Request, model: type[BaseModel]) -> Any:
     """Parse and validate a JSON body (VALIDATION_ERROR otherwise)."""
-    raw = await request.body()
+    return parse_raw(await request.body(), model)
+
+
+def parse_raw(raw: bytes, model: type[BaseModel]) -> Any:
+    """Parse and validate the bytes of a JSON body (VALIDATION_ERROR otherwise)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -139,33 +146,13 @@ def create_app(
     async def balance(request: Request) -> Response:
         return JSON(await ref.o.players.balance(path_player(request)))
 
-    async def deposit(request: Request) -> Response:
-        body = await parse(request, CashBody)
-        cmd = Deposit(body.transaction_id, path_player(request), body.amount, body.currency,
-                      body.instrument, body.device)
-        return JSON(await ref.o.wallet.execute(cmd))
+    def money(model: type[BaseModel], build: Build, player: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            body = await parse(request, model)
+            cmd = build(body, path_player(request) if player else "")
+            return JSON(await ref.o.wallet.execute(cmd))
 
-    async def withdrawal(request: Request) -> Response:
-        body = await parse(request, CashBody)
-        cmd = Withdrawal(body.transaction_id, path_player(request), body.amount, body.currency,
-                         body.instrument, body.device)
-        return JSON(await ref.o.wallet.execute(cmd))
-
-    async def bet(request: Request) -> Response:
-        b = await parse(request, BetBody)
-        cmd = Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
-                  b.device)
-        return JSON(await ref.o.wallet.execute(cmd))
-
-    async def win(request: Request) -> Response:
-        b = await parse(request, WinBody)
-        cmd = Win(b.transaction_id, b.player_id, b.round_id, b.amount, b.currency)
-        return JSON(await ref.o.wallet.execute(cmd))
-
-    async def rollback(request: Request) -> Response:
-        b = await parse(request, RollbackBody)
-        cmd = Rollback(b.transaction_id, b.player_id, b.round_id, b.rolled_back_transaction_id)
-        return JSON(await ref.o.wallet.execute(cmd))
+        return handler
 
     async def transactions(request: Request) -> Response:
         limit = _query_int(request, "limit", 50)
@@ -215,11 +202,8 @@ def create_app(
     routes = [
         measured("POST", "/players", create_player),
         measured("GET", "/players/{player_id}/balance", balance),
-        measured("POST", "/players/{player_id}/deposits", deposit),
-        measured("POST", "/players/{player_id}/withdrawals", withdrawal),
-        measured("POST", "/wallet/bet", bet),
-        measured("POST", "/wallet/win", win),
-        measured("POST", "/wallet/rollback", rollback),
+        *(measured("POST", route, money(model, build, "{player_id}" in route))
+          for route, (model, build) in MONEY_ROUTES.items()),
         measured("GET", "/players/{player_id}/transactions", transactions),
         measured("GET|PUT", "/players/{player_id}/limits", limits),
         measured("PUT", "/players/{player_id}/identity", put_identity),
@@ -239,9 +223,129 @@ def create_app(
         response.headers.update(exc.headers or {})
         return response
 
-    return Starlette(
-        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan,
+    async def fast_money(
+        route: str, model: type[BaseModel], build: Build, player: str, receive: Receive,
+        send: Send,
+    ) -> None:
+        started = time.perf_counter()
+        raw = await _read_body(receive)
+        if raw is None:  # the client went away before sending its body
+            return
+        try:
+            cmd = build(parse_raw(raw, model), player)
+            content: Any = await ref.o.wallet.execute(cmd)
+            status = 200
+        except WalletError as err:
+            content, status = err.to_json(), err.http_status
+        except ServiceUnavailable as exc:  # a remote component is down: safe to retry
+            content, status = exc.to_json(), 503
+        except Exception:
+            await send(_INTERNAL_ERROR_START)
+            await send(_INTERNAL_ERROR_BODY)
+            raise
+        body = orjson.dumps(content)
+        metrics.request_seconds.observe(time.perf_counter() - started, "POST", route)
+        metrics.responses.inc("POST", route, str(status))
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+    return _Api(
+        fast_money, routes=routes, exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
     )
+
+
+def _bet(b: Any, player: str) -> Command:
+    return Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
+               b.device)
+
+
+def _win(b: Any, player: str) -> Command:
+    return Win(b.transaction_id, b.player_id, b.round_id, b.amount, b.currency)
+
+
+def _rollback(b: Any, player: str) -> Command:
+    return Rollback(b.transaction_id, b.player_id, b.round_id, b.rolled_back_transaction_id)
+
+
+def _deposit(b: Any, player: str) -> Command:
+    return Deposit(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+
+
+def _withdrawal(b: Any, player: str) -> Command:
+    return Withdrawal(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+
+
+MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
+    "/players/{player_id}/deposits": (CashBody, _deposit),
+    "/players/{player_id}/withdrawals": (CashBody, _withdrawal),
+    "/wallet/bet": (BetBody, _bet),
+    "/wallet/win": (WinBody, _win),
+    "/wallet/rollback": (RollbackBody, _rollback),
+}
+"""The money endpoints: body model and command builder by route."""
+
+_INTERNAL_ERROR = b"Internal Server Error"
+_INTERNAL_ERROR_START = {"type": "http.response.start", "status": 500, "headers": [
+    (b"content-length", str(len(_INTERNAL_ERROR)).encode("latin-1")),
+    (b"content-type", b"text/plain; charset=utf-8"),
+]}
+_INTERNAL_ERROR_BODY = {"type": "http.response.body", "body": _INTERNAL_ERROR}
+"""What Starlette's ServerErrorMiddleware answers when an endpoint raises."""
+
+FastMoney = Callable[[str, type[BaseModel], Build, str, Receive, Send], Awaitable[None]]
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not chunks and not more:
+            return bytes(chunk)
+        if chunk:
+            chunks.append(chunk)
+        if not more:
+            return b"".join(chunks)
+
+
+class _Api(Starlette):
+    """Starlette, except that POSTs to the money endpoints (the hot path of every bet) are
+    served by a plain ASGI function: same parsing, answers and metrics, without the routing
+    and middleware layers (~14 us per request)."""
+
+    def __init__(self, fast_money: FastMoney, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast_money = fast_money
+        self._fixed = {route: (route, *spec) for route, spec in MONEY_ROUTES.items()
+                       if "{" not in route}
+        self._player = {route.rsplit("/", 1)[1]: (route, *spec)
+                        for route, spec in MONEY_ROUTES.items() if "{" in route}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a money POST directly; hand everything else to Starlette."""
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            fixed = self._fixed.get(path)
+            if fixed is not None:
+                route, model, build = fixed
+                await self._fast_money(route, model, build, "", receive, send)
+                return
+            parts = path.split("/")
+            if len(parts) == 4 and parts[1] == "players" and parts[2]:
+                spec = self._player.get(parts[3])
+                if spec is not None:
+                    route, model, build = spec
+                    await self._fast_money(route, model, build, parts[2], receive, send)
+                    return
+        await super().__call__(scope, receive, send)
 
 
 class _Ref:

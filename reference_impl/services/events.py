@@ -70,16 +70,26 @@ class InProcessEventBus:
         await self._queue.join()
 
     async def _run(self) -> None:
+        """Deliver events in order; one wake-up takes every event queued by then."""
+        queue = self._queue
         while True:
-            event = await self._queue.get()
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                if event is None:
-                    return
-                for name, handler in self._handlers:
-                    try:
-                        await handler(event)
-                    except Exception:  # a failing consumer must not stop the others
-                        log.exception("consumer %s failed on %s", name, event.kind)
-                self.delivered += 1
+                for event in batch:
+                    if event is None:
+                        return
+                    await self._deliver(event)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    queue.task_done()
+
+    async def _deliver(self, event: MoneyEvent) -> None:
+        """Hand one event to every consumer."""
+        for name, handler in self._handlers:
+            try:
+                await handler(event)
+            except Exception:  # a failing consumer must not stop the others
+                log.exception("consumer %s failed on %s", name, event.kind)
+        self.delivered += 1

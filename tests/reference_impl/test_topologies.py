@@ -8,6 +8,7 @@ cleanly, leaving no process behind.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -58,12 +59,18 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
                 purge_broker(server.db, server.broker)
 
 
+_SECONDS_LEFT = re.compile(r"\d+ s left")
+
+
 def _strip(value: Any) -> Any:
-    """Remove what depends on the clock (timestamps and the hashes chained over them)."""
+    """Remove what depends on the clock (timestamps, the hashes chained over them and
+    countdowns such as "(86399 s left)" in refusal messages)."""
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items() if k not in ("ts", "ts_us", "hash")}
     if isinstance(value, list):
         return [_strip(v) for v in value]
+    if isinstance(value, str):
+        return _SECONDS_LEFT.sub("N s left", value)
     return value
 
 
