@@ -91,7 +91,8 @@ def _query_int(request: Request, name: str, default: int | None) -> int | None:
     value = request.query_params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 19 or int(value) > 10**18:
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > 10**18:
         raise WalletError(ErrorCode.VALIDATION_ERROR, f"{name} must be an integer 0..10^18")
     return int(value)
 

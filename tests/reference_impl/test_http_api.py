@@ -147,3 +147,12 @@ def test_metrics_health_and_openapi(api: httpx.Client) -> None:
     doc = api.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/wallet/bet" in doc["paths"]
     assert api.get("/analytics/summary").json()["events"]["bet"] >= 1
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "-1", "1e3", "x", "9" * 20])
+def test_bad_query_integers_are_validation_errors(api: httpx.Client, value: str) -> None:
+    # "²" and Arabic-Indic digits pass str.isdigit() but are not integers (found by schemathesis)
+    for path in ("/fraud/alerts", "/players/nobody/transactions"):
+        r = api.get(path, params={"limit": value})
+        assert r.status_code == 400, (path, value, r.text)
+        assert r.json()["error"]["code"] == "VALIDATION_ERROR"

@@ -24,6 +24,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 def test_api_conforms(case: schemathesis.Case, base_url: str) -> None:
     case.call_and_validate(base_url=base_url)
