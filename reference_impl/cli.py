@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -14,6 +15,12 @@ from reference_impl.transport.broker import DEFAULT_BROKER, check_broker_url
 def register(group: click.Group) -> None:
     """Attach the reference back office's commands to the ``testbed`` group."""
     group.add_command(serve)
+    group.add_command(ledger)
+
+
+def _check_db(db: str | None) -> None:
+    if db is not None and not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise click.BadParameter("must be sqlite:///path or postgresql://...", param_hint="--db")
 
 
 @click.command()
@@ -74,8 +81,7 @@ def serve(
       testbed serve --topology microservices --db postgresql://postgres@127.0.0.1/test
       testbed serve --topology hybrid --broker redis://127.0.0.1:6379/0 --port 8080
     """
-    if db is not None and not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise click.BadParameter("must be sqlite:///path or postgresql://...", param_hint="--db")
+    _check_db(db)
     if rules is not None:
         from reference_impl.rules import RulesEngine, RulesFileError
 
@@ -107,3 +113,82 @@ def serve(
         topology=topology, office=office, host=host, port=port, workers=workers,
         broker=broker, internal_base_port=internal_base_port, log_level=log_level,
     )))
+
+
+_DB_OPTION = click.option(
+    "--db", default=None,
+    help="sqlite:///path/to/wallet.db or postgresql://user@host:port/dbname "
+         "[default: sqlite under ./data/wallet.db]",
+)
+_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+
+
+@click.group()
+def ledger() -> None:
+    """Maintain the ledger offline: verify every invariant, rebuild balances from the journal.
+
+    \b
+    The journal is the source of truth; balances and each player's chain head are a
+    projection of it. verify reads one consistent snapshot and may run under load; rebuild
+    keeps writers out while it runs, so run it on a quiet or stopped back office.
+    """
+
+
+@ledger.command()
+@_DB_OPTION
+@_JSON_OPTION
+def verify(db: str | None, as_json: bool) -> None:
+    """Re-check the ledger (as GET /audit/verify does); exit 1 on a violation.
+
+    \b
+    Example:
+      testbed ledger verify --db postgresql://postgres@127.0.0.1/wallet
+    """
+    _check_db(db)
+    from reference_impl.maintenance import run_verify
+
+    report = run_verify(db)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+        click.echo(f"ledger {'ok' if report.ok else 'VIOLATED'}: {counts}")
+        if report.first_violation:
+            click.echo(f"first violation: {report.first_violation}")
+    sys.exit(0 if report.ok else 1)
+
+
+@ledger.command()
+@_DB_OPTION
+@click.option("--dry-run", is_flag=True, help="only list what differs; write nothing")
+@_JSON_OPTION
+def rebuild(db: str | None, dry_run: bool, as_json: bool) -> None:
+    """Recompute every balance and chain head from the journal and store them.
+
+    \b
+    Lists each stored value that differed from the journal's projection, then writes the
+    projection (unless --dry-run) in the same transaction. Refuses, writing nothing, with
+    exit 1 when the journal itself is damaged (broken hash chain, malformed transfer, a
+    balance below zero along a chain): the journal cannot be trusted then.
+
+    \b
+    Examples:
+      testbed ledger rebuild --dry-run
+      testbed ledger rebuild --db postgresql://postgres@127.0.0.1/wallet
+    """
+    _check_db(db)
+    from reference_impl.maintenance import run_rebuild
+
+    plan = run_rebuild(db, apply=not dry_run)
+    if as_json:
+        click.echo(json.dumps({**plan.to_json(), "applied": plan.ok and not dry_run},
+                              indent=2))
+    elif not plan.ok:
+        click.echo(f"refused, nothing written: {plan.refusal}")
+    else:
+        for c in plan.corrections:
+            click.echo(f"{c.account} {c.field}: stored {c.stored} -> journal {c.projected}")
+        verb = "would correct" if dry_run else "corrected"
+        click.echo(f"{plan.entries} journal entries, {len(plan.balances)} accounts, "
+                   f"{len(plan.heads)} players: {verb} {len(plan.corrections)} value(s)")
+    sys.exit(0 if plan.ok else 1)

@@ -57,11 +57,11 @@ def verify_ledger(
     for entry in entries:
         n_entries += 1
         streams[entry.stream].append(entry)
-        _check_transfer(entry, report)
+        check_transfer(entry, report)
         projected[entry.debit_account] -= entry.amount
         projected[entry.credit_account] += entry.amount
     for stream, chain in streams.items():
-        _check_chain(stream, chain, heads, report)
+        check_chain(stream, chain, heads, report)
     if heads is not None:
         for stream, (seq, head_hash) in heads.items():
             if stream not in streams and (seq != 0 or head_hash != GENESIS_HASH):
@@ -81,7 +81,8 @@ def verify_ledger(
     return report
 
 
-def _check_transfer(entry: JournalEntry, report: AuditReport) -> None:
+def check_transfer(entry: JournalEntry, report: AuditReport) -> None:
+    """Record a violation unless ``entry`` is a well-formed transfer of its stream's player."""
     where = f"entry {entry.stream}#{entry.seq} ({entry.transaction_id})"
     if entry.amount <= 0:
         report.fail(f"{where}: amount {entry.amount} is not positive")
@@ -100,10 +101,12 @@ def _check_transfer(entry: JournalEntry, report: AuditReport) -> None:
         report.fail(f"{where}: does not touch the stream's player account")
 
 
-def _check_chain(
+def check_chain(
     stream: str, chain: list[JournalEntry], heads: Mapping[str, tuple[int, str]] | None,
     report: AuditReport,
 ) -> None:
+    """Record a violation unless ``chain`` is contiguous, hashes recompute and the player
+    stays at or above zero (and, given ``heads``, ends at the stored head)."""
     chain.sort(key=lambda e: e.seq)
     prev = GENESIS_HASH
     balance = 0

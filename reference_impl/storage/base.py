@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from reference_impl.domain import AuditReport, HotAccounts, JournalEntry, OpResult
 from reference_impl.domain.commands import Command
 from reference_impl.domain.planning import Verdict
+from reference_impl.domain.rebuild import RebuildPlan
 from reference_impl.metrics import Registry
 
 Concurrency = Literal["pessimistic", "optimistic"]
@@ -122,6 +123,14 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def audit(self) -> AuditReport:
         """Verify every invariant over the whole ledger."""
+
+    @abc.abstractmethod
+    async def rebuild_balances(self, *, apply: bool) -> RebuildPlan:
+        """Recompute balances and chain heads from the journal; write them when ``apply``.
+
+        Runs in one write transaction that keeps other writers out; refuses (``ok`` False,
+        nothing written) when the journal itself is damaged.
+        """
 
     @abc.abstractmethod
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:

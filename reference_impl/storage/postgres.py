@@ -54,6 +54,7 @@ class PostgresStorage(SqlStorage):
 
     name = "postgres"
     lock_player_rows = True
+    freeze_writers_sql = "LOCK TABLE players, accounts, journal, txs IN SHARE ROW EXCLUSIVE MODE"
 
     def __init__(
         self, dsn: str, settings: StorageSettings | None = None, metrics: Registry | None = None,
@@ -91,8 +92,12 @@ class PostgresStorage(SqlStorage):
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[_PgConn]:
-        """A READ COMMITTED transaction on a pooled connection."""
-        async with self._acquire() as conn, conn.transaction(readonly=not write):
+        """READ COMMITTED for writes; reads see one snapshot (REPEATABLE READ), so an audit
+        under load compares the journal and the balances at the same instant."""
+        isolation = "read_committed" if write else "repeatable_read"
+        async with self._acquire() as conn, conn.transaction(
+            isolation=isolation, readonly=not write
+        ):
             yield _PgConn(conn)
 
     def retry_reason(self, exc: BaseException) -> str | None:

@@ -17,6 +17,7 @@ from reference_impl.domain.commands import Command
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.journal import GENESIS_HASH
 from reference_impl.domain.money import validate_currency, validate_id
+from reference_impl.domain.rebuild import RebuildPlan, plan_rebuild
 from reference_impl.storage.base import Gate, LimitsUpdate, PlayerInfo, Storage
 from reference_impl.storage.script import (
     PLAYER_COLUMNS,
@@ -39,6 +40,9 @@ class SqlStorage(Storage):
         """Why ``exc`` is worth a retry (duplicate, busy, deadlock...), None when it is not."""
 
     lock_player_rows: bool = False
+    freeze_writers_sql: str | None = None
+    """Run first in a maintenance transaction to keep writers out (SQLite: BEGIN IMMEDIATE
+    already does)."""
 
     async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
         """Open a wallet with balance 0 and make sure the system accounts exist."""
@@ -197,6 +201,47 @@ class SqlStorage(Storage):
         report = verify_ledger([entry_from_row(r) for r in journal], balances, heads)
         report.counts["players"] = len(players)
         return report
+
+    async def rebuild_balances(self, *, apply: bool) -> RebuildPlan:
+        """Project the journal, compare with the stored balances and heads, fix them."""
+        async with self.transaction(write=True) as conn:
+            if self.freeze_writers_sql:
+                await conn.execute(self.freeze_writers_sql)
+            journal = await conn.fetch("SELECT * FROM journal ORDER BY stream, seq")
+            players = await conn.fetch(
+                "SELECT player_id, currency, balance, seq, last_hash FROM players"
+            )
+            accounts = await conn.fetch("SELECT account_id, balance FROM accounts")
+            stored = {r["account_id"]: r["balance"] for r in accounts}
+            heads: dict[str, tuple[int, str]] = {}
+            currency: dict[str, str] = {}
+            for r in players:
+                stored[player_account(r["player_id"], r["currency"])] = r["balance"]
+                heads[r["player_id"]] = (r["seq"], r["last_hash"])
+                currency[r["player_id"]] = r["currency"]
+            plan = plan_rebuild((entry_from_row(r) for r in journal), stored, heads)
+            if not (apply and plan.ok and plan.corrections):
+                return plan
+            for player, (seq, head_hash) in plan.heads.items():
+                balance = plan.balances[player_account(player, currency[player])]
+                await conn.execute(
+                    "UPDATE players SET balance = $2, seq = $3, last_hash = $4, "
+                    "version = version + 1 WHERE player_id = $1 AND (balance <> $2 OR "
+                    "seq <> $3 OR last_hash <> $4)",
+                    player, balance, seq, head_hash,
+                )
+            for account, balance in plan.balances.items():
+                if account.startswith("player:"):
+                    continue
+                kind, cur = account.split(":", 2)[:2]
+                await conn.execute(
+                    "INSERT INTO accounts (account_id, kind, currency, balance, version) "
+                    "VALUES ($1, $2, $3, $4, 1) ON CONFLICT (account_id) DO UPDATE SET "
+                    "balance = EXCLUDED.balance, version = accounts.version + 1 "
+                    "WHERE accounts.balance <> EXCLUDED.balance",
+                    account, kind, cur, balance,
+                )
+        return plan
 
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """Insert alerts in one transaction."""
