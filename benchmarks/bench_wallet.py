@@ -17,6 +17,7 @@ funded directly through the storage adapter before the clock starts; the first
 
     python benchmarks/bench_wallet.py                 # full: ~3 min
     python benchmarks/bench_wallet.py --quick --check # CI: ~1 min
+    python benchmarks/bench_wallet.py --quick --jackpot-bp 100  # jackpot night: pool writes
 """
 
 from __future__ import annotations
@@ -84,12 +85,15 @@ class Case:
     direct: Run
     http: Run
     workers: int = 1
+    jackpot_bp: int = 0
 
     @property
     def key(self) -> str:
         """Name of the case in the baseline file."""
         key = f"{self.backend}/shards={self.shards}/conn={self.connections}"
-        return key if self.workers == 1 else f"{key}/workers={self.workers}"
+        if self.workers != 1:
+            key += f"/workers={self.workers}"
+        return key if not self.jackpot_bp else f"{key}/jackpot_bp={self.jackpot_bp}"
 
     @property
     def ratio(self) -> float:
@@ -191,6 +195,7 @@ def _player(n: int, players: int) -> str:
 
 async def bench_direct(
     url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
+    jackpot_bp: int = 0,
 ) -> Run:
     """Bets through ``Storage.execute`` in this process, without HTTP."""
     storage: Storage = await open_storage(url, _settings(shards, connections))
@@ -199,8 +204,8 @@ async def bench_direct(
     async def worker(i: int, counted_from: float, deadline: float, lat: list[float]) -> None:
         while (t0 := time.perf_counter()) < deadline:
             n = next(ids)
-            await storage.execute(Bet(f"b{n}", _player(n, players), f"r{n}", "g", BET_AMOUNT),
-                                  time.time_ns() // 1000)
+            await storage.execute(Bet(f"b{n}", _player(n, players), f"r{n}", "g", BET_AMOUNT,
+                                      jackpot_bp=jackpot_bp), time.time_ns() // 1000)
             if t0 >= counted_from:
                 lat.append(time.perf_counter() - t0)
 
@@ -255,7 +260,7 @@ async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float
 
 async def bench_http(
     url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
-    workers: int = 1,
+    workers: int = 1, jackpot_bp: int = 0,
 ) -> Run:
     """Bets through a ``testbed serve`` monolith (``workers`` uvicorn processes)."""
     port = _free_port()
@@ -274,7 +279,7 @@ async def bench_http(
                 n = next(ids)
                 body = orjson.dumps({"transaction_id": f"b{n}", "player_id": _player(n, players),
                                      "round_id": f"r{n}", "game_id": "g",
-                                     "amount": BET_AMOUNT})
+                                     "amount": BET_AMOUNT, "jackpot_bp": jackpot_bp})
                 head, payload = await _http_request(reader, writer, b"POST", b"/wallet/bet", body)
                 if t0 >= counted_from:
                     lat.append(time.perf_counter() - t0)
@@ -307,11 +312,12 @@ async def run_case(
             await populate(url, args.players, shards)
             if mode == "direct":
                 runs.append(await bench_direct(url, args.players, shards, connections,
-                                               args.warmup, args.seconds))
+                                               args.warmup, args.seconds, args.jackpot_bp))
             else:
                 runs.append(await bench_http(url, args.players, shards, connections,
-                                             args.warmup, args.seconds, args.workers))
-    return Case(backend, shards, connections, runs[0], runs[1], args.workers)
+                                             args.warmup, args.seconds, args.workers,
+                                             args.jackpot_bp))
+    return Case(backend, shards, connections, runs[0], runs[1], args.workers, args.jackpot_bp)
 
 
 # --------------------------------------------------------------------------- report
@@ -374,6 +380,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated house/jackpot shard counts [1,8,32; quick: 1,32]")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--jackpot-bp", type=int, default=0,
+                        help="share of every stake paid into the jackpot pool, basis points "
+                             "(a jackpot night: every bet also writes the pool) [0]")
     parser.add_argument("--players", type=int, default=None, help="[10000; quick: 2000]")
     parser.add_argument("--seconds", type=float, default=None, help="[10; quick: 4]")
     parser.add_argument("--warmup", type=float, default=None, help="[2; quick: 1]")

@@ -8,6 +8,9 @@ from dataclasses import dataclass, fields
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.money import validate_amount, validate_currency, validate_id
 
+BASIS_POINTS = 10_000
+"""A share of 100% in basis points."""
+
 
 @dataclass(frozen=True)
 class _Base:
@@ -70,13 +73,19 @@ class Withdrawal(_Base):
 
 @dataclass(frozen=True)
 class Bet(_Base):
-    """A stake debited from the player for a game round (the house is credited)."""
+    """A stake debited from the player for a game round.
+
+    The house is credited, except ``jackpot_bp`` basis points of the stake (rounded down to
+    a minor unit), which go to the progressive jackpot pool: the shared hot account every
+    spin of a jackpot night writes.
+    """
 
     round_id: str
     game_id: str
     amount: int
     currency: str | None = None
     device: str | None = None
+    jackpot_bp: int = 0
     kind = "bet"
 
     def __post_init__(self) -> None:
@@ -84,8 +93,32 @@ class Bet(_Base):
         validate_id(self.round_id, "round_id")
         validate_id(self.game_id, "game_id")
         validate_amount(self.amount)
+        if (
+            isinstance(self.jackpot_bp, bool) or not isinstance(self.jackpot_bp, int)
+            or not 0 <= self.jackpot_bp <= BASIS_POINTS
+        ):
+            raise WalletError(
+                ErrorCode.VALIDATION_ERROR,
+                f"jackpot_bp must be an integer between 0 and {BASIS_POINTS}",
+            )
         if self.device is not None:
             validate_id(self.device, "device")
+
+    @property
+    def jackpot_contribution(self) -> int:
+        """Minor units of the stake paid into the jackpot pool."""
+        return self.amount * self.jackpot_bp // BASIS_POINTS
+
+    def fingerprint(self) -> str:
+        """As every command's, with a zero ``jackpot_bp`` left out (so bets without a
+        jackpot share keep the fingerprint they always had)."""
+        if self.jackpot_bp:
+            return super().fingerprint()
+        parts = [self.kind] + [
+            f"{f.name}={'' if getattr(self, f.name) is None else getattr(self, f.name)}"
+            for f in fields(self) if f.name != "jackpot_bp"
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

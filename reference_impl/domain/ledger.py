@@ -7,6 +7,7 @@ and the model of property tests. Pure: no I/O; time is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from reference_impl.domain.accounts import HotAccounts, player_account
 from reference_impl.domain.commands import Command, Rollback, Win
@@ -100,11 +101,7 @@ class MemoryLedger:
         if plan.tombstone is not None:
             self.records[plan.tombstone.transaction_id] = plan.tombstone
         for txid, state in plan.bet_updates:
-            old = self.records[txid]
-            self.records[txid] = TxRecord(
-                old.transaction_id, old.kind, old.player_id, old.fingerprint, old.round_id,
-                old.amount, state, old.result,
-            )
+            self.records[txid] = replace(self.records[txid], state=state)
         self.journal.extend(plan.entries)
 
     def balances(self) -> dict[str, int]:

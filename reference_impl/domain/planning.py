@@ -78,6 +78,7 @@ class TxRecord:
     amount: int = 0
     state: BetState | None = None
     result: OpResult | None = None
+    jackpot: int = 0  # of a bet: the part of ``amount`` that went to the jackpot pool
 
 
 @dataclass(frozen=True)
@@ -200,12 +201,23 @@ def _require_funds(player: PlayerState, amount: int) -> None:
         )
 
 
+def _stake_legs(
+    player: PlayerState, hot: HotAccounts, amount: int, jackpot: int, sign: int,
+) -> list[tuple[str, int]]:
+    """The player's side of a stake (sign -1) or of its refund (+1): house and jackpot."""
+    return [
+        (hot.house(player.currency, player.player_id), sign * (amount - jackpot)),
+        (hot.jackpot(player.currency, player.player_id), sign * jackpot),
+    ]
+
+
 def _plan_bet(cmd: Bet, player: PlayerState, now_us: int, hot: HotAccounts) -> Plan:
     _require_funds(player, cmd.amount)
-    return _transfer_plan(
-        cmd, player, now_us, hot.house(player.currency, player.player_id), -cmd.amount, "ok",
-        cmd.round_id, state=BetState.OPEN,
+    plan = _legs_plan(
+        cmd, player, now_us, _stake_legs(player, hot, cmd.amount, cmd.jackpot_contribution, -1),
+        "ok", cmd.round_id, state=BetState.OPEN, amount=cmd.amount,
     )
+    return _replace(plan, record=replace(plan.record, jackpot=cmd.jackpot_contribution))
 
 
 def _plan_win(
@@ -256,8 +268,8 @@ def _plan_rollback(
         )
     if target.state is not BetState.OPEN:  # rolled back already, or a tombstone: no effect
         return _transfer_plan(cmd, player, now_us, "", 0, "ok", cmd.round_id)
-    plan = _transfer_plan(
-        cmd, player, now_us, hot.house(player.currency, player.player_id), target.amount, "ok",
+    plan = _legs_plan(
+        cmd, player, now_us, _stake_legs(player, hot, target.amount, target.jackpot, +1), "ok",
         cmd.round_id, amount=target.amount,
     )
     return _replace(plan, bet_updates=((target.transaction_id, BetState.ROLLED_BACK),))
@@ -268,10 +280,26 @@ def _transfer_plan(
     status: str, round_id: str, *, state: BetState | None = None, amount: int | None = None,
 ) -> Plan:
     """One transfer between the player and ``counter_account`` (none when delta is 0)."""
+    return _legs_plan(
+        cmd, player, now_us, [(counter_account, player_delta)], status, round_id,
+        state=state, amount=amount,
+    )
+
+
+def _legs_plan(
+    cmd: Command, player: PlayerState, now_us: int, legs: list[tuple[str, int]], status: str,
+    round_id: str, *, state: BetState | None = None, amount: int | None = None,
+) -> Plan:
+    """One transfer per leg (counter account, player delta), each a journal entry extending
+    the player's chain in order; legs of delta 0 post nothing."""
     mine = player_account(player.player_id, player.currency)
-    entries: tuple[JournalEntry, ...] = ()
+    entries: list[JournalEntry] = []
+    system_deltas: dict[str, int] = {}
     seq, last_hash = player.seq, player.last_hash
-    if player_delta != 0:
+    total = 0
+    for counter_account, player_delta in legs:
+        if player_delta == 0:
+            continue
         debit, credit = (mine, counter_account) if player_delta < 0 else (counter_account, mine)
         seq += 1
         value = abs(player_delta)
@@ -279,20 +307,21 @@ def _transfer_plan(
             last_hash, player.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit,
             value, player.currency, round_id, now_us,
         )
-        entries = (JournalEntry(
+        entries.append(JournalEntry(
             player.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit, value,
             player.currency, round_id, now_us, last_hash,
-        ),)
-    result = OpResult(cmd.transaction_id, status, player.balance + player_delta, player.currency)
+        ))
+        system_deltas[counter_account] = system_deltas.get(counter_account, 0) - player_delta
+        total += player_delta
+    result = OpResult(cmd.transaction_id, status, player.balance + total, player.currency)
     record = TxRecord(
         transaction_id=cmd.transaction_id, kind=cmd.kind, player_id=player.player_id,
         fingerprint=cmd.fingerprint(), round_id=round_id,
-        amount=abs(player_delta) if amount is None else amount, state=state, result=result,
+        amount=abs(total) if amount is None else amount, state=state, result=result,
     )
     return Plan(
-        result=result, record=record, entries=entries, player_delta=player_delta,
-        system_deltas={counter_account: -player_delta} if player_delta else {},
-        new_seq=seq, new_hash=last_hash,
+        result=result, record=record, entries=tuple(entries), player_delta=total,
+        system_deltas=system_deltas, new_seq=seq, new_hash=last_hash,
     )
 
 

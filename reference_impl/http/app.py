@@ -261,7 +261,7 @@ def create_app(
 
 def _bet(b: Any, player: str) -> Command:
     return Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
-               b.device)
+               b.device, b.jackpot_bp)
 
 
 def _win(b: Any, player: str) -> Command:

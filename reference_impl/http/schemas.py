@@ -45,6 +45,11 @@ class BetBody(_Body):
     amount: Amount
     currency: Currency | None = None
     device: Id | None = None
+    jackpot_bp: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=0,
+        description="share of the stake paid into the progressive jackpot pool, in basis "
+                    "points (100 = 1%), rounded down to a minor unit",
+    )
 
 
 class WinBody(_Body):

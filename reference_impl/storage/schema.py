@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS txs (
     status TEXT,
     balance BIGINT,
     currency TEXT,
-    ts_us BIGINT NOT NULL
+    ts_us BIGINT NOT NULL,
+    jackpot BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS txs_player_round ON txs (player_id, round_id);
 CREATE TABLE IF NOT EXISTS journal (
@@ -64,7 +65,15 @@ CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
 """
 
 SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
-POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY")
+POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY") + """
+ALTER TABLE txs ADD COLUMN IF NOT EXISTS jackpot BIGINT NOT NULL DEFAULT 0;
+"""
+
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "txs": {"jackpot": "BIGINT NOT NULL DEFAULT 0"},
+}
+"""Columns added after a table's first release: databases created before get them on open
+(PostgreSQL above; SQLite, which has no ADD COLUMN IF NOT EXISTS, in its adapter)."""
 
 POSTGRES_FUNCTIONS = """
 CREATE OR REPLACE FUNCTION wallet_house_credit(
@@ -86,42 +95,96 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION wallet_bet(
     p_tx TEXT, p_player TEXT, p_round TEXT, p_amount BIGINT, p_fp TEXT, p_shard INT,
-    p_ts BIGINT, p_currency TEXT
+    p_ts BIGINT, p_currency TEXT, p_jackpot_bp INT, p_jackpot_shard INT
 ) RETURNS TABLE (outcome TEXT, new_balance BIGINT, cur TEXT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_balance BIGINT; v_seq BIGINT; v_hash TEXT; v_cur TEXT; v_house TEXT;
+    v_balance BIGINT; v_seq BIGINT; v_hash TEXT; v_cur TEXT; v_house TEXT; v_mine TEXT;
+    v_pool TEXT; v_share BIGINT; v_limits TEXT;
 BEGIN
     -- One round trip for the common bet: conditional debit that extends the hash chain;
     -- anything unusual (unknown player, funds, limits, currency, duplicate) answers SLOW
     -- or raises unique_violation, and the caller takes the general path.
-    UPDATE players p SET
-        balance = p.balance - p_amount,
-        seq = p.seq + 1,
-        version = p.version + 1,
-        last_hash = encode(sha256(convert_to(concat_ws('|',
-            p.last_hash, p.player_id, (p.seq + 1)::text, p_tx, 'bet',
-            'player:' || p.currency || ':' || p.player_id,
-            'house:' || p.currency || ':' || p_shard::text,
-            p_amount::text, p.currency, p_round, p_ts::text), 'UTF8')), 'hex')
-    WHERE p.player_id = p_player AND p.balance >= p_amount AND p.limits IS NULL
-      AND (p_currency IS NULL OR p.currency = p_currency)
-    RETURNING p.balance, p.seq, p.last_hash, p.currency INTO v_balance, v_seq, v_hash, v_cur;
-    IF NOT FOUND THEN
+    IF p_jackpot_bp = 0 THEN
+        UPDATE players p SET
+            balance = p.balance - p_amount,
+            seq = p.seq + 1,
+            version = p.version + 1,
+            last_hash = encode(sha256(convert_to(concat_ws('|',
+                p.last_hash, p.player_id, (p.seq + 1)::text, p_tx, 'bet',
+                'player:' || p.currency || ':' || p.player_id,
+                'house:' || p.currency || ':' || p_shard::text,
+                p_amount::text, p.currency, p_round, p_ts::text), 'UTF8')), 'hex')
+        WHERE p.player_id = p_player AND p.balance >= p_amount AND p.limits IS NULL
+          AND (p_currency IS NULL OR p.currency = p_currency)
+        RETURNING p.balance, p.seq, p.last_hash, p.currency
+        INTO v_balance, v_seq, v_hash, v_cur;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT 'SLOW'::TEXT, NULL::BIGINT, NULL::TEXT;
+            RETURN;
+        END IF;
+        v_house := 'house:' || v_cur || ':' || p_shard::text;
+        INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount,
+                         state, status, balance, currency, ts_us)
+        VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance,
+                v_cur, p_ts);
+        INSERT INTO journal (stream, seq, transaction_id, kind, debit_account,
+                             credit_account, amount, currency, round_id, ts_us, hash)
+        VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player,
+                v_house, p_amount, v_cur, p_round, p_ts, v_hash);
+        -- The house row is shared by many players: lock it last, held only until commit.
+        PERFORM wallet_house_credit(v_house, v_cur, p_amount);
+        RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
+        RETURN;
+    END IF;
+    -- A stake with a jackpot share: a house leg and a jackpot leg, chained in that order
+    -- (as the planner does), the shared rows locked last: house, then the jackpot pool.
+    SELECT p.balance, p.seq, p.last_hash, p.currency, p.limits
+    INTO v_balance, v_seq, v_hash, v_cur, v_limits
+    FROM players p WHERE p.player_id = p_player FOR UPDATE;
+    IF NOT FOUND OR v_balance < p_amount OR v_limits IS NOT NULL
+       OR (p_currency IS NOT NULL AND v_cur <> p_currency) THEN
         RETURN QUERY SELECT 'SLOW'::TEXT, NULL::BIGINT, NULL::TEXT;
         RETURN;
     END IF;
+    v_share := div(p_amount::NUMERIC * p_jackpot_bp, 10000)::BIGINT;  -- no overflow
+    v_balance := v_balance - p_amount;
+    v_mine := 'player:' || v_cur || ':' || p_player;
     v_house := 'house:' || v_cur || ':' || p_shard::text;
+    v_pool := 'jackpot:' || v_cur || ':' || p_jackpot_shard::text;
     INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state,
-                     status, balance, currency, ts_us)
+                     status, balance, currency, ts_us, jackpot)
     VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance, v_cur,
-            p_ts);
-    INSERT INTO journal (stream, seq, transaction_id, kind, debit_account, credit_account,
-                         amount, currency, round_id, ts_us, hash)
-    VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player, v_house,
-            p_amount, v_cur, p_round, p_ts, v_hash);
-    -- The house row is shared by many players: lock it last, held only until the commit.
-    PERFORM wallet_house_credit(v_house, v_cur, p_amount);
+            p_ts, v_share);
+    IF p_amount > v_share THEN
+        v_seq := v_seq + 1;
+        v_hash := encode(sha256(convert_to(concat_ws('|', v_hash, p_player, v_seq::text, p_tx,
+            'bet', v_mine, v_house, (p_amount - v_share)::text, v_cur, p_round, p_ts::text),
+            'UTF8')), 'hex');
+        INSERT INTO journal (stream, seq, transaction_id, kind, debit_account,
+                             credit_account, amount, currency, round_id, ts_us, hash)
+        VALUES (p_player, v_seq, p_tx, 'bet', v_mine, v_house, p_amount - v_share, v_cur,
+                p_round, p_ts, v_hash);
+    END IF;
+    IF v_share > 0 THEN
+        v_seq := v_seq + 1;
+        v_hash := encode(sha256(convert_to(concat_ws('|', v_hash, p_player, v_seq::text, p_tx,
+            'bet', v_mine, v_pool, v_share::text, v_cur, p_round, p_ts::text), 'UTF8')),
+            'hex');
+        INSERT INTO journal (stream, seq, transaction_id, kind, debit_account,
+                             credit_account, amount, currency, round_id, ts_us, hash)
+        VALUES (p_player, v_seq, p_tx, 'bet', v_mine, v_pool, v_share, v_cur, p_round, p_ts,
+                v_hash);
+    END IF;
+    UPDATE players SET balance = v_balance, seq = v_seq, last_hash = v_hash,
+                       version = version + 1
+    WHERE player_id = p_player;
+    IF p_amount > v_share THEN
+        PERFORM wallet_house_credit(v_house, v_cur, p_amount - v_share);
+    END IF;
+    IF v_share > 0 THEN
+        PERFORM wallet_house_credit(v_pool, v_cur, v_share);
+    END IF;
     RETURN QUERY SELECT 'OK'::TEXT, v_balance, v_cur;
 END
 $fn$;

@@ -46,7 +46,7 @@ class VersionConflict(Exception):
 PLAYER_COLUMNS = "player_id, currency, balance, seq, last_hash, version, limits, identity_verified"
 TX_COLUMNS = (
     "transaction_id, kind, player_id, fingerprint, round_id, amount, state, status, balance, "
-    "currency"
+    "currency, jackpot"
 )
 
 
@@ -58,7 +58,7 @@ def record_from_row(row: Mapping[str, Any]) -> TxRecord:
     state = BetState(row["state"]) if row["state"] is not None else None
     return TxRecord(
         row["transaction_id"], row["kind"], row["player_id"], row["fingerprint"],
-        row["round_id"], row["amount"], state, result,
+        row["round_id"], row["amount"], state, result, row["jackpot"],
     )
 
 
@@ -148,14 +148,14 @@ async def apply_plan(
         result = record.result
         await conn.execute(
             "INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, "
-            "state, status, balance, currency, ts_us) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "state, status, balance, currency, ts_us, jackpot) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             record.transaction_id, record.kind, record.player_id, record.fingerprint,
             record.round_id, record.amount,
             None if record.state is None else record.state.value,
             None if result is None else result.status,
             None if result is None else result.balance,
-            None if result is None else result.currency, now_us,
+            None if result is None else result.currency, now_us, record.jackpot,
         )
     for txid, state in plan.bet_updates:
         await conn.execute("UPDATE txs SET state = $2 WHERE transaction_id = $1", txid, state.value)

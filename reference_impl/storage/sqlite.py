@@ -29,7 +29,7 @@ from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
-from reference_impl.storage.schema import SQLITE_SCHEMA
+from reference_impl.storage.schema import ADDED_COLUMNS, SQLITE_SCHEMA
 from reference_impl.storage.script import run_command
 from reference_impl.storage.sql_storage import SqlStorage
 from reference_impl.storage.sqlite_checkpointer import WalCheckpointer
@@ -103,6 +103,11 @@ class SqliteStorage(SqlStorage):
             for statement in SQLITE_SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, columns in ADDED_COLUMNS.items():
+                present = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column, decl in columns.items():
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -21,7 +21,7 @@ from reference_impl.storage.base import Gate
 _PLAYER = "SELECT currency, balance, seq, last_hash, limits FROM players WHERE player_id = ?"
 _INSERT_TX = (
     "INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state, "
-    "status, balance, currency, ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?)"
+    "status, balance, currency, ts_us, jackpot) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?)"
 )
 _UPDATE_PLAYER = (
     "UPDATE players SET balance = ?, seq = ?, last_hash = ?, version = version + 1 "
@@ -49,13 +49,13 @@ _SETTLE = (
 
 def _record(
     db: sqlite3.Connection, cmd: Bet | Win, state: str | None, balance: int, currency: str,
-    now_us: int,
+    now_us: int, jackpot: int = 0,
 ) -> bool:
     """Insert the idempotency record; False (nothing written) when the id is taken."""
     try:
         db.execute(_INSERT_TX, (
             cmd.transaction_id, cmd.kind, cmd.player_id, cmd.fingerprint(), cmd.round_id,
-            cmd.amount, state, balance, currency, now_us,
+            cmd.amount, state, balance, currency, now_us, jackpot,
         ))
     except sqlite3.IntegrityError:
         return False
@@ -64,24 +64,31 @@ def _record(
 
 def _post(
     db: sqlite3.Connection, cmd: Bet | Win, currency: str, seq: int, last_hash: str,
-    balance: int, house: str, now_us: int,
+    balance: int, legs: list[tuple[str, int]], now_us: int,
 ) -> None:
-    """Move ``cmd.amount`` between the player and ``house`` and extend the hash chain."""
+    """Move each leg's amount between the player and its account (player to it for a bet,
+    from it for a win), extending the hash chain in order; legs of 0 post nothing."""
     mine = player_account(cmd.player_id, currency)
-    debit, credit = (mine, house) if cmd.kind == "bet" else (house, mine)
-    seq += 1
-    new_hash = chain_hash(
-        last_hash, cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit,
-        cmd.amount, currency, cmd.round_id, now_us,
-    )
-    db.execute(_UPDATE_PLAYER, (balance, seq, new_hash, cmd.player_id))
-    delta = cmd.amount if cmd.kind == "bet" else -cmd.amount
-    if db.execute(_CREDIT_ACCOUNT, (delta, house)).rowcount != 1:
-        db.execute(_CREATE_ACCOUNT, (house, "house", currency, delta))
-    db.execute(_INSERT_ENTRY, (
-        cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit, cmd.amount, currency,
-        cmd.round_id, now_us, new_hash,
-    ))
+    for account, amount in legs:
+        if amount == 0:
+            continue
+        debit, credit = (mine, account) if cmd.kind == "bet" else (account, mine)
+        seq += 1
+        last_hash = chain_hash(
+            last_hash, cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit,
+            amount, currency, cmd.round_id, now_us,
+        )
+        db.execute(_INSERT_ENTRY, (
+            cmd.player_id, seq, cmd.transaction_id, cmd.kind, debit, credit, amount, currency,
+            cmd.round_id, now_us, last_hash,
+        ))
+    db.execute(_UPDATE_PLAYER, (balance, seq, last_hash, cmd.player_id))
+    for account, amount in legs:  # shared rows last, in the planner's order
+        if amount == 0:
+            continue
+        delta = amount if cmd.kind == "bet" else -amount
+        if db.execute(_CREDIT_ACCOUNT, (delta, account)).rowcount != 1:
+            db.execute(_CREATE_ACCOUNT, (account, account.split(":", 1)[0], currency, delta))
 
 
 def fast_bet(
@@ -98,9 +105,12 @@ def fast_bet(
     ):
         return None
     balance -= cmd.amount
-    if not _record(db, cmd, "open", balance, currency, now_us):
+    share = cmd.jackpot_contribution
+    if not _record(db, cmd, "open", balance, currency, now_us, share):
         return None
-    _post(db, cmd, currency, seq, last_hash, balance, hot.house(currency, cmd.player_id), now_us)
+    legs = [(hot.house(currency, cmd.player_id), cmd.amount - share),
+            (hot.jackpot(currency, cmd.player_id), share)]
+    _post(db, cmd, currency, seq, last_hash, balance, legs, now_us)
     return OpResult(cmd.transaction_id, "ok", balance, currency)
 
 
@@ -124,6 +134,6 @@ def fast_win(
         db.execute("UPDATE players SET version = version + 1 WHERE player_id = ?",
                    (cmd.player_id,))
     else:
-        _post(db, cmd, currency, seq, last_hash, balance, hot.house(currency, cmd.player_id),
-              now_us)
+        _post(db, cmd, currency, seq, last_hash, balance,
+              [(hot.house(currency, cmd.player_id), cmd.amount)], now_us)
     return OpResult(cmd.transaction_id, "ok", balance, currency)

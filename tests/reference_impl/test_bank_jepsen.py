@@ -43,6 +43,7 @@ class History:
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     requests: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     bet_amount: dict[str, int] = field(default_factory=dict)
+    jackpot_share: dict[str, int] = field(default_factory=dict)
     retried: int = 0
     replays_checked: int = 0
 
@@ -84,8 +85,9 @@ async def client_loop(url: str, cid: str, pid: str, seed: int, history: History)
             tid, rnd = f"b-{cid}-{i}", f"r-{cid}-{i}"
             amount = rng.randint(1, 400)
             bet = {"transaction_id": tid, "player_id": pid, "round_id": rnd, "game_id": "g",
-                   "amount": amount}
+                   "amount": amount, "jackpot_bp": rng.choice([0, 0, 100, 2_500])}
             history.bet_amount[tid] = amount
+            history.jackpot_share[tid] = amount * bet["jackpot_bp"] // 10_000
             if rng.random() < 0.15:  # concurrent duplicates collapse to one effect
                 answers = await asyncio.gather(*(send(client, "/wallet/bet", bet, history)
                                                  for _ in range(3)))
@@ -189,14 +191,30 @@ def wait_restarted(server: Server, service: str, old_pid: int) -> None:
     raise AssertionError(f"{service} was not restarted")
 
 
+def _merge_legs(tid: str, parts: list[dict[str, Any]], history: History) -> dict[str, Any]:
+    """One entry per transaction, except a stake with a jackpot share (and its refund): a
+    house leg and a jackpot leg of the same kind, the jackpot one of exactly the share."""
+    if len(parts) == 1:
+        return parts[0]
+    assert len(parts) == 2 and parts[0]["kind"] == parts[1]["kind"] in ("bet", "rollback")
+    pool = [p for p in parts if "jackpot:" in p["debit_account"] + p["credit_account"]]
+    assert len(pool) == 1, parts
+    bet = tid if parts[0]["kind"] == "bet" else history.requests[tid][1][
+        "rolled_back_transaction_id"]
+    assert pool[0]["amount"] == history.jackpot_share[bet], (parts, bet)
+    return {**parts[0], "amount": parts[0]["amount"] + parts[1]["amount"]}
+
+
 def check(server: Server, history: History) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             total_balance = 0
             for pid in (f"p{k}" for k in range(PLAYERS)):
                 journal = await fetch_journal(client, pid)
-                by_tid = {e["transaction_id"]: e for e in journal}
-                assert len(by_tid) == len(journal), "one entry per transaction"
+                legs: dict[str, list[dict[str, Any]]] = {}
+                for e in journal:
+                    legs.setdefault(e["transaction_id"], []).append(e)
+                by_tid = {tid: _merge_legs(tid, parts, history) for tid, parts in legs.items()}
                 balance = 0
                 for tid, (code, body) in history.answers.items():
                     path, req = history.requests[tid]

@@ -33,10 +33,12 @@ class Model:
         default_factory=dict
     )
     bets: dict[str, list[object]] = field(default_factory=dict)  # id -> [player, round, amt, st]
+    jackpot: int = 0  # the pool: stakes' jackpot shares, minus those of rolled-back bets
+    shares: dict[str, int] = field(default_factory=dict)  # bet id -> its jackpot share
 
     def run(self, op: tuple[object, ...]) -> tuple[str, int] | str:
-        kind, tid, pid, rnd, amount, ref = op
-        relevant = {"deposit": (0, 1, 2, 4), "withdrawal": (0, 1, 2, 4), "bet": (0, 1, 2, 3, 4),
+        kind, tid, pid, rnd, amount, ref, bp = op
+        relevant = {"deposit": (0, 1, 2, 4), "withdrawal": (0, 1, 2, 4), "bet": (0, 1, 2, 3, 4, 6),
                     "win": (0, 1, 2, 3, 4), "rollback": (0, 1, 2, 3, 5)}[kind]  # type: ignore
         body = tuple(op[i] for i in relevant)
         if tid in self.seen:
@@ -81,6 +83,7 @@ class Model:
                 result = "BET_ALREADY_SETTLED"
             elif target[3] == "open":
                 target[3] = "rolled_back"
+                self.jackpot -= self.shares[ref]  # type: ignore[index]
                 result = bal + target[2]  # type: ignore[operator]
             else:
                 result = bal
@@ -90,17 +93,19 @@ class Model:
         self.seen[tid] = (body, ("ok", result))  # type: ignore[index]
         if kind == "bet":
             self.bets[tid] = [pid, rnd, amount, "open"]  # type: ignore[index]
+            self.shares[tid] = amount * bp // 10_000  # type: ignore[index,operator]
+            self.jackpot += self.shares[tid]  # type: ignore[index]
         return ("ok", result)
 
 
 def _command(op: tuple[object, ...]) -> object:
-    kind, tid, pid, rnd, amount, ref = op
+    kind, tid, pid, rnd, amount, ref, bp = op
     if kind == "deposit":
         return Deposit(tid, pid, amount)  # type: ignore[arg-type]
     if kind == "withdrawal":
         return Withdrawal(tid, pid, amount)  # type: ignore[arg-type]
     if kind == "bet":
-        return Bet(tid, pid, rnd, "g", amount)  # type: ignore[arg-type]
+        return Bet(tid, pid, rnd, "g", amount, jackpot_bp=bp)  # type: ignore[arg-type]
     if kind == "win":
         return Win(tid, pid, rnd, amount)  # type: ignore[arg-type]
     return Rollback(tid, pid, rnd, ref)  # type: ignore[arg-type]
@@ -111,7 +116,8 @@ def _op(draw: st.DrawFn) -> tuple[object, ...]:
     tid = draw(st.sampled_from(IDS))
     ref = draw(st.sampled_from([i for i in IDS if i != tid]))
     return (kind, tid, draw(st.sampled_from(PLAYERS)), draw(st.sampled_from(ROUNDS)),
-            draw(st.integers(1 if kind != "win" else 0, 60)), ref)
+            draw(st.integers(1 if kind != "win" else 0, 60)), ref,
+            draw(st.sampled_from((0, 0, 1, 150, 5_000, 10_000))))
 
 
 operations = st.lists(st.composite(_op)(), max_size=40)
@@ -134,6 +140,8 @@ def test_ledger_matches_brute_force_model(ops: list[tuple[object, ...]]) -> None
         assert got == expected, op
     for pid in PLAYERS:
         assert ledger.players[pid].balance == model.balance[pid]
+    pool = sum(v for k, v in ledger.balances().items() if k.startswith("jackpot:"))
+    assert pool == model.jackpot
     heads = {p.player_id: (p.seq, p.last_hash) for p in ledger.players.values()}
     report = verify_ledger(ledger.journal, ledger.balances(), heads)
     assert report.ok, report.first_violation

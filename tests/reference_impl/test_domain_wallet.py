@@ -161,3 +161,36 @@ def test_rollback_of_its_own_id_is_a_conflict() -> None:
     with pytest.raises(WalletError) as err:
         Rollback("r", "p1", "r", "r")
     assert err.value.code is ErrorCode.TRANSACTION_CONFLICT
+
+
+def test_jackpot_share_of_a_stake_goes_to_the_pool_and_comes_back_on_rollback() -> None:
+    ledger = MemoryLedger(HotAccounts(house_shards=2, jackpot_shards=3))
+    ledger.create_player("p1", "EUR")
+    ledger.apply(Deposit("d1", "p1", 1_000), 1)
+    house, pool = ledger.hot.house("EUR", "p1"), ledger.hot.jackpot("EUR", "p1")
+    assert ledger.apply(Bet("b1", "p1", "r1", "g", 999, jackpot_bp=150), 2).balance == 1
+    legs = [(e.credit_account, e.amount) for e in ledger.journal if e.transaction_id == "b1"]
+    assert legs == [(house, 985), (pool, 14)]  # 999 x 1.5% = 14.985, rounded down
+    assert ledger.system[house] == 985 and ledger.system[pool] == 14
+    assert ledger.apply(Bet("b1", "p1", "r1", "g", 999, jackpot_bp=150), 3).balance == 1
+    assert _code(ledger, Bet("b1", "p1", "r1", "g", 999, jackpot_bp=100)) is (
+        ErrorCode.TRANSACTION_CONFLICT)
+    assert ledger.apply(Rollback("rb1", "p1", "r1", "b1"), 4).balance == 1_000
+    assert ledger.system[house] == 0 and ledger.system[pool] == 0
+    whole = ledger.apply(Bet("b2", "p1", "r2", "g", 10, jackpot_bp=10_000), 5)
+    assert whole.balance == 990 and ledger.system[pool] == 10 and ledger.system[house] == 0
+    _audit_ok(ledger)
+
+
+@pytest.mark.parametrize("bp", [-1, 10_001, 1.5, True, "100"])
+def test_jackpot_share_must_be_basis_points(bp: object) -> None:
+    with pytest.raises(WalletError) as err:
+        Bet("b", "p1", "r", "g", 5, jackpot_bp=bp)  # type: ignore[arg-type]
+    assert err.value.code is ErrorCode.VALIDATION_ERROR and "jackpot_bp" in err.value.message
+
+
+def test_a_bet_without_jackpot_share_keeps_its_fingerprint() -> None:
+    assert Bet("b", "p", "r", "g", 5).fingerprint() == Bet("b", "p", "r", "g", 5, None, None,
+                                                          0).fingerprint()
+    assert Bet("b", "p", "r", "g", 5).fingerprint() != Bet("b", "p", "r", "g", 5,
+                                                          jackpot_bp=1).fingerprint()

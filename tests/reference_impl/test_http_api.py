@@ -86,9 +86,32 @@ def test_round_trip_replays_and_errors(api: httpx.Client) -> None:
     {"transaction_id": "x|y", "player_id": "bob", "round_id": "r", "game_id": "g", "amount": 5},
     {"transaction_id": "x", "player_id": "bob", "round_id": "r", "game_id": "g", "amount": 5,
      "extra": 1},
+    {"transaction_id": "x", "player_id": "bob", "round_id": "r", "game_id": "g", "amount": 5,
+     "jackpot_bp": 10_001},
+    {"transaction_id": "x", "player_id": "bob", "round_id": "r", "game_id": "g", "amount": 5,
+     "jackpot_bp": 0.5},
 ])
 def test_bad_bodies_are_validation_errors(api: httpx.Client, body: dict[str, object]) -> None:
     _error(api.post("/wallet/bet", json=body), 400, "VALIDATION_ERROR")
+
+
+def test_jackpot_share_of_a_stake_feeds_the_pool(api: httpx.Client) -> None:
+    _player(api, "jack", 10_000)
+    pool_before = api.get("/audit/verify").json()["totals"]["EUR"].get("jackpot", 0)
+    body = {"transaction_id": "j-b1", "player_id": "jack", "round_id": "jr1", "game_id": "g",
+            "amount": 2_000, "jackpot_bp": 250}
+    assert api.post("/wallet/bet", json=body).json()["balance"] == 8_000
+    entries = api.get("/players/jack/transactions").json()["entries"]
+    legs = sorted((e["credit_account"].split(":")[0], e["amount"]) for e in entries
+                  if e["transaction_id"] == "j-b1")
+    assert legs == [("house", 1_950), ("jackpot", 50)]
+    audit = api.get("/audit/verify").json()
+    assert audit["ok"] and audit["totals"]["EUR"]["jackpot"] == pool_before + 50
+    r = api.post("/wallet/rollback", json={"transaction_id": "j-rb1", "player_id": "jack",
+                                           "round_id": "jr1", "rolled_back_transaction_id":
+                                           "j-b1"})
+    assert r.json()["balance"] == 10_000
+    assert api.get("/audit/verify").json()["totals"]["EUR"]["jackpot"] == pool_before
 
 
 def test_not_json_and_unknown_route(api: httpx.Client) -> None:

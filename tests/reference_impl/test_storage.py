@@ -54,7 +54,8 @@ def _random_ops(rng: random.Random, n: int) -> list[Command]:
         elif kind == "withdrawal":
             ops.append(Withdrawal(tid, pid, rng.randint(1, 300)))
         elif kind == "bet":
-            ops.append(Bet(tid, pid, rnd, "g1", rng.randint(1, 200)))
+            ops.append(Bet(tid, pid, rnd, "g1", rng.randint(1, 200),
+                           jackpot_bp=rng.choice([0, 0, 0, 250, 10_000])))
         elif kind == "win":
             ops.append(Win(tid, pid, rnd, rng.randint(0, 300)))
         else:
@@ -250,7 +251,8 @@ def _fast_ops(rng: random.Random, n: int) -> list[Command]:
             rnd = f"{pid}r{i}" if new_round else rng.choice(rounds[pid])
             rounds[pid].append(rnd)
             currency = "USD" if rng.random() < 0.03 else rng.choice([None, "EUR"])
-            ops.append(Bet(tid, pid, rnd, "g", rng.choice([1, 5, 20, 70, 400]), currency))
+            ops.append(Bet(tid, pid, rnd, "g", rng.choice([1, 5, 20, 70, 400]), currency,
+                           jackpot_bp=rng.choice([0, 0, 0, 1, 300, 10_000])))
         elif roll < 0.85:
             rnd = rng.choice(rounds[pid]) if rng.random() < 0.9 else "nowhere"
             currency = "USD" if rng.random() < 0.03 else rng.choice([None, "EUR"])
@@ -301,7 +303,7 @@ async def _same_state(storage: Storage, model: MemoryLedger) -> None:
 
 @pytest.mark.parametrize("shards", [1, 4])
 def test_fast_bets_and_wins_match_the_python_planner(db_url: str, shards: int) -> None:
-    hot = HotAccounts(house_shards=shards)
+    hot = HotAccounts(house_shards=shards, jackpot_shards=max(1, shards - 1))
     model = MemoryLedger(hot)
     ops = _fast_ops(random.Random(11 + shards), 400)
 
