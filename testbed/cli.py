@@ -20,6 +20,7 @@ def cli() -> None:
       simulate   predict latency, throughput and contention of a scenario (discrete-event)
       validate   check the simulator against queueing theory (--analytic)
       serve      start the reference back office (monolith | microservices | hybrid)
+      ledger     verify the reference back office's ledger, rebuild balances from the journal
 
     \b
     Typical first run:
