@@ -17,6 +17,7 @@ from reference_impl.metrics import Registry
 from reference_impl.rules import RulesEngine
 from reference_impl.services.analytics import AnalyticsService
 from reference_impl.services.backoffice import BackOffice, Probe
+from reference_impl.services.event_recovery import EventMarks, PublishTracker, recover_events
 from reference_impl.services.fraud import FraudService
 from reference_impl.services.gate import RulesGate
 from reference_impl.services.player import PlayerService
@@ -60,6 +61,19 @@ def _office_parts(clients: dict[str, RpcClient]) -> tuple[dict[str, Probe], list
     return probes, closers
 
 
+async def _recovering_wallet(storage: Storage, engine: RulesEngine, bus: BrokerBus) -> tuple[
+    WalletService, EventMarks,
+]:
+    """A wallet whose events survive a crash between commit and publish: re-publish what
+    dead publishers left behind, then keep this process's mark (bus already started)."""
+    tracker = PublishTracker()
+    wallet = WalletService(storage, RulesGate(engine), bus, tracker=tracker)
+    await recover_events(storage, bus)
+    marks = EventMarks(storage, tracker, bus)
+    await marks.start()
+    return wallet, marks
+
+
 def gateway_app(spec: ChildSpec) -> Starlette:
     """Microservices' public process: the public API with every component remote."""
 
@@ -87,16 +101,15 @@ def edge_app(spec: ChildSpec) -> Starlette:
         engine = _engine(spec)
         clients = _clients(spec, ("fraud", "analytics"))
         probes, closers = _office_parts(clients)
-        office = BackOffice(
+        await bus.start()
+        wallet, marks = await _recovering_wallet(storage, engine, bus)
+        return BackOffice(
             storage=storage, bus=bus,
             players=PlayerService(storage, engine, bus, on_exclusion=bus.exclusion_notifier()),
-            wallet=WalletService(storage, RulesGate(engine), bus),
-            fraud=RemoteFraudService(clients["fraud"]),
+            wallet=wallet, fraud=RemoteFraudService(clients["fraud"]),
             analytics=RemoteAnalyticsService(clients["analytics"]), metrics=metrics,
-            probes=probes, closers=closers,
+            probes=probes, closers=[marks.stop, *closers],  # after the bus's last flush
         )
-        await office.start()
-        return office
 
     return create_app(factory=factory)
 
@@ -107,10 +120,13 @@ class _Component:
     def __init__(self) -> None:
         self.storage: Storage | None = None
         self.bus: BrokerBus | None = None
+        self.marks: EventMarks | None = None
 
     async def close(self) -> None:
         if self.bus is not None:
             await self.bus.stop()
+        if self.marks is not None:
+            await self.marks.stop()
         if self.storage is not None:
             await self.storage.close()
 
@@ -134,8 +150,10 @@ def component_app(spec: ChildSpec) -> Starlette:
                 methods.update(player_methods(PlayerService(
                     storage, engine, bus, on_exclusion=bus.exclusion_notifier())))
             elif spec.role == "wallet":
-                methods.update(wallet_methods(
-                    WalletService(storage, RulesGate(engine), bus), storage))
+                await bus.start()
+                wallet, part.marks = await _recovering_wallet(storage, engine, bus)
+                methods.update(wallet_methods(wallet, storage))
+                return
             else:
                 fraud = FraudService(storage, engine, metrics)
                 bus.subscribe("fraud", fraud.on_event)

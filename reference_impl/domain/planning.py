@@ -79,6 +79,8 @@ class TxRecord:
     state: BetState | None = None
     result: OpResult | None = None
     jackpot: int = 0  # of a bet: the part of ``amount`` that went to the jackpot pool
+    instrument: str | None = None  # of a deposit or withdrawal: the payment instrument
+    device: str | None = None  # the player's device, when the command said
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,7 @@ def _legs_plan(
         transaction_id=cmd.transaction_id, kind=cmd.kind, player_id=player.player_id,
         fingerprint=cmd.fingerprint(), round_id=round_id,
         amount=abs(total) if amount is None else amount, state=state, result=result,
+        instrument=getattr(cmd, "instrument", None), device=getattr(cmd, "device", None),
     )
     return Plan(
         result=result, record=record, entries=tuple(entries), player_delta=total,

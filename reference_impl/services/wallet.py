@@ -9,6 +9,7 @@ from reference_impl.domain.commands import Command, Deposit, Withdrawal
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.rules import MoneyEvent
 from reference_impl.services.clock import Clock, system_clock
+from reference_impl.services.event_recovery import PublishTracker
 from reference_impl.services.events import EventBus
 from reference_impl.services.gate import RulesGate
 from reference_impl.storage import Storage
@@ -21,23 +22,36 @@ class WalletService:
 
     def __init__(
         self, storage: Storage, gate: RulesGate | None, bus: EventBus | None = None,
-        clock: Clock = system_clock,
+        clock: Clock = system_clock, tracker: PublishTracker | None = None,
     ) -> None:
         self.storage, self.gate, self.bus, self.clock = storage, gate, bus, clock
+        self.tracker = tracker
 
     async def execute(self, cmd: Command) -> dict[str, Any]:
-        """Apply ``cmd``; publish its event when it moved (or was refused) for the first time."""
+        """Apply ``cmd``; publish its event when it moved (or was refused) for the first time.
+
+        With a ``tracker``, the operation counts as in flight until its event is handed to
+        the bus (see :mod:`reference_impl.services.event_recovery`).
+        """
         now = self.clock()
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.begin(now)
         try:
-            result: OpResult = await self.storage.execute(cmd, now, self.gate)
-        except WalletError as err:
-            if isinstance(cmd, Deposit) and err.code in (
-                ErrorCode.LIMIT_EXCEEDED, ErrorCode.PLAYER_BLOCKED, ErrorCode.INSUFFICIENT_FUNDS,
-            ):
-                await self._publish("deposit_declined", cmd, now)
-            raise
-        if not result.replayed:
-            await self._publish(cmd.kind, cmd, now)
+            try:
+                result: OpResult = await self.storage.execute(cmd, now, self.gate)
+            except WalletError as err:
+                if isinstance(cmd, Deposit) and err.code in (
+                    ErrorCode.LIMIT_EXCEEDED, ErrorCode.PLAYER_BLOCKED,
+                    ErrorCode.INSUFFICIENT_FUNDS,
+                ):
+                    await self._publish("deposit_declined", cmd, now)
+                raise
+            if not result.replayed:
+                await self._publish(cmd.kind, cmd, now)
+        finally:
+            if tracker is not None:
+                tracker.end(now)
         return result.to_json()
 
     async def _publish(self, kind: str, cmd: Command, now_us: int) -> None:

@@ -1,6 +1,7 @@
 """Storage adapters: SQLite (embedded default) and PostgreSQL, behind one async interface."""
 
 from reference_impl.storage.base import (
+    CommittedTx,
     Gate,
     PlayerInfo,
     Storage,
@@ -11,6 +12,7 @@ from reference_impl.storage.factory import DEFAULT_SQLITE_PATH, open_storage, st
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
+    "CommittedTx",
     "Gate",
     "PlayerInfo",
     "Storage",

@@ -73,6 +73,19 @@ class PlayerInfo:
         return {"player_id": self.player_id, "currency": self.currency, "balance": self.balance}
 
 
+@dataclass(frozen=True)
+class CommittedTx:
+    """A committed money operation as its event needs it (see services.event_recovery)."""
+
+    transaction_id: str
+    kind: str
+    player_id: str
+    amount: int
+    ts_us: int
+    instrument: str | None = None
+    device: str | None = None
+
+
 LimitsUpdate = Callable[[str | None], str | None]
 """Pure function from the stored limits JSON to the new one (None = no limits)."""
 
@@ -131,6 +144,25 @@ class Storage(abc.ABC):
         Runs in one write transaction that keeps other writers out; refuses (``ok`` False,
         nothing written) when the journal itself is damaged.
         """
+
+    @abc.abstractmethod
+    async def save_relay_mark(self, publisher: str, ts_us: int) -> None:
+        """Record that ``publisher`` handed every event of operations before ``ts_us`` over."""
+
+    @abc.abstractmethod
+    async def relay_marks(self) -> dict[str, int]:
+        """Every publisher's mark."""
+
+    @abc.abstractmethod
+    async def delete_relay_marks(self, publishers: list[str]) -> None:
+        """Forget the marks of ``publishers``."""
+
+    @abc.abstractmethod
+    async def committed_since(
+        self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
+    ) -> list[CommittedTx]:
+        """Money operations (not tombstones) stamped at or after ``ts_us``, in (ts, id)
+        order, starting after the ``(ts_us, transaction_id)`` cursor ``after``."""
 
     @abc.abstractmethod
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:

@@ -135,7 +135,7 @@ class PostgresStorage(SqlStorage):
         )
         if isinstance(cmd, Bet):
             pool = 0 if hot.jackpot_shards == 1 else key % hot.jackpot_shards
-            args += (cmd.jackpot_bp, pool)
+            args += (cmd.jackpot_bp, pool, cmd.device)
         try:
             async with self._acquire() as conn:
                 row = await conn.fetchrow(_FAST_SQL[function], *args)
@@ -149,7 +149,7 @@ class PostgresStorage(SqlStorage):
 
 
 _FAST_SQL = {
-    "wallet_bet": "SELECT * FROM wallet_bet($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    "wallet_bet": "SELECT * FROM wallet_bet($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     "wallet_win": "SELECT * FROM wallet_win($1, $2, $3, $4, $5, $6, $7, $8)",
 }
 

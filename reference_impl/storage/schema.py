@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS txs (
     balance BIGINT,
     currency TEXT,
     ts_us BIGINT NOT NULL,
-    jackpot BIGINT NOT NULL DEFAULT 0
+    jackpot BIGINT NOT NULL DEFAULT 0,
+    instrument TEXT,
+    device TEXT
 );
 CREATE INDEX IF NOT EXISTS txs_player_round ON txs (player_id, round_id);
 CREATE TABLE IF NOT EXISTS journal (
@@ -49,6 +51,10 @@ CREATE TABLE IF NOT EXISTS journal (
     ts_us BIGINT NOT NULL,
     hash TEXT NOT NULL,
     PRIMARY KEY (stream, seq)
+);
+CREATE TABLE IF NOT EXISTS relay_marks (
+    publisher TEXT PRIMARY KEY,
+    ts_us BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     id {serial},
@@ -67,10 +73,12 @@ CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
 SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
 POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY") + """
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS jackpot BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE txs ADD COLUMN IF NOT EXISTS instrument TEXT;
+ALTER TABLE txs ADD COLUMN IF NOT EXISTS device TEXT;
 """
 
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "txs": {"jackpot": "BIGINT NOT NULL DEFAULT 0"},
+    "txs": {"jackpot": "BIGINT NOT NULL DEFAULT 0", "instrument": "TEXT", "device": "TEXT"},
 }
 """Columns added after a table's first release: databases created before get them on open
 (PostgreSQL above; SQLite, which has no ADD COLUMN IF NOT EXISTS, in its adapter)."""
@@ -95,7 +103,7 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION wallet_bet(
     p_tx TEXT, p_player TEXT, p_round TEXT, p_amount BIGINT, p_fp TEXT, p_shard INT,
-    p_ts BIGINT, p_currency TEXT, p_jackpot_bp INT, p_jackpot_shard INT
+    p_ts BIGINT, p_currency TEXT, p_jackpot_bp INT, p_jackpot_shard INT, p_device TEXT
 ) RETURNS TABLE (outcome TEXT, new_balance BIGINT, cur TEXT)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -125,9 +133,9 @@ BEGIN
         END IF;
         v_house := 'house:' || v_cur || ':' || p_shard::text;
         INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount,
-                         state, status, balance, currency, ts_us)
+                         state, status, balance, currency, ts_us, device)
         VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance,
-                v_cur, p_ts);
+                v_cur, p_ts, p_device);
         INSERT INTO journal (stream, seq, transaction_id, kind, debit_account,
                              credit_account, amount, currency, round_id, ts_us, hash)
         VALUES (p_player, v_seq, p_tx, 'bet', 'player:' || v_cur || ':' || p_player,
@@ -153,9 +161,9 @@ BEGIN
     v_house := 'house:' || v_cur || ':' || p_shard::text;
     v_pool := 'jackpot:' || v_cur || ':' || p_jackpot_shard::text;
     INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state,
-                     status, balance, currency, ts_us, jackpot)
+                     status, balance, currency, ts_us, jackpot, device)
     VALUES (p_tx, 'bet', p_player, p_fp, p_round, p_amount, 'open', 'ok', v_balance, v_cur,
-            p_ts, v_share);
+            p_ts, v_share, p_device);
     IF p_amount > v_share THEN
         v_seq := v_seq + 1;
         v_hash := encode(sha256(convert_to(concat_ws('|', v_hash, p_player, v_seq::text, p_tx,

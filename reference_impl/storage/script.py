@@ -148,14 +148,15 @@ async def apply_plan(
         result = record.result
         await conn.execute(
             "INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, "
-            "state, status, balance, currency, ts_us, jackpot) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "state, status, balance, currency, ts_us, jackpot, instrument, device) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             record.transaction_id, record.kind, record.player_id, record.fingerprint,
             record.round_id, record.amount,
             None if record.state is None else record.state.value,
             None if result is None else result.status,
             None if result is None else result.balance,
             None if result is None else result.currency, now_us, record.jackpot,
+            record.instrument, record.device,
         )
     for txid, state in plan.bet_updates:
         await conn.execute("UPDATE txs SET state = $2 WHERE transaction_id = $1", txid, state.value)

@@ -18,7 +18,7 @@ from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.journal import GENESIS_HASH
 from reference_impl.domain.money import validate_currency, validate_id
 from reference_impl.domain.rebuild import RebuildPlan, plan_rebuild
-from reference_impl.storage.base import Gate, LimitsUpdate, PlayerInfo, Storage
+from reference_impl.storage.base import CommittedTx, Gate, LimitsUpdate, PlayerInfo, Storage
 from reference_impl.storage.script import (
     PLAYER_COLUMNS,
     Conn,
@@ -242,6 +242,43 @@ class SqlStorage(Storage):
                     account, kind, cur, balance,
                 )
         return plan
+
+    async def save_relay_mark(self, publisher: str, ts_us: int) -> None:
+        """Upsert the publisher's mark."""
+        async with self.transaction(write=True) as conn:
+            await conn.execute(
+                "INSERT INTO relay_marks (publisher, ts_us) VALUES ($1, $2) "
+                "ON CONFLICT (publisher) DO UPDATE SET ts_us = EXCLUDED.ts_us",
+                publisher, ts_us,
+            )
+
+    async def relay_marks(self) -> dict[str, int]:
+        """Every publisher's mark."""
+        async with self.transaction(write=False) as conn:
+            rows = await conn.fetch("SELECT publisher, ts_us FROM relay_marks")
+        return {r["publisher"]: r["ts_us"] for r in rows}
+
+    async def delete_relay_marks(self, publishers: list[str]) -> None:
+        """Delete the marks of ``publishers``."""
+        async with self.transaction(write=True) as conn:
+            for publisher in publishers:
+                await conn.execute("DELETE FROM relay_marks WHERE publisher = $1", publisher)
+
+    async def committed_since(
+        self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
+    ) -> list[CommittedTx]:
+        """A page of money operations from ``ts_us`` on, in (ts, id) order."""
+        after_ts, after_id = after if after is not None else (ts_us - 1, "")
+        async with self.transaction(write=False) as conn:
+            rows = await conn.fetch(
+                "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device "
+                "FROM txs WHERE ts_us >= $1 AND kind <> 'tombstone' AND status IS NOT NULL "
+                "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3)) "
+                "ORDER BY ts_us, transaction_id LIMIT $4",
+                ts_us, after_ts, after_id, limit,
+            )
+        return [CommittedTx(r["transaction_id"], r["kind"], r["player_id"], r["amount"],
+                            r["ts_us"], r["instrument"], r["device"]) for r in rows]
 
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """Insert alerts in one transaction."""

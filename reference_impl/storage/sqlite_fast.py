@@ -21,7 +21,8 @@ from reference_impl.storage.base import Gate
 _PLAYER = "SELECT currency, balance, seq, last_hash, limits FROM players WHERE player_id = ?"
 _INSERT_TX = (
     "INSERT INTO txs (transaction_id, kind, player_id, fingerprint, round_id, amount, state, "
-    "status, balance, currency, ts_us, jackpot) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?)"
+    "status, balance, currency, ts_us, jackpot, device) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?, ?)"
 )
 _UPDATE_PLAYER = (
     "UPDATE players SET balance = ?, seq = ?, last_hash = ?, version = version + 1 "
@@ -55,7 +56,7 @@ def _record(
     try:
         db.execute(_INSERT_TX, (
             cmd.transaction_id, cmd.kind, cmd.player_id, cmd.fingerprint(), cmd.round_id,
-            cmd.amount, state, balance, currency, now_us, jackpot,
+            cmd.amount, state, balance, currency, now_us, jackpot, getattr(cmd, "device", None),
         ))
     except sqlite3.IntegrityError:
         return False

@@ -39,6 +39,10 @@ class BrokerBus(Protocol):
         """Synchronous callback publishing notices in the background."""
         ...
 
+    def oldest_unsent_ts(self) -> float | None:
+        """Timestamp of the oldest money event not yet handed to the broker."""
+        ...
+
     async def start(self) -> None:
         """Connect and start the consumers."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -90,3 +91,11 @@ class Envelope:
     def money_event(self) -> MoneyEvent:
         """The payload of a money envelope."""
         return MoneyEvent.model_validate(self.data)
+
+
+def oldest_money_ts(backlog: Iterable[Envelope]) -> float | None:
+    """Timestamp (s) of the first money event in a FIFO backlog, None when there is none."""
+    for env in backlog:
+        if env.type == MONEY:
+            return float(env.data["ts"])
+    return None

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from reference_impl.rules import MoneyEvent
 from reference_impl.services.events import Handler
-from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope
+from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope, oldest_money_ts
 
 log = logging.getLogger(__name__)
 ExclusionHandler = Callable[[str, float | None], None]
@@ -97,6 +97,10 @@ class RedisStreamsEventBus:
     async def publish_exclusion(self, player_id: str, until: float | None) -> None:
         """XADD a self-exclusion notice."""
         await self._send(Envelope.exclusion(player_id, until))
+
+    def oldest_unsent_ts(self) -> float | None:
+        """Timestamp of the oldest money event still in the local backlog (broker away)."""
+        return oldest_money_ts(self._backlog)
 
     def exclusion_notifier(self) -> ExclusionHandler:
         """A synchronous callback (as PlayerService takes) that publishes in the background."""
