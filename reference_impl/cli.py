@@ -35,7 +35,8 @@ def _check_db(db: str | None) -> None:
               help="the public port (monolith, gateway or hybrid's main process)")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="server processes of the monolith, or of each stateless service "
-                   "(SQLite has a single writer across them)")
+                   "(SQLite has a single writer across them; in the monolith each worker "
+                   "keeps its own fraud windows: use hybrid for exact async rules)")
 @click.option("--broker", default=DEFAULT_BROKER, show_default=True,
               help="broker of the events of microservices/hybrid: redis://... (Redis Streams) "
                    "or nats://host:4222 (NATS JetStream)")
@@ -67,7 +68,9 @@ def serve(
                      in its own process on a 127.0.0.1 port, called over HTTP; events
                      (bets, wins, rollbacks, deposits, withdrawals, self-exclusion) go
                      through a broker (--broker: Redis Streams, or NATS JetStream) to the
-                     fraud and analytics consumers, at least once, deduplicated by event id
+                     fraud and analytics consumers, at least once, deduplicated by event id;
+                     events of operations committed just before a crash are published
+                     again when the wallet restarts (a mark in the database says from when)
       hybrid         player and wallet (and the public API) in one process on --port;
                      fraud and analytics in their own processes behind the broker
     Limits and self-exclusion are checked inside the wallet's database transaction in all
