@@ -113,7 +113,10 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
         comp = np.asarray(ser.completions, dtype=np.float64)
         b0, q0, c0 = (busy[first], queue[first], comp[first]) if first >= 0 else (0.0, 0.0, 0.0)
         t0 = edges[first] if first >= 0 else 0.0
-        t_span = out.duration_s - t0
+        # up to the last snapshot: the one due at exactly duration_s is not taken (the run
+        # stops first), so dividing by duration_s - t0 under-stated utilisation and queue
+        # length by one bin
+        t_span = (edges[-1] if nb else out.duration_s) - t0
         servers = max(ser.servers, 1)
         done = comp[-1] - c0 if nb else 0.0
         st_stats[ser.name] = {
