@@ -51,17 +51,7 @@ def verify_ledger(
     so money in play changes only through cash-in and cash-out.
     """
     report = AuditReport()
-    streams: dict[str, list[JournalEntry]] = defaultdict(list)
-    projected: dict[str, int] = defaultdict(int)
-    n_entries = 0
-    for entry in entries:
-        n_entries += 1
-        streams[entry.stream].append(entry)
-        check_transfer(entry, report)
-        projected[entry.debit_account] -= entry.amount
-        projected[entry.credit_account] += entry.amount
-    for stream, chain in streams.items():
-        check_chain(stream, chain, heads, report)
+    streams, projected, n_entries = project_journal(entries, heads, report)
     if heads is not None:
         for stream, (seq, head_hash) in heads.items():
             if stream not in streams and (seq != 0 or head_hash != GENESIS_HASH):
@@ -79,6 +69,27 @@ def verify_ledger(
         "violations": report.counts.get("violations", 0),
     })
     return report
+
+
+def project_journal(
+    entries: Iterable[JournalEntry], heads: Mapping[str, tuple[int, str]] | None,
+    report: AuditReport,
+) -> tuple[dict[str, list[JournalEntry]], dict[str, int], int]:
+    """Check every transfer and chain (recording violations in ``report``); return each
+    player's chain in seq order, every account's balance as the journal projects it, and the
+    number of entries."""
+    streams: dict[str, list[JournalEntry]] = defaultdict(list)
+    projected: dict[str, int] = defaultdict(int)
+    n_entries = 0
+    for entry in entries:
+        n_entries += 1
+        streams[entry.stream].append(entry)
+        check_transfer(entry, report)
+        projected[entry.debit_account] -= entry.amount
+        projected[entry.credit_account] += entry.amount
+    for stream, chain in streams.items():
+        check_chain(stream, chain, heads, report)
+    return streams, projected, n_entries
 
 
 def check_transfer(entry: JournalEntry, report: AuditReport) -> None:

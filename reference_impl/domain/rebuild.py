@@ -9,12 +9,11 @@ going below zero), since a damaged journal cannot be the source of anything.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reference_impl.domain.audit import AuditReport, check_chain, check_transfer
+from reference_impl.domain.audit import AuditReport, project_journal
 from reference_impl.domain.journal import GENESIS_HASH, JournalEntry
 
 
@@ -65,17 +64,8 @@ def plan_rebuild(
     absent from the journal project to 0, players without entries to the genesis head.
     """
     report = AuditReport()
-    streams: dict[str, list[JournalEntry]] = defaultdict(list)
-    projected: dict[str, int] = defaultdict(int)
-    n = 0
-    for entry in entries:
-        n += 1
-        check_transfer(entry, report)
-        streams[entry.stream].append(entry)
-        projected[entry.debit_account] -= entry.amount
-        projected[entry.credit_account] += entry.amount
-    for stream, chain in streams.items():
-        check_chain(stream, chain, None, report)
+    streams, projected, n = project_journal(entries, None, report)
+    for stream in streams:
         if stream not in stored_heads:
             report.fail(f"player {stream} has journal entries but no player row")
     for account in projected:
