@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.population import ArrivalStream
-from sim.scenario import Scenario, load_scenario, parse_scenario
+from sim.model.population import ArrivalStream
+from sim.model.scenario import Scenario, load_scenario, parse_scenario
 
 OPS = {"login": 0.02, "balance": 0.2, "bet": 0.4, "win": 0.34, "rollback": 0.005,
        "deposit": 0.03, "withdrawal": 0.005}

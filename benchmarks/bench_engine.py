@@ -56,9 +56,9 @@ def minimal_simpy_mmc(lam: float, mean_s: float, c: int, n: int, seed: int) -> f
 
 def engine_mmc(lam: float, mean_s: float, c: int, n: int, seed: int) -> float:
     """The testbed engine on the same M/M/c; CPU seconds."""
-    from sim.engine import Engine
-    from sim.scenario import parse_scenario
-    from sim.topology import compile_topology
+    from sim.engine.core import Engine
+    from sim.model.scenario import parse_scenario
+    from sim.model.topology import compile_topology
 
     scen = parse_scenario({
         "name": "mmc",
@@ -79,9 +79,9 @@ def engine_mmc(lam: float, mean_s: float, c: int, n: int, seed: int) -> float:
 
 def bench_scenario(path: str, duration: float | None, reduce: bool) -> dict[str, float]:
     """Simulated requests per CPU-second and peak RSS of one replication of a scenario."""
+    from sim.model.scenario import load_scenario
+    from sim.model.topology import reduce_factor
     from sim.runner import replication_seeds, run_replication
-    from sim.scenario import load_scenario
-    from sim.topology import reduce_factor
 
     sets = [f"simulation.reduce={str(reduce).lower()}"]
     if duration:

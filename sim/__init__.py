@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from sim.model.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 if TYPE_CHECKING:
-    from sim.results import Results
+    from sim.reports.results import Results
 
 __all__ = ["Results", "Scenario", "ScenarioError", "load_results", "load_scenario",
            "parse_scenario", "run"]
@@ -31,6 +31,6 @@ def run(scenario: Scenario, **kwargs: Any) -> Results:
 
 def load_results(path: str) -> Results:
     """Read the results a `testbed simulate --out DIR` run wrote to ``DIR``."""
-    from sim.results import load_results as _load
+    from sim.reports.results import load_results as _load
 
     return _load(path)

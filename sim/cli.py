@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sim.scenario import ScenarioError, load_scenario
+from sim.model.scenario import ScenarioError, load_scenario
 
 
 def _precision(value: str | None) -> float | None:
@@ -91,7 +91,7 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     except ScenarioError as err:
         _fail(err)
         return
-    from sim.report import write_report
+    from sim.reports.report import write_report
     from sim.runner import run
 
     known = [d.name for d in scen.deployments]
@@ -146,7 +146,7 @@ def validate_cmd(analytic: bool, quick: bool, jobs: int | None, seed: int,
     if not analytic:
         raise click.UsageError("choose what to validate against: --analytic "
                                "(measurements of the reference back office come later)")
-    from sim.validate import cases, evaluate
+    from sim.analysis.validate import cases, evaluate
 
     table = evaluate(cases(quick=quick, seed=seed), jobs=jobs,
                      progress=lambda name: click.echo(f"  simulating {name} ...", err=True))

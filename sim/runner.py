@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.engine import Engine, RunOutput
-from sim.output_analysis import confidence_interval, mser5_time, replications_needed
-from sim.population import ArrivalStream
-from sim.results import Results
-from sim.scenario import Scenario
-from sim.topology import compile_topology, reduce_factor
+from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
+from sim.engine.core import Engine, RunOutput
+from sim.model.population import ArrivalStream
+from sim.model.scenario import Scenario
+from sim.model.topology import compile_topology, reduce_factor
+from sim.reports.results import Results
 
 ENGINE_NAME = "simpy"
 PCTS = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "p999_ms": 99.9}
@@ -312,7 +312,7 @@ def _p99_shortfall(scenario: Scenario, reps: list[RepStats], precision: float) -
 def run(scenario: Scenario, *, replications: int | None = None, precision: float | None = None,
         jobs: int | None = None, progress: bool = False,
         deployments: list[str] | None = None) -> Results:
-    """Simulate a scenario and return :class:`~sim.results.Results` (pandas DataFrames).
+    """Simulate a scenario and return :class:`~sim.reports.results.Results` (pandas DataFrames).
 
     ``replications`` and ``precision`` default to the scenario's ``simulation`` settings;
     ``jobs`` is the number of worker processes (default: the machine's cores, 1 = in this

@@ -44,7 +44,21 @@ def test_import_rules(folder: str, forbidden: tuple[str, ...]) -> None:
     assert not bad, f"{folder} must not import {forbidden}: {bad}"
 
 
-def test_topology_and_population_do_not_need_simpy() -> None:
-    for f, m in _imports("sim"):
-        if f.endswith(("topology.py", "population.py", "analytic.py", "output_analysis.py")):
-            assert not m.startswith("simpy"), (f, m)
+def test_scenario_model_is_plain_data() -> None:
+    """sim/model is read by any engine: no SimPy, and no other sim package."""
+    bad = [(f, m) for f, m in _imports("sim/model")
+           if m.startswith("simpy") or (m.startswith("sim.") and not m.startswith("sim.model"))]
+    assert not bad, bad
+
+
+def test_analysis_formulas_do_not_need_simpy() -> None:
+    for f, m in _imports("sim/analysis"):
+        if f.endswith(("analytic.py", "output_analysis.py")):
+            assert not m.startswith(("simpy", "sim.engine")), (f, m)
+
+
+def test_reports_do_not_import_the_engine() -> None:
+    """Reports read results, simulated or measured, never the engine that made them."""
+    bad = [(f, m) for f, m in _imports("sim/reports")
+           if m.startswith(("simpy", "sim.engine", "sim.runner"))]
+    assert not bad, bad

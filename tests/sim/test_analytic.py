@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import sparse, stats
 from scipy.sparse import linalg as splinalg
 
-from sim import analytic
+from sim.analysis import analytic
 
 # ---------------------------------------------------------------------- brute-force solvers
 

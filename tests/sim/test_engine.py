@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.engine import Engine, Pool, PSCpu
-from sim.scenario import parse_scenario
-from sim.topology import compile_topology
+from sim.engine.core import Engine, Pool, PSCpu
+from sim.model.scenario import parse_scenario
+from sim.model.topology import compile_topology
 
 Chunk = namedtuple("Chunk", "t op player amount")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.output_analysis import (
+from sim.analysis.output_analysis import (
     SequentialStopper,
     confidence_interval,
     mser5,

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.population import (
+from sim.model.population import (
     ArrivalStream,
     OnlinePool,
     max_online,
     online_count,
     sample_distinct,
 )
-from sim.scenario import Population, Scenario, parse_scenario
+from sim.model.scenario import Population, Scenario, parse_scenario
 
 P_MIN = 1e-3  # fixed seeds: a correct generator passes; a few-percent bias fails
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.report import (
+from sim.reports.report import (
     busiest_stations,
     format_ci,
     format_number,
@@ -18,7 +18,7 @@ from sim.report import (
     summary_paragraph,
     write_report,
 )
-from sim.results import Results
+from sim.reports.results import Results
 from tests.sim.test_results import make_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from sim.results import (
+from sim.reports.results import (
     STATION_COLUMNS,
     STATION_TIMESERIES_COLUMNS,
     SUMMARY_COLUMNS,

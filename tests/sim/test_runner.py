@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from sim.model.scenario import parse_scenario
 from sim.runner import run
-from sim.scenario import parse_scenario
 
 
 def _small(reduce: bool, seed: int = 3, duration: float = 40.0, reps: int = 4) -> object:
@@ -128,7 +128,7 @@ def test_reduced_run_keeps_global_hot_account_contention() -> None:
 def test_station_utilisation_does_not_depend_on_the_series_bin() -> None:
     """Utilisation and queue length are time averages up to the last snapshot; dividing by
     the whole duration once under-stated them by one bin (here 100 s of 700)."""
-    from sim.validate import _mmc_case
+    from sim.analysis.validate import _mmc_case
 
     scenario = _mmc_case(1, 0.5, 40_000, 2, 3)[0].scenario
     utils = []

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sim.scenario import ScenarioError, apply_override, load_scenario, parse_scenario
+from sim.model.scenario import ScenarioError, apply_override, load_scenario, parse_scenario
 from testbed.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]

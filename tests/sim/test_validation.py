@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from sim.validate import cases, evaluate
+from sim.analysis.validate import cases, evaluate
 
 
 def _subset(names: tuple[str, ...], quick: bool = True) -> list:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim import analytic
+from sim.analysis import analytic
+from sim.model.scenario import Scenario, parse_scenario
 from sim.runner import run
-from sim.scenario import Scenario, parse_scenario
 
 TOLERANCE = 0.03
 SERVICE_MS = 10.0
@@ -169,7 +169,7 @@ def _mva_case(n: int, rho_hint: float, duration_s: float, reps: int, seed: int) 
 
 
 def _hw(vals: np.ndarray) -> float:
-    from sim.output_analysis import confidence_interval
+    from sim.analysis.output_analysis import confidence_interval
 
     return float(confidence_interval(vals)[1]) if len(vals) > 1 else math.nan
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sim.distributions import BetSize, Constant, Distribution
+from sim.model.distributions import BetSize, Constant, Distribution
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")

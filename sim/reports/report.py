@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sim.results import Results
+from sim.reports.results import Results
 
 LATENCY_PNG = "latency_percentiles.png"
 UTILISATION_PNG = "station_utilisation.png"

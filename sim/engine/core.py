@@ -30,8 +30,8 @@ import numpy as np
 import simpy
 from simpy.events import Event
 
-from sim.distributions import Distribution
-from sim.topology import Route, StepSpec, Topology
+from sim.model.distributions import Distribution
+from sim.model.topology import Route, StepSpec, Topology
 
 
 class Sampler:

@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sim.scenario import Population, Scenario
+from sim.model.scenario import Population, Scenario
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0

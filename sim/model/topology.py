@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from functools import reduce as _fold
 
-from sim.distributions import Distribution
-from sim.scenario import Deployment, Scenario
+from sim.model.distributions import Distribution
+from sim.model.scenario import Deployment, Scenario
 
 GATEWAY_COMPONENT = "gateway"
 

@@ -1,0 +1,1 @@
+"""The discrete-event engine (SimPy) that runs a compiled topology against arrival streams."""
