@@ -29,6 +29,7 @@ from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
+from reference_impl.storage.counting import GROUP_COMMIT, OPERATION, CountedSqlite
 from reference_impl.storage.schema import ADDED_COLUMNS, SQLITE_SCHEMA
 from reference_impl.storage.script import run_command
 from reference_impl.storage.sql_storage import SqlStorage
@@ -57,9 +58,9 @@ def _to_sqlite(sql: str) -> str:
 
 
 class _SqliteConn:
-    """The script's Conn over a sqlite3 connection."""
+    """The script's Conn over the counted sqlite3 connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: CountedSqlite) -> None:
         self._conn = conn
 
     async def fetchrow(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
@@ -85,6 +86,7 @@ class SqliteStorage(SqlStorage):
         super().__init__(settings or StorageSettings(), metrics)
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._sql: CountedSqlite | None = None  # self._db with every statement counted
         self._lock = asyncio.Lock()
         self._pending: list[_Pending] = []
         self._flush_task: asyncio.Task[None] | None = None
@@ -113,6 +115,7 @@ class SqliteStorage(SqlStorage):
             db.execute("ROLLBACK")
             raise
         self._db = db
+        self._sql = CountedSqlite(db, self.metrics)
         self._checkpointer = WalCheckpointer(self.path)
         self._checkpointer.start()
 
@@ -130,12 +133,12 @@ class SqliteStorage(SqlStorage):
             self._checkpointer = None
         if self._db is not None:
             self._db.close()
-            self._db = None
+            self._db = self._sql = None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[_SqliteConn]:
         """BEGIN IMMEDIATE for writes (pessimistic), deferred BEGIN otherwise."""
-        db = self._db
+        db = self._sql
         if db is None:
             raise RuntimeError("storage is not open")
         started = time.perf_counter()
@@ -184,23 +187,27 @@ class SqliteStorage(SqlStorage):
 
     def _commit_batch(self, batch: list[_Pending]) -> bool:
         """Run ``batch`` in one transaction and answer it; False (nothing kept) on failure."""
-        db = self._db
+        db = self._sql
         assert db is not None
         hot, fast = self.settings.hot, self.settings.concurrency == "pessimistic"
         outcomes: list[tuple[OpResult | None, WalletError | None, str]] = []
+        token = OPERATION.set(batch[0].cmd.kind if len(batch) == 1 else GROUP_COMMIT)
         try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error:
-            return False
-        try:
-            for item in batch:
-                outcomes.append(_apply_one(db, item, hot, fast))
-            db.execute("COMMIT")
-            self.group_commits += 1
-        except Exception:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            return False
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return False
+            try:
+                for item in batch:
+                    outcomes.append(_apply_one(db, item, hot, fast))
+                db.execute("COMMIT")
+                self.group_commits += 1
+            except Exception:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                return False
+        finally:
+            OPERATION.reset(token)
         finished = time.perf_counter()
         for item, (result, err, path) in zip(batch, outcomes, strict=True):
             if item.future.done():  # the caller was cancelled; its effects are committed
@@ -215,6 +222,7 @@ class SqliteStorage(SqlStorage):
 
     async def _execute_alone(self, item: _Pending) -> None:
         """The general path with its retries, answering the queued caller."""
+        token = OPERATION.set(item.cmd.kind)
         try:
             result = await self.execute_general(item.cmd, item.now_us, item.gate)
         except BaseException as exc:  # handed to the caller, then re-raised if fatal
@@ -223,16 +231,28 @@ class SqliteStorage(SqlStorage):
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            OPERATION.reset(token)
         if not item.future.done():
             item.future.set_result(result)
 
 
 def _apply_one(
-    db: sqlite3.Connection, item: _Pending, hot: HotAccounts, fast: bool,
+    db: CountedSqlite, item: _Pending, hot: HotAccounts, fast: bool,
 ) -> tuple[OpResult | None, WalletError | None, str]:
     """One command of a group commit: a short path (all or nothing), else the general script
     in a savepoint, so that a refusal undoes only its own writes. Other errors propagate and
     fail the whole batch."""
+    token = OPERATION.set(item.cmd.kind)
+    try:
+        return _apply_counted(db, item, hot, fast)
+    finally:
+        OPERATION.reset(token)
+
+
+def _apply_counted(
+    db: CountedSqlite, item: _Pending, hot: HotAccounts, fast: bool,
+) -> tuple[OpResult | None, WalletError | None, str]:
     cmd, result = item.cmd, None
     if fast and isinstance(cmd, Bet):
         result = fast_bet(db, cmd, item.now_us, hot, item.gate)
