@@ -134,8 +134,9 @@ class Storage(abc.ABC):
         """The player's journal entries, newest first."""
 
     @abc.abstractmethod
-    async def audit(self) -> AuditReport:
-        """Verify every invariant over the whole ledger."""
+    async def audit(self, *, full: bool = False) -> AuditReport:
+        """Verify every invariant of the ledger: the entries since the last clean audit's
+        checkpoint and the stored state against it, or (``full``) the whole journal."""
 
     @abc.abstractmethod
     async def rebuild_balances(self, *, apply: bool) -> RebuildPlan:

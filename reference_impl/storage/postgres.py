@@ -54,6 +54,11 @@ class _PgConn:
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:  # one pipelined exchange for all rows
+            count_pg(self._metrics)
+            await self._conn.executemany(sql, rows)
+
 
 class PostgresStorage(SqlStorage):
     """PostgreSQL through a URL; the schema is created on first start."""

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS txs (
     device TEXT
 );
 CREATE INDEX IF NOT EXISTS txs_player_round ON txs (player_id, round_id);
+CREATE INDEX IF NOT EXISTS txs_ts ON txs (ts_us, transaction_id);
 CREATE TABLE IF NOT EXISTS journal (
     stream TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -68,7 +69,26 @@ CREATE TABLE IF NOT EXISTS alerts (
     rules_version TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
+CREATE TABLE IF NOT EXISTS audit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL,
+    entries BIGINT NOT NULL
+);
+INSERT INTO audit_state (id, generation, entries) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS audit_chains (
+    stream TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_accounts (
+    account_id TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL
+);
 """
+"""The audit checkpoint (written only by clean audits, see SqlStorage.audit): ``audit_state``
+holds a generation (compare-and-set between auditors) and the number of verified entries,
+``audit_chains`` each player's verified chain head, ``audit_accounts`` every account's balance
+as the verified entries project it."""
 
 SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
 POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY") + """

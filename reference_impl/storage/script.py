@@ -39,6 +39,8 @@ class Conn(Protocol):
 
     async def execute(self, sql: str, *args: Any) -> int: ...
 
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
 
 class VersionConflict(Exception):
     """The player row changed since it was read (optimistic concurrency): retry."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reference_impl.domain import HotAccounts, OpResult
 from reference_impl.domain.commands import Bet, Command, Win
@@ -32,7 +32,7 @@ from reference_impl.storage.base import Gate, StorageSettings
 from reference_impl.storage.counting import GROUP_COMMIT, OPERATION, CountedSqlite
 from reference_impl.storage.schema import ADDED_COLUMNS, SQLITE_SCHEMA
 from reference_impl.storage.script import run_command
-from reference_impl.storage.sql_storage import SqlStorage
+from reference_impl.storage.sql_storage import LedgerSnapshot, SqlStorage, load_ledger
 from reference_impl.storage.sqlite_checkpointer import WalCheckpointer
 from reference_impl.storage.sqlite_fast import fast_bet, fast_win
 
@@ -49,6 +49,7 @@ PRAGMAS = (
 )
 
 _PARAM = re.compile(r"\$(\d+)")
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,6 +73,10 @@ class _SqliteConn:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return self._conn.execute(_to_sqlite(sql), args).rowcount
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self._conn.execute(_to_sqlite(sql), row)
 
 
 class SqliteStorage(SqlStorage):
@@ -152,6 +157,27 @@ class SqliteStorage(SqlStorage):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    async def read_ledger(self, *, incremental: bool) -> LedgerSnapshot:
+        """Read in a worker thread on its own connection: WAL gives it a snapshot, and
+        neither the event loop nor the writer waits for it."""
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        return await asyncio.to_thread(self._read_ledger_sync, incremental)
+
+    def _read_ledger_sync(self, incremental: bool) -> LedgerSnapshot:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("BEGIN")
+            try:
+                conn = _SqliteConn(CountedSqlite(db, self.metrics))
+                return _run_sync(load_ledger(conn, incremental=incremental))
+            finally:
+                db.execute("COMMIT")
+        finally:
+            db.close()
 
     def retry_reason(self, exc: BaseException) -> str | None:
         """Duplicates (unique index) and a busy database are retried."""
@@ -288,12 +314,12 @@ class _Pending:
         )
 
 
-def _run_sync(coro: Coroutine[Any, Any, OpResult]) -> OpResult:
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Drive a coroutine that never suspends (the script over a sqlite3 connection)."""
     try:
         coro.send(None)
     except StopIteration as stop:
-        result: OpResult = stop.value
+        result: T = stop.value
         return result
     coro.close()
     raise RuntimeError("the transaction script suspended inside a group commit")
