@@ -375,12 +375,14 @@ class LedgerSnapshot:
 
 _NEW_ENTRIES = (
     "SELECT j.* FROM players p LEFT JOIN audit_chains c ON c.stream = p.player_id "
-    "JOIN journal j ON j.stream = p.player_id AND j.seq > COALESCE(c.seq, 0) "
-    "WHERE p.seq > COALESCE(c.seq, 0)"
+    "CROSS JOIN journal j WHERE p.seq > COALESCE(c.seq, 0) "
+    "AND j.stream = p.player_id AND j.seq > COALESCE(c.seq, 0)"
 )
 """Entries after each player's verified head, found from the players whose stored head
 moved past it: the cost follows the players and the new entries, not the journal's length
-(entries beyond a player's stored head are left to the full check)."""
+(entries beyond a player's stored head are left to the full check). CROSS JOIN keeps
+SQLite's planner on that order (players, then a primary-key range of the journal), where it
+would otherwise scan the journal; PostgreSQL plans it as the inner join it is."""
 
 
 async def load_ledger(conn: Conn, *, incremental: bool) -> LedgerSnapshot:
