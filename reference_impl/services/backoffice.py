@@ -115,8 +115,8 @@ async def build_backoffice(
     rules_path = Path(config.rules) if config.rules else None
     storage = await open_storage(config.db, config.storage_settings(), metrics)
     bus = InProcessEventBus()
-    fraud = FraudService(storage, RulesEngine.from_yaml(rules_path), metrics)
-    analytics = AnalyticsService()
+    fraud = FraudService(storage, RulesEngine.from_yaml(rules_path), metrics, clock)
+    analytics = AnalyticsService(storage, clock)
     bus.subscribe("fraud", fraud.on_event)
     bus.subscribe("analytics", analytics.on_event)
     engine = RulesEngine.from_yaml(rules_path)
@@ -125,6 +125,9 @@ async def build_backoffice(
         players=PlayerService(storage, engine, bus, clock, fraud.note_self_exclusion),
         wallet=WalletService(storage, RulesGate(engine), bus, clock),
         fraud=fraud, analytics=analytics, metrics=metrics,
+        closers=[fraud.stop, analytics.stop],
     )
+    await fraud.start()  # rebuild their state from the database, in the background
+    await analytics.start()
     await office.start()
     return office

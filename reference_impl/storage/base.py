@@ -109,7 +109,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
-        """Open a wallet with balance 0 (PLAYER_EXISTS when taken)."""
+        """Open a wallet with balance 0; a retry (same id and currency) gets the first
+        answer, another currency PLAYER_EXISTS."""
 
     @abc.abstractmethod
     async def get_player(self, player_id: str) -> PlayerInfo:
@@ -162,8 +163,13 @@ class Storage(abc.ABC):
     async def committed_since(
         self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
     ) -> list[CommittedTx]:
-        """Money operations (not tombstones) stamped at or after ``ts_us``, in (ts, id)
-        order, starting after the ``(ts_us, transaction_id)`` cursor ``after``."""
+        """Money operations (not tombstones) and refused deposits stamped at or after
+        ``ts_us``, in (ts, id) order, starting after the ``(ts_us, transaction_id)`` cursor
+        ``after``."""
+
+    @abc.abstractmethod
+    async def record_declined(self, tx: CommittedTx) -> None:
+        """Keep a refused deposit (kind ``deposit_declined``) for recovery and replay."""
 
     @abc.abstractmethod
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:

@@ -66,9 +66,19 @@ CREATE TABLE IF NOT EXISTS alerts (
     outcome TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     evidence TEXT NOT NULL,
-    rules_version TEXT NOT NULL
+    rules_version TEXT NOT NULL,
+    transaction_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
+CREATE TABLE IF NOT EXISTS declined_deposits (
+    transaction_id TEXT PRIMARY KEY,
+    player_id TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    ts_us BIGINT NOT NULL,
+    instrument TEXT,
+    device TEXT
+);
+CREATE INDEX IF NOT EXISTS declined_ts ON declined_deposits (ts_us, transaction_id);
 CREATE TABLE IF NOT EXISTS audit_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     generation BIGINT NOT NULL,
@@ -95,11 +105,20 @@ POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY") + """
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS jackpot BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS instrument TEXT;
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS device TEXT;
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS transaction_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_once ON alerts (rule_id, player_id, transaction_id);
 """
 
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "txs": {"jackpot": "BIGINT NOT NULL DEFAULT 0", "instrument": "TEXT", "device": "TEXT"},
+    "alerts": {"transaction_id": "TEXT"},
 }
+AFTER_ADDED_COLUMNS = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_once ON alerts (rule_id, player_id, transaction_id)"
+)
+"""Index over an added column: SQLite creates it once the column exists. An alert is stored
+once per (rule, player, transaction): a rebuilt fraud state re-evaluating events whose alerts
+are already stored adds nothing."""
 """Columns added after a table's first release: databases created before get them on open
 (PostgreSQL above; SQLite, which has no ADD COLUMN IF NOT EXISTS, in its adapter)."""
 

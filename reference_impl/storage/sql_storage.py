@@ -62,7 +62,8 @@ class SqlStorage(Storage):
     already does)."""
 
     async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
-        """Open a wallet with balance 0 and make sure the system accounts exist."""
+        """Open a wallet with balance 0 and make sure the system accounts exist; the same
+        request again answers the same (idempotent), another currency is PLAYER_EXISTS."""
         validate_id(player_id, "player_id")
         validate_currency(currency)
 
@@ -82,8 +83,14 @@ class SqlStorage(Storage):
                     "ON CONFLICT (player_id) DO NOTHING",
                     player_id, currency, GENESIS_HASH, now_us,
                 )
-            if inserted != 1:
-                raise WalletError(ErrorCode.PLAYER_EXISTS, f"player {player_id} exists")
+                if inserted != 1:
+                    row = await conn.fetchrow(
+                        "SELECT currency FROM players WHERE player_id = $1", player_id)
+                    if row is None or row["currency"] != currency:
+                        raise WalletError(ErrorCode.PLAYER_EXISTS,
+                                          f"player {player_id} exists in another currency")
+            # A retry of the same request (same id and currency) gets the first answer:
+            # the wallet as it was opened.
             return PlayerInfo(player_id, currency, 0, None)
 
         return await self.retrying(attempt, f"creating player {player_id}")
@@ -310,31 +317,53 @@ class SqlStorage(Storage):
     async def committed_since(
         self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
     ) -> list[CommittedTx]:
-        """A page of money operations from ``ts_us`` on, in (ts, id) order."""
+        """A page of money operations (and refused deposits) from ``ts_us`` on, in
+        (ts, id) order."""
         after_ts, after_id = after if after is not None else (ts_us - 1, "")
         async with self.transaction(write=False) as conn:
             rows = await conn.fetch(
+                "SELECT * FROM ("
                 "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device "
                 "FROM txs WHERE ts_us >= $1 AND kind <> 'tombstone' AND status IS NOT NULL "
                 "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3)) "
-                "ORDER BY ts_us, transaction_id LIMIT $4",
+                "UNION ALL "
+                "SELECT transaction_id, 'deposit_declined', player_id, amount, ts_us, "
+                "instrument, device FROM declined_deposits WHERE ts_us >= $1 "
+                "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3))"
+                ") AS t ORDER BY ts_us, transaction_id, kind LIMIT $4",
                 ts_us, after_ts, after_id, limit,
             )
         return [CommittedTx(r["transaction_id"], r["kind"], r["player_id"], r["amount"],
                             r["ts_us"], r["instrument"], r["device"]) for r in rows]
 
+    async def record_declined(self, tx: CommittedTx) -> None:
+        """Keep a refused deposit (once per transaction id) so its event can be recovered
+        and replayed like a committed operation's."""
+        async with self.transaction(write=True) as conn:
+            await conn.execute(
+                "INSERT INTO declined_deposits (transaction_id, player_id, amount, ts_us, "
+                "instrument, device) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (transaction_id) DO NOTHING",
+                tx.transaction_id, tx.player_id, tx.amount, tx.ts_us, tx.instrument, tx.device,
+            )
+
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
-        """Insert alerts in one transaction."""
+        """Insert alerts in one transaction; an alert already stored for the same rule,
+        player and transaction is skipped."""
         if not alerts:
             return
         async with self.transaction(write=True) as conn:
             for a in alerts:
+                txid = a["evidence"].get("transaction_id")
                 await conn.execute(
                     "INSERT INTO alerts (player_id, rule_id, reason_code, severity, outcome, ts, "
-                    "evidence, rules_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "evidence, rules_version, transaction_id) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                    "ON CONFLICT (rule_id, player_id, transaction_id) DO NOTHING",
                     a["player_id"], a["rule_id"], a["reason_code"], a["severity"],
                     str(a["outcome"]), float(a["ts"]),
                     orjson.dumps(a["evidence"], default=str).decode(), a["rules_version"],
+                    None if txid is None else str(txid),
                 )
 
     async def list_alerts(

@@ -30,7 +30,7 @@ from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
 from reference_impl.storage.counting import GROUP_COMMIT, OPERATION, CountedSqlite
-from reference_impl.storage.schema import ADDED_COLUMNS, SQLITE_SCHEMA
+from reference_impl.storage.schema import ADDED_COLUMNS, AFTER_ADDED_COLUMNS, SQLITE_SCHEMA
 from reference_impl.storage.script import run_command
 from reference_impl.storage.sql_storage import LedgerSnapshot, SqlStorage, load_ledger
 from reference_impl.storage.sqlite_checkpointer import WalCheckpointer
@@ -115,6 +115,7 @@ class SqliteStorage(SqlStorage):
                 for column, decl in columns.items():
                     if column not in present:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.execute(AFTER_ADDED_COLUMNS)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -98,11 +98,12 @@ def test_storage_matches_the_in_memory_ledger(db_url: str, concurrency: str, sha
 
 def test_errors_change_nothing_and_players_are_unique(db_url: str) -> None:
     async def body(storage: Storage) -> None:
-        await storage.create_player("a", "EUR", 0)
+        first = await storage.create_player("a", "EUR", 0)
         with pytest.raises(WalletError) as err:
             await storage.create_player("a", "USD", 0)
         assert err.value.code is ErrorCode.PLAYER_EXISTS
         await storage.execute(Deposit("d", "a", 100), 1)
+        assert await storage.create_player("a", "EUR", 5) == first  # a retry: first answer
         for cmd, code in [
             (Bet("b", "a", "r", "g", 101), ErrorCode.INSUFFICIENT_FUNDS),
             (Bet("b", "a", "r", "g", 5, currency="USD"), ErrorCode.CURRENCY_MISMATCH),

@@ -106,7 +106,7 @@ def session(url: str) -> list[Answer]:
 
         call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
         call("POST", "/players", {"player_id": "bob", "currency": "EUR"})
-        call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
+        call("POST", "/players", {"player_id": "alice", "currency": "USD"})  # taken
         call("POST", "/players", {"player_id": "x", "currency": "euro"})
         call("POST", "/players", b"{not json")
         call("POST", "/players/alice/deposits", {"transaction_id": "d1", "amount": 1_000,
