@@ -46,7 +46,7 @@ class AnalyticsService:
             self._task = None
 
     async def _rebuild(self, storage: Storage) -> None:
-        self._fence = await replay(storage, 0, self.clock(), self._count)
+        self._fence = await replay(storage, 0, self.clock() + 1, self._count)
         self._ready.set()
 
     async def on_event(self, event: MoneyEvent) -> None:

@@ -52,9 +52,9 @@ class FraudService:
             self._task = None
 
     async def _rebuild(self) -> None:
-        now = self.clock()
-        since = now - int(self.engine.memory_s * US)
-        self._fence = await replay(self.storage, since, now, self._judge)
+        cut = self.clock() + 1  # after every operation stamped so far
+        since = cut - int(self.engine.memory_s * US)
+        self._fence = await replay(self.storage, since, cut, self._judge)
         self._ready.set()
 
     async def on_event(self, event: MoneyEvent) -> None:
