@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -42,10 +43,8 @@ async def _rules(office: BackOffice, player: str) -> list[str]:
 async def _deposit(office: BackOffice, clock: Clock, tid: str, player: str, amount: int,
                    minutes: int, instrument: str = "card-1") -> None:
     clock.now = T0 + minutes * MIN
-    try:
+    with contextlib.suppress(WalletError):
         await office.wallet.execute(Deposit(tid, player, amount, instrument=instrument))
-    except WalletError:
-        pass
 
 
 def test_a_restart_in_the_middle_of_a_velocity_window_still_fires(db_url: str) -> None:
