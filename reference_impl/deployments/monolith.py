@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from starlette.applications import Starlette
 
@@ -62,6 +62,9 @@ def serve_monolith(config: ServeConfig) -> None:
     if config.workers <= 1:
         uvicorn.run(monolith_app(config.office), **common)  # type: ignore[arg-type]
         return
+    # Each worker has its own memory: fraud and analytics follow the database, so every
+    # worker sees every worker's events (the same alerts and totals as one worker).
+    config = replace(config, office=replace(config.office, follow_database=True))
     os.environ[CONFIG_ENV] = config.to_env()
     uvicorn.run(
         "reference_impl.deployments.monolith:app_from_env", factory=True,

@@ -14,15 +14,18 @@ from typing import Any
 
 from reference_impl.rules import MoneyEvent
 from reference_impl.services.clock import Clock, system_clock
-from reference_impl.services.projection import ReplayFence, replay
+from reference_impl.services.projection import ReplayFence, follow, replay
 from reference_impl.storage import Storage
 
 
 class AnalyticsService:
     """Counts and sums of every money event (rebuilt from ``storage`` on :meth:`start`)."""
 
-    def __init__(self, storage: Storage | None = None, clock: Clock = system_clock) -> None:
-        self.storage, self.clock = storage, clock
+    def __init__(
+        self, storage: Storage | None = None, clock: Clock = system_clock,
+        follow_database: bool = False,
+    ) -> None:
+        self.storage, self.clock, self.follow_database = storage, clock, follow_database
         self.counts: Counter[str] = Counter()
         self.amounts: Counter[str] = Counter()
         self.players: set[str] = set()
@@ -48,6 +51,8 @@ class AnalyticsService:
     async def _rebuild(self, storage: Storage) -> None:
         self._fence = await replay(storage, 0, self.clock() + 1, self._count)
         self._ready.set()
+        if self.follow_database:  # every process sees every event (--workers N)
+            await follow(storage, self._fence, self._count)
 
     async def on_event(self, event: MoneyEvent) -> None:
         """Consumer of the event bus (waits for the rebuild, skips what it counted)."""

@@ -17,7 +17,7 @@ from reference_impl.domain.money import validate_id
 from reference_impl.metrics import Registry
 from reference_impl.rules import MoneyEvent, RulesEngine
 from reference_impl.services.clock import Clock, system_clock
-from reference_impl.services.projection import ReplayFence, replay
+from reference_impl.services.projection import ReplayFence, follow, replay
 from reference_impl.storage import Storage
 
 US = 1_000_000
@@ -28,9 +28,10 @@ class FraudService:
 
     def __init__(
         self, storage: Storage, engine: RulesEngine, metrics: Registry | None = None,
-        clock: Clock = system_clock,
+        clock: Clock = system_clock, follow_database: bool = False,
     ):
         self.storage, self.engine, self.clock = storage, engine, clock
+        self.follow_database = follow_database
         self.metrics = metrics or Registry()
         self.observed = 0
         self._fence: ReplayFence | None = None
@@ -39,7 +40,8 @@ class FraudService:
 
     async def start(self) -> None:
         """Rebuild the rules' state from the last ``engine.memory_s`` of events, in the
-        background; live events wait for it."""
+        background; live events wait for it. With ``follow_database`` the task then follows
+        the database for new events (instead of an event bus)."""
         if self._task is None:
             self._task = asyncio.create_task(self._rebuild())
 
@@ -56,6 +58,8 @@ class FraudService:
         since = cut - int(self.engine.memory_s * US)
         self._fence = await replay(self.storage, since, cut, self._judge)
         self._ready.set()
+        if self.follow_database:  # every process sees every event (--workers N)
+            await follow(self.storage, self._fence, self._judge)
 
     async def on_event(self, event: MoneyEvent) -> None:
         """Consumer of the event bus (waits for the rebuild, skips what it replayed)."""

@@ -15,6 +15,7 @@ in flight; events older than the cut by more than that are taken as replayed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -74,3 +75,43 @@ async def replay(
 def _done(cut_us: int, recent: set[tuple[str, str]], replayed: int) -> ReplayFence:
     log.info("replayed %d events up to %d", replayed, cut_us)
     return ReplayFence(cut_us, recent)
+
+
+TAIL_INTERVAL_S = 0.25
+"""Pause between two reads of a database tail."""
+TAIL_MARGIN_US = 2 * US
+"""How far behind the newest row a tail re-reads, for operations that commit after a later
+stamped one: an operation longer than this between its timestamp and its commit is missed
+by the tails (a restart's rebuild counts it)."""
+
+
+async def follow(
+    storage: Storage, fence: ReplayFence, apply: Callable[[MoneyEvent], Awaitable[None]],
+    interval_s: float = TAIL_INTERVAL_S,
+) -> None:
+    """Feed ``apply`` every row committed after the replay ``fence``, forever, by reading the
+    database every ``interval_s`` (used when several processes must see every event: each
+    follows the database instead of its own in-process bus)."""
+    seen: dict[tuple[str, str], int] = {key: fence.cut_us for key in fence.recent}
+    newest = fence.cut_us
+    while True:
+        after: tuple[int, str] | None = None
+        start = newest - TAIL_MARGIN_US
+        while True:
+            rows = await storage.committed_since(start, after, REPLAY_PAGE)
+            for tx in rows:
+                key = (tx.kind, tx.transaction_id)
+                if key in seen or tx.ts_us < fence.cut_us - FENCE_MARGIN_US:
+                    continue
+                if tx.ts_us < fence.cut_us and key in fence.recent:
+                    continue
+                seen[key] = tx.ts_us
+                newest = max(newest, tx.ts_us)
+                await apply(event_of(tx))
+            if len(rows) < REPLAY_PAGE:
+                break
+            after = (rows[-1].ts_us, rows[-1].transaction_id)
+        horizon = newest - TAIL_MARGIN_US
+        for key in [k for k, ts in seen.items() if ts < horizon]:
+            del seen[key]
+        await asyncio.sleep(interval_s)

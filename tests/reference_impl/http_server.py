@@ -80,6 +80,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     shards: int = 2
     broker: str | None = None
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -89,7 +90,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
              "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
-             *(["--broker", self.broker] if self.broker else [])],
+             *(["--broker", self.broker] if self.broker else []),
+             *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 45

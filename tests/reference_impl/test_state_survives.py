@@ -151,3 +151,46 @@ def test_refused_deposits_are_in_the_recoverable_stream(db_url: str, kind: str) 
             await office.stop()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["follow-database", "own-bus-only"])
+def test_two_workers_fire_the_alerts_of_one(db_url: str, follow: bool) -> None:
+    """Two processes of one monolith (two back offices on one database), deposits split
+    between them: following the database, each sees all five and the velocity rule fires
+    once; on its own bus only (the old wiring), neither sees enough to fire."""
+    clock = Clock()
+
+    async def body() -> None:
+        config = BackOfficeConfig(db=db_url, follow_database=follow)
+        a = await build_backoffice(config, clock=clock)
+        b = await build_backoffice(config, clock=clock)
+        try:
+            await a.players.create("p", "EUR")
+            for i in range(5):
+                await _deposit(a if i % 2 else b, clock, f"d{i}", "p", 100, i)
+
+            async def settled() -> bool:
+                counts = [(await o.analytics.summary())["events"].get("deposit", 0)
+                          for o in (a, b)]
+                return counts == [5, 5]
+
+            async def alerts() -> list[str]:
+                return [x["rule_id"] for x in (await a.fraud.alerts("p"))["alerts"]]
+
+            for _ in range(100 if follow else 10):
+                if await settled() and "velocity-deposit-count-v1" in await alerts():
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.6)  # two more tail passes: nothing fires twice
+            alerts = await alerts()  # type: ignore[assignment]
+            if follow:
+                assert await settled()
+                assert alerts.count("velocity-deposit-count-v1") == 1, alerts
+            else:
+                assert not await settled()
+                assert "velocity-deposit-count-v1" not in alerts
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(body())
