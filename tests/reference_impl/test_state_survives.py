@@ -174,15 +174,15 @@ def test_two_workers_fire_the_alerts_of_one(db_url: str, follow: bool) -> None:
                           for o in (a, b)]
                 return counts == [5, 5]
 
-            async def alerts() -> list[str]:
+            async def fired() -> list[str]:
                 return [x["rule_id"] for x in (await a.fraud.alerts("p"))["alerts"]]
 
             for _ in range(100 if follow else 10):
-                if await settled() and "velocity-deposit-count-v1" in await alerts():
+                if await settled() and "velocity-deposit-count-v1" in await fired():
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.6)  # two more tail passes: nothing fires twice
-            alerts = await alerts()  # type: ignore[assignment]
+            alerts = await fired()
             if follow:
                 assert await settled()
                 assert alerts.count("velocity-deposit-count-v1") == 1, alerts
