@@ -14,7 +14,6 @@ adapter sets no session state, and a connection given back inside a transaction 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -141,15 +140,12 @@ class PostgresStorage(SqlStorage):
         """One call of a plpgsql fast path; None when the general path must decide."""
         started = time.perf_counter()
         hot = self.settings.hot
-        key = zlib.crc32(cmd.player_id.encode())
-        shard = 0 if hot.house_shards == 1 else key % hot.house_shards
         args: tuple[object, ...] = (
             cmd.transaction_id, cmd.player_id, cmd.round_id, cmd.amount, cmd.fingerprint(),
-            shard, now_us, cmd.currency,
+            hot.house_shard(cmd.player_id), now_us, cmd.currency,
         )
         if isinstance(cmd, Bet):
-            pool = 0 if hot.jackpot_shards == 1 else key % hot.jackpot_shards
-            args += (cmd.jackpot_bp, pool, cmd.device)
+            args += (cmd.jackpot_bp, hot.jackpot_shard(cmd.player_id), cmd.device)
         try:
             async with self._acquire() as conn:
                 count_pg(self.metrics)

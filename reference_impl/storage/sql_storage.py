@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import orjson
 
 from reference_impl.domain import AuditReport, JournalEntry, OpResult
-from reference_impl.domain.accounts import player_account
+from reference_impl.domain.accounts import AccountRef, is_player_account, player_account
 from reference_impl.domain.audit import AuditCheckpoint, AuditIncrement, verify_increment
 from reference_impl.domain.commands import Command
 from reference_impl.domain.errors import ErrorCode, WalletError
@@ -70,11 +70,10 @@ class SqlStorage(Storage):
         async def attempt() -> PlayerInfo:
             async with self.transaction(write=True) as conn:
                 for account in self.settings.hot.system_accounts(currency):
-                    kind = account.split(":", 1)[0]
                     await conn.execute(
                         "INSERT INTO accounts (account_id, kind, currency, balance, version) "
                         "VALUES ($1, $2, $3, 0, 0) ON CONFLICT (account_id) DO NOTHING",
-                        account, kind, currency,
+                        account, AccountRef.parse(account).kind.value, currency,
                     )
                 inserted = await conn.execute(
                     "INSERT INTO players (player_id, currency, balance, seq, last_hash, "
@@ -281,9 +280,10 @@ class SqlStorage(Storage):
                     player, balance, seq, head_hash,
                 )
             for account, balance in plan.balances.items():
-                if account.startswith("player:"):
+                if is_player_account(account):
                     continue
-                kind, cur = account.split(":", 2)[:2]
+                ref = AccountRef.parse(account)
+                kind, cur = ref.kind.value, ref.currency
                 await conn.execute(
                     "INSERT INTO accounts (account_id, kind, currency, balance, version) "
                     "VALUES ($1, $2, $3, $4, 1) ON CONFLICT (account_id) DO UPDATE SET "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 
 from reference_impl.domain import HotAccounts, OpResult
-from reference_impl.domain.accounts import player_account
+from reference_impl.domain.accounts import AccountRef, player_account
 from reference_impl.domain.commands import Bet, Win
 from reference_impl.domain.journal import chain_hash
 from reference_impl.storage.base import Gate
@@ -90,7 +90,8 @@ def _post(
             continue
         delta = amount if cmd.kind == "bet" else -amount
         if db.execute(_CREDIT_ACCOUNT, (delta, account)).rowcount != 1:
-            db.execute(_CREATE_ACCOUNT, (account, account.split(":", 1)[0], currency, delta))
+            kind = AccountRef.parse(account).kind.value
+            db.execute(_CREATE_ACCOUNT, (account, kind, currency, delta))
 
 
 def fast_bet(
