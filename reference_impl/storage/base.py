@@ -9,9 +9,10 @@ from typing import Any, Literal, Protocol
 
 from reference_impl.domain import AuditReport, HotAccounts, JournalEntry, OpResult
 from reference_impl.domain.commands import Command
-from reference_impl.domain.planning import Verdict
 from reference_impl.domain.rebuild import RebuildPlan
 from reference_impl.metrics import Registry
+from reference_impl.rules import Usage
+from reference_impl.rules.decision import Decision
 
 Concurrency = Literal["pessimistic", "optimistic"]
 
@@ -26,19 +27,6 @@ class StorageSettings:
     max_retries: int = 50
 
 
-@dataclass(frozen=True)
-class UsageTotals:
-    """Exact sums over a player's journal, as the rules need them (see rules.Usage)."""
-
-    deposits: dict[str, int]
-    stakes: dict[str, int]
-    wins: dict[str, int]
-    deposits_since_last_withdrawal: int
-    stakes_since_last_withdrawal: int
-    cash_movements_24h: int
-    identity_verified: bool
-
-
 class Gate(Protocol):
     """The rules as the storage sees them, called inside the money transaction."""
 
@@ -51,9 +39,9 @@ class Gate(Protocol):
         ...
 
     def verdict(
-        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        self, kind: str, limits_json: str | None, usage: Usage | None, amount: int,
         now_us: int,
-    ) -> Verdict:
+    ) -> Decision:
         """The rules' answer for a bet, deposit or withdrawal."""
         ...
 

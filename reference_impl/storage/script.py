@@ -24,9 +24,10 @@ from reference_impl.domain.planning import (
     plan_operation,
     preflight,
 )
-from reference_impl.storage.base import Gate, UsageTotals
+from reference_impl.rules import Usage
+from reference_impl.rules.events import WINDOW_SECONDS as WINDOWS_S
+from reference_impl.storage.base import Gate
 
-WINDOWS_S: dict[str, int] = {"24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 US = 1_000_000
 
 
@@ -192,7 +193,7 @@ async def apply_plan(
         )
 
 
-async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) -> UsageTotals:
+async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) -> Usage:
     """Exact sums over the player's journal for the windows ending at ``now_us``."""
     start = {name: now_us - seconds * US for name, seconds in WINDOWS_S.items()}
     row = await conn.fetchrow(
@@ -217,7 +218,7 @@ async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) ->
     dep, wd = sums.get("deposit", zero), sums.get("withdrawal", zero)
     bet, rb, win = sums.get("bet", zero), sums.get("rollback", zero), sums.get("win", zero)
     stakes = {w: max(0, bet[w] - rb[w]) for w in WINDOWS_S}
-    return UsageTotals(
+    return Usage(
         deposits={w: dep[w] for w in WINDOWS_S}, stakes=stakes,
         wins={w: win[w] for w in WINDOWS_S},
         deposits_since_last_withdrawal=dep["since"],

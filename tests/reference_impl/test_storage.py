@@ -25,8 +25,9 @@ from reference_impl.domain import (
     Withdrawal,
 )
 from reference_impl.domain.commands import Command
-from reference_impl.domain.planning import Verdict
-from reference_impl.storage import Storage, StorageSettings, UsageTotals, open_storage
+from reference_impl.rules import Usage
+from reference_impl.rules.decision import Decision, Outcome
+from reference_impl.storage import Storage, StorageSettings, open_storage
 from reference_impl.storage.sql_storage import SqlStorage
 from reference_impl.storage.sqlite import SqliteStorage
 from tests.reference_impl.conftest import _admin, _pg_url
@@ -157,7 +158,7 @@ class _RecordingGate:
     """A gate that blocks bets above 50 and remembers the usage it was given."""
 
     def __init__(self) -> None:
-        self.usages: list[UsageTotals | None] = []
+        self.usages: list[Usage | None] = []
 
     def skip(self, kind: str, limits_json: str | None) -> bool:
         return limits_json is None
@@ -166,13 +167,14 @@ class _RecordingGate:
         return True
 
     def verdict(
-        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        self, kind: str, limits_json: str | None, usage: Usage | None, amount: int,
         now_us: int,
-    ) -> Verdict:
+    ) -> Decision:
         self.usages.append(usage)
         if kind == "bet" and amount > 50:
-            return Verdict("block", "LIMIT_EXCEEDED", "too much")
-        return Verdict("review" if kind == "withdrawal" else "approve")
+            return Decision(Outcome.BLOCK, "LIMIT_EXCEEDED", "too much", "test")
+        outcome = Outcome.REVIEW if kind == "withdrawal" else Outcome.APPROVE
+        return Decision(outcome, None, "", "test")
 
 
 def test_gate_sees_exact_usage_and_blocks_before_money_moves(db_url: str) -> None:
