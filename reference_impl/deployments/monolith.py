@@ -8,14 +8,12 @@ from dataclasses import asdict, dataclass, replace
 
 from starlette.applications import Starlette
 
+from reference_impl.deployments.registry import SERVER_OPTIONS
 from reference_impl.http.app import create_app
 from reference_impl.metrics import Registry
 from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, build_backoffice
 
 CONFIG_ENV = "TESTBED_SERVE_CONFIG"
-FAST_SERVER = {"http": "httptools", "loop": "uvloop", "proxy_headers": False}
-"""uvicorn's C HTTP parser (httptools) and libuv event loop (uvloop), and no X-Forwarded-*
-middleware (the back office never reads the client address): less CPU per request."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def serve_monolith(config: ServeConfig) -> None:
     import uvicorn
 
     common = {"host": config.host, "port": config.port, "log_level": config.log_level,
-              "access_log": False, "timeout_graceful_shutdown": 5, **FAST_SERVER}
+              **SERVER_OPTIONS}  # the same options as every process of every topology
     if config.workers <= 1:
         uvicorn.run(monolith_app(config.office), **common)  # type: ignore[arg-type]
         return
