@@ -139,18 +139,29 @@ def ledger() -> None:
 
 @ledger.command()
 @_DB_OPTION
+@click.option("--full", is_flag=True,
+              help="re-check the whole journal from genesis, not only the entries added "
+                   "since the last clean audit's checkpoint")
 @_JSON_OPTION
-def verify(db: str | None, as_json: bool) -> None:
+def verify(db: str | None, full: bool, as_json: bool) -> None:
     """Re-check the ledger (as GET /audit/verify does); exit 1 on a violation.
 
     \b
-    Example:
+    By default the audit is incremental: entries after each chain's verified checkpoint
+    are checked, and every stored balance and chain head against the checkpoint plus those
+    entries; a clean audit moves the checkpoint. --full recomputes every chain from genesis
+    (finds damage to entries an earlier audit already verified) and, when clean, rewrites
+    the checkpoint.
+
+    \b
+    Examples:
       testbed ledger verify --db postgresql://postgres@127.0.0.1/wallet
+      testbed ledger verify --full
     """
     _check_db(db)
     from reference_impl.maintenance import run_verify
 
-    report = run_verify(db)
+    report = run_verify(db, full=full)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -9,13 +9,14 @@ from reference_impl.domain.rebuild import RebuildPlan
 from reference_impl.storage import StorageSettings, open_storage
 
 
-def run_verify(db: str | None) -> AuditReport:
-    """Audit the ledger at ``db`` (None: the default SQLite file)."""
+def run_verify(db: str | None, *, full: bool = False) -> AuditReport:
+    """Audit the ledger at ``db`` (None: the default SQLite file); ``full`` re-checks the
+    whole journal from genesis instead of the entries after the last checkpoint."""
 
     async def main() -> AuditReport:
         storage = await open_storage(db, StorageSettings(pool_size=2))
         try:
-            return await storage.audit()
+            return await storage.audit(full=full)
         finally:
             await storage.close()
 

@@ -107,6 +107,14 @@ class Registry:
             "db_retries_total", "transactions retried (version conflict, duplicate, deadlock)",
             ("reason",),
         )
+        self.db_statements = Counter(
+            "db_statements_total", "SQL statements issued, by database and money operation",
+            ("db", "op"),
+        )
+        self.db_round_trips = Counter(
+            "db_round_trips_total", "client/server round trips to the database, by operation",
+            ("db", "op"),
+        )
         self.events = Counter("events_total", "domain events published", ("kind",))
         self.alerts = Counter("fraud_alerts_total", "fraud alerts raised", ("rule_id",))
 
@@ -115,7 +123,8 @@ class Registry:
         lines: list[str] = []
         for metric in (
             self.request_seconds, self.responses, self.pool_wait_seconds,
-            self.lock_wait_seconds, self.tx_seconds, self.retries, self.events, self.alerts,
+            self.lock_wait_seconds, self.tx_seconds, self.retries, self.db_statements,
+            self.db_round_trips, self.events, self.alerts,
         ):
             lines.extend(metric.expose())
         return "\n".join(lines) + "\n"

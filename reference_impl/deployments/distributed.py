@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reference_impl.deployments.registry import ROLES, TOPOLOGIES
 from reference_impl.deployments.spec import ChildSpec
 from reference_impl.deployments.supervisor import Supervisor
 from reference_impl.services.backoffice import BackOfficeConfig
 from reference_impl.transport.broker import DEFAULT_BROKER, broker_prefix, check_broker_url
-
-TOPOLOGY_STAGES: dict[str, list[list[str]]] = {
-    "microservices": [["wallet"], ["player", "fraud", "analytics"], ["gateway"]],
-    "hybrid": [["fraud", "analytics"], ["edge"]],
-}
-PUBLIC_ROLES = ("gateway", "edge")
 
 
 @dataclass(frozen=True)
@@ -37,11 +32,11 @@ class DistributedConfig:
 
 def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
     """The children of the deployment, stage by stage, with their ports and peers."""
-    if config.topology not in TOPOLOGY_STAGES:
-        raise ValueError(f"topology must be one of {sorted(TOPOLOGY_STAGES)}")
+    if config.topology not in TOPOLOGIES or config.topology == "monolith":
+        raise ValueError(f"topology must be one of {sorted(set(TOPOLOGIES) - {'monolith'})}")
     check_broker_url(config.broker)
-    stages = TOPOLOGY_STAGES[config.topology]
-    internal = [role for stage in stages for role in stage if role not in PUBLIC_ROLES]
+    stages = TOPOLOGIES[config.topology]
+    internal = [name for stage in stages for name in stage if not ROLES[name].public]
     if config.internal_base_port is not None:
         ports = {r: config.internal_base_port + i for i, r in enumerate(internal)}
     else:
@@ -50,7 +45,7 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
     prefix = broker_prefix(config.office.db)
 
     def spec(role: str) -> ChildSpec:
-        public = role in PUBLIC_ROLES
+        public = ROLES[role].public
         return ChildSpec(
             role=role, port=config.port if public else ports[role], office=config.office,
             broker=config.broker, broker_prefix=prefix,

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from starlette.applications import Starlette
 
+from reference_impl.deployments.registry import SERVER_OPTIONS
 from reference_impl.http.app import create_app
 from reference_impl.metrics import Registry
 from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, build_backoffice
 
 CONFIG_ENV = "TESTBED_SERVE_CONFIG"
-FAST_SERVER = {"http": "httptools", "loop": "uvloop", "proxy_headers": False}
-"""uvicorn's C HTTP parser (httptools) and libuv event loop (uvloop), and no X-Forwarded-*
-middleware (the back office never reads the client address): less CPU per request."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +56,13 @@ def serve_monolith(config: ServeConfig) -> None:
     import uvicorn
 
     common = {"host": config.host, "port": config.port, "log_level": config.log_level,
-              "access_log": False, "timeout_graceful_shutdown": 5, **FAST_SERVER}
+              **SERVER_OPTIONS}  # the same options as every process of every topology
     if config.workers <= 1:
         uvicorn.run(monolith_app(config.office), **common)  # type: ignore[arg-type]
         return
+    # Each worker has its own memory: fraud and analytics follow the database, so every
+    # worker sees every worker's events (the same alerts and totals as one worker).
+    config = replace(config, office=replace(config.office, follow_database=True))
     os.environ[CONFIG_ENV] = config.to_env()
     uvicorn.run(
         "reference_impl.deployments.monolith:app_from_env", factory=True,

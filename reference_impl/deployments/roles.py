@@ -121,10 +121,13 @@ class _Component:
         self.storage: Storage | None = None
         self.bus: BrokerBus | None = None
         self.marks: EventMarks | None = None
+        self.stoppers: list[Closer] = []
 
     async def close(self) -> None:
         if self.bus is not None:
             await self.bus.stop()
+        for stop in self.stoppers:
+            await stop()
         if self.marks is not None:
             await self.marks.stop()
         if self.storage is not None:
@@ -140,7 +143,10 @@ def component_app(spec: ChildSpec) -> Starlette:
     async def startup() -> None:
         bus = part.bus = _bus(spec)
         if spec.role == "analytics":
-            analytics = AnalyticsService()
+            storage = part.storage = await _storage(spec, metrics)
+            analytics = AnalyticsService(storage)
+            await analytics.start()  # totals rebuilt from the database
+            part.stoppers.append(analytics.stop)
             bus.subscribe("analytics", analytics.on_event)
             methods.update(analytics_methods(analytics))
         else:
@@ -156,6 +162,8 @@ def component_app(spec: ChildSpec) -> Starlette:
                 return
             else:
                 fraud = FraudService(storage, engine, metrics)
+                await fraud.start()  # windows rebuilt from the database
+                part.stoppers.append(fraud.stop)
                 bus.subscribe("fraud", fraud.on_event)
                 bus.subscribe_exclusions("fraud", fraud.note_self_exclusion)
                 methods.update(fraud_methods(fraud))

@@ -9,10 +9,9 @@ import os
 
 from starlette.applications import Starlette
 
+from reference_impl.deployments.registry import SERVER_OPTIONS, workers_for
 from reference_impl.deployments.roles import app_for
 from reference_impl.deployments.spec import SPEC_ENV, ChildSpec
-
-SINGLE_PROCESS_ROLES = ("fraud", "analytics")  # in-memory rule state, one consumer each
 
 
 def app_from_env() -> Starlette:
@@ -25,11 +24,10 @@ def main() -> None:
     import uvicorn
 
     spec = ChildSpec.from_json(os.environ[SPEC_ENV])
-    workers = 1 if spec.role in SINGLE_PROCESS_ROLES else spec.workers
     uvicorn.run(
         "reference_impl.deployments.service_main:app_from_env", factory=True,
-        host=spec.host, port=spec.port, workers=workers, log_level=spec.log_level,
-        access_log=False, timeout_graceful_shutdown=5,
+        host=spec.host, port=spec.port, workers=workers_for(spec.role, spec.workers),
+        log_level=spec.log_level, **SERVER_OPTIONS,
     )
 
 

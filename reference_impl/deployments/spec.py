@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from reference_impl.deployments.registry import role
 from reference_impl.services.backoffice import BackOfficeConfig
 
 SPEC_ENV = "TESTBED_CHILD_SPEC"
-ROLES = ("gateway", "edge", "player", "wallet", "fraud", "analytics")
 
 
 @dataclass(frozen=True)
 class ChildSpec:
     """One child process of ``testbed serve --topology microservices|hybrid``.
 
-    Roles: ``gateway`` (public API, every component remote), ``edge`` (public API with player
-    and wallet in-process, the hybrid's main process), ``player``, ``wallet``, ``fraud``,
-    ``analytics`` (one component behind RPC). ``peers`` maps component names to base URLs.
+    Roles are those of :data:`reference_impl.deployments.registry.ROLES`. ``peers`` maps
+    component names to base URLs.
     """
 
     role: str
@@ -31,8 +30,7 @@ class ChildSpec:
     log_level: str = "warning"
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"unknown role {self.role!r}")
+        role(self.role)  # ValueError naming the known roles
 
     @property
     def url(self) -> str:

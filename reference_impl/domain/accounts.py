@@ -1,4 +1,12 @@
-"""Ledger accounts: players, house, cash-in, cash-out and jackpot, with sharded hot accounts."""
+"""Ledger accounts: players, house, cash-in, cash-out and jackpot, with sharded hot accounts.
+
+The one owner of account ids: their format ``kind:currency:key`` (:class:`AccountRef`), a
+player's id (:func:`player_account`) and the shard a player's postings go to
+(:meth:`HotAccounts.house_shard`, :meth:`HotAccounts.jackpot_shard`). The planner, the SQL
+adapters and the fast paths take them from here; the plpgsql fast paths
+(``storage/schema.py``) build the same strings from the shard numbers passed to them, and the
+storage tests prove each fast path writes exactly what the planner plans.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +51,11 @@ class AccountRef:
         return cls(AccountKind(kind), currency, key)
 
 
+def is_player_account(account_id: str) -> bool:
+    """True for a player's wallet account."""
+    return account_id.startswith(f"{AccountKind.PLAYER.value}:")
+
+
 def player_account(player_id: str, currency: str) -> str:
     """Account id of a player's wallet."""
     return f"player:{currency}:{player_id}"
@@ -63,13 +76,21 @@ class HotAccounts:
         if self.house_shards < 1 or self.jackpot_shards < 1:
             raise ValueError("shard counts must be >= 1")
 
+    def house_shard(self, player_id: str) -> int:
+        """Number of the house sub-account a player's bets and wins post to."""
+        return _shard(player_id, self.house_shards)
+
+    def jackpot_shard(self, player_id: str) -> int:
+        """Number of the jackpot sub-account a player's contributions post to."""
+        return _shard(player_id, self.jackpot_shards)
+
     def house(self, currency: str, player_id: str) -> str:
         """House sub-account a player's bets and wins post to."""
-        return f"house:{currency}:{_shard(player_id, self.house_shards)}"
+        return AccountRef(AccountKind.HOUSE, currency, str(self.house_shard(player_id))).id
 
     def jackpot(self, currency: str, player_id: str) -> str:
         """Jackpot sub-account a player's contributions post to."""
-        return f"jackpot:{currency}:{_shard(player_id, self.jackpot_shards)}"
+        return AccountRef(AccountKind.JACKPOT, currency, str(self.jackpot_shard(player_id))).id
 
     @staticmethod
     def cash_in(currency: str) -> str:

@@ -40,7 +40,7 @@ def verify_ledger(
     balances: Mapping[str, int],
     heads: Mapping[str, tuple[int, str]] | None = None,
 ) -> AuditReport:
-    """Check the invariants of the ledger.
+    """Check the invariants of the whole ledger (:func:`verify_increment` from nothing).
 
     ``balances`` maps every stored account id (players included) to its balance; ``heads``
     maps each player to the (seq, hash) stored in its row. Checked: every transfer moves a
@@ -50,12 +50,73 @@ def verify_ledger(
     balances equal the projection of the journal; per currency, all balances sum to zero,
     so money in play changes only through cash-in and cash-out.
     """
+    return verify_increment(AuditCheckpoint(), entries, balances, heads).report
+
+
+@dataclass
+class AuditCheckpoint:
+    """What earlier audits verified: each chain's verified prefix (player -> (seq, hash) of
+    its last verified entry) and every account's balance as that prefix projects it."""
+
+    chains: dict[str, tuple[int, str]] = field(default_factory=dict)
+    projection: dict[str, int] = field(default_factory=dict)
+    entries: int = 0
+
+    def head(self, stream: str) -> tuple[int, str]:
+        """The verified (seq, hash) of ``stream`` (genesis when none)."""
+        return self.chains.get(stream, (0, GENESIS_HASH))
+
+
+@dataclass
+class AuditIncrement:
+    """An incremental audit's report and the checkpoint it reached (worth saving only when
+    the report is ok: a violation is reported again by the next audit)."""
+
+    report: AuditReport
+    checkpoint: AuditCheckpoint
+    changed_chains: dict[str, tuple[int, str]]
+    changed_accounts: dict[str, int]
+
+
+def verify_increment(
+    checkpoint: AuditCheckpoint,
+    new_entries: Iterable[JournalEntry],
+    balances: Mapping[str, int],
+    heads: Mapping[str, tuple[int, str]] | None = None,
+) -> AuditIncrement:
+    """Check the entries after ``checkpoint``'s verified prefixes, then the stored state.
+
+    Each new entry is checked as a transfer; each chain with new entries continues from its
+    verified head (contiguous seq, hashes recomputed, the player never below zero starting
+    from its verified balance); the stored heads must equal the chains' ends, and the
+    stored balances the projection (checkpoint plus new entries); per currency the balances
+    sum to zero. The cost is that of the new entries plus one pass over the players and
+    accounts, whatever the length of the journal before the checkpoint.
+    """
     report = AuditReport()
-    streams, projected, n_entries = project_journal(entries, heads, report)
+    projected: dict[str, int] = defaultdict(int, checkpoint.projection)
+    streams: dict[str, list[JournalEntry]] = defaultdict(list)
+    touched: set[str] = set()
+    n_new = 0
+    for entry in new_entries:
+        n_new += 1
+        streams[entry.stream].append(entry)
+        check_transfer(entry, report)
+        projected[entry.debit_account] -= entry.amount
+        projected[entry.credit_account] += entry.amount
+        touched.update((entry.debit_account, entry.credit_account))
+    ends: dict[str, tuple[int, str]] = {}
+    for stream, chain in streams.items():
+        start = checkpoint.head(stream)
+        opening = checkpoint.projection.get(player_account(stream, chain[0].currency), 0)
+        end = check_chain(stream, chain, heads, report, start, opening)
+        if end is not None:
+            ends[stream] = end
     if heads is not None:
-        for stream, (seq, head_hash) in heads.items():
-            if stream not in streams and (seq != 0 or head_hash != GENESIS_HASH):
-                report.fail(f"player {stream} has head seq {seq} but no journal entries")
+        for stream, head in heads.items():
+            if stream not in streams and tuple(head) != checkpoint.head(stream):
+                report.fail(f"player {stream}: stored chain head {tuple(head)} != verified "
+                            f"journal end {checkpoint.head(stream)}")
     for account in sorted(set(projected) | set(balances)):
         stored = balances.get(account, 0)
         if stored != projected.get(account, 0):
@@ -64,11 +125,15 @@ def verify_ledger(
                 f"{projected.get(account, 0)}"
             )
     _check_totals(balances, report)
+    total = checkpoint.entries + n_new
     report.counts.update({
-        "entries": n_entries, "streams": len(streams), "accounts": len(balances),
-        "violations": report.counts.get("violations", 0),
+        "entries": total, "checked": n_new, "streams": len(set(checkpoint.chains) | set(streams)),
+        "accounts": len(balances), "violations": report.counts.get("violations", 0),
     })
-    return report
+    changed_accounts = {a: projected[a] for a in touched}
+    reached = AuditCheckpoint({**checkpoint.chains, **ends},
+                              {**checkpoint.projection, **changed_accounts}, total)
+    return AuditIncrement(report, reached, ends, changed_accounts)
 
 
 def project_journal(
@@ -114,31 +179,34 @@ def check_transfer(entry: JournalEntry, report: AuditReport) -> None:
 
 def check_chain(
     stream: str, chain: list[JournalEntry], heads: Mapping[str, tuple[int, str]] | None,
-    report: AuditReport,
-) -> None:
-    """Record a violation unless ``chain`` is contiguous, hashes recompute and the player
-    stays at or above zero (and, given ``heads``, ends at the stored head)."""
+    report: AuditReport, start: tuple[int, str] = (0, GENESIS_HASH), opening: int = 0,
+) -> tuple[int, str] | None:
+    """Record a violation unless ``chain`` continues ``start`` (seq, hash) contiguously,
+    hashes recompute and the player (from balance ``opening``) stays at or above zero (and,
+    given ``heads``, ends at the stored head). Returns the chain's end, None on a violation."""
     chain.sort(key=lambda e: e.seq)
-    prev = GENESIS_HASH
-    balance = 0
-    for expected_seq, entry in enumerate(chain, start=1):
+    seq, prev = start
+    balance = opening
+    for expected_seq, entry in enumerate(chain, start=seq + 1):
         if entry.seq != expected_seq:
             report.fail(f"player {stream}: seq {entry.seq} where {expected_seq} was expected")
-            return
+            return None
         if entry.expected_hash(prev) != entry.hash:
             report.fail(f"player {stream}: hash chain broken at seq {entry.seq}")
-            return
+            return None
         prev = entry.hash
         mine = player_account(stream, entry.currency)
         balance += entry.amount if entry.credit_account == mine else -entry.amount
         if balance < 0:
             report.fail(f"player {stream}: balance {balance} below zero at seq {entry.seq}")
-            return
+            return None
+    end = (seq + len(chain), prev)
     if heads is not None:
         head = heads.get(stream)
-        if head is None or head != (len(chain), prev):
+        if head is None or tuple(head) != end:
             report.fail(f"player {stream}: stored chain head {head} != journal end "
-                        f"({len(chain)}, {prev[:12]}...)")
+                        f"({end[0]}, {prev[:12]}...)")
+    return end
 
 
 def _check_totals(balances: Mapping[str, int], report: AuditReport) -> None:

@@ -22,13 +22,13 @@ from reference_impl.domain.planning import (
     PlayerState,
     Snapshot,
     TxRecord,
-    Verdict,
     checked_kind,
     plan_operation,
     preflight,
 )
+from reference_impl.rules.decision import Decision
 
-VerdictFn = Callable[[str, PlayerState, int], Verdict]
+VerdictFn = Callable[[str, PlayerState, int], Decision]
 """(checked kind, player, amount) -> verdict; the default approves everything."""
 
 

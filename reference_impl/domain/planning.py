@@ -1,7 +1,7 @@
 """The wallet's decisions as pure functions: a snapshot of state in, a plan of effects out.
 
 Storage adapters load a :class:`Snapshot` inside their transaction, call :func:`preflight`
-(replay, conflict, tombstone, currency), ask the rules for a :class:`Verdict` when the
+(replay, conflict, tombstone, currency), ask the rules for their ``Decision`` when the
 operation is checked, call :func:`plan_operation` and apply the :class:`Plan` atomically.
 The in-memory :class:`~reference_impl.domain.ledger.MemoryLedger` applies the same plans and
 is the executable specification the SQL adapters are tested against.
@@ -17,6 +17,7 @@ from reference_impl.domain.accounts import HotAccounts, player_account
 from reference_impl.domain.commands import Bet, Command, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.journal import JournalEntry, chain_hash
+from reference_impl.rules.decision import APPROVED, Decision, Outcome
 
 
 class BetState(StrEnum):
@@ -93,21 +94,9 @@ class Snapshot:
     target: TxRecord | None = None
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The rules' answer for a checked operation (bet, deposit, withdrawal)."""
-
-    outcome: str  # "approve" | "review" | "block"
-    code: str | None = None
-    reason: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        """True when money may move."""
-        return self.outcome != "block"
-
-
-APPROVE = Verdict("approve")
+APPROVE: Decision = APPROVED
+"""The verdict of an operation no rule checks (the rules' own vocabulary: one ``Decision``
+type from the rules to the planner and the storage)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +155,7 @@ def preflight(cmd: Command, snap: Snapshot) -> OpResult | None:
 
 
 def plan_operation(
-    cmd: Command, snap: Snapshot, now_us: int, hot: HotAccounts, verdict: Verdict = APPROVE,
+    cmd: Command, snap: Snapshot, now_us: int, hot: HotAccounts, verdict: Decision = APPROVE,
 ) -> Plan:
     """Plan a new (non-replayed) operation; raise WalletError when it is refused.
 
@@ -180,13 +169,13 @@ def plan_operation(
     if isinstance(cmd, Bet):
         return _plan_bet(cmd, player, now_us, hot)
     if isinstance(cmd, Deposit):
-        status = "review" if verdict.outcome == "review" else "ok"
+        status = "review" if verdict.outcome is Outcome.REVIEW else "ok"
         return _transfer_plan(
             cmd, player, now_us, hot.cash_in(player.currency), cmd.amount, status, "",
         )
     if isinstance(cmd, Withdrawal):
         _require_funds(player, cmd.amount)
-        status = "review" if verdict.outcome == "review" else "ok"
+        status = "review" if verdict.outcome is Outcome.REVIEW else "ok"
         return _transfer_plan(
             cmd, player, now_us, hot.cash_out(player.currency), -cmd.amount, status, "",
         )

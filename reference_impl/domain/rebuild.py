@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reference_impl.domain.accounts import is_player_account
 from reference_impl.domain.audit import AuditReport, project_journal
 from reference_impl.domain.journal import GENESIS_HASH, JournalEntry
 
@@ -69,7 +70,7 @@ def plan_rebuild(
         if stream not in stored_heads:
             report.fail(f"player {stream} has journal entries but no player row")
     for account in projected:
-        if account.startswith("player:") and account not in stored_balances:
+        if is_player_account(account) and account not in stored_balances:
             report.fail(f"journal posts to {account}, which no player row holds")
     if not report.ok:
         return RebuildPlan(ok=False, refusal=report.first_violation, entries=n)

@@ -108,6 +108,21 @@ class RulesEngine:
         return self._alerts.expire(now)
 
     @property
+    def memory_s(self) -> float:
+        """How far back the async rules' state reaches: the longest window (aggregate or
+        baseline) or cooldown of an enabled async rule; replaying this much of the event
+        stream rebuilds their state (a link window of None, "ever", is bounded by it too)."""
+        spans = [0.0]
+        for rule in self.rules_file.rules:
+            if rule.kind != "async" or not rule.enabled:
+                continue
+            spans.append(rule.cooldown_s)
+            for agg in (rule.aggregate, rule.baseline):
+                if agg is not None and agg.window_s is not None:
+                    spans.append(agg.window_s)
+        return max(spans)
+
+    @property
     def tracked_players(self) -> int:
         """Players with in-memory async state."""
         return self._alerts.player_count

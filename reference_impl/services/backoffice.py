@@ -39,6 +39,9 @@ class BackOfficeConfig:
     jackpot_shards: int = 1
     rules: str | None = None
     pool_size: int = 16
+    follow_database: bool = False
+    """Fraud and analytics follow the database instead of the in-process bus, so that every
+    process of a multi-worker monolith sees every event (same alerts, same totals)."""
 
     def storage_settings(self) -> StorageSettings:
         """Storage settings from this config."""
@@ -115,16 +118,21 @@ async def build_backoffice(
     rules_path = Path(config.rules) if config.rules else None
     storage = await open_storage(config.db, config.storage_settings(), metrics)
     bus = InProcessEventBus()
-    fraud = FraudService(storage, RulesEngine.from_yaml(rules_path), metrics)
-    analytics = AnalyticsService()
-    bus.subscribe("fraud", fraud.on_event)
-    bus.subscribe("analytics", analytics.on_event)
+    follow = config.follow_database
+    fraud = FraudService(storage, RulesEngine.from_yaml(rules_path), metrics, clock, follow)
+    analytics = AnalyticsService(storage, clock, follow)
+    if not follow:
+        bus.subscribe("fraud", fraud.on_event)
+        bus.subscribe("analytics", analytics.on_event)
     engine = RulesEngine.from_yaml(rules_path)
     office = BackOffice(
         storage=storage, bus=bus,
         players=PlayerService(storage, engine, bus, clock, fraud.note_self_exclusion),
         wallet=WalletService(storage, RulesGate(engine), bus, clock),
         fraud=fraud, analytics=analytics, metrics=metrics,
+        closers=[fraud.stop, analytics.stop],
     )
+    await fraud.start()  # rebuild their state from the database, in the background
+    await analytics.start()
     await office.start()
     return office

@@ -12,6 +12,8 @@ from reference_impl.rules import MoneyEvent
 
 Handler = Callable[[MoneyEvent], Awaitable[None]]
 log = logging.getLogger(__name__)
+MAX_QUEUED_EVENTS = 100_000
+"""Most events waiting for the in-process consumers (~1 KB each)."""
 
 
 class EventBus(Protocol):
@@ -35,11 +37,19 @@ class EventBus(Protocol):
 
 
 class InProcessEventBus:
-    """An asyncio queue and one delivery task; publishing never waits for consumers."""
+    """A bounded asyncio queue and one delivery task.
 
-    def __init__(self) -> None:
+    Publishing does not wait for the consumers while fewer than ``limit`` events are queued;
+    **when the queue is full, a publisher waits for room** (the money answers slow down to
+    the consumers' pace; nothing is dropped). The delivery task takes what is queued in one
+    batch, so at most ``2 * limit`` events are held in memory.
+    """
+
+    def __init__(self, limit: int = MAX_QUEUED_EVENTS) -> None:
+        if limit < 1:
+            raise ValueError(f"queue limit must be >= 1, got {limit}")
         self._handlers: list[tuple[str, Handler]] = []
-        self._queue: asyncio.Queue[MoneyEvent | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[MoneyEvent | None] = asyncio.Queue(limit)
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
 
@@ -48,8 +58,8 @@ class InProcessEventBus:
         self._handlers.append((name, handler))
 
     async def publish(self, event: MoneyEvent) -> None:
-        """Queue the event."""
-        self._queue.put_nowait(event)
+        """Queue the event (waiting for room when the queue is full)."""
+        await self._queue.put(event)
 
     async def start(self) -> None:
         """Start the delivery task."""
@@ -60,7 +70,7 @@ class InProcessEventBus:
         """Drain the queue and stop."""
         if self._task is None:
             return
-        self._queue.put_nowait(None)
+        await self._queue.put(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None

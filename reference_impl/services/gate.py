@@ -1,12 +1,11 @@
-"""The rules engine adapted to the storage's Gate: limits JSON in, Verdict out."""
+"""The rules engine adapted to the storage's Gate: limits JSON in, the rules' Decision out."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from reference_impl.domain.planning import Verdict
 from reference_impl.rules import LimitsState, RulesEngine, Usage
-from reference_impl.storage.base import UsageTotals
+from reference_impl.rules.decision import Decision
 
 US = 1_000_000
 EMPTY_LIMITS = LimitsState()
@@ -45,22 +44,12 @@ class RulesGate:
         return self.engine.needs_usage(parse_limits(limits_json), kind)
 
     def verdict(
-        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        self, kind: str, limits_json: str | None, usage: Usage | None, amount: int,
         now_us: int,
-    ) -> Verdict:
-        """Run ``check_<kind>`` and translate the Decision."""
-        state = parse_limits(limits_json)
-        now = now_us / US
-        u = Usage.zero() if usage is None else Usage(
-            deposits=usage.deposits, stakes=usage.stakes, wins=usage.wins,
-            deposits_since_last_withdrawal=usage.deposits_since_last_withdrawal,
-            stakes_since_last_withdrawal=usage.stakes_since_last_withdrawal,
-            cash_movements_24h=usage.cash_movements_24h,
-            identity_verified=usage.identity_verified,
-        )
+    ) -> Decision:
+        """Run ``check_<kind>``: the usage the storage summed is the rules' own ``Usage``."""
         check = {
             "bet": self.engine.check_bet, "deposit": self.engine.check_deposit,
             "withdrawal": self.engine.check_withdrawal,
         }[kind]
-        decision = check(state, u, amount, now)
-        return Verdict(decision.outcome.value, decision.code, decision.reason)
+        return check(parse_limits(limits_json), usage or Usage.zero(), amount, now_us / US)

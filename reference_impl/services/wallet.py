@@ -12,9 +12,13 @@ from reference_impl.services.clock import Clock, system_clock
 from reference_impl.services.event_recovery import PublishTracker
 from reference_impl.services.events import EventBus
 from reference_impl.services.gate import RulesGate
-from reference_impl.storage import Storage
+from reference_impl.storage import CommittedTx, Storage
 
 US = 1_000_000
+DECLINED_CODES = frozenset(
+    {ErrorCode.LIMIT_EXCEEDED, ErrorCode.PLAYER_BLOCKED, ErrorCode.INSUFFICIENT_FUNDS})
+"""Refusals of a deposit that the fraud rules see (``deposit_declined`` events); each is kept
+in the database (``record_declined``), so recovery and rebuilds find it like an operation."""
 
 
 class WalletService:
@@ -41,10 +45,10 @@ class WalletService:
             try:
                 result: OpResult = await self.storage.execute(cmd, now, self.gate)
             except WalletError as err:
-                if isinstance(cmd, Deposit) and err.code in (
-                    ErrorCode.LIMIT_EXCEEDED, ErrorCode.PLAYER_BLOCKED,
-                    ErrorCode.INSUFFICIENT_FUNDS,
-                ):
+                if isinstance(cmd, Deposit) and err.code in DECLINED_CODES:
+                    await self.storage.record_declined(CommittedTx(
+                        cmd.transaction_id, "deposit_declined", cmd.player_id, cmd.amount,
+                        now, cmd.instrument, getattr(cmd, "device", None)))
                     await self._publish("deposit_declined", cmd, now)
                 raise
             if not result.replayed:

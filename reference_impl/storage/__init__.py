@@ -6,7 +6,6 @@ from reference_impl.storage.base import (
     PlayerInfo,
     Storage,
     StorageSettings,
-    UsageTotals,
 )
 from reference_impl.storage.factory import DEFAULT_SQLITE_PATH, open_storage, storage_for_url
 
@@ -17,7 +16,6 @@ __all__ = [
     "PlayerInfo",
     "Storage",
     "StorageSettings",
-    "UsageTotals",
     "open_storage",
     "storage_for_url",
 ]

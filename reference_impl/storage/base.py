@@ -9,9 +9,10 @@ from typing import Any, Literal, Protocol
 
 from reference_impl.domain import AuditReport, HotAccounts, JournalEntry, OpResult
 from reference_impl.domain.commands import Command
-from reference_impl.domain.planning import Verdict
 from reference_impl.domain.rebuild import RebuildPlan
 from reference_impl.metrics import Registry
+from reference_impl.rules import Usage
+from reference_impl.rules.decision import Decision
 
 Concurrency = Literal["pessimistic", "optimistic"]
 
@@ -26,19 +27,6 @@ class StorageSettings:
     max_retries: int = 50
 
 
-@dataclass(frozen=True)
-class UsageTotals:
-    """Exact sums over a player's journal, as the rules need them (see rules.Usage)."""
-
-    deposits: dict[str, int]
-    stakes: dict[str, int]
-    wins: dict[str, int]
-    deposits_since_last_withdrawal: int
-    stakes_since_last_withdrawal: int
-    cash_movements_24h: int
-    identity_verified: bool
-
-
 class Gate(Protocol):
     """The rules as the storage sees them, called inside the money transaction."""
 
@@ -51,9 +39,9 @@ class Gate(Protocol):
         ...
 
     def verdict(
-        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        self, kind: str, limits_json: str | None, usage: Usage | None, amount: int,
         now_us: int,
-    ) -> Verdict:
+    ) -> Decision:
         """The rules' answer for a bet, deposit or withdrawal."""
         ...
 
@@ -109,7 +97,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
-        """Open a wallet with balance 0 (PLAYER_EXISTS when taken)."""
+        """Open a wallet with balance 0; a retry (same id and currency) gets the first
+        answer, another currency PLAYER_EXISTS."""
 
     @abc.abstractmethod
     async def get_player(self, player_id: str) -> PlayerInfo:
@@ -134,8 +123,9 @@ class Storage(abc.ABC):
         """The player's journal entries, newest first."""
 
     @abc.abstractmethod
-    async def audit(self) -> AuditReport:
-        """Verify every invariant over the whole ledger."""
+    async def audit(self, *, full: bool = False) -> AuditReport:
+        """Verify every invariant of the ledger: the entries since the last clean audit's
+        checkpoint and the stored state against it, or (``full``) the whole journal."""
 
     @abc.abstractmethod
     async def rebuild_balances(self, *, apply: bool) -> RebuildPlan:
@@ -161,8 +151,13 @@ class Storage(abc.ABC):
     async def committed_since(
         self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
     ) -> list[CommittedTx]:
-        """Money operations (not tombstones) stamped at or after ``ts_us``, in (ts, id)
-        order, starting after the ``(ts_us, transaction_id)`` cursor ``after``."""
+        """Money operations (not tombstones) and refused deposits stamped at or after
+        ``ts_us``, in (ts, id) order, starting after the ``(ts_us, transaction_id)`` cursor
+        ``after``."""
+
+    @abc.abstractmethod
+    async def record_declined(self, tx: CommittedTx) -> None:
+        """Keep a refused deposit (kind ``deposit_declined``) for recovery and replay."""
 
     @abc.abstractmethod
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:

@@ -14,7 +14,6 @@ adapter sets no session state, and a connection given back inside a transaction 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +24,7 @@ from reference_impl.domain import OpResult
 from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
+from reference_impl.storage.counting import OPERATION, count_pg
 from reference_impl.storage.pg_pool import LeanPool
 from reference_impl.storage.schema import POSTGRES_FUNCTIONS, POSTGRES_SCHEMA
 from reference_impl.storage.sql_storage import SqlStorage
@@ -33,22 +33,30 @@ SCHEMA_LOCK_KEY = 0x7761_6C6C  # advisory lock serialising schema creation betwe
 
 
 class _PgConn:
-    """The script's Conn over an asyncpg connection."""
+    """The script's Conn over an asyncpg connection; every statement counted."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
+    def __init__(self, conn: asyncpg.Connection, metrics: Registry) -> None:
+        self._conn, self._metrics = conn, metrics
 
     async def fetchrow(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
+        count_pg(self._metrics)
         row: Mapping[str, Any] | None = await self._conn.fetchrow(sql, *args)
         return row
 
     async def fetch(self, sql: str, *args: Any) -> list[Mapping[str, Any]]:
+        count_pg(self._metrics)
         return list(await self._conn.fetch(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> int:
+        count_pg(self._metrics)
         status: str = await self._conn.execute(sql, *args)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:  # one pipelined exchange for all rows
+            count_pg(self._metrics)
+            await self._conn.executemany(sql, rows)
 
 
 class PostgresStorage(SqlStorage):
@@ -96,10 +104,11 @@ class PostgresStorage(SqlStorage):
         """READ COMMITTED for writes; reads see one snapshot (REPEATABLE READ), so an audit
         under load compares the journal and the balances at the same instant."""
         isolation = "read_committed" if write else "repeatable_read"
+        count_pg(self.metrics, 2)  # BEGIN and COMMIT (or ROLLBACK)
         async with self._acquire() as conn, conn.transaction(
             isolation=isolation, readonly=not write
         ):
-            yield _PgConn(conn)
+            yield _PgConn(conn, self.metrics)
 
     def retry_reason(self, exc: BaseException) -> str | None:
         """Duplicates, deadlocks and serialization failures are retried."""
@@ -113,31 +122,33 @@ class PostgresStorage(SqlStorage):
 
     async def execute(self, cmd: Command, now_us: int, gate: Gate | None = None) -> OpResult:
         """Bets of players without limits, and wins, take the one-round-trip functions."""
-        if self.settings.concurrency == "pessimistic":
-            result = None
-            if isinstance(cmd, Bet) and (gate is None or gate.skip("bet", None)):
-                result = await self._fast_call("wallet_bet", cmd, now_us)
-            elif isinstance(cmd, Win):
-                result = await self._fast_call("wallet_win", cmd, now_us)
-            if result is not None:
-                return result
-        return await self.execute_general(cmd, now_us, gate)
+        token = OPERATION.set(cmd.kind)
+        try:
+            if self.settings.concurrency == "pessimistic":
+                result = None
+                if isinstance(cmd, Bet) and (gate is None or gate.skip("bet", None)):
+                    result = await self._fast_call("wallet_bet", cmd, now_us)
+                elif isinstance(cmd, Win):
+                    result = await self._fast_call("wallet_win", cmd, now_us)
+                if result is not None:
+                    return result
+            return await self.execute_general(cmd, now_us, gate)
+        finally:
+            OPERATION.reset(token)
 
     async def _fast_call(self, function: str, cmd: Bet | Win, now_us: int) -> OpResult | None:
         """One call of a plpgsql fast path; None when the general path must decide."""
         started = time.perf_counter()
         hot = self.settings.hot
-        key = zlib.crc32(cmd.player_id.encode())
-        shard = 0 if hot.house_shards == 1 else key % hot.house_shards
         args: tuple[object, ...] = (
             cmd.transaction_id, cmd.player_id, cmd.round_id, cmd.amount, cmd.fingerprint(),
-            shard, now_us, cmd.currency,
+            hot.house_shard(cmd.player_id), now_us, cmd.currency,
         )
         if isinstance(cmd, Bet):
-            pool = 0 if hot.jackpot_shards == 1 else key % hot.jackpot_shards
-            args += (cmd.jackpot_bp, pool, cmd.device)
+            args += (cmd.jackpot_bp, hot.jackpot_shard(cmd.player_id), cmd.device)
         try:
             async with self._acquire() as conn:
+                count_pg(self.metrics)
                 row = await conn.fetchrow(_FAST_SQL[function], *args)
         except asyncpg.UniqueViolationError:
             self.metrics.retries.inc("duplicate")

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS txs (
     device TEXT
 );
 CREATE INDEX IF NOT EXISTS txs_player_round ON txs (player_id, round_id);
+CREATE INDEX IF NOT EXISTS txs_ts ON txs (ts_us, transaction_id);
 CREATE TABLE IF NOT EXISTS journal (
     stream TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -65,21 +66,59 @@ CREATE TABLE IF NOT EXISTS alerts (
     outcome TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     evidence TEXT NOT NULL,
-    rules_version TEXT NOT NULL
+    rules_version TEXT NOT NULL,
+    transaction_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_player ON alerts (player_id, id);
+CREATE TABLE IF NOT EXISTS declined_deposits (
+    transaction_id TEXT PRIMARY KEY,
+    player_id TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    ts_us BIGINT NOT NULL,
+    instrument TEXT,
+    device TEXT
+);
+CREATE INDEX IF NOT EXISTS declined_ts ON declined_deposits (ts_us, transaction_id);
+CREATE TABLE IF NOT EXISTS audit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL,
+    entries BIGINT NOT NULL
+);
+INSERT INTO audit_state (id, generation, entries) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS audit_chains (
+    stream TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_accounts (
+    account_id TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL
+);
 """
+"""The audit checkpoint (written only by clean audits, see SqlStorage.audit): ``audit_state``
+holds a generation (compare-and-set between auditors) and the number of verified entries,
+``audit_chains`` each player's verified chain head, ``audit_accounts`` every account's balance
+as the verified entries project it."""
 
 SQLITE_SCHEMA = TABLES.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
 POSTGRES_SCHEMA = TABLES.format(serial="BIGSERIAL PRIMARY KEY") + """
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS jackpot BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS instrument TEXT;
 ALTER TABLE txs ADD COLUMN IF NOT EXISTS device TEXT;
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS transaction_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_once ON alerts (rule_id, player_id, transaction_id);
 """
 
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "txs": {"jackpot": "BIGINT NOT NULL DEFAULT 0", "instrument": "TEXT", "device": "TEXT"},
+    "alerts": {"transaction_id": "TEXT"},
 }
+AFTER_ADDED_COLUMNS = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_once ON alerts (rule_id, player_id, transaction_id)"
+)
+"""Index over an added column: SQLite creates it once the column exists. An alert is stored
+once per (rule, player, transaction): a rebuilt fraud state re-evaluating events whose alerts
+are already stored adds nothing."""
 """Columns added after a table's first release: databases created before get them on open
 (PostgreSQL above; SQLite, which has no ADD COLUMN IF NOT EXISTS, in its adapter)."""
 

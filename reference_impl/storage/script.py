@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from reference_impl.domain import AccountRef, HotAccounts, OpResult, PlayerState
 from reference_impl.domain.commands import Command, Rollback, Win
+from reference_impl.domain.errors import WalletError
 from reference_impl.domain.journal import JournalEntry
 from reference_impl.domain.planning import (
     APPROVE,
@@ -23,9 +24,10 @@ from reference_impl.domain.planning import (
     plan_operation,
     preflight,
 )
-from reference_impl.storage.base import Gate, UsageTotals
+from reference_impl.rules import Usage
+from reference_impl.rules.events import WINDOW_SECONDS as WINDOWS_S
+from reference_impl.storage.base import Gate
 
-WINDOWS_S: dict[str, int] = {"24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 US = 1_000_000
 
 
@@ -37,6 +39,8 @@ class Conn(Protocol):
     async def fetch(self, sql: str, *args: Any) -> list[Mapping[str, Any]]: ...
 
     async def execute(self, sql: str, *args: Any) -> int: ...
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
 
 
 class VersionConflict(Exception):
@@ -96,21 +100,40 @@ async def run_command(
     elif isinstance(cmd, Rollback):
         target = await _record(conn, cmd.rolled_back_transaction_id)
     snap = Snapshot(player, existing, round_bets, target)
-    replay = preflight(cmd, snap)
-    if replay is not None:
-        return replay
-    assert player is not None and prow is not None
-    verdict = APPROVE
-    kind = checked_kind(cmd)
-    if kind is not None and gate is not None and not gate.skip(kind, prow["limits"]):
-        usage = None
-        if gate.needs_usage(kind, prow["limits"]):
-            usage = await load_usage(conn, player.player_id, now_us,
-                                     bool(prow["identity_verified"]))
-        verdict = gate.verdict(kind, prow["limits"], usage, getattr(cmd, "amount", 0), now_us)
-    plan = plan_operation(cmd, snap, now_us, hot, verdict)
+    try:
+        replay = preflight(cmd, snap)
+        if replay is not None:
+            return replay
+        assert player is not None and prow is not None
+        verdict = APPROVE
+        kind = checked_kind(cmd)
+        if kind is not None and gate is not None and not gate.skip(kind, prow["limits"]):
+            usage = None
+            if gate.needs_usage(kind, prow["limits"]):
+                usage = await load_usage(conn, player.player_id, now_us,
+                                         bool(prow["identity_verified"]))
+            verdict = gate.verdict(kind, prow["limits"], usage, getattr(cmd, "amount", 0), now_us)
+        plan = plan_operation(cmd, snap, now_us, hot, verdict)
+    except WalletError:
+        if optimistic and player is not None and await _moved(conn, player):
+            raise VersionConflict(player.player_id) from None
+        raise
     await apply_plan(conn, plan, player, now_us, optimistic=optimistic)
     return plan.result
+
+
+async def _moved(conn: Conn, player: PlayerState) -> bool:
+    """True when the player row changed since ``player`` was read.
+
+    Without row locks each read of the script may see another committed state (READ
+    COMMITTED takes a snapshot per statement): a refusal decided on such a mixed view (the id
+    unseen, yet its round already settled by the twin that committed in between) must be
+    re-decided on a fresh read. Every money effect bumps the player's version, so an unchanged
+    version proves every read saw the same state.
+    """
+    row = await conn.fetchrow("SELECT version FROM players WHERE player_id = $1",
+                              player.player_id)
+    return row is None or row["version"] != player.version
 
 
 async def _record(conn: Conn, transaction_id: str) -> TxRecord | None:
@@ -170,7 +193,7 @@ async def apply_plan(
         )
 
 
-async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) -> UsageTotals:
+async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) -> Usage:
     """Exact sums over the player's journal for the windows ending at ``now_us``."""
     start = {name: now_us - seconds * US for name, seconds in WINDOWS_S.items()}
     row = await conn.fetchrow(
@@ -195,7 +218,7 @@ async def load_usage(conn: Conn, player_id: str, now_us: int, verified: bool) ->
     dep, wd = sums.get("deposit", zero), sums.get("withdrawal", zero)
     bet, rb, win = sums.get("bet", zero), sums.get("rollback", zero), sums.get("win", zero)
     stakes = {w: max(0, bet[w] - rb[w]) for w in WINDOWS_S}
-    return UsageTotals(
+    return Usage(
         deposits={w: dep[w] for w in WINDOWS_S}, stakes=stakes,
         wins={w: win[w] for w in WINDOWS_S},
         deposits_since_last_withdrawal=dep["since"],

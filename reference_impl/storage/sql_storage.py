@@ -6,19 +6,30 @@ import abc
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 
-from reference_impl.domain import AuditReport, JournalEntry, OpResult, verify_ledger
-from reference_impl.domain.accounts import player_account
+from reference_impl.domain import AuditReport, JournalEntry, OpResult
+from reference_impl.domain.accounts import AccountRef, is_player_account, player_account
+from reference_impl.domain.audit import AuditCheckpoint, AuditIncrement, verify_increment
 from reference_impl.domain.commands import Command
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.journal import GENESIS_HASH
 from reference_impl.domain.money import validate_currency, validate_id
 from reference_impl.domain.rebuild import RebuildPlan, plan_rebuild
-from reference_impl.storage.base import CommittedTx, Gate, LimitsUpdate, PlayerInfo, Storage
+from reference_impl.metrics import Registry
+from reference_impl.storage.base import (
+    CommittedTx,
+    Gate,
+    LimitsUpdate,
+    PlayerInfo,
+    Storage,
+    StorageSettings,
+)
 from reference_impl.storage.script import (
     PLAYER_COLUMNS,
     Conn,
@@ -27,9 +38,15 @@ from reference_impl.storage.script import (
     run_command,
 )
 
+T = TypeVar("T")
+
 
 class SqlStorage(Storage):
     """The storage operations written once over :class:`Conn`."""
+
+    def __init__(self, settings: StorageSettings, metrics: Registry | None = None) -> None:
+        super().__init__(settings, metrics)
+        self._audit_lock = asyncio.Lock()
 
     @abc.abstractmethod
     def transaction(self, *, write: bool) -> AbstractAsyncContextManager[Conn]:
@@ -45,36 +62,37 @@ class SqlStorage(Storage):
     already does)."""
 
     async def create_player(self, player_id: str, currency: str, now_us: int) -> PlayerInfo:
-        """Open a wallet with balance 0 and make sure the system accounts exist."""
+        """Open a wallet with balance 0 and make sure the system accounts exist; the same
+        request again answers the same (idempotent), another currency is PLAYER_EXISTS."""
         validate_id(player_id, "player_id")
         validate_currency(currency)
-        for attempt in range(self.settings.max_retries):
-            try:
-                async with self.transaction(write=True) as conn:
-                    for account in self.settings.hot.system_accounts(currency):
-                        kind = account.split(":", 1)[0]
-                        await conn.execute(
-                            "INSERT INTO accounts (account_id, kind, currency, balance, version) "
-                            "VALUES ($1, $2, $3, 0, 0) ON CONFLICT (account_id) DO NOTHING",
-                            account, kind, currency,
-                        )
-                    inserted = await conn.execute(
-                        "INSERT INTO players (player_id, currency, balance, seq, last_hash, "
-                        "version, limits, identity_verified, created_us) "
-                        "VALUES ($1, $2, 0, 0, $3, 0, NULL, FALSE, $4) "
-                        "ON CONFLICT (player_id) DO NOTHING",
-                        player_id, currency, GENESIS_HASH, now_us,
+
+        async def attempt() -> PlayerInfo:
+            async with self.transaction(write=True) as conn:
+                for account in self.settings.hot.system_accounts(currency):
+                    await conn.execute(
+                        "INSERT INTO accounts (account_id, kind, currency, balance, version) "
+                        "VALUES ($1, $2, $3, 0, 0) ON CONFLICT (account_id) DO NOTHING",
+                        account, AccountRef.parse(account).kind.value, currency,
                     )
+                inserted = await conn.execute(
+                    "INSERT INTO players (player_id, currency, balance, seq, last_hash, "
+                    "version, limits, identity_verified, created_us) "
+                    "VALUES ($1, $2, 0, 0, $3, 0, NULL, FALSE, $4) "
+                    "ON CONFLICT (player_id) DO NOTHING",
+                    player_id, currency, GENESIS_HASH, now_us,
+                )
                 if inserted != 1:
-                    raise WalletError(ErrorCode.PLAYER_EXISTS, f"player {player_id} exists")
-                return PlayerInfo(player_id, currency, 0, None)
-            except WalletError:
-                raise
-            except Exception as exc:
-                if self.retry_reason(exc) is None or attempt == self.settings.max_retries - 1:
-                    raise
-                await _backoff(attempt)
-        raise AssertionError("unreachable")
+                    row = await conn.fetchrow(
+                        "SELECT currency FROM players WHERE player_id = $1", player_id)
+                    if row is None or row["currency"] != currency:
+                        raise WalletError(ErrorCode.PLAYER_EXISTS,
+                                          f"player {player_id} exists in another currency")
+            # A retry of the same request (same id and currency) gets the first answer:
+            # the wallet as it was opened.
+            return PlayerInfo(player_id, currency, 0, None)
+
+        return await self.retrying(attempt, f"creating player {player_id}")
 
     async def get_player(self, player_id: str) -> PlayerInfo:
         """The player's balance, currency and limits."""
@@ -99,18 +117,32 @@ class SqlStorage(Storage):
         """Run the transaction script with retries."""
         optimistic = self.settings.concurrency == "optimistic"
         started = time.perf_counter()
-        for attempt in range(self.settings.max_retries):
-            try:
-                async with self.transaction(write=True) as conn:
-                    result = await run_command(
-                        conn, cmd, now_us, gate, self.settings.hot,
-                        lock_player=self.lock_player_rows and not optimistic,
-                        optimistic=optimistic,
-                    )
-                self.metrics.tx_seconds.observe(
-                    time.perf_counter() - started, cmd.kind, "general"
+
+        async def attempt() -> OpResult:
+            async with self.transaction(write=True) as conn:
+                return await run_command(
+                    conn, cmd, now_us, gate, self.settings.hot,
+                    lock_player=self.lock_player_rows and not optimistic,
+                    optimistic=optimistic,
                 )
-                return result
+
+        result = await self.retrying(attempt, f"transaction {cmd.transaction_id}")
+        self.metrics.tx_seconds.observe(time.perf_counter() - started, cmd.kind, "general")
+        return result
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``attempt`` (one whole transaction) until it commits: version conflicts and
+        the errors :meth:`retry_reason` names are retried after a jittered backoff, at most
+        ``settings.max_retries`` times; a WalletError (a refusal) is final.
+
+        The one retry loop of the SQL storage. Not tenacity: its AsyncRetrying costs about
+        43 us of CPU per call here against under 1 us for this loop, on a path that runs for
+        every money operation (measured in ARCHITECTURE.md, Decisions).
+        """
+        tries = self.settings.max_retries
+        for n in range(tries):
+            try:
+                return await attempt()
             except WalletError:
                 raise
             except VersionConflict:
@@ -120,43 +152,35 @@ class SqlStorage(Storage):
                 if reason is None:
                     raise
                 self.metrics.retries.inc(reason)
-            if attempt == self.settings.max_retries - 1:
-                break
-            await _backoff(attempt)
-        raise RuntimeError(f"transaction {cmd.transaction_id} gave up after retries")
+            if n < tries - 1:
+                await _backoff(n)
+        raise RuntimeError(f"{what} gave up after {tries} attempts")
 
     async def update_limits(self, player_id: str, update: LimitsUpdate) -> str | None:
         """Read-modify-write of the limits JSON under the player's lock."""
-        for attempt in range(self.settings.max_retries):
-            try:
-                async with self.transaction(write=True) as conn:
-                    lock = " FOR UPDATE" if self.lock_player_rows else ""
-                    row = await conn.fetchrow(
-                        f"SELECT limits, version FROM players WHERE player_id = $1{lock}",
-                        player_id,
+
+        async def attempt() -> str | None:
+            async with self.transaction(write=True) as conn:
+                lock = " FOR UPDATE" if self.lock_player_rows else ""
+                row = await conn.fetchrow(
+                    f"SELECT limits, version FROM players WHERE player_id = $1{lock}",
+                    player_id,
+                )
+                if row is None:
+                    raise WalletError(
+                        ErrorCode.UNKNOWN_PLAYER, f"player {player_id} does not exist"
                     )
-                    if row is None:
-                        raise WalletError(
-                            ErrorCode.UNKNOWN_PLAYER, f"player {player_id} does not exist"
-                        )
-                    new = update(row["limits"])
-                    changed = await conn.execute(
-                        "UPDATE players SET limits = $2, version = version + 1 "
-                        "WHERE player_id = $1 AND version = $3",
-                        player_id, new, row["version"],
-                    )
-                    if changed != 1:
-                        raise VersionConflict(player_id)
-                return new
-            except VersionConflict:
-                self.metrics.retries.inc("version_conflict")
-            except WalletError:
-                raise
-            except Exception as exc:
-                if self.retry_reason(exc) is None:
-                    raise
-            await _backoff(attempt)
-        raise RuntimeError(f"limits of {player_id} could not be updated")
+                new = update(row["limits"])
+                changed = await conn.execute(
+                    "UPDATE players SET limits = $2, version = version + 1 "
+                    "WHERE player_id = $1 AND version = $3",
+                    player_id, new, row["version"],
+                )
+                if changed != 1:
+                    raise VersionConflict(player_id)
+            return new
+
+        return await self.retrying(attempt, f"limits of {player_id}")
 
     async def set_identity_verified(self, player_id: str, verified: bool) -> None:
         """Record a KYC outcome."""
@@ -185,45 +209,70 @@ class SqlStorage(Storage):
             )
         return [entry_from_row(r) for r in rows]
 
-    async def audit(self) -> AuditReport:
-        """Load the whole ledger in one read transaction and verify it."""
+    async def audit(self, *, full: bool = False) -> AuditReport:
+        """Verify the journal entries added since the last clean audit's checkpoint, and the
+        stored balances and heads against it (``full``: the whole journal from genesis).
+
+        The reads share one snapshot (:meth:`read_ledger`), the hashing runs in a worker
+        thread, so the event loop (every bet of this process) never waits on it; a clean
+        audit then saves the checkpoint it reached, unless another auditor moved it first.
+        Audits of one process run one at a time.
+        """
+        async with self._audit_lock:
+            snap = await self.read_ledger(incremental=not full)
+            start = AuditCheckpoint() if full else snap.checkpoint
+            step = await asyncio.to_thread(
+                verify_increment, start, snap.entries, snap.balances, snap.heads)
+            step.report.counts["players"] = len(snap.heads)
+            if step.report.ok and (step.changed_chains or step.changed_accounts or full):
+                await self._save_checkpoint(snap.generation, step, replace_all=full)
+            return step.report
+
+    async def read_ledger(self, *, incremental: bool) -> LedgerSnapshot:
+        """The ledger in one read snapshot (adapters may read it off the event loop)."""
         async with self.transaction(write=False) as conn:
-            journal = await conn.fetch("SELECT * FROM journal")
-            players = await conn.fetch(
-                "SELECT player_id, currency, balance, seq, last_hash FROM players"
-            )
-            accounts = await conn.fetch("SELECT account_id, balance FROM accounts")
-        balances = {r["account_id"]: r["balance"] for r in accounts}
-        heads: dict[str, tuple[int, str]] = {}
-        for r in players:
-            balances[player_account(r["player_id"], r["currency"])] = r["balance"]
-            heads[r["player_id"]] = (r["seq"], r["last_hash"])
-        report = verify_ledger([entry_from_row(r) for r in journal], balances, heads)
-        report.counts["players"] = len(players)
-        return report
+            return await load_ledger(conn, incremental=incremental)
+
+    async def _save_checkpoint(
+        self, generation: int, step: AuditIncrement, *, replace_all: bool,
+    ) -> None:
+        """Store ``step``'s checkpoint if the stored one is still ``generation``."""
+
+        async def attempt() -> None:
+            async with self.transaction(write=True) as conn:
+                moved = await conn.execute(
+                    "UPDATE audit_state SET generation = generation + 1, entries = $2 "
+                    "WHERE id = 1 AND generation = $1",
+                    generation, step.checkpoint.entries,
+                )
+                if moved != 1:
+                    return  # another auditor saved first; this report stays true
+                chains = step.checkpoint.chains if replace_all else step.changed_chains
+                accounts = step.checkpoint.projection if replace_all else step.changed_accounts
+                await conn.executemany(
+                    "INSERT INTO audit_chains (stream, seq, hash) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+                    [(k, v[0], v[1]) for k, v in chains.items()],
+                )
+                await conn.executemany(
+                    "INSERT INTO audit_accounts (account_id, balance) VALUES ($1, $2) "
+                    "ON CONFLICT (account_id) DO UPDATE SET balance = EXCLUDED.balance",
+                    list(accounts.items()),
+                )
+
+        await self.retrying(attempt, "saving the audit checkpoint")
 
     async def rebuild_balances(self, *, apply: bool) -> RebuildPlan:
         """Project the journal, compare with the stored balances and heads, fix them."""
         async with self.transaction(write=True) as conn:
             if self.freeze_writers_sql:
                 await conn.execute(self.freeze_writers_sql)
-            journal = await conn.fetch("SELECT * FROM journal ORDER BY stream, seq")
-            players = await conn.fetch(
-                "SELECT player_id, currency, balance, seq, last_hash FROM players"
-            )
-            accounts = await conn.fetch("SELECT account_id, balance FROM accounts")
-            stored = {r["account_id"]: r["balance"] for r in accounts}
-            heads: dict[str, tuple[int, str]] = {}
-            currency: dict[str, str] = {}
-            for r in players:
-                stored[player_account(r["player_id"], r["currency"])] = r["balance"]
-                heads[r["player_id"]] = (r["seq"], r["last_hash"])
-                currency[r["player_id"]] = r["currency"]
-            plan = plan_rebuild((entry_from_row(r) for r in journal), stored, heads)
+            snap = await load_ledger(conn, incremental=False)
+            plan = plan_rebuild(snap.entries, snap.balances, snap.heads)
             if not (apply and plan.ok and plan.corrections):
                 return plan
             for player, (seq, head_hash) in plan.heads.items():
-                balance = plan.balances[player_account(player, currency[player])]
+                balance = plan.balances[player_account(player, snap.currencies[player])]
                 await conn.execute(
                     "UPDATE players SET balance = $2, seq = $3, last_hash = $4, "
                     "version = version + 1 WHERE player_id = $1 AND (balance <> $2 OR "
@@ -231,9 +280,10 @@ class SqlStorage(Storage):
                     player, balance, seq, head_hash,
                 )
             for account, balance in plan.balances.items():
-                if account.startswith("player:"):
+                if is_player_account(account):
                     continue
-                kind, cur = account.split(":", 2)[:2]
+                ref = AccountRef.parse(account)
+                kind, cur = ref.kind.value, ref.currency
                 await conn.execute(
                     "INSERT INTO accounts (account_id, kind, currency, balance, version) "
                     "VALUES ($1, $2, $3, $4, 1) ON CONFLICT (account_id) DO UPDATE SET "
@@ -267,31 +317,53 @@ class SqlStorage(Storage):
     async def committed_since(
         self, ts_us: int, after: tuple[int, str] | None = None, limit: int = 1000,
     ) -> list[CommittedTx]:
-        """A page of money operations from ``ts_us`` on, in (ts, id) order."""
+        """A page of money operations (and refused deposits) from ``ts_us`` on, in
+        (ts, id) order."""
         after_ts, after_id = after if after is not None else (ts_us - 1, "")
         async with self.transaction(write=False) as conn:
             rows = await conn.fetch(
+                "SELECT * FROM ("
                 "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device "
                 "FROM txs WHERE ts_us >= $1 AND kind <> 'tombstone' AND status IS NOT NULL "
                 "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3)) "
-                "ORDER BY ts_us, transaction_id LIMIT $4",
+                "UNION ALL "
+                "SELECT transaction_id, 'deposit_declined', player_id, amount, ts_us, "
+                "instrument, device FROM declined_deposits WHERE ts_us >= $1 "
+                "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3))"
+                ") AS t ORDER BY ts_us, transaction_id, kind LIMIT $4",
                 ts_us, after_ts, after_id, limit,
             )
         return [CommittedTx(r["transaction_id"], r["kind"], r["player_id"], r["amount"],
                             r["ts_us"], r["instrument"], r["device"]) for r in rows]
 
+    async def record_declined(self, tx: CommittedTx) -> None:
+        """Keep a refused deposit (once per transaction id) so its event can be recovered
+        and replayed like a committed operation's."""
+        async with self.transaction(write=True) as conn:
+            await conn.execute(
+                "INSERT INTO declined_deposits (transaction_id, player_id, amount, ts_us, "
+                "instrument, device) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (transaction_id) DO NOTHING",
+                tx.transaction_id, tx.player_id, tx.amount, tx.ts_us, tx.instrument, tx.device,
+            )
+
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
-        """Insert alerts in one transaction."""
+        """Insert alerts in one transaction; an alert already stored for the same rule,
+        player and transaction is skipped."""
         if not alerts:
             return
         async with self.transaction(write=True) as conn:
             for a in alerts:
+                txid = a["evidence"].get("transaction_id")
                 await conn.execute(
                     "INSERT INTO alerts (player_id, rule_id, reason_code, severity, outcome, ts, "
-                    "evidence, rules_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "evidence, rules_version, transaction_id) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                    "ON CONFLICT (rule_id, player_id, transaction_id) DO NOTHING",
                     a["player_id"], a["rule_id"], a["reason_code"], a["severity"],
                     str(a["outcome"]), float(a["ts"]),
                     orjson.dumps(a["evidence"], default=str).decode(), a["rules_version"],
+                    None if txid is None else str(txid),
                 )
 
     async def list_alerts(
@@ -314,6 +386,61 @@ class SqlStorage(Storage):
              "evidence": orjson.loads(r["evidence"])}
             for r in rows
         ]
+
+
+@dataclass
+class LedgerSnapshot:
+    """The ledger as one snapshot shows it: journal entries (all, or those after the audit
+    checkpoint), every account's stored balance (players as ``player:CUR:id``), each player's
+    stored chain head and currency, and the audit checkpoint with its generation."""
+
+    entries: list[JournalEntry]
+    balances: dict[str, int]
+    heads: dict[str, tuple[int, str]]
+    currencies: dict[str, str]
+    checkpoint: AuditCheckpoint
+    generation: int
+
+
+_NEW_ENTRIES = (
+    "SELECT j.* FROM players p LEFT JOIN audit_chains c ON c.stream = p.player_id "
+    "CROSS JOIN journal j WHERE p.seq > COALESCE(c.seq, 0) "
+    "AND j.stream = p.player_id AND j.seq > COALESCE(c.seq, 0)"
+)
+"""Entries after each player's verified head, found from the players whose stored head
+moved past it: the cost follows the players and the new entries, not the journal's length
+(entries beyond a player's stored head are left to the full check). CROSS JOIN keeps
+SQLite's planner on that order (players, then a primary-key range of the journal), where it
+would otherwise scan the journal; PostgreSQL plans it as the inner join it is."""
+
+
+async def load_ledger(conn: Conn, *, incremental: bool) -> LedgerSnapshot:
+    """The one ledger loader of the SQL storage (audit, full audit, rebuild)."""
+    state = await conn.fetchrow("SELECT generation, entries FROM audit_state WHERE id = 1")
+    generation = 0 if state is None else state["generation"]
+    checkpoint = AuditCheckpoint()
+    if incremental:
+        chains = await conn.fetch("SELECT stream, seq, hash FROM audit_chains")
+        projection = await conn.fetch("SELECT account_id, balance FROM audit_accounts")
+        checkpoint = AuditCheckpoint(
+            {r["stream"]: (r["seq"], r["hash"]) for r in chains},
+            {r["account_id"]: r["balance"] for r in projection},
+            0 if state is None else state["entries"],
+        )
+        journal = await conn.fetch(_NEW_ENTRIES)
+    else:
+        journal = await conn.fetch("SELECT * FROM journal ORDER BY stream, seq")
+    players = await conn.fetch("SELECT player_id, currency, balance, seq, last_hash FROM players")
+    accounts = await conn.fetch("SELECT account_id, balance FROM accounts")
+    balances = {r["account_id"]: r["balance"] for r in accounts}
+    heads: dict[str, tuple[int, str]] = {}
+    currencies: dict[str, str] = {}
+    for r in players:
+        balances[player_account(r["player_id"], r["currency"])] = r["balance"]
+        heads[r["player_id"]] = (r["seq"], r["last_hash"])
+        currencies[r["player_id"]] = r["currency"]
+    return LedgerSnapshot([entry_from_row(r) for r in journal], balances, heads, currencies,
+                          checkpoint, generation)
 
 
 async def _backoff(attempt: int) -> None:

@@ -22,16 +22,17 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reference_impl.domain import HotAccounts, OpResult
 from reference_impl.domain.commands import Bet, Command, Win
 from reference_impl.domain.errors import WalletError
 from reference_impl.metrics import Registry
 from reference_impl.storage.base import Gate, StorageSettings
-from reference_impl.storage.schema import ADDED_COLUMNS, SQLITE_SCHEMA
+from reference_impl.storage.counting import GROUP_COMMIT, OPERATION, CountedSqlite
+from reference_impl.storage.schema import ADDED_COLUMNS, AFTER_ADDED_COLUMNS, SQLITE_SCHEMA
 from reference_impl.storage.script import run_command
-from reference_impl.storage.sql_storage import SqlStorage
+from reference_impl.storage.sql_storage import LedgerSnapshot, SqlStorage, load_ledger
 from reference_impl.storage.sqlite_checkpointer import WalCheckpointer
 from reference_impl.storage.sqlite_fast import fast_bet, fast_win
 
@@ -48,6 +49,7 @@ PRAGMAS = (
 )
 
 _PARAM = re.compile(r"\$(\d+)")
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -57,9 +59,9 @@ def _to_sqlite(sql: str) -> str:
 
 
 class _SqliteConn:
-    """The script's Conn over a sqlite3 connection."""
+    """The script's Conn over the counted sqlite3 connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: CountedSqlite) -> None:
         self._conn = conn
 
     async def fetchrow(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
@@ -71,6 +73,10 @@ class _SqliteConn:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return self._conn.execute(_to_sqlite(sql), args).rowcount
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self._conn.execute(_to_sqlite(sql), row)
 
 
 class SqliteStorage(SqlStorage):
@@ -85,6 +91,7 @@ class SqliteStorage(SqlStorage):
         super().__init__(settings or StorageSettings(), metrics)
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._sql: CountedSqlite | None = None  # self._db with every statement counted
         self._lock = asyncio.Lock()
         self._pending: list[_Pending] = []
         self._flush_task: asyncio.Task[None] | None = None
@@ -108,11 +115,13 @@ class SqliteStorage(SqlStorage):
                 for column, decl in columns.items():
                     if column not in present:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.execute(AFTER_ADDED_COLUMNS)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self._db = db
+        self._sql = CountedSqlite(db, self.metrics)
         self._checkpointer = WalCheckpointer(self.path)
         self._checkpointer.start()
 
@@ -130,12 +139,12 @@ class SqliteStorage(SqlStorage):
             self._checkpointer = None
         if self._db is not None:
             self._db.close()
-            self._db = None
+            self._db = self._sql = None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[_SqliteConn]:
         """BEGIN IMMEDIATE for writes (pessimistic), deferred BEGIN otherwise."""
-        db = self._db
+        db = self._sql
         if db is None:
             raise RuntimeError("storage is not open")
         started = time.perf_counter()
@@ -149,6 +158,27 @@ class SqliteStorage(SqlStorage):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    async def read_ledger(self, *, incremental: bool) -> LedgerSnapshot:
+        """Read in a worker thread on its own connection: WAL gives it a snapshot, and
+        neither the event loop nor the writer waits for it."""
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        return await asyncio.to_thread(self._read_ledger_sync, incremental)
+
+    def _read_ledger_sync(self, incremental: bool) -> LedgerSnapshot:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("BEGIN")
+            try:
+                conn = _SqliteConn(CountedSqlite(db, self.metrics))
+                return _run_sync(load_ledger(conn, incremental=incremental))
+            finally:
+                db.execute("COMMIT")
+        finally:
+            db.close()
 
     def retry_reason(self, exc: BaseException) -> str | None:
         """Duplicates (unique index) and a busy database are retried."""
@@ -184,23 +214,27 @@ class SqliteStorage(SqlStorage):
 
     def _commit_batch(self, batch: list[_Pending]) -> bool:
         """Run ``batch`` in one transaction and answer it; False (nothing kept) on failure."""
-        db = self._db
+        db = self._sql
         assert db is not None
         hot, fast = self.settings.hot, self.settings.concurrency == "pessimistic"
         outcomes: list[tuple[OpResult | None, WalletError | None, str]] = []
+        token = OPERATION.set(batch[0].cmd.kind if len(batch) == 1 else GROUP_COMMIT)
         try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error:
-            return False
-        try:
-            for item in batch:
-                outcomes.append(_apply_one(db, item, hot, fast))
-            db.execute("COMMIT")
-            self.group_commits += 1
-        except Exception:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            return False
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return False
+            try:
+                for item in batch:
+                    outcomes.append(_apply_one(db, item, hot, fast))
+                db.execute("COMMIT")
+                self.group_commits += 1
+            except Exception:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                return False
+        finally:
+            OPERATION.reset(token)
         finished = time.perf_counter()
         for item, (result, err, path) in zip(batch, outcomes, strict=True):
             if item.future.done():  # the caller was cancelled; its effects are committed
@@ -215,6 +249,7 @@ class SqliteStorage(SqlStorage):
 
     async def _execute_alone(self, item: _Pending) -> None:
         """The general path with its retries, answering the queued caller."""
+        token = OPERATION.set(item.cmd.kind)
         try:
             result = await self.execute_general(item.cmd, item.now_us, item.gate)
         except BaseException as exc:  # handed to the caller, then re-raised if fatal
@@ -223,16 +258,28 @@ class SqliteStorage(SqlStorage):
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            OPERATION.reset(token)
         if not item.future.done():
             item.future.set_result(result)
 
 
 def _apply_one(
-    db: sqlite3.Connection, item: _Pending, hot: HotAccounts, fast: bool,
+    db: CountedSqlite, item: _Pending, hot: HotAccounts, fast: bool,
 ) -> tuple[OpResult | None, WalletError | None, str]:
     """One command of a group commit: a short path (all or nothing), else the general script
     in a savepoint, so that a refusal undoes only its own writes. Other errors propagate and
     fail the whole batch."""
+    token = OPERATION.set(item.cmd.kind)
+    try:
+        return _apply_counted(db, item, hot, fast)
+    finally:
+        OPERATION.reset(token)
+
+
+def _apply_counted(
+    db: CountedSqlite, item: _Pending, hot: HotAccounts, fast: bool,
+) -> tuple[OpResult | None, WalletError | None, str]:
     cmd, result = item.cmd, None
     if fast and isinstance(cmd, Bet):
         result = fast_bet(db, cmd, item.now_us, hot, item.gate)
@@ -268,12 +315,12 @@ class _Pending:
         )
 
 
-def _run_sync(coro: Coroutine[Any, Any, OpResult]) -> OpResult:
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Drive a coroutine that never suspends (the script over a sqlite3 connection)."""
     try:
         coro.send(None)
     except StopIteration as stop:
-        result: OpResult = stop.value
+        result: T = stop.value
         return result
     coro.close()
     raise RuntimeError("the transaction script suspended inside a group commit")

@@ -7,6 +7,9 @@ is off; a thread with its own connection runs, every ``interval`` seconds when s
 written, a PASSIVE checkpoint (copies and syncs without blocking the writer; sqlite3 releases
 the GIL meanwhile) followed by a RESTART checkpoint that only has the last few frames left,
 so the next writer starts the log from the beginning and the file stays bounded.
+The RESTART holds the writer lock while it waits for readers on other connections (the
+audit reads its snapshot on its own connection), so it waits at most ``RESTART_WAIT_MS``
+and otherwise gives up until the next pass: a long reader never stalls the writers.
 Durability is unchanged: a commit is in the log (synchronous=NORMAL) before it is answered.
 """
 
@@ -18,6 +21,9 @@ import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+RESTART_WAIT_MS = 5
+"""Longest time the RESTART checkpoint (which blocks writers) waits for readers to finish."""
 
 
 class WalCheckpointer:
@@ -57,7 +63,13 @@ class WalCheckpointer:
         """One pass: PASSIVE (the bulk, writers go on), then RESTART (the tail)."""
         try:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+            try:
+                busy = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            finally:
+                db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            if busy:  # a reader still holds an old snapshot: the tail waits for next pass
+                log.debug("checkpoint restart deferred: a reader is active")
             self.passes += 1
         except sqlite3.OperationalError as exc:  # busy past the timeout: next pass
             log.debug("checkpoint skipped: %s", exc)

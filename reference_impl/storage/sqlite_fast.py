@@ -13,10 +13,11 @@ from __future__ import annotations
 import sqlite3
 
 from reference_impl.domain import HotAccounts, OpResult
-from reference_impl.domain.accounts import player_account
+from reference_impl.domain.accounts import AccountRef, player_account
 from reference_impl.domain.commands import Bet, Win
 from reference_impl.domain.journal import chain_hash
 from reference_impl.storage.base import Gate
+from reference_impl.storage.counting import CountedSqlite
 
 _PLAYER = "SELECT currency, balance, seq, last_hash, limits FROM players WHERE player_id = ?"
 _INSERT_TX = (
@@ -49,7 +50,7 @@ _SETTLE = (
 
 
 def _record(
-    db: sqlite3.Connection, cmd: Bet | Win, state: str | None, balance: int, currency: str,
+    db: CountedSqlite, cmd: Bet | Win, state: str | None, balance: int, currency: str,
     now_us: int, jackpot: int = 0,
 ) -> bool:
     """Insert the idempotency record; False (nothing written) when the id is taken."""
@@ -64,7 +65,7 @@ def _record(
 
 
 def _post(
-    db: sqlite3.Connection, cmd: Bet | Win, currency: str, seq: int, last_hash: str,
+    db: CountedSqlite, cmd: Bet | Win, currency: str, seq: int, last_hash: str,
     balance: int, legs: list[tuple[str, int]], now_us: int,
 ) -> None:
     """Move each leg's amount between the player and its account (player to it for a bet,
@@ -89,11 +90,12 @@ def _post(
             continue
         delta = amount if cmd.kind == "bet" else -amount
         if db.execute(_CREDIT_ACCOUNT, (delta, account)).rowcount != 1:
-            db.execute(_CREATE_ACCOUNT, (account, account.split(":", 1)[0], currency, delta))
+            kind = AccountRef.parse(account).kind.value
+            db.execute(_CREATE_ACCOUNT, (account, kind, currency, delta))
 
 
 def fast_bet(
-    db: sqlite3.Connection, cmd: Bet, now_us: int, hot: HotAccounts, gate: Gate | None,
+    db: CountedSqlite, cmd: Bet, now_us: int, hot: HotAccounts, gate: Gate | None,
 ) -> OpResult | None:
     """A new bet of a known player with funds the rules need not check, or None."""
     row = db.execute(_PLAYER, (cmd.player_id,)).fetchone()
@@ -116,7 +118,7 @@ def fast_bet(
 
 
 def fast_win(
-    db: sqlite3.Connection, cmd: Win, now_us: int, hot: HotAccounts,
+    db: CountedSqlite, cmd: Win, now_us: int, hot: HotAccounts,
 ) -> OpResult | None:
     """A new win settling the open bets of its round, or None."""
     row = db.execute(_PLAYER, (cmd.player_id,)).fetchone()

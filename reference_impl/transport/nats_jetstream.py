@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections import deque
 
 import nats
 from nats.errors import Error as NatsError
@@ -25,7 +24,8 @@ from nats.js.kv import KeyValue
 
 from reference_impl.rules import MoneyEvent
 from reference_impl.services.events import Handler
-from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope, oldest_money_ts
+from reference_impl.transport.backlog import PublishBacklog
+from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope
 from reference_impl.transport.redis_streams import BusStats, ExclusionHandler
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class NatsJetStreamEventBus:
         self._exclusion: dict[str, ExclusionHandler] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._backlog: deque[Envelope] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._backlog = PublishBacklog(
+            self._publish, (TimeoutError, NatsError, OSError), on_size=self.stats.set_backlog)
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     # ---- consumers ----
@@ -70,15 +70,15 @@ class NatsJetStreamEventBus:
     # ---- producers ----
     async def publish(self, event: MoneyEvent) -> None:
         """Publish the event (kept in a local backlog, retried, when NATS is unreachable)."""
-        await self._send(Envelope.money(event))
+        await self._backlog.send(Envelope.money(event))
 
     async def publish_exclusion(self, player_id: str, until: float | None) -> None:
         """Publish a self-exclusion notice."""
-        await self._send(Envelope.exclusion(player_id, until))
+        await self._backlog.send(Envelope.exclusion(player_id, until))
 
     def oldest_unsent_ts(self) -> float | None:
         """Timestamp of the oldest money event still in the local backlog (broker away)."""
-        return oldest_money_ts(self._backlog)
+        return self._backlog.oldest_unsent_ts()
 
     def exclusion_notifier(self) -> ExclusionHandler:
         """A synchronous callback (as PlayerService takes) that publishes in the background."""
@@ -91,38 +91,11 @@ class NatsJetStreamEventBus:
 
         return notify
 
-    async def _send(self, envelope: Envelope) -> None:
-        if self._backlog:
-            self._queue(envelope)
-            return
-        try:
-            await self._publish(envelope)
-        except (TimeoutError, NatsError, OSError) as exc:
-            log.warning("broker unreachable (%s): event %s kept for retry", exc, envelope.id)
-            self._queue(envelope)
-
     async def _publish(self, envelope: Envelope) -> None:
         js = await self._connect()
         await js.publish(self.subject, envelope.to_bytes(), timeout=2.0,
                          headers={"Nats-Msg-Id": envelope.id})
         self.stats.published += 1
-
-    def _queue(self, envelope: Envelope) -> None:
-        self._backlog.append(envelope)
-        self.stats.backlog = len(self._backlog)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self, once: bool = False) -> None:
-        while self._backlog:
-            try:
-                await self._publish(self._backlog[0])
-                self._backlog.popleft()
-                self.stats.backlog = len(self._backlog)
-            except (TimeoutError, NatsError, OSError):
-                if once:
-                    return
-                await asyncio.sleep(0.5)
 
     async def _connect(self) -> nats.js.JetStreamContext:
         if self._js is not None:
@@ -165,13 +138,7 @@ class NatsJetStreamEventBus:
             self._tasks.clear()
         if self._side_tasks:
             await asyncio.gather(*self._side_tasks, return_exceptions=True)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        if self._backlog:
-            with contextlib.suppress(TimeoutError, NatsError, OSError):
-                await self._flush(once=True)
+        await self._backlog.close()
         if self._nc is not None:
             with contextlib.suppress(NatsError):
                 await self._nc.close()

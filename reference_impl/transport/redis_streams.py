@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from reference_impl.rules import MoneyEvent
 from reference_impl.services.events import Handler
-from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope, oldest_money_ts
+from reference_impl.transport.backlog import PublishBacklog
+from reference_impl.transport.codec import EXCLUSION, MONEY, Envelope
 
 log = logging.getLogger(__name__)
 ExclusionHandler = Callable[[str, float | None], None]
@@ -57,6 +58,10 @@ class BusStats:
     dead_lettered: int = 0
     backlog: int = 0
 
+    def set_backlog(self, size: int) -> None:
+        """Events waiting in the publish backlog."""
+        self.backlog = size
+
 
 class RedisStreamsEventBus:
     """Publish domain events to a Redis stream; deliver them to subscribed consumer groups."""
@@ -76,8 +81,8 @@ class RedisStreamsEventBus:
         self._groups: dict[str, _Group] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._backlog: deque[Envelope] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._backlog = PublishBacklog(
+            self._xadd, (RedisError,), on_size=self.stats.set_backlog)
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     # ---- consumers ----
@@ -92,15 +97,15 @@ class RedisStreamsEventBus:
     # ---- producers ----
     async def publish(self, event: MoneyEvent) -> None:
         """XADD the event (kept in a local backlog, retried, when Redis is unreachable)."""
-        await self._send(Envelope.money(event))
+        await self._backlog.send(Envelope.money(event))
 
     async def publish_exclusion(self, player_id: str, until: float | None) -> None:
         """XADD a self-exclusion notice."""
-        await self._send(Envelope.exclusion(player_id, until))
+        await self._backlog.send(Envelope.exclusion(player_id, until))
 
     def oldest_unsent_ts(self) -> float | None:
         """Timestamp of the oldest money event still in the local backlog (broker away)."""
-        return oldest_money_ts(self._backlog)
+        return self._backlog.oldest_unsent_ts()
 
     def exclusion_notifier(self) -> ExclusionHandler:
         """A synchronous callback (as PlayerService takes) that publishes in the background."""
@@ -113,37 +118,10 @@ class RedisStreamsEventBus:
 
         return notify
 
-    async def _send(self, envelope: Envelope) -> None:
-        if self._backlog:  # keep order behind what is waiting
-            self._queue(envelope)
-            return
-        try:
-            await self._xadd(envelope)
-        except RedisError as exc:
-            log.warning("broker unreachable (%s): event %s kept for retry", exc, envelope.id)
-            self._queue(envelope)
-
     async def _xadd(self, envelope: Envelope) -> None:
         await self._redis.xadd(self.stream, envelope.to_fields(),  # type: ignore[arg-type]
                                maxlen=self.maxlen, approximate=True)
         self.stats.published += 1
-
-    def _queue(self, envelope: Envelope) -> None:
-        self._backlog.append(envelope)
-        self.stats.backlog = len(self._backlog)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self, once: bool = False) -> None:
-        while self._backlog:
-            try:
-                await self._xadd(self._backlog[0])
-                self._backlog.popleft()
-                self.stats.backlog = len(self._backlog)
-            except RedisError:
-                if once:
-                    return
-                await asyncio.sleep(0.5)
 
     # ---- life cycle ----
     async def start(self) -> None:
@@ -166,13 +144,7 @@ class RedisStreamsEventBus:
             self._tasks.clear()
         if self._side_tasks:
             await asyncio.gather(*self._side_tasks, return_exceptions=True)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self._flush(once=True)
-        if self._backlog:
-            log.error("%d events could not reach the broker", len(self._backlog))
+        await self._backlog.close()
         await self._redis.aclose()
 
     async def purge(self) -> None:

@@ -24,6 +24,10 @@ from reference_impl.services.backoffice import BackOfficeConfig
 TEST_PORTS = (20_000, 32_000)
 
 
+START_TIMEOUT_S = 120
+"""A deployment of five processes takes ~35 s to answer on this 2-core machine when other
+jobs load it (load average 20 measured); 45 s was too short when four start at once."""
+
 def free_port() -> int:
     """A TCP port nobody listens on right now, below the kernel's ephemeral range (where
     ``testbed serve`` picks its internal ports), so deployments started side by side by a
@@ -80,6 +84,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     shards: int = 2
     broker: str | None = None
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -89,10 +94,11 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
              "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
-             *(["--broker", self.broker] if self.broker else [])],
+             *(["--broker", self.broker] if self.broker else []),
+             *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "server exited"
             try:

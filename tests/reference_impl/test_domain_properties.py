@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from reference_impl.domain import (
     Withdrawal,
     verify_ledger,
 )
+from reference_impl.domain.audit import AuditCheckpoint, verify_increment
 
 PLAYERS = ("p0", "p1")
 IDS = tuple(f"t{i}" for i in range(8))
@@ -145,3 +147,42 @@ def test_ledger_matches_brute_force_model(ops: list[tuple[object, ...]]) -> None
     heads = {p.player_id: (p.seq, p.last_hash) for p in ledger.players.values()}
     report = verify_ledger(ledger.journal, ledger.balances(), heads)
     assert report.ok, report.first_violation
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, operations, st.integers(min_value=0, max_value=5))
+def test_incremental_audit_equals_the_full_audit(
+    first: list[tuple[object, ...]], second: list[tuple[object, ...]], tamper: int,
+) -> None:
+    """An audit from the checkpoint of an earlier clean audit reaches the same verdict, counts
+    and checkpoint as a full audit of the whole journal; damage to a new entry is found."""
+    ledger = MemoryLedger(HotAccounts(house_shards=3))
+    for pid in PLAYERS:
+        ledger.create_player(pid, "EUR")
+
+    def play(ops: list[tuple[object, ...]], start: int) -> None:
+        for now, op in enumerate(ops, start=start):
+            with contextlib.suppress(WalletError):
+                ledger.apply(_command(op), now)  # type: ignore[arg-type]
+
+    def heads() -> dict[str, tuple[int, str]]:
+        return {p.player_id: (p.seq, p.last_hash) for p in ledger.players.values()}
+
+    play(first, 1)
+    earlier = verify_increment(AuditCheckpoint(), ledger.journal, ledger.balances(), heads())
+    assert earlier.report.ok, earlier.report.first_violation
+    done = len(ledger.journal)
+    play(second, len(first) + 1)
+    new = ledger.journal[done:]
+    step = verify_increment(earlier.checkpoint, new, ledger.balances(), heads())
+    full = verify_increment(AuditCheckpoint(), ledger.journal, ledger.balances(), heads())
+    assert step.report.ok and full.report.ok
+    assert step.report.counts == {**full.report.counts, "checked": len(new)}
+    assert step.checkpoint == full.checkpoint
+    assert step.report.totals == full.report.totals
+    if new:
+        bad = list(new)
+        i = tamper % len(bad)
+        bad[i] = replace(bad[i], amount=bad[i].amount + 1)
+        damaged = verify_increment(earlier.checkpoint, bad, ledger.balances(), heads())
+        assert not damaged.report.ok

@@ -16,7 +16,8 @@ from reference_impl.domain import (
     Withdrawal,
     verify_ledger,
 )
-from reference_impl.domain.planning import BetState, Verdict
+from reference_impl.domain.planning import BetState
+from reference_impl.rules.decision import Decision, Outcome
 
 
 def _ledger() -> MemoryLedger:
@@ -126,14 +127,14 @@ def test_verdicts_block_or_hold_checked_operations_only() -> None:
     ledger = _ledger()
     ledger.apply(Bet("b1", "p1", "r1", "g1", 100), 2)
 
-    def block(kind: str, player: object, amount: int) -> Verdict:
-        return Verdict("block", "PLAYER_BLOCKED", "self-excluded")
+    def block(kind: str, player: object, amount: int) -> Decision:
+        return Decision(Outcome.BLOCK, "PLAYER_BLOCKED", "self-excluded", "test")
 
     assert _code_with(ledger, Bet("b2", "p1", "r1", "g1", 1), block) is ErrorCode.PLAYER_BLOCKED
     assert ledger.apply(Win("w1", "p1", "r1", 50), 3, block).balance == 950
 
-    def review(kind: str, player: object, amount: int) -> Verdict:
-        return Verdict("review", None, "low wagering")
+    def review(kind: str, player: object, amount: int) -> Decision:
+        return Decision(Outcome.REVIEW, None, "low wagering", "test")
 
     assert ledger.apply(Withdrawal("wd", "p1", 50), 4, review).status == "review"
 

@@ -42,8 +42,10 @@ def _bet(api: httpx.Client, tid: str, pid: str, amount: int, rnd: str = "r1") ->
 
 def test_round_trip_replays_and_errors(api: httpx.Client) -> None:
     _player(api, "alice", 1_000)
-    _error(api.post("/players", json={"player_id": "alice", "currency": "EUR"}), 409,
+    _error(api.post("/players", json={"player_id": "alice", "currency": "USD"}), 409,
            "PLAYER_EXISTS")
+    again = api.post("/players", json={"player_id": "alice", "currency": "EUR"})  # a retry
+    assert again.json() == {"player_id": "alice", "currency": "EUR", "balance": 0}
     assert _bet(api, "a-b1", "alice", 300).json()["balance"] == 700
     assert _bet(api, "a-b1", "alice", 300).json()["balance"] == 700  # replay
     _error(_bet(api, "a-b1", "alice", 301), 409, "TRANSACTION_CONFLICT")

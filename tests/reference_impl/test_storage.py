@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reference_impl.domain import (
     Bet,
@@ -22,10 +25,12 @@ from reference_impl.domain import (
     Withdrawal,
 )
 from reference_impl.domain.commands import Command
-from reference_impl.domain.planning import Verdict
-from reference_impl.storage import Storage, StorageSettings, UsageTotals, open_storage
+from reference_impl.rules import Usage
+from reference_impl.rules.decision import Decision, Outcome
+from reference_impl.storage import Storage, StorageSettings, open_storage
 from reference_impl.storage.sql_storage import SqlStorage
 from reference_impl.storage.sqlite import SqliteStorage
+from tests.reference_impl.conftest import _admin, _pg_url
 
 Body = Callable[[Storage], Awaitable[None]]
 
@@ -98,11 +103,12 @@ def test_storage_matches_the_in_memory_ledger(db_url: str, concurrency: str, sha
 
 def test_errors_change_nothing_and_players_are_unique(db_url: str) -> None:
     async def body(storage: Storage) -> None:
-        await storage.create_player("a", "EUR", 0)
+        first = await storage.create_player("a", "EUR", 0)
         with pytest.raises(WalletError) as err:
             await storage.create_player("a", "USD", 0)
         assert err.value.code is ErrorCode.PLAYER_EXISTS
         await storage.execute(Deposit("d", "a", 100), 1)
+        assert await storage.create_player("a", "EUR", 5) == first  # a retry: first answer
         for cmd, code in [
             (Bet("b", "a", "r", "g", 101), ErrorCode.INSUFFICIENT_FUNDS),
             (Bet("b", "a", "r", "g", 5, currency="USD"), ErrorCode.CURRENCY_MISMATCH),
@@ -152,7 +158,7 @@ class _RecordingGate:
     """A gate that blocks bets above 50 and remembers the usage it was given."""
 
     def __init__(self) -> None:
-        self.usages: list[UsageTotals | None] = []
+        self.usages: list[Usage | None] = []
 
     def skip(self, kind: str, limits_json: str | None) -> bool:
         return limits_json is None
@@ -161,13 +167,14 @@ class _RecordingGate:
         return True
 
     def verdict(
-        self, kind: str, limits_json: str | None, usage: UsageTotals | None, amount: int,
+        self, kind: str, limits_json: str | None, usage: Usage | None, amount: int,
         now_us: int,
-    ) -> Verdict:
+    ) -> Decision:
         self.usages.append(usage)
         if kind == "bet" and amount > 50:
-            return Verdict("block", "LIMIT_EXCEEDED", "too much")
-        return Verdict("review" if kind == "withdrawal" else "approve")
+            return Decision(Outcome.BLOCK, "LIMIT_EXCEEDED", "too much", "test")
+        outcome = Outcome.REVIEW if kind == "withdrawal" else Outcome.APPROVE
+        return Decision(outcome, None, "", "test")
 
 
 def test_gate_sees_exact_usage_and_blocks_before_money_moves(db_url: str) -> None:
@@ -323,6 +330,48 @@ def test_fast_bets_and_wins_match_the_python_planner(db_url: str, shards: int) -
         assert tx.count("bet", "general") > 0 and tx.count("win", "general") > 0
 
     run(db_url, body, StorageSettings(hot=hot))
+
+
+def _fresh_db(backend: str, tmp: Path, n: int) -> tuple[str, Callable[[], None]]:
+    """A new database per hypothesis example: its URL and how to drop it."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / f'h{n}-{uuid.uuid4().hex[:8]}.db'}", lambda: None
+    name = f"testbed_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f"CREATE DATABASE {name}"))
+    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    return _pg_url(name), lambda: asyncio.run(_admin(drop))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), shards=st.sampled_from([1, 3]))
+def test_each_fast_path_produces_exactly_what_the_planner_produces(
+    backend: str, tmp_path: Path, seed: int, shards: int,
+) -> None:
+    """The invariant of ARCHITECTURE.md: the one-call bets and wins (plpgsql, SQLite short
+    paths) write the journal, balances, sub-accounts and bet states the planner plans."""
+    hot = HotAccounts(house_shards=shards, jackpot_shards=shards)
+    model = MemoryLedger(hot)
+    ops = _fast_ops(random.Random(seed), 60)
+    url, drop = _fresh_db(backend, tmp_path, seed)
+
+    async def body(storage: Storage) -> None:
+        for pid in FAST_PLAYERS:
+            model.create_player(pid, "EUR")
+            await storage.create_player(pid, "EUR", 0)
+            got, expected = await _apply_both(storage, model, Deposit(f"s-{pid}", pid, 600), 1)
+            assert got == expected
+        for now, cmd in enumerate(ops, start=2):
+            got, expected = await _apply_both(storage, model, cmd, now)
+            assert got == expected, cmd
+        await _same_state(storage, model)
+
+    try:
+        run(url, body, StorageSettings(hot=hot))
+    finally:
+        drop()
 
 
 def test_concurrent_commands_commit_together_and_fail_alone(db_url: str) -> None:

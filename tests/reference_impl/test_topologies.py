@@ -48,9 +48,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     base = Path(tmp_path_factory.mktemp("topologies"))
     started = {label: Server(f"sqlite:///{base / label / 'wallet.db'}", topology, shards=1,
                              broker=broker) for label, (topology, broker) in SETUPS.items()}
-    with ThreadPoolExecutor(len(started)) as pool:
-        list(pool.map(Server.start, started.values()))
-    try:
+    try:  # a server that fails to start must not leave the others running
+        with ThreadPoolExecutor(len(started)) as pool:
+            list(pool.map(Server.start, started.values()))
         yield started
     finally:
         for server in started.values():
@@ -106,7 +106,7 @@ def session(url: str) -> list[Answer]:
 
         call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
         call("POST", "/players", {"player_id": "bob", "currency": "EUR"})
-        call("POST", "/players", {"player_id": "alice", "currency": "EUR"})
+        call("POST", "/players", {"player_id": "alice", "currency": "USD"})  # taken
         call("POST", "/players", {"player_id": "x", "currency": "euro"})
         call("POST", "/players", b"{not json")
         call("POST", "/players/alice/deposits", {"transaction_id": "d1", "amount": 1_000,
