@@ -32,13 +32,14 @@ class Sweep:
 def run_sweep(scenario_path: str | Path, dims: list[Dimension], overrides: list[str] | None = None,
               *, replications: int | None = None, scheduler: str | None = None,
               workers: int | None = None, progress: bool = False,
-              paired: bool = True) -> Sweep:
+              paired: bool = True, client: Any = None) -> Sweep:
     """Simulate every point of the grid of ``dims`` on Dask and return the :class:`Sweep`.
 
     Every point is validated first (a bad path or value raises ``ScenarioError`` and nothing
     runs). ``replications`` defaults to the scenario's; ``scheduler`` (or the environment's
     ``DASK_SCHEDULER_ADDRESS``) selects an existing cluster, else a LocalCluster of ``workers``
-    processes (default: one per core) is started and stopped.
+    processes (default: one per core) is started and stopped. An open ``distributed.Client``
+    (``client``) is used as it is and left open (notebooks, tests running several sweeps).
     """
     points = build_grid(dims)
     scenarios = point_scenarios(scenario_path, list(overrides or []), points)
@@ -50,11 +51,14 @@ def run_sweep(scenario_path: str | Path, dims: list[Dimension], overrides: list[
 
         bar = tqdm(total=len(points), unit="point", desc=scenarios[0].name, dynamic_ncols=True)
     address = scheduler_address(scheduler)
+    tick = (lambda _i: bar.update(1)) if bar is not None else None
     try:
-        with dask_client(address, workers) as client:
-            results = run_points(client, scenarios, n,
-                                 on_point=(lambda _i: bar.update(1)) if bar is not None else None,
-                                 paired=paired)
+        if client is not None:
+            address = str(client.scheduler.address)
+            results = run_points(client, scenarios, n, on_point=tick, paired=paired)
+        else:
+            with dask_client(address, workers) as own:
+                results = run_points(own, scenarios, n, on_point=tick, paired=paired)
     finally:
         if bar is not None:
             bar.close()
