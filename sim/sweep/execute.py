@@ -37,7 +37,7 @@ ENGINE_REQUESTS_PER_S = 15_000.0
 #: Environment variable naming an existing scheduler (Dask's own convention).
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 #: Seconds to wait for an existing scheduler before giving up with a clear error.
-CONNECT_TIMEOUT_S = 20
+CONNECT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
