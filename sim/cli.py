@@ -138,8 +138,9 @@ def _cost_and_paired_text(res: object) -> str:
         lines.append("paired differences (B - A, 95% paired t interval over replications; "
                      "only those excluding zero):")
     for p in decided:
-        lines.append(f"  {p['operation']:<11}{p['metric'][:-3]:<5}{p['architecture']:>14} - "
-                     f"{p['reference']:<14}{p['difference']:>+10.3f} ±{p['ci']:.3f} ms "
+        pair = f"{p['architecture']} - {p['reference']}"
+        lines.append(f"  {p['operation']:<11}{p['metric'][:-3]:<5}{pair:<30}"
+                     f"{p['difference']:>+10.3f} ±{p['ci']:.3f} ms "
                      f"(unpaired ±{p['unpaired_ci']:.3f})  better: {p['better']}")
     if meta.get("paired") and not decided:
         lines.append("  none: every interval contains zero")

@@ -4,6 +4,8 @@ and a deployment made slower by a known amount is caught by a narrow paired inte
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,10 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.analysis.paired import paired_differences, welch_half_width
+from sim.cli import _cost_and_paired_text
 from sim.engine.demands import BATCH, RequestDemands
 from sim.model.cost import deployment_cost
 from sim.model.scenario import parse_scenario
 from sim.model.topology import compile_topology
+from sim.reports.report import write_report
+from sim.reports.results import load_results
 from sim.runner import run
 
 HOP_MS = 1.0  # mean one-way hop of the slow deployment: two hops per request, 2 ms known
@@ -79,7 +84,7 @@ def test_independent_seeds_give_different_demands() -> None:
     assert a != b
 
 
-def test_paired_interval_catches_a_known_slowdown_and_is_much_narrower() -> None:
+def test_paired_interval_catches_a_known_slowdown_and_is_much_narrower(tmp_path: Path) -> None:
     keyed = run(_pair_scenario(), jobs=1)
     pairs = pd.DataFrame(keyed.meta["paired"])
     row = pairs[(pairs["operation"] == "bet") & (pairs["metric"] == "mean_ms")].iloc[0]
@@ -92,6 +97,14 @@ def test_paired_interval_catches_a_known_slowdown_and_is_much_narrower() -> None
     indep = pd.DataFrame(run(_pair_scenario(), jobs=1, paired=False).meta["paired"])
     irow = indep[(indep["operation"] == "bet") & (indep["metric"] == "mean_ms")].iloc[0]
     assert row["ci"] * 3 <= irow["ci"], (row["ci"], irow["ci"])
+    # the console, summary.json and report.md say it, with each deployment's cost
+    text = _cost_and_paired_text(keyed)
+    assert "fast: 64 cores, 0 connections  slow: 128 cores" in text
+    assert re.search(r"bet\s+mean\s+slow - fast\s+\+(1\.9|2\.0)\d+ ±0\.\d+ ms .*better: fast", text)
+    keyed.save(tmp_path)
+    assert load_results(tmp_path).meta["paired"][0]["better"] in ("fast", "")
+    report = write_report(keyed, tmp_path).read_text()
+    assert "## Cost next to latency" in report and "**fast** better" in report
 
 
 def test_paired_differences_on_known_numbers() -> None:
