@@ -217,3 +217,16 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path,
                                     str(tmp_path / "x")])
     assert res.exit_code == 2
     assert "cannot reach the Dask scheduler" in res.output
+
+
+def test_readme_documents_one_valid_sweep_per_shipped_scenario() -> None:
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    cmds = [shlex.split(line) for line in text.splitlines()
+            if line.startswith("testbed sweep scenarios/")]
+    shipped = sorted(p.name for p in (ROOT / "scenarios").glob("*.yaml"))
+    assert sorted({Path(c[2]).name for c in cmds}) == shipped
+    for c in cmds:
+        dims = [parse_vary(c[i + 1]) for i, a in enumerate(c) if a == "--vary"]
+        assert point_scenarios(ROOT / c[2], [], build_grid(dims))
