@@ -131,8 +131,15 @@ def _summary_text(res: object) -> str:
 def _cost_and_paired_text(res: object) -> str:
     """Cores and connections per deployment, then the paired differences that are decided."""
     meta = res.meta  # type: ignore[attr-defined]
-    lines = ["cost: " + "  ".join(f"{a}: {c['cores']} cores, {c['connections']} connections"
-                                  for a, c in (meta.get("cost") or {}).items())]
+    df = res.summary  # type: ignore[attr-defined]
+    slo_ops = list(dict.fromkeys(df.loc[df["slo_p99_ms"].notna(), "operation"])) or list(
+        dict.fromkeys(df["operation"]))
+    lines = [f"{'architecture':<16}{'cores':>7}{'conns':>7}"
+             + "".join(f"{op + ' p99':>16}" for op in slo_ops)]
+    for arch, c in (meta.get("cost") or {}).items():
+        p99 = df[df["architecture"] == arch].set_index("operation")["p99_ms"]
+        lines.append(f"{arch:<16}{c['cores']:>7}{c['connections']:>7}"
+                     + "".join(f"{p99.get(op, float('nan')):>13.2f} ms" for op in slo_ops))
     decided = [p for p in meta.get("paired") or [] if p["better"]]
     if meta.get("paired"):
         lines.append("paired differences (B - A, 95% paired t interval over replications; "
