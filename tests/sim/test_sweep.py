@@ -230,3 +230,22 @@ def test_readme_documents_one_valid_sweep_per_shipped_scenario() -> None:
     for c in cmds:
         dims = [parse_vary(c[i + 1]) for i, a in enumerate(c) if a == "--vary"]
         assert point_scenarios(ROOT / c[2], [], build_grid(dims))
+
+
+@pytest.mark.parametrize(("vary", "message"), [
+    ("deployments.monolith.services.app.replicas=4,-1",
+     "sweep point 1 (deployments.monolith.services.app.replicas=-1)"),
+    ("simulation.duration_s=.nan,5", "simulation.duration_s: Input should be greater than 0"),
+    ("nothing", "expected PATH=V1,V2"),
+])
+def test_bad_sweep_exits_2_naming_the_point_and_field(tmp_path: Path, vary: str,
+                                                      message: str) -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    res = CliRunner().invoke(cli, ["sweep", str(BASELINE), "--vary", vary,
+                                   "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not (tmp_path / "x").exists()
