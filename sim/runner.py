@@ -1,11 +1,13 @@
 """Replications, common random numbers, warm-up cut and confidence intervals.
 
 One *replication* simulates every deployment of the scenario on the same arrival stream
-(common random numbers), each with its own service-time stream, and reduces the raw output
-to per-replication estimates. Replications are independent (``SeedSequence.spawn``) and run
-in parallel processes; confidence intervals come from the spread of the per-replication
-estimates (Student t). With a precision target, replications are added until every
-operation's p99 is known to the target relative half-width, or the cap is reached.
+(common random numbers) and the same per-request service demands (streams keyed by the
+request, ``sim/engine/demands.py``), and reduces the raw output to per-replication estimates;
+paired differences between deployments come from those (``sim/analysis/paired.py``).
+Replications are independent (``SeedSequence.spawn``) and run in parallel processes;
+confidence intervals come from the spread of the per-replication estimates (Student t).
+With a precision target, replications are added until every operation's p99 is known to the
+target relative half-width, or the cap is reached.
 """
 
 from __future__ import annotations
