@@ -185,7 +185,7 @@ def test_local_cluster_and_separate_scheduler_give_the_same_table(tmp_path: Path
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", addr,
-                                       "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                                       "--no-nanny", "--nthreads", "1", "--no-dashboard",
                                        "--host", "127.0.0.1"], env=env, cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         out = tmp_path / "remote"
