@@ -249,3 +249,37 @@ def test_bad_sweep_exits_2_naming_the_point_and_field(tmp_path: Path, vary: str,
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not (tmp_path / "x").exists()
+
+
+def _synthetic(rows: list[tuple[int, int, str, int, str]]) -> pd.DataFrame:
+    """(point, replicas, architecture, cores, verdict) -> a minimal sweep table."""
+    return pd.DataFrame([{"point": p, "r": r, "architecture": a, "operation": "bet",
+                          "metric": "p99_ms", "value": 1.0, "ci": 0.1, "lower": 0.9,
+                          "upper": 1.1, "target": 50.0, "verdict": v, "station": "",
+                          "cores": c, "connections": 2 * c, "replications": 2}
+                         for p, r, a, c, v in rows])
+
+
+def test_capacity_picks_fewest_cores_and_says_when_nothing_meets() -> None:
+    from sim.sweep.capacity import breaking_loads, smallest_meeting
+
+    dim = parse_vary("r=1,2,3")
+    table = _synthetic([(0, 1, "a", 10, "missed"), (0, 1, "b", 5, "uncertain"),
+                        (1, 2, "a", 20, "met"), (1, 2, "b", 9, "missed"),
+                        (2, 3, "a", 20, "met"), (2, 3, "b", 14, "missed")])
+    ans = smallest_meeting(table, [dim]).set_index("architecture")
+    assert ans.loc["a", "point"] == 1 and ans.loc["a", "configuration"] == "r=2"  # tie: earlier
+    assert ans.loc["a", "connections"] == 40
+    assert ans.loc["b", "configuration"] == "none in the grid meets every SLO"
+    assert breaking_loads(table, [dim]).empty  # r is not a load
+    load = parse_vary("population.peak_online=3,1,2")  # unsorted values: sorted by load
+    t2 = table.rename(columns={"r": "population.peak_online"})
+    t2["population.peak_online"] = t2["population.peak_online"].map({1: 3, 2: 1, 3: 2})
+    brk = breaking_loads(t2, [load]).set_index("architecture")
+    assert brk.loc["a", "breaks_at"] == 3 and "bet p99_ms missed" in brk.loc["a", "failing"]
+    assert brk.loc["b", "breaks_at"] == 1
+
+
+def test_load_sweep_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no sweep\.parquet"):
+        load_sweep(tmp_path)
