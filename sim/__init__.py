@@ -7,6 +7,7 @@ For notebooks::
     scenario = sim.load_scenario("scenarios/baseline_day.yaml", ["simulation.duration_s=60"])
     results = sim.run(scenario)          # pandas DataFrames: results.summary, .stations, ...
     results = sim.load_results("reports/baseline_day")   # a finished `testbed simulate` run
+    table = sim.load_sweep("reports/baseline_day-sweep")  # a finished `testbed sweep` run
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from sim.reports.results import Results
 
 __all__ = ["Results", "Scenario", "ScenarioError", "load_results", "load_scenario",
-           "parse_scenario", "run"]
+           "load_sweep", "parse_scenario", "run"]
 
 
 def run(scenario: Scenario, **kwargs: Any) -> Results:
@@ -32,5 +33,12 @@ def run(scenario: Scenario, **kwargs: Any) -> Results:
 def load_results(path: str) -> Results:
     """Read the results a `testbed simulate --out DIR` run wrote to ``DIR``."""
     from sim.reports.results import load_results as _load
+
+    return _load(path)
+
+
+def load_sweep(path: str) -> Any:
+    """The tidy table (pandas) a `testbed sweep --out DIR` run wrote to ``DIR``."""
+    from sim.sweep.table import load_sweep as _load
 
     return _load(path)

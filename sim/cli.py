@@ -104,6 +104,7 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     out = out_dir or Path("reports") / scen.name
     res.save(out)
     click.echo(_summary_text(res))
+    click.echo(_cost_and_paired_text(res))
     if report:
         path = write_report(res, out)
         click.echo(f"report: {path}")
@@ -125,6 +126,109 @@ def _summary_text(res: object) -> str:
                  f"{ {k: round(v, 1) for k, v in meta['warmup_s'].items()} }  "
                  f"reduce factor: {meta['reduce_factor']}  wall: {meta['wall_s']} s")
     return "\n".join(lines)
+
+
+def _cost_and_paired_text(res: object) -> str:
+    """Cores and connections per deployment, then the paired differences that are decided."""
+    meta = res.meta  # type: ignore[attr-defined]
+    df = res.summary  # type: ignore[attr-defined]
+    slo_ops = list(dict.fromkeys(df.loc[df["slo_p99_ms"].notna(), "operation"])) or list(
+        dict.fromkeys(df["operation"]))
+    lines = [f"{'architecture':<16}{'cores':>7}{'conns':>7}"
+             + "".join(f"{op + ' p99':>16}" for op in slo_ops)]
+    for arch, c in (meta.get("cost") or {}).items():
+        p99 = df[df["architecture"] == arch].set_index("operation")["p99_ms"]
+        lines.append(f"{arch:<16}{c['cores']:>7}{c['connections']:>7}"
+                     + "".join(f"{p99.get(op, float('nan')):>13.2f} ms" for op in slo_ops))
+    decided = [p for p in meta.get("paired") or [] if p["better"]]
+    if meta.get("paired"):
+        lines.append("paired differences (B - A, 95% paired t interval over replications; "
+                     "only those excluding zero):")
+    for p in decided:
+        pair = f"{p['architecture']} - {p['reference']}"
+        lines.append(f"  {p['operation']:<11}{p['metric'][:-3]:<5}{pair:<30}"
+                     f"{p['difference']:>+10.3f} ±{p['ci']:.3f} ms "
+                     f"(unpaired ±{p['unpaired_ci']:.3f})  better: {p['better']}")
+    if meta.get("paired") and not decided:
+        lines.append("  none: every interval contains zero")
+    return "\n".join(lines)
+
+
+@click.command("sweep")
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--vary", "varies", multiple=True, required=True, metavar="PATH=V1,V2,...",
+              help="A varied field and its values (repeatable: the grid is the product). PATH "
+              "has --set semantics (list items by index or name); join paths with + to move "
+              "them together, e.g. deployments.monolith.services.app.replicas+"
+              "deployments.hybrid.services.core.replicas=4,8.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a scenario field at every point (repeatable; as in simulate).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for sweep.parquet, sweep.json, sweep.md and plots "
+              "[default: reports/<scenario name>-sweep].")
+@click.option("--replications", "-r", type=click.IntRange(2, 1000), default=None,
+              help="Replications per point [default: the scenario's].")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds of simulated time per replication.")
+@click.option("--seed", type=int, default=None, help="Root random seed (same seed, same table).")
+@click.option("--reduce/--no-reduce", default=None,
+              help="Simulate one representative partition of identical replicas and shards.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
+              help="An existing Dask scheduler [default: $DASK_SCHEDULER_ADDRESS, else a "
+              "LocalCluster of one worker process per core, stopped at the end].")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes of the LocalCluster [default: number of cores].")
+@click.option("--progress/--no-progress", default=True, help="Show a bar over points.")
+@click.option("--report/--no-report", default=True, help="Write sweep.md and PNG plots.")
+def sweep_cmd(scenario: Path, varies: tuple[str, ...], overrides: tuple[str, ...],
+              out_dir: Path | None, replications: int | None, duration: float | None,
+              seed: int | None, reduce: bool | None, scheduler: str | None,
+              workers: int | None, progress: bool, report: bool) -> None:
+    """Simulate SCENARIO over a grid of variants on Dask; write a table and the capacity answer.
+
+    Every point simulates every deployment with the same seeds (common random numbers), so
+    points and deployments are compared on identical traffic. Writes a tidy table (one row
+    per point, deployment, operation and metric, with 95% intervals), the smallest
+    configuration meeting every SLO per deployment (by total cores), the load at which each
+    deployment first misses an SLO when a population.* field is varied, and a report.
+
+    \b
+    Examples:
+      testbed sweep scenarios/baseline_day.yaml \\
+        --vary deployments.microservices.services.wallet.replicas=2,4,8,16
+      testbed sweep scenarios/cup_final.yaml --vary population.peak_online=200000,400000
+      testbed sweep scenarios/baseline_day.yaml --vary population.peak_online=100000,200000 \\
+        --scheduler tcp://10.0.0.5:8786
+
+    In a notebook: ``sim.load_sweep(out_dir)`` returns the table as a pandas DataFrame.
+    """
+    from sim.reports.sweep_report import capacity_markdown, points_markdown, write_sweep_report
+    from sim.sweep import parse_vary, run_sweep
+
+    extra = list(overrides)
+    for flag, value in (("seed", seed), ("duration_s", duration), ("replications", replications)):
+        if value is not None:
+            extra.append(f"simulation.{flag}={value}")
+    if reduce is not None:
+        extra.append(f"simulation.reduce={str(reduce).lower()}")
+    try:
+        dims = [parse_vary(v) for v in varies]
+        sweep = run_sweep(scenario, dims, extra, replications=replications, scheduler=scheduler,
+                          workers=workers, progress=progress)
+    except ScenarioError as err:
+        _fail(err)
+        return
+    except ConnectionError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    out = out_dir or Path("reports") / f"{sweep.meta['scenario']}-sweep"
+    sweep.save(out)
+    names = [d.name for d in dims]
+    click.echo(points_markdown(sweep.table, names))
+    click.echo("\n" + capacity_markdown(sweep.meta))
+    if report:
+        click.echo(f"report: {write_sweep_report(sweep.table, sweep.meta, out)}")
+    click.echo(f"table: {out}/sweep.parquet (in a notebook: sim.load_sweep({str(out)!r}))")
 
 
 @click.command("validate")
@@ -165,4 +269,5 @@ def validate_cmd(analytic: bool, quick: bool, jobs: int | None, seed: int,
 def register(group: click.Group) -> None:
     """Attach the simulator commands to the top-level `testbed` group."""
     group.add_command(simulate_cmd)
+    group.add_command(sweep_cmd)
     group.add_command(validate_cmd)

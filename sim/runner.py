@@ -1,11 +1,13 @@
 """Replications, common random numbers, warm-up cut and confidence intervals.
 
 One *replication* simulates every deployment of the scenario on the same arrival stream
-(common random numbers), each with its own service-time stream, and reduces the raw output
-to per-replication estimates. Replications are independent (``SeedSequence.spawn``) and run
-in parallel processes; confidence intervals come from the spread of the per-replication
-estimates (Student t). With a precision target, replications are added until every
-operation's p99 is known to the target relative half-width, or the cap is reached.
+(common random numbers) and the same per-request service demands (streams keyed by the
+request, ``sim/engine/demands.py``), and reduces the raw output to per-replication estimates;
+paired differences between deployments come from those (``sim/analysis/paired.py``).
+Replications are independent (``SeedSequence.spawn``) and run in parallel processes;
+confidence intervals come from the spread of the per-replication estimates (Student t).
+With a precision target, replications are added until every operation's p99 is known to the
+target relative half-width, or the cap is reached.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import numpy as np
 import pandas as pd
 
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
+from sim.analysis.paired import paired_differences
 from sim.engine.core import Engine, RunOutput
+from sim.engine.demands import RequestDemands, demand_seed
+from sim.model.cost import deployment_cost
 from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
 from sim.model.topology import compile_topology, reduce_factor
@@ -168,18 +173,28 @@ def _op_timeseries(out: RunOutput, ops: list[str], k: int) -> pd.DataFrame:
 
 def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, replication: int,
                     deployments: list[str] | None = None,
-                    progress: Progress | None = None) -> list[RepStats]:
-    """Simulate every deployment once on common random numbers; return their estimates."""
+                    progress: Progress | None = None, paired: bool = True) -> list[RepStats]:
+    """Simulate every deployment once on common random numbers; return their estimates.
+
+    Arrivals are shared by every deployment; with ``paired`` (the default) so are the
+    per-request service demands (streams keyed by the request, one seed for all deployments),
+    otherwise each deployment draws its demands from its own seed (independent streams).
+    """
     sim = scenario.simulation
     names = deployments or [d.name for d in scenario.deployments]
-    arrival_seed, *service_seeds = seed.spawn(1 + len(scenario.deployments))
+    n_dep = len(scenario.deployments)
+    # children by key (same as seed.spawn(...) on a fresh seed, but stateless)
+    arrival_seed = demand_seed(seed, 0)
+    service_seeds = [demand_seed(seed, 1 + i) for i in range(n_dep)]
+    shared_demands = demand_seed(seed, 1 + n_dep)
     results = []
     for di, dep in enumerate(scenario.deployments):
         if dep.name not in names:
             continue
         topo = compile_topology(scenario, dep, k)
+        dem_seed = shared_demands if paired else demand_seed(service_seeds[di], 0)
         engine = Engine(topo, np.random.default_rng(service_seeds[di]), sim.timeseries_bin_s,
-                        on_bin=progress)
+                        on_bin=progress, demands=RequestDemands(topo.routes, dem_seed))
         started = time.perf_counter()
         if sim.closed is not None:
             weights = np.array([op.weight for op in scenario.operations.values()], dtype=float)
@@ -280,6 +295,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         | {"error_budget": scenario.slos.error_budget},
         "notes": notes,
     }
+    meta |= comparison_meta(scenario, reps, order)
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),
@@ -287,6 +303,23 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
     )
+
+
+def per_replication_table(reps: list[RepStats]) -> pd.DataFrame:
+    """One row per (architecture, replication, operation) with that replication's estimates."""
+    rows = [{"architecture": r.deployment, "replication": r.replication, "operation": op} | vals
+            for r in reps for op, vals in r.ops.items()]
+    return pd.DataFrame(rows)
+
+
+def comparison_meta(scenario: Scenario, reps: list[RepStats], order: list[str]) -> dict[str, Any]:
+    """``cost`` (cores and connections per deployment) and ``paired`` (paired differences
+    between deployments, records of :func:`sim.analysis.paired.paired_differences`)."""
+    cost = {d.name: deployment_cost(d).as_dict() for d in scenario.deployments
+            if d.name in order}
+    paired = paired_differences(per_replication_table(reps), order) if len(order) > 1 else None
+    records = [] if paired is None else paired.to_dict(orient="records")
+    return {"cost": cost, "paired": records}
 
 
 # ---------------------------------------------------------------------- driver
@@ -311,12 +344,13 @@ def _p99_shortfall(scenario: Scenario, reps: list[RepStats], precision: float) -
 
 def run(scenario: Scenario, *, replications: int | None = None, precision: float | None = None,
         jobs: int | None = None, progress: bool = False,
-        deployments: list[str] | None = None) -> Results:
+        deployments: list[str] | None = None, paired: bool = True) -> Results:
     """Simulate a scenario and return :class:`~sim.reports.results.Results` (pandas DataFrames).
 
     ``replications`` and ``precision`` default to the scenario's ``simulation`` settings;
     ``jobs`` is the number of worker processes (default: the machine's cores, 1 = in this
-    process); ``progress`` shows a bar of simulated time.
+    process); ``progress`` shows a bar of simulated time; ``paired=False`` draws each
+    deployment's service demands from its own streams (the baseline paired comparisons beat).
     """
     sim = scenario.simulation
     n0 = replications or sim.replications
@@ -335,7 +369,7 @@ def run(scenario: Scenario, *, replications: int | None = None, precision: float
                    desc=f"{scenario.name}", dynamic_ncols=True)
     reps: list[RepStats] = []
     try:
-        done = _execute(scenario, k, seeds, range(n0), deployments, jobs, bar)
+        done = _execute(scenario, k, seeds, range(n0), deployments, jobs, bar, paired)
         reps.extend(done)
         while target is not None and len(reps) // n_dep < cap:
             more = _p99_shortfall(scenario, reps, target)
@@ -346,7 +380,8 @@ def run(scenario: Scenario, *, replications: int | None = None, precision: float
             if bar is not None:
                 bar.total += round(len(batch) * n_dep * sim.duration_s)
                 bar.refresh()
-            reps.extend(_execute(scenario, k, seeds, batch, deployments, jobs, bar))
+            reps.extend(_execute(scenario, k, seeds, batch, deployments, jobs, bar,
+                                  paired))
     finally:
         if bar is not None:
             bar.close()
@@ -358,12 +393,13 @@ def run(scenario: Scenario, *, replications: int | None = None, precision: float
 
 
 def _execute(scenario: Scenario, k: int, seeds: list[np.random.SeedSequence], which: range,
-             deployments: list[str] | None, jobs: int, bar: Any) -> list[RepStats]:
+             deployments: list[str] | None, jobs: int, bar: Any,
+             paired: bool = True) -> list[RepStats]:
     if jobs <= 1 or len(which) <= 1:
         out: list[RepStats] = []
         tick = (lambda dt: bar.update(dt)) if bar is not None else None
         for i in which:
-            out.extend(run_replication(scenario, k, seeds[i], i, deployments, tick))
+            out.extend(run_replication(scenario, k, seeds[i], i, deployments, tick, paired))
         return out
     import multiprocessing as mp
 
@@ -376,7 +412,7 @@ def _execute(scenario: Scenario, k: int, seeds: list[np.random.SeedSequence], wh
         with ProcessPoolExecutor(max_workers=min(jobs, len(which)), mp_context=ctx) as pool:
             futures: list[Future[list[RepStats]]] = [
                 pool.submit(run_replication, scenario, k, seeds[i], i, deployments,
-                            _QueueTick(queue) if queue is not None else None)
+                            _QueueTick(queue) if queue is not None else None, paired)
                 for i in which
             ]
             while not all(f.done() for f in futures):

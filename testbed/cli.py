@@ -18,6 +18,7 @@ def cli() -> None:
     \b
     Two halves that check each other:
       simulate   predict latency, throughput and contention of a scenario (discrete-event)
+      sweep      simulate a grid of variants on Dask: the capacity answer per deployment
       validate   check the simulator against queueing theory (--analytic)
       serve      start the reference back office (monolith | microservices | hybrid)
       ledger     verify the reference back office's ledger, rebuild balances from the journal

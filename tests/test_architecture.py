@@ -62,3 +62,17 @@ def test_reports_do_not_import_the_engine() -> None:
     bad = [(f, m) for f, m in _imports("sim/reports")
            if m.startswith(("simpy", "sim.engine", "sim.runner"))]
     assert not bad, bad
+
+
+def test_only_the_sweep_package_uses_dask_and_reports_do_not_import_it() -> None:
+    for f, m in _imports("sim"):
+        if m.startswith(("dask", "distributed")):
+            assert f.startswith("sim/sweep/"), (f, m)
+        if f.startswith("sim/reports/"):
+            assert not m.startswith("sim.sweep"), (f, m)
+
+
+def test_keyed_demands_do_not_need_simpy() -> None:
+    bad = [(f, m) for f, m in _imports("sim/engine") if f.endswith("demands.py")
+           and m.startswith("simpy")]
+    assert not bad, bad

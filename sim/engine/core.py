@@ -30,6 +30,7 @@ import numpy as np
 import simpy
 from simpy.events import Event
 
+from sim.engine.demands import RequestDemands, StepDemand
 from sim.model.distributions import Distribution
 from sim.model.topology import Route, StepSpec, Topology
 
@@ -314,12 +315,16 @@ class Engine:
     """Simulates one deployment for one replication."""
 
     def __init__(self, topo: Topology, rng: np.random.Generator, bin_s: float = 1.0,
-                 on_bin: Callable[[float], None] | None = None):
+                 on_bin: Callable[[float], None] | None = None,
+                 demands: RequestDemands | None = None):
         self.topo = topo
         self.on_bin = on_bin
         self.env = simpy.Environment()
         self.rng = rng
         self.pyrng = random.Random(int(rng.integers(0, 2**63)))
+        # each request's service demands, keyed by the request (sim/engine/demands.py)
+        self.demands = demands or RequestDemands(
+            topo.routes, np.random.SeedSequence(int(rng.integers(0, 2**63))))
         self.bin_s = bin_s
         env = self.env
         self._samplers: dict[int, Sampler] = {}
@@ -412,13 +417,13 @@ class Engine:
     # ------------------------------------------------------------------ processes
 
     def _work(self, rep: Replica, step: StepSpec, player: int, svc_db: int | None,
-              timeout: float | None) -> Generator[Event, Any, bool]:
-        """CPU, external wait and database work of a step on replica ``rep``."""
+              timeout: float | None, dem: StepDemand) -> Generator[Event, Any, bool]:
+        """CPU, external wait and database work ``dem`` of a step on replica ``rep``."""
         env = self.env
         if step.cpu is not None:
-            yield rep.cpu.serve(self._sampler(step.cpu)())
+            yield rep.cpu.serve(dem[0])
         if step.external is not None:
-            yield env.timeout(self._sampler(step.external)())
+            yield env.timeout(dem[1])
         if step.db is not None:
             pool = rep.db_pool
             assert pool is not None and svc_db is not None
@@ -438,13 +443,14 @@ class Engine:
                 lev = lock.acquire()
                 if lev is not None:
                     yield lev
-            yield self._shard(svc_db, player).cpu.serve(self._sampler(step.db)())
+            yield self._shard(svc_db, player).cpu.serve(dem[2])
             if lock is not None:
                 lock.release()
             pool.release()
         return True
 
-    def _consume(self, step: StepSpec, player: int, rep: Replica | None) -> Generator:
+    def _consume(self, step: StepSpec, player: int, rep: Replica | None,
+                 dem: StepDemand) -> Generator:
         """An async step taken from the broker by a consumer worker."""
         svc = self.topo.services[step.service]
         remote = rep is None
@@ -457,7 +463,7 @@ class Engine:
         self.broker.take()
         if remote:
             yield rep.cpu.serve(self._rpc())
-        yield from self._work(rep, step, player, svc.database, svc.pool_timeout_s)
+        yield from self._work(rep, step, player, svc.database, svc.pool_timeout_s, dem)
         w.release()
 
     def request(self, route: Route, op: int, player: int) -> Generator:
@@ -469,6 +475,7 @@ class Engine:
         rep = self._pick(route.entry)
         w = rep.workers
         ok = True
+        gateway_cpu, dems = self.demands.draw(op)  # drawn even if rejected: streams stay aligned
         ev = w.acquire()
         if ev is not None:
             if entry_svc.queue_limit is not None and len(w.waiting) > entry_svc.queue_limit:
@@ -477,28 +484,30 @@ class Engine:
                 return
             yield ev
         if route.gateway_cpu is not None:
-            yield rep.cpu.serve(self._sampler(route.gateway_cpu)())
-        for step in route.steps:
+            yield rep.cpu.serve(gateway_cpu)
+        for step, dem in zip(route.steps, dems, strict=True):
             if step.is_async:
                 self.broker.put()
                 if step.service == route.entry:
-                    env.process(self._consume(step, player, rep))
+                    env.process(self._consume(step, player, rep, dem))
                 else:
                     yield rep.cpu.serve(self._rpc())
                     yield env.timeout(self._publish())
-                    env.process(self._consume(step, player, None))
+                    env.process(self._consume(step, player, None, dem))
                 continue
             svc = topo.services[step.service]
             if step.service == route.entry:
-                ok = yield from self._work(rep, step, player, svc.database, svc.pool_timeout_s)
+                ok = yield from self._work(rep, step, player, svc.database, svc.pool_timeout_s,
+                                           dem)
             else:
-                ok = yield from self._remote(rep, step, player, svc)
+                ok = yield from self._remote(rep, step, player, svc, dem)
             if not ok:
                 break
         w.release()
         self._record(t0, op, env._now - t0, not ok)
 
-    def _remote(self, caller: Replica, step: StepSpec, player: int, svc: Any) -> Generator:
+    def _remote(self, caller: Replica, step: StepSpec, player: int, svc: Any,
+                dem: StepDemand) -> Generator:
         """A synchronous call to another service: hop, callee worker, work, hop back."""
         env = self.env
         yield caller.cpu.serve(self._rpc())
@@ -513,7 +522,7 @@ class Engine:
                 return False
             yield ev
         yield callee.cpu.serve(self._rpc())
-        ok = yield from self._work(callee, step, player, svc.database, svc.pool_timeout_s)
+        ok = yield from self._work(callee, step, player, svc.database, svc.pool_timeout_s, dem)
         w.release()
         yield env.timeout(self._hop())
         return ok

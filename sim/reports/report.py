@@ -607,6 +607,8 @@ def meta_markdown(res: Results) -> str:
 
 def write_report(results: Results, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir``; return the report's path."""
+    from sim.reports.comparison import cost_markdown, paired_markdown  # it imports this module
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -633,6 +635,8 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
         "target; missed: wholly outside; uncertain: the interval straddles the target "
         "(add replications, e.g. `--precision`).\n\n" + slo_markdown(results),
         "## Architectures compared\n\n" + compare_markdown(results),
+        "## Cost next to latency\n\n" + cost_markdown(results),
+        "## Paired differences\n\n" + paired_markdown(results),
         f"## Busiest stations (top {TABLE_TOP_STATIONS} per architecture)\n\n"
         + stations_markdown(results),
         "## Run\n\n" + meta_markdown(results),
