@@ -123,6 +123,11 @@ class Pool:
         return self.area_busy, self.area_queue, self.completions
 
 
+PS_TOLERANCE = 1e-9
+"""Relative slack (to the simulated clock) within which processor-sharing jobs finish together:
+rounding of ``delay * rate`` leaves a few ulps; jobs this close are completed by one timer."""
+
+
 class PSCpu:
     """Cores shared by processor sharing: n jobs on c cores each progress at min(1, c/n).
 
@@ -216,7 +221,16 @@ class PSCpu:
             return  # superseded by a later arrival or departure
         self._advance()
         heap = self._heap
-        limit = self._vtime + 1e-12
+        # The timer was set for the job at the top of the heap (nothing arrived or left
+        # since, or ``gen`` would differ): complete it whatever the rounding left of its work.
+        # Past 2^14 s the clock's resolution exceeds any absolute tolerance, and a leftover
+        # of a few ulps used to schedule zero-length timers at the same instant forever.
+        target = self._timer_vt
+        slack = PS_TOLERANCE * max(1.0, self.env._now)
+        assert heap and heap[0][0] == target, "PS timer fired for a job not at the heap top"
+        assert target - self._vtime <= slack, (
+            f"PS timer fired {target - self._vtime:g} s of virtual work early")
+        limit = max(self._vtime, target) + slack
         while heap and heap[0][0] <= limit:
             ev = heapq.heappop(heap)[2]
             self.n -= 1
