@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import click
 
+from sim.model import limits
 from sim.model.scenario import ScenarioError, load_scenario
+
+
+class FiniteFloat(click.FloatRange):
+    """A float flag in a range that also refuses inf and nan (click's FloatRange lets nan by)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        x = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(x, param, ctx)
 
 
 def _precision(value: str | None) -> float | None:
@@ -39,14 +53,16 @@ def _fail(err: ScenarioError) -> None:
               help="Override any scenario field, e.g. --set simulation.duration_s=60 "
               "--set deployments.monolith.services.app.replicas=12 (repeatable; list items by "
               "index or name; the value is YAML).")
-@click.option("--seed", type=int, default=None, help="Root random seed (same seed, same results).")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=None,
+              help="Root random seed (same seed, same results).")
 @click.option("--replications", "-r", type=click.IntRange(2, 1000), default=None,
               help="Independent replications (confidence intervals come from their spread).")
 @click.option("--precision", default=None, metavar="PCT",
               help="Add replications until each operation's p99 95%-CI half-width is within "
               "PCT of its value, e.g. 5%% (capped by simulation.max_replications).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds of simulated time per replication.")
+@click.option("--duration", type=FiniteFloat(min=0, min_open=True, max=limits.MAX_DURATION_S),
+              default=None, help="Seconds of simulated time per replication (at most a week, "
+              "604800).")
 @click.option("--reduce/--no-reduce", default=None,
               help="Simulate one representative partition of identical replicas and shards "
               "(much faster; latencies stay exact for a random load balancer).")
@@ -133,7 +149,7 @@ def _summary_text(res: object) -> str:
 @click.option("--quick", is_flag=True, help="Fewer customers per case (a smoke check).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Parallel processes for replications.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=7, show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the comparison table as CSV.")
 def validate_cmd(analytic: bool, quick: bool, jobs: int | None, seed: int,
