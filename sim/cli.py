@@ -39,6 +39,10 @@ def _precision(value: str | None) -> float | None:
     return x
 
 
+EXIT_UNSTABLE = 3
+"""Exit code of ``simulate --strict`` when the scenario saturates a station."""
+
+
 def _fail(err: ScenarioError) -> None:
     click.echo(f"error: invalid scenario\n{err}", err=True)
     sys.exit(2)
@@ -72,15 +76,25 @@ def _fail(err: ScenarioError) -> None:
               help="Parallel processes for replications [default: number of cores].")
 @click.option("--progress/--no-progress", default=True, help="Show a bar of simulated time.")
 @click.option("--report/--no-report", default=True, help="Write report.md and PNG plots.")
+@click.option("--strict", is_flag=True,
+              help="Refuse to run (exit 3) when a station is offered 100%% or more of its "
+              "capacity at the scenario's peak, and exit 3 after writing the results when a "
+              "queue grew through the run. Without it both are warnings.")
 def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...],
                  seed: int | None, replications: int | None, precision: str | None,
                  duration: float | None, reduce: bool | None, architectures: tuple[str, ...],
-                 jobs: int | None, progress: bool, report: bool) -> None:
+                 jobs: int | None, progress: bool, report: bool, strict: bool) -> None:
     """Simulate SCENARIO (a YAML file) and write results and a report.
 
     Every deployment listed in the file is simulated on identical traffic (common random
     numbers), with independent replications for 95% confidence intervals and an automatic
     warm-up cut (MSER-5).
+
+    Saturation is never silent: before the run every station offered 100% or more of its
+    capacity at the peak is named (stderr), after it every station whose queue grew through
+    the run; both go to summary.json (meta.saturation), the table below and the report's
+    first paragraph. Exit codes: 0 done, 2 invalid scenario or flag, 3 refused or flagged
+    unstable under --strict.
 
     \b
     Examples:
@@ -107,7 +121,8 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     except ScenarioError as err:
         _fail(err)
         return
-    from sim.reports.report import write_report
+    from sim.model.load import offered_load
+    from sim.reports.report import UNSTABLE, write_report
     from sim.runner import run
 
     known = [d.name for d in scen.deployments]
@@ -115,6 +130,14 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
         if a not in known:
             raise click.BadParameter(f"no deployment {a!r} in {scenario} (have {known})",
                                      param_hint="--architecture")
+    chosen = list(architectures) or known
+    hot = [o for o in offered_load(scen) if o.saturated and o.deployment in chosen]
+    for o in hot:
+        click.echo(f"warning: saturated before the run: {o.text()}; {UNSTABLE}", err=True)
+    if hot and strict:
+        click.echo(f"error: refusing to simulate {len(hot)} saturated station(s) (--strict)",
+                   err=True)
+        sys.exit(EXIT_UNSTABLE)
     res = run(scen, precision=target, jobs=jobs, progress=progress,
               deployments=list(architectures) or None)
     out = out_dir or Path("reports") / scen.name
@@ -124,9 +147,13 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
         path = write_report(res, out)
         click.echo(f"report: {path}")
     click.echo(f"results: {out}/summary.json (load in a notebook: sim.load_results({str(out)!r}))")
+    if strict and res.meta["saturation"]["unstable"]:
+        sys.exit(EXIT_UNSTABLE)
 
 
 def _summary_text(res: object) -> str:
+    from sim.reports.report import UNSTABLE, saturation_lines
+
     df = res.summary  # type: ignore[attr-defined]
     lines = [f"{'architecture':<16}{'operation':<12}{'rps':>10}{'p50 ms':>10}"
              f"{'p99 ms':>16}{'errors':>9}  SLO"]
@@ -137,6 +164,9 @@ def _summary_text(res: object) -> str:
         lines.append(f"{r.architecture:<16}{r.operation:<12}{r.throughput_rps:>10.0f}"
                      f"{r.p50_ms:>10.2f}{r.p99_ms:>9.2f}{ci:>7}{r.error_rate:>9.2%}  {slo}")
     meta = res.meta  # type: ignore[attr-defined]
+    if (meta.get("saturation") or {}).get("unstable"):
+        lines.append(f"UNSTABLE ({UNSTABLE}):")
+        lines += [f"  {bit}" for bit in saturation_lines(meta)]
     lines.append(f"replications: {meta['replications']}  warm-up cut (s): "
                  f"{ {k: round(v, 1) for k, v in meta['warmup_s'].items()} }  "
                  f"reduce factor: {meta['reduce_factor']}  wall: {meta['wall_s']} s")

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
+from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
+from sim.model.load import offered_load
 from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
 from sim.model.topology import compile_topology, reduce_factor
@@ -119,19 +121,21 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
         t_span = (edges[-1] if nb else out.duration_s) - t0
         servers = max(ser.servers, 1)
         done = comp[-1] - c0 if nb else 0.0
+        widths = np.diff(np.concatenate([[0.0], edges]))
+        queue_bins = np.diff(np.concatenate([[0.0], queue])) / widths
         st_stats[ser.name] = {
             "utilisation": (busy[-1] - b0) / (servers * t_span) if ser.servers else math.nan,
             "mean_queue": (queue[-1] - q0) / t_span,
             "mean_wait_ms": (queue[-1] - q0) / done * 1000.0 if done > 0 else 0.0,
+            "queue_growth": queue_growth(queue_bins[first + 1:], t_span),
         }
         st_meta[ser.name] = (ser.kind, ser.servers)
-        widths = np.diff(np.concatenate([[0.0], edges]))
         st_rows.append(pd.DataFrame({
             "t_s": edges - widths,
             "station": ser.name,
             "utilisation": np.diff(np.concatenate([[0.0], busy])) / (servers * widths)
             if ser.servers else np.nan,
-            "queue": np.diff(np.concatenate([[0.0], queue])) / widths,
+            "queue": queue_bins,
         }))
     st_ts = pd.concat(st_rows, ignore_index=True) if st_rows else pd.DataFrame()
     return RepStats(
@@ -237,8 +241,10 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         for name, (kind, servers) in rs[0].station_meta.items():
             st: dict[str, Any] = {"architecture": dep, "station": name, "kind": kind,
                                   "servers": servers}
-            for m in ("utilisation", "mean_queue", "mean_wait_ms"):
+            for m in ("utilisation", "mean_queue", "mean_wait_ms", "queue_growth"):
                 st[m], st[f"{m}_ci"] = _ci([r.stations[name][m] for r in rs])
+            st["growing"] = is_growing([r.stations[name]["queue_growth"] for r in rs],
+                                       [r.stations[name]["mean_queue"] for r in rs])
             st_rows.append(st)
         for r in rs:
             t = r.timeseries.copy()
@@ -279,6 +285,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         "slos": {op: s.targets() for op, s in scenario.slos.latency_ms.items()}
         | {"error_budget": scenario.slos.error_budget},
         "notes": notes,
+        "saturation": saturation(scenario, order, pd.DataFrame(st_rows)),
     }
     return Results(
         meta=meta,
@@ -287,6 +294,26 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
     )
+
+
+def saturation(scenario: Scenario, deployments: list[str],
+               stations: pd.DataFrame) -> dict[str, Any]:
+    """Saturation seen before the run (offered utilisation >= 1 at the peak, from the
+    topology) and after it (stations whose queue grew through the run); ``unstable`` when
+    either holds: then figures grow with the run length."""
+    before = [
+        {"architecture": o.deployment, "station": o.station, "kind": o.kind,
+         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s}
+        for o in offered_load(scenario) if o.deployment in deployments and o.saturated
+    ]
+    after = []
+    if not stations.empty:
+        for r in stations[stations["growing"]].itertuples(index=False):
+            after.append({"architecture": r.architecture, "station": r.station,
+                          "kind": r.kind, "queue_growth": r.queue_growth,
+                          "queue_growth_ci": r.queue_growth_ci, "mean_queue": r.mean_queue})
+    return {"unstable": bool(before or after), "saturated_before_run": before,
+            "growing_after_run": after}
 
 
 # ---------------------------------------------------------------------- driver

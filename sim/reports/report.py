@@ -382,12 +382,41 @@ def plot_throughput_p99(res: Results, path: Path) -> Path | None:
 # ---------------------------------------------------------------------- text
 
 
+UNSTABLE = "unstable: figures grow with the run length"
+
+
+def saturation_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per saturated station, before and after the run (``meta["saturation"]``)."""
+    sat = meta.get("saturation") or {}
+    bits: list[str] = []
+    for o in sat.get("saturated_before_run") or []:
+        bits.append(f"{o['architecture']}: {o['station']} offered "
+                    f"{format_percent(o['offered_utilisation'])} of its capacity at the peak "
+                    f"(t={format_number(o['at_s'])} s)")
+    for g in sat.get("growing_after_run") or []:
+        bits.append(f"{g['architecture']}: {g['station']} queue grew by "
+                    f"{format_ci(g['queue_growth'], g['queue_growth_ci'])} requests over the "
+                    f"run (mean {format_number(g['mean_queue'])})")
+    return bits
+
+
+def saturation_text(meta: dict[str, Any]) -> str:
+    """The report's warning sentence when the run is unstable; "" when it is not."""
+    if not (meta.get("saturation") or {}).get("unstable"):
+        return ""
+    return f"**{UNSTABLE[0].upper()}{UNSTABLE[1:]}.** " + "; ".join(saturation_lines(meta)) + "."
+
+
 def summary_paragraph(res: Results) -> str:
-    """One paragraph, generated from the data: which architectures meet their SLOs, what
-    they miss, and each one's bottleneck station with its utilisation."""
+    """One paragraph, generated from the data: whether the run is unstable (saturated
+    stations), which architectures meet their SLOs, what they miss, and each one's
+    bottleneck station with its utilisation."""
     meta = res.meta
     measured = meta.get("source") == "measurement"
     parts: list[str] = []
+    unstable = saturation_text(meta)
+    if unstable:
+        parts.append(unstable)
     span = meta.get("duration_s")
     reps = meta.get("replications")
     rep_n = sorted(set(reps.values())) if isinstance(reps, dict) else [reps]
@@ -535,7 +564,7 @@ def stations_markdown(res: Results) -> str:
 
 _META_SHOWN = ("scenario", "description", "source", "engine", "seed", "replications",
                "warmup_s", "reduce_factor", "duration_s", "start_hour", "created_at",
-               "notes", "windows", "slos")
+               "notes", "windows", "slos", "saturation")
 
 
 _META_LABELS = {
