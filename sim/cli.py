@@ -163,6 +163,7 @@ def _summary_text(res: object) -> str:
         ci = f"±{r.p99_ms_ci:.1f}" if r.p99_ms_ci == r.p99_ms_ci else ""
         lines.append(f"{r.architecture:<16}{r.operation:<12}{r.throughput_rps:>10.0f}"
                      f"{r.p50_ms:>10.2f}{r.p99_ms:>9.2f}{ci:>7}{r.error_rate:>9.2%}  {slo}")
+    lines += _stations_text(res)
     meta = res.meta  # type: ignore[attr-defined]
     if (meta.get("saturation") or {}).get("unstable"):
         lines.append(f"UNSTABLE ({UNSTABLE}):")
@@ -171,6 +172,30 @@ def _summary_text(res: object) -> str:
                  f"{ {k: round(v, 1) for k, v in meta['warmup_s'].items()} }  "
                  f"reduce factor: {meta['reduce_factor']}  wall: {meta['wall_s']} s")
     return "\n".join(lines)
+
+
+CONSOLE_TOP_STATIONS = 3
+"""Busiest stations per architecture shown on the console (report.md lists more)."""
+
+
+def _stations_text(res: object) -> list[str]:
+    from sim.reports.report import busiest_stations, is_flagged
+
+    st = res.stations  # type: ignore[attr-defined]
+    if st.empty:
+        return []
+    lines = [f"{'architecture':<16}{'busiest station':<28}{'util':>7}{'wait ms: mean':>15}"
+             f"{'p50':>9}{'p99':>16}"]
+    for arch in res.architectures:  # type: ignore[attr-defined]
+        for r in busiest_stations(st, arch, CONSOLE_TOP_STATIONS).itertuples(index=False):
+            p99 = getattr(r, "wait_p99_ms", float("nan"))
+            ci = getattr(r, "wait_p99_ms_ci", float("nan"))
+            ci_txt = f"±{ci:.2f}" if ci == ci else ""
+            grow = "  GROWING" if is_flagged(getattr(r, "growing", False)) else ""
+            lines.append(f"{arch:<16}{r.station:<28}{r.utilisation:>7.1%}{r.mean_wait_ms:>15.2f}"
+                         f"{getattr(r, 'wait_p50_ms', float('nan')):>9.2f}{p99:>9.2f}{ci_txt:>7}"
+                         f"{grow}")
+    return lines
 
 
 @click.command("validate")

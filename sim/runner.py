@@ -25,10 +25,16 @@ import pandas as pd
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
+from sim.engine.waits import segment_of, wait_percentiles_ms
 from sim.model.load import offered_load
 from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
-from sim.model.topology import compile_topology, reduce_factor
+from sim.model.topology import (
+    compile_topology,
+    reduce_factor,
+    reduce_refusal,
+    reduce_stream_every,
+)
 from sim.reports.results import Results
 
 ENGINE_NAME = "simpy"
@@ -129,6 +135,10 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
             "mean_wait_ms": (queue[-1] - q0) / done * 1000.0 if done > 0 else 0.0,
             "queue_growth": queue_growth(queue_bins[first + 1:], t_span),
         }
+        # wait percentiles from the run's segments after the warm-up cut (math.nan: no waits)
+        w50, w99 = (wait_percentiles_ms(ser.wait_counts, segment_of(cut, out.duration_s))
+                    if ser.wait_counts is not None else [math.nan, math.nan])
+        st_stats[ser.name] |= {"wait_p50_ms": w50, "wait_p99_ms": w99}
         st_meta[ser.name] = (ser.kind, ser.servers)
         st_rows.append(pd.DataFrame({
             "t_s": edges - widths,
@@ -191,7 +201,8 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
                                     sim.duration_s)
         else:
             stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
-            out = engine.run_open(stream.chunks(), sim.duration_s, op_rate=stream.rate)
+            every = reduce_stream_every(topo.load_balancing, k)
+            out = engine.run_open(stream.chunks(every=every), sim.duration_s, op_rate=stream.rate)
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
@@ -241,7 +252,8 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         for name, (kind, servers) in rs[0].station_meta.items():
             st: dict[str, Any] = {"architecture": dep, "station": name, "kind": kind,
                                   "servers": servers}
-            for m in ("utilisation", "mean_queue", "mean_wait_ms", "queue_growth"):
+            for m in ("utilisation", "mean_queue", "mean_wait_ms", "wait_p50_ms", "wait_p99_ms",
+                      "queue_growth"):
                 st[m], st[f"{m}_ci"] = _ci([r.stations[name][m] for r in rs])
             st["growing"] = is_growing([r.stations[name]["queue_growth"] for r in rs],
                                        [r.stations[name]["mean_queue"] for r in rs])
@@ -263,6 +275,10 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
             f"(replicas and shards divided by {k}, players partitioned by id); throughput is "
             f"scaled back to the whole system, latencies are those of the partition."
         )
+        notes += reduce_approximations(scenario, order, k)
+    refusal = reduce_refusal(scenario)
+    if refusal is not None:
+        notes.append(f"Not reduced: {refusal}.")
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -294,6 +310,25 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
     )
+
+
+def reduce_approximations(scenario: Scenario, deployments: list[str], k: int) -> list[str]:
+    """What a reduced run reproduces exactly and what it approximates, per balancing policy."""
+    out = []
+    policies = {d.load_balancing for d in scenario.deployments if d.name in deployments}
+    if "round_robin" in policies:
+        out.append(
+            f"Round robin: the partition is fed every {k}-th arrival of the whole system's "
+            f"stream (a renewal stream, not a thinned Poisson one), so each simulated replica "
+            f"of a service every request enters gets every R-th request, as in the full "
+            f"system. Approximation: replicas of services only some requests visit, and "
+            f"database shards (chosen by player), see a smoother stream than in the full "
+            f"system; the gap shrinks as their share of the requests grows.")
+    if "random" in policies:
+        out.append("Random balancing: the partition's players arrive as a Poisson stream of "
+                   f"1/{k} of the load and each replica gets a Poisson stream of 1/R of it, "
+                   "as in the full system.")
+    return out
 
 
 def saturation(scenario: Scenario, deployments: list[str],

@@ -547,6 +547,11 @@ def _lowest(row: pd.Series, archs: Sequence[str]) -> str:
     return best
 
 
+def is_flagged(x: Any) -> bool:
+    """A boolean cell that may be missing (None, NA, NaN)."""
+    return x is not None and not pd.isna(x) and bool(x)
+
+
 def stations_markdown(res: Results) -> str:
     """The busiest stations of each architecture (top 10 by utilisation)."""
     rows = []
@@ -555,11 +560,15 @@ def stations_markdown(res: Results) -> str:
             rows.append([arch, r.station, r.kind, str(r.servers) if r.servers > 0 else "–",
                          format_percent(r.utilisation, r.utilisation_ci),
                          format_ci(r.mean_queue, r.mean_queue_ci),
-                         format_ci(r.mean_wait_ms, r.mean_wait_ms_ci)])
+                         format_ci(r.mean_wait_ms, r.mean_wait_ms_ci),
+                         *(format_ci(getattr(r, m, math.nan), getattr(r, f"{m}_ci", math.nan))
+                           for m in ("wait_p50_ms", "wait_p99_ms")),
+                         "growing" if is_flagged(getattr(r, "growing", False)) else ""])
     if not rows:
         return "_No stations in these results._"
     return markdown_table(["Architecture", "Station", "Kind", "Servers", "Utilisation",
-                           "Mean queue", "Mean wait ms"], rows, "lllrrrr")
+                           "Mean queue", "Mean wait ms", "Wait p50 ms", "Wait p99 ms",
+                           "Queue"], rows, "lllrrrrrrl")
 
 
 _META_SHOWN = ("scenario", "description", "source", "engine", "seed", "replications",
