@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import click
 
+from sim.model import limits
 from sim.model.scenario import ScenarioError, load_scenario
+
+
+class FiniteFloat(click.FloatRange):
+    """A float flag in a range that also refuses inf and nan (click's FloatRange lets nan by)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        x = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(x, param, ctx)
 
 
 def _precision(value: str | None) -> float | None:
@@ -25,6 +39,10 @@ def _precision(value: str | None) -> float | None:
     return x
 
 
+EXIT_UNSTABLE = 3
+"""Exit code of ``simulate --strict`` when the scenario saturates a station."""
+
+
 def _fail(err: ScenarioError) -> None:
     click.echo(f"error: invalid scenario\n{err}", err=True)
     sys.exit(2)
@@ -39,14 +57,16 @@ def _fail(err: ScenarioError) -> None:
               help="Override any scenario field, e.g. --set simulation.duration_s=60 "
               "--set deployments.monolith.services.app.replicas=12 (repeatable; list items by "
               "index or name; the value is YAML).")
-@click.option("--seed", type=int, default=None, help="Root random seed (same seed, same results).")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=None,
+              help="Root random seed (same seed, same results).")
 @click.option("--replications", "-r", type=click.IntRange(2, 1000), default=None,
               help="Independent replications (confidence intervals come from their spread).")
 @click.option("--precision", default=None, metavar="PCT",
               help="Add replications until each operation's p99 95%-CI half-width is within "
               "PCT of its value, e.g. 5%% (capped by simulation.max_replications).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds of simulated time per replication.")
+@click.option("--duration", type=FiniteFloat(min=0, min_open=True, max=limits.MAX_DURATION_S),
+              default=None, help="Seconds of simulated time per replication (at most a week, "
+              "604800).")
 @click.option("--reduce/--no-reduce", default=None,
               help="Simulate one representative partition of identical replicas and shards "
               "(much faster; latencies stay exact for a random load balancer).")
@@ -56,15 +76,25 @@ def _fail(err: ScenarioError) -> None:
               help="Parallel processes for replications [default: number of cores].")
 @click.option("--progress/--no-progress", default=True, help="Show a bar of simulated time.")
 @click.option("--report/--no-report", default=True, help="Write report.md and PNG plots.")
+@click.option("--strict", is_flag=True,
+              help="Refuse to run (exit 3) when a station is offered 100%% or more of its "
+              "capacity at the scenario's peak, and exit 3 after writing the results when a "
+              "queue grew through the run. Without it both are warnings.")
 def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...],
                  seed: int | None, replications: int | None, precision: str | None,
                  duration: float | None, reduce: bool | None, architectures: tuple[str, ...],
-                 jobs: int | None, progress: bool, report: bool) -> None:
+                 jobs: int | None, progress: bool, report: bool, strict: bool) -> None:
     """Simulate SCENARIO (a YAML file) and write results and a report.
 
     Every deployment listed in the file is simulated on identical traffic (common random
     numbers), with independent replications for 95% confidence intervals and an automatic
     warm-up cut (MSER-5).
+
+    Saturation is never silent: before the run every station offered 100% or more of its
+    capacity at the peak is named (stderr), after it every station whose queue grew through
+    the run; both go to summary.json (meta.saturation), the table below and the report's
+    first paragraph. Exit codes: 0 done, 2 invalid scenario or flag, 3 refused or flagged
+    unstable under --strict.
 
     \b
     Examples:
@@ -91,7 +121,8 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     except ScenarioError as err:
         _fail(err)
         return
-    from sim.reports.report import write_report
+    from sim.model.load import offered_load
+    from sim.reports.report import UNSTABLE, write_report
     from sim.runner import run
 
     known = [d.name for d in scen.deployments]
@@ -99,6 +130,14 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
         if a not in known:
             raise click.BadParameter(f"no deployment {a!r} in {scenario} (have {known})",
                                      param_hint="--architecture")
+    chosen = list(architectures) or known
+    hot = [o for o in offered_load(scen) if o.saturated and o.deployment in chosen]
+    for o in hot:
+        click.echo(f"warning: saturated before the run: {o.text()}; {UNSTABLE}", err=True)
+    if hot and strict:
+        click.echo(f"error: refusing to simulate {len(hot)} saturated station(s) (--strict)",
+                   err=True)
+        sys.exit(EXIT_UNSTABLE)
     res = run(scen, precision=target, jobs=jobs, progress=progress,
               deployments=list(architectures) or None)
     out = out_dir or Path("reports") / scen.name
@@ -109,9 +148,13 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
         path = write_report(res, out)
         click.echo(f"report: {path}")
     click.echo(f"results: {out}/summary.json (load in a notebook: sim.load_results({str(out)!r}))")
+    if strict and res.meta["saturation"]["unstable"]:
+        sys.exit(EXIT_UNSTABLE)
 
 
 def _summary_text(res: object) -> str:
+    from sim.reports.report import UNSTABLE, saturation_lines
+
     df = res.summary  # type: ignore[attr-defined]
     lines = [f"{'architecture':<16}{'operation':<12}{'rps':>10}{'p50 ms':>10}"
              f"{'p99 ms':>16}{'errors':>9}  SLO"]
@@ -121,7 +164,11 @@ def _summary_text(res: object) -> str:
         ci = f"±{r.p99_ms_ci:.1f}" if r.p99_ms_ci == r.p99_ms_ci else ""
         lines.append(f"{r.architecture:<16}{r.operation:<12}{r.throughput_rps:>10.0f}"
                      f"{r.p50_ms:>10.2f}{r.p99_ms:>9.2f}{ci:>7}{r.error_rate:>9.2%}  {slo}")
+    lines += _stations_text(res)
     meta = res.meta  # type: ignore[attr-defined]
+    if (meta.get("saturation") or {}).get("unstable"):
+        lines.append(f"UNSTABLE ({UNSTABLE}):")
+        lines += [f"  {bit}" for bit in saturation_lines(meta)]
     lines.append(f"replications: {meta['replications']}  warm-up cut (s): "
                  f"{ {k: round(v, 1) for k, v in meta['warmup_s'].items()} }  "
                  f"reduce factor: {meta['reduce_factor']}  wall: {meta['wall_s']} s")
@@ -229,6 +276,28 @@ def sweep_cmd(scenario: Path, varies: tuple[str, ...], overrides: tuple[str, ...
     if report:
         click.echo(f"report: {write_sweep_report(sweep.table, sweep.meta, out)}")
     click.echo(f"table: {out}/sweep.parquet (in a notebook: sim.load_sweep({str(out)!r}))")
+CONSOLE_TOP_STATIONS = 3
+"""Busiest stations per architecture shown on the console (report.md lists more)."""
+
+
+def _stations_text(res: object) -> list[str]:
+    from sim.reports.report import busiest_stations, is_flagged
+
+    st = res.stations  # type: ignore[attr-defined]
+    if st.empty:
+        return []
+    lines = [f"{'architecture':<16}{'busiest station':<28}{'util':>7}{'wait ms: mean':>15}"
+             f"{'p50':>9}{'p99':>16}"]
+    for arch in res.architectures:  # type: ignore[attr-defined]
+        for r in busiest_stations(st, arch, CONSOLE_TOP_STATIONS).itertuples(index=False):
+            p99 = getattr(r, "wait_p99_ms", float("nan"))
+            ci = getattr(r, "wait_p99_ms_ci", float("nan"))
+            ci_txt = f"±{ci:.2f}" if ci == ci else ""
+            grow = "  GROWING" if is_flagged(getattr(r, "growing", False)) else ""
+            lines.append(f"{arch:<16}{r.station:<28}{r.utilisation:>7.1%}{r.mean_wait_ms:>15.2f}"
+                         f"{getattr(r, 'wait_p50_ms', float('nan')):>9.2f}{p99:>9.2f}{ci_txt:>7}"
+                         f"{grow}")
+    return lines
 
 
 @click.command("validate")
@@ -237,7 +306,7 @@ def sweep_cmd(scenario: Path, varies: tuple[str, ...], overrides: tuple[str, ...
 @click.option("--quick", is_flag=True, help="Fewer customers per case (a smoke check).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Parallel processes for replications.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=7, show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the comparison table as CSV.")
 def validate_cmd(analytic: bool, quick: bool, jobs: int | None, seed: int,

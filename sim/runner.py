@@ -26,12 +26,20 @@ import pandas as pd
 
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
+from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
 from sim.engine.demands import RequestDemands, demand_seed
+from sim.engine.waits import segment_of, wait_percentiles_ms
 from sim.model.cost import deployment_cost
+from sim.model.load import offered_load
 from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
-from sim.model.topology import compile_topology, reduce_factor
+from sim.model.topology import (
+    compile_topology,
+    reduce_factor,
+    reduce_refusal,
+    reduce_stream_every,
+)
 from sim.reports.results import Results
 
 ENGINE_NAME = "simpy"
@@ -124,19 +132,25 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
         t_span = (edges[-1] if nb else out.duration_s) - t0
         servers = max(ser.servers, 1)
         done = comp[-1] - c0 if nb else 0.0
+        widths = np.diff(np.concatenate([[0.0], edges]))
+        queue_bins = np.diff(np.concatenate([[0.0], queue])) / widths
         st_stats[ser.name] = {
             "utilisation": (busy[-1] - b0) / (servers * t_span) if ser.servers else math.nan,
             "mean_queue": (queue[-1] - q0) / t_span,
             "mean_wait_ms": (queue[-1] - q0) / done * 1000.0 if done > 0 else 0.0,
+            "queue_growth": queue_growth(queue_bins[first + 1:], t_span),
         }
+        # wait percentiles from the run's segments after the warm-up cut (math.nan: no waits)
+        w50, w99 = (wait_percentiles_ms(ser.wait_counts, segment_of(cut, out.duration_s))
+                    if ser.wait_counts is not None else [math.nan, math.nan])
+        st_stats[ser.name] |= {"wait_p50_ms": w50, "wait_p99_ms": w99}
         st_meta[ser.name] = (ser.kind, ser.servers)
-        widths = np.diff(np.concatenate([[0.0], edges]))
         st_rows.append(pd.DataFrame({
             "t_s": edges - widths,
             "station": ser.name,
             "utilisation": np.diff(np.concatenate([[0.0], busy])) / (servers * widths)
             if ser.servers else np.nan,
-            "queue": np.diff(np.concatenate([[0.0], queue])) / widths,
+            "queue": queue_bins,
         }))
     st_ts = pd.concat(st_rows, ignore_index=True) if st_rows else pd.DataFrame()
     return RepStats(
@@ -202,7 +216,8 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
                                     sim.duration_s)
         else:
             stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
-            out = engine.run_open(stream.chunks(), sim.duration_s, op_rate=stream.rate)
+            every = reduce_stream_every(topo.load_balancing, k)
+            out = engine.run_open(stream.chunks(every=every), sim.duration_s, op_rate=stream.rate)
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
@@ -252,8 +267,11 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         for name, (kind, servers) in rs[0].station_meta.items():
             st: dict[str, Any] = {"architecture": dep, "station": name, "kind": kind,
                                   "servers": servers}
-            for m in ("utilisation", "mean_queue", "mean_wait_ms"):
+            for m in ("utilisation", "mean_queue", "mean_wait_ms", "wait_p50_ms", "wait_p99_ms",
+                      "queue_growth"):
                 st[m], st[f"{m}_ci"] = _ci([r.stations[name][m] for r in rs])
+            st["growing"] = is_growing([r.stations[name]["queue_growth"] for r in rs],
+                                       [r.stations[name]["mean_queue"] for r in rs])
             st_rows.append(st)
         for r in rs:
             t = r.timeseries.copy()
@@ -272,6 +290,10 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
             f"(replicas and shards divided by {k}, players partitioned by id); throughput is "
             f"scaled back to the whole system, latencies are those of the partition."
         )
+        notes += reduce_approximations(scenario, order, k)
+    refusal = reduce_refusal(scenario)
+    if refusal is not None:
+        notes.append(f"Not reduced: {refusal}.")
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -294,6 +316,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         "slos": {op: s.targets() for op, s in scenario.slos.latency_ms.items()}
         | {"error_budget": scenario.slos.error_budget},
         "notes": notes,
+        "saturation": saturation(scenario, order, pd.DataFrame(st_rows)),
     }
     meta |= comparison_meta(scenario, reps, order)
     return Results(
@@ -320,6 +343,43 @@ def comparison_meta(scenario: Scenario, reps: list[RepStats], order: list[str]) 
     paired = paired_differences(per_replication_table(reps), order) if len(order) > 1 else None
     records = [] if paired is None else paired.to_dict(orient="records")
     return {"cost": cost, "paired": records}
+def reduce_approximations(scenario: Scenario, deployments: list[str], k: int) -> list[str]:
+    """What a reduced run reproduces exactly and what it approximates, per balancing policy."""
+    out = []
+    policies = {d.load_balancing for d in scenario.deployments if d.name in deployments}
+    if "round_robin" in policies:
+        out.append(
+            f"Round robin: the partition is fed every {k}-th arrival of the whole system's "
+            f"stream (a renewal stream, not a thinned Poisson one), so each simulated replica "
+            f"of a service every request enters gets every R-th request, as in the full "
+            f"system. Approximation: replicas of services only some requests visit, and "
+            f"database shards (chosen by player), see a smoother stream than in the full "
+            f"system; the gap shrinks as their share of the requests grows.")
+    if "random" in policies:
+        out.append("Random balancing: the partition's players arrive as a Poisson stream of "
+                   f"1/{k} of the load and each replica gets a Poisson stream of 1/R of it, "
+                   "as in the full system.")
+    return out
+
+
+def saturation(scenario: Scenario, deployments: list[str],
+               stations: pd.DataFrame) -> dict[str, Any]:
+    """Saturation seen before the run (offered utilisation >= 1 at the peak, from the
+    topology) and after it (stations whose queue grew through the run); ``unstable`` when
+    either holds: then figures grow with the run length."""
+    before = [
+        {"architecture": o.deployment, "station": o.station, "kind": o.kind,
+         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s}
+        for o in offered_load(scenario) if o.deployment in deployments and o.saturated
+    ]
+    after = []
+    if not stations.empty:
+        for r in stations[stations["growing"]].itertuples(index=False):
+            after.append({"architecture": r.architecture, "station": r.station,
+                          "kind": r.kind, "queue_growth": r.queue_growth,
+                          "queue_growth_ci": r.queue_growth_ci, "mean_queue": r.mean_queue})
+    return {"unstable": bool(before or after), "saturated_before_run": before,
+            "growing_after_run": after}
 
 
 # ---------------------------------------------------------------------- driver

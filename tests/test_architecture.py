@@ -53,7 +53,7 @@ def test_scenario_model_is_plain_data() -> None:
 
 def test_analysis_formulas_do_not_need_simpy() -> None:
     for f, m in _imports("sim/analysis"):
-        if f.endswith(("analytic.py", "output_analysis.py")):
+        if f.endswith(("analytic.py", "output_analysis.py", "saturation.py")):
             assert not m.startswith(("simpy", "sim.engine")), (f, m)
 
 

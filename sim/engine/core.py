@@ -31,6 +31,7 @@ import simpy
 from simpy.events import Event
 
 from sim.engine.demands import RequestDemands, StepDemand
+from sim.engine.waits import WaitHistogram
 from sim.model.distributions import Distribution
 from sim.model.topology import Route, StepSpec, Topology
 
@@ -64,8 +65,8 @@ class Pool:
     """
 
     __slots__ = (
-        "_last", "area_busy", "area_queue", "busy", "capacity", "completions", "env", "kind",
-        "name", "waiting",
+        "_last", "_since", "area_busy", "area_queue", "busy", "capacity", "completions", "env",
+        "kind", "name", "waiting", "waits",
     )
 
     def __init__(self, env: simpy.Environment, name: str, kind: str, capacity: int):
@@ -79,6 +80,8 @@ class Pool:
         self.area_queue = 0.0
         self.completions = 0
         self._last = 0.0
+        self.waits: WaitHistogram | None = None  # set by the engine for a run
+        self._since: dict[Event, float] = {}     # waiting request -> when it started waiting
 
     def _account(self) -> None:
         now = self.env._now
@@ -93,9 +96,13 @@ class Pool:
         self._account()
         if self.busy < self.capacity:
             self.busy += 1
+            if self.waits is not None:
+                self.waits.record(self.env._now, 0.0)
             return None
         ev = Event(self.env)
         self.waiting.append(ev)
+        if self.waits is not None:
+            self._since[ev] = self.env._now
         return ev
 
     def cancel(self, ev: Event) -> None:
@@ -105,6 +112,12 @@ class Pool:
             self.release()
         else:
             self.waiting.remove(ev)
+            self._since.pop(ev, None)
+
+    def reject(self, ev: Event) -> None:
+        """Turn away a request that just joined the queue (queue limit reached)."""
+        self.waiting.remove(ev)
+        self._since.pop(ev, None)
 
     def release(self) -> None:
         """Give a unit back, handing it to the first waiter if any."""
@@ -114,6 +127,9 @@ class Pool:
         while waiting:
             ev = waiting.popleft()
             if not ev.triggered:
+                if self.waits is not None:
+                    now = self.env._now
+                    self.waits.record(now, now - self._since.pop(ev, now))
                 ev.succeed()
                 return
         self.busy -= 1
@@ -122,6 +138,11 @@ class Pool:
         """Cumulative (busy-time, queue-time, completions) up to now."""
         self._account()
         return self.area_busy, self.area_queue, self.completions
+
+
+PS_TOLERANCE = 1e-9
+"""Relative slack (to the simulated clock) within which processor-sharing jobs finish together:
+rounding of ``delay * rate`` leaves a few ulps; jobs this close are completed by one timer."""
 
 
 class PSCpu:
@@ -135,7 +156,7 @@ class PSCpu:
     __slots__ = (
         "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy",
         "area_excess", "area_jobs",
-        "completions", "cores", "env", "kind", "n", "name", "never_shares",
+        "completions", "cores", "env", "kind", "n", "name", "never_shares", "waits",
     )
 
     def __init__(self, env: simpy.Environment, name: str, kind: str, cores: int, max_jobs: int):
@@ -145,7 +166,8 @@ class PSCpu:
         self.cores = cores
         self.never_shares = max_jobs <= cores
         self.n = 0
-        self._heap: list[tuple[float, int, Event]] = []
+        self._heap: list[tuple[float, int, Event, float, float]] = []  # + start, work
+        self.waits: WaitHistogram | None = None  # set by the engine for a run
         self._seq = count()
         self._vtime = 0.0
         self._last = 0.0
@@ -179,12 +201,14 @@ class PSCpu:
         self._advance()
         self.n += 1
         if self.never_shares:
+            if self.waits is not None:
+                self.waits.record(self.env._now, 0.0)
             ev = self.env.timeout(work)
             ev.callbacks.append(self._done_plain)
             return ev
         ev = Event(self.env)
         finish = self._vtime + work
-        heapq.heappush(self._heap, (finish, next(self._seq), ev))
+        heapq.heappush(self._heap, (finish, next(self._seq), ev, self.env._now, work))
         if self._timer_rate1 and self.n <= self.cores and 0.0 <= self._timer_vt <= finish:
             return ev  # still full speed and the earliest finish is unchanged: timer stays valid
         self._schedule()
@@ -217,11 +241,24 @@ class PSCpu:
             return  # superseded by a later arrival or departure
         self._advance()
         heap = self._heap
-        limit = self._vtime + 1e-12
+        # The timer was set for the job at the top of the heap (nothing arrived or left
+        # since, or ``gen`` would differ): complete it whatever the rounding left of its work.
+        # Past 2^14 s the clock's resolution exceeds any absolute tolerance, and a leftover
+        # of a few ulps used to schedule zero-length timers at the same instant forever.
+        target = self._timer_vt
+        slack = PS_TOLERANCE * max(1.0, self.env._now)
+        assert heap and heap[0][0] == target, "PS timer fired for a job not at the heap top"
+        assert target - self._vtime <= slack, (
+            f"PS timer fired {target - self._vtime:g} s of virtual work early")
+        limit = max(self._vtime, target) + slack
+        waits = self.waits
         while heap and heap[0][0] <= limit:
-            ev = heapq.heappop(heap)[2]
+            _, _, ev, start, work = heapq.heappop(heap)
             self.n -= 1
             self.completions += 1
+            if waits is not None:  # time lost to sharing the cores
+                now = self.env._now
+                waits.record(now, max(0.0, now - start - work))
             ev.succeed()
         self._schedule()
 
@@ -295,6 +332,7 @@ class StationSeries:
     busy: list[float] = field(default_factory=list)
     queue: list[float] = field(default_factory=list)
     completions: list[int] = field(default_factory=list)
+    wait_counts: np.ndarray | None = None  # (segments, buckets), see sim.engine.waits
 
 
 @dataclass
@@ -479,7 +517,7 @@ class Engine:
         ev = w.acquire()
         if ev is not None:
             if entry_svc.queue_limit is not None and len(w.waiting) > entry_svc.queue_limit:
-                w.waiting.remove(ev)
+                w.reject(ev)
                 self._record(t0, op, env._now - t0, True)
                 return
             yield ev
@@ -517,7 +555,7 @@ class Engine:
         ev = w.acquire()
         if ev is not None:
             if svc.queue_limit is not None and len(w.waiting) > svc.queue_limit:
-                w.waiting.remove(ev)
+                w.reject(ev)
                 yield env.timeout(self._hop())
                 return False
             yield ev
@@ -654,8 +692,14 @@ class Engine:
         return self._run(duration)
 
     def _run(self, duration: float) -> RunOutput:
+        for st, _ in self._series:
+            if isinstance(st, Pool | PSCpu):
+                st.waits = WaitHistogram(duration)
         self.env.process(self._sampler_proc(duration))
         self.env.run(until=duration)
+        for st, ser in self._series:
+            if getattr(st, "waits", None) is not None:
+                ser.wait_counts = st.waits.counts()
         return RunOutput(
             deployment=self.topo.deployment,
             duration_s=duration,

@@ -13,9 +13,11 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim.model import limits as L
+
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = L.FINITE | ConfigDict(frozen=True)
 
     def mean_s(self) -> float:  # pragma: no cover - overridden
         raise AssertionError("abstract")
@@ -36,7 +38,7 @@ class Constant(_Dist):
     """Always the same value."""
 
     kind: Literal["constant"] = "constant"
-    value_ms: float = Field(ge=0)
+    value_ms: float = Field(ge=0, le=L.MAX_DEMAND_MS)
 
     def mean_s(self) -> float:
         return self.value_ms / 1000.0
@@ -55,7 +57,7 @@ class Exponential(_Dist):
     """Exponential with the given mean."""
 
     kind: Literal["exponential"] = "exponential"
-    mean_ms: float = Field(gt=0)
+    mean_ms: float = Field(ge=L.MIN_MEAN_MS, le=L.MAX_DEMAND_MS)
 
     def mean_s(self) -> float:
         return self.mean_ms / 1000.0
@@ -74,8 +76,8 @@ class LogNormal(_Dist):
     """Log-normal given by its median and the sigma of the underlying normal."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median_ms: float = Field(gt=0)
-    sigma: float = Field(ge=0, le=5)
+    median_ms: float = Field(ge=L.MIN_MEAN_MS, le=L.MAX_DEMAND_MS)
+    sigma: float = Field(ge=0, le=L.MAX_SIGMA)
 
     def mean_s(self) -> float:
         return self.median_ms / 1000.0 * math.exp(self.sigma**2 / 2)
@@ -94,8 +96,8 @@ class Gamma(_Dist):
     """Gamma given by its mean and coefficient of variation."""
 
     kind: Literal["gamma"] = "gamma"
-    mean_ms: float = Field(gt=0)
-    cv: float = Field(gt=0, le=10)
+    mean_ms: float = Field(ge=L.MIN_MEAN_MS, le=L.MAX_DEMAND_MS)
+    cv: float = Field(gt=0, le=L.MAX_CV)
 
     def mean_s(self) -> float:
         return self.mean_ms / 1000.0
@@ -120,8 +122,8 @@ class Empirical(_Dist):
     @field_validator("samples_ms")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
-        if any(x < 0 or not math.isfinite(x) for x in v):
-            raise ValueError("every sample must be a finite number >= 0")
+        if any(not 0 <= x <= L.MAX_DEMAND_MS for x in v):
+            raise ValueError(f"every sample must be a finite number in [0, {L.MAX_DEMAND_MS:g}]")
         return v
 
     def mean_s(self) -> float:
@@ -148,12 +150,12 @@ Distribution = Annotated[
 class BetSize(BaseModel):
     """Stake distribution in minor units (log-normal, clipped to [min, max])."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = L.FINITE | ConfigDict(frozen=True)
 
-    median: int = Field(default=100, gt=0, description="median stake, minor units")
-    sigma: float = Field(default=1.0, ge=0, le=5)
-    min: int = Field(default=10, gt=0)
-    max: int = Field(default=1_000_000, gt=0)
+    median: int = Field(default=100, gt=0, le=L.MAX_STAKE, description="median stake, minor units")
+    sigma: float = Field(default=1.0, ge=0, le=L.MAX_SIGMA)
+    min: int = Field(default=10, gt=0, le=L.MAX_STAKE)
+    max: int = Field(default=1_000_000, gt=0, le=L.MAX_STAKE)
 
     @model_validator(mode="after")
     def _ordered(self) -> BetSize:

@@ -328,6 +328,8 @@ class ArrivalStream:
         self._session_end: np.ndarray = rng.standard_exponential(self.pool.size)
         self._session_end *= self.mean_session_s
         self._touched: np.ndarray = np.zeros(self.pool.size, dtype=bool)  # scratch, per chunk
+        self._renewal_cum = 0.0                 # every-k-th streams: cumulative rate so far
+        self._renewal_next: float | None = None  # ... and the next kept arrival on that scale
 
     def _spare_needed(self, size: int) -> int:
         """Spare players for ``size`` slots: the window's expected session starts, +25% + 64.
@@ -494,6 +496,13 @@ class ArrivalStream:
         # One uniform per candidate both thins and picks the operation: the candidate is
         # kept with probability rate(t)/bound, as operation o with probability rate_o/bound.
         u = rng.random(n) * bound
+        return self._marked(a, b, t, online, base, u)
+
+    def _marked(self, a: float, b: float, t: np.ndarray, online: np.ndarray, base: np.ndarray,
+                u: np.ndarray) -> ArrivalChunk:
+        """Candidates at ``t`` (in ``[a, b)``) with uniforms ``u`` scaled to a rate: kept as
+        operation o with probability rate_o(t) / scale, then given a player and a stake."""
+        rng = self.rng
         if any(start < b and end > a for start, end, _, _ in self._spikes):
             cum = np.cumsum(base[:, None] * self.op_share * self._multipliers(t), axis=1)
             op = (cum <= u[:, None]).sum(axis=1)
@@ -510,18 +519,60 @@ class ArrivalStream:
         player = self._assign_players(a, b, slot, t)
         return ArrivalChunk(t, op, player, amount)
 
-    def chunks(self, chunk_s: float = 1.0) -> Iterator[ArrivalChunk]:
+    def _every_kth_chunk(self, a: float, b: float, every: int) -> ArrivalChunk:
+        """Every ``every``-th arrival of a stream ``every`` times denser, over ``[a, b)``.
+
+        The dense stream (rate ``every`` x this stream's) is a time-changed unit Poisson
+        process, so its every-``every``-th arrivals are a renewal process whose gaps, in
+        units of this stream's cumulative rate, are Gamma(every, 1/every) (mean 1, CV^2
+        1/every). Marks (operation, player, stake) are drawn at the kept times as for any
+        arrival. Round-robin over R replicas gives each one every R-th request of the whole
+        system; a partition of 1/k of the system fed this way (every = k) with R/k replicas
+        gives its replicas exactly that stream.
+        """
+        rng = self.rng
+        # the cumulative rate on a grid fine enough for its curvature: online counts are
+        # linear between hour breakpoints, spike multipliers constant between their edges
+        edges = [e for sp in self._spikes for e in sp[:2] if a < e < b]
+        grid = np.unique(np.concatenate([np.linspace(a, b, 9), self._breakpoints(a, b), edges]))
+        mid = (grid[1:] + grid[:-1]) / 2.0
+        total = self.rate(mid).sum(axis=-1)
+        cum = np.concatenate([[self._renewal_cum], self._renewal_cum + np.cumsum(
+            total * np.diff(grid))])
+        if self._renewal_next is None:  # stationary start: a uniform phase of the Erlang gap
+            self._renewal_next = float(rng.gamma(rng.integers(1, every + 1), 1.0 / every))
+        marks: list[float] = []
+        nxt = self._renewal_next
+        while nxt < cum[-1]:
+            marks.append(nxt)
+            nxt += float(rng.gamma(every, 1.0 / every))
+        self._renewal_next = nxt
+        self._renewal_cum = float(cum[-1])
+        t = np.interp(np.asarray(marks), cum, grid) if marks else np.empty(0)
+        t = np.clip(t, a, np.nextafter(b, -np.inf))
+        online = np.asarray(online_count(self.population, self.start_day_s + t))
+        base = online * (self.per_player_rate / self.partition[1])
+        scale = self.rate(t).sum(axis=-1) if t.size else np.empty(0)
+        u = rng.random(t.size) * scale * (1.0 - 1e-12)  # every candidate is kept
+        return self._marked(a, b, t, online, base, u)
+
+    def chunks(self, chunk_s: float = 1.0, every: int = 1) -> Iterator[ArrivalChunk]:
         """Arrivals over ``[0, duration_s)`` chunk by chunk (bounded memory), in time order.
 
         Call once per stream: the chunks consume the stream's generator and move its
         sessions on. The same seed and ``chunk_s`` give the same arrivals; another
-        ``chunk_s`` gives another sample of the same process.
+        ``chunk_s`` gives another sample of the same process. ``every > 1``: the same rates,
+        but every ``every``-th arrival of a stream ``every`` times denser (a smoother
+        renewal stream, see :meth:`_every_kth_chunk`) instead of a Poisson stream.
         """
         if chunk_s <= 0:
             raise ValueError("chunk_s must be positive")
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self._renewal_cum, self._renewal_next = 0.0, None
         n_chunks = math.ceil(self.duration_s / chunk_s)
         for i in range(n_chunks):
             a = i * chunk_s
             b = min((i + 1) * chunk_s, self.duration_s)
             if b > a:
-                yield self._chunk(a, b)
+                yield self._chunk(a, b) if every == 1 else self._every_kth_chunk(a, b, every)

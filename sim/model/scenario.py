@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sim.model import limits as L
 from sim.model.distributions import BetSize, Constant, Distribution
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
@@ -33,7 +34,7 @@ class ScenarioError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = L.FINITE
 
 
 # --------------------------------------------------------------------------- population
@@ -43,9 +44,10 @@ class Spike(_Model):
     """A burst of activity: the rate of the listed operations is multiplied for a while."""
 
     name: str = "spike"
-    start_s: float = Field(ge=0, description="seconds after the simulated window starts")
-    duration_s: float = Field(gt=0)
-    multiplier: float = Field(gt=0)
+    start_s: float = Field(ge=0, le=L.MAX_DURATION_S,
+                           description="seconds after the simulated window starts")
+    duration_s: float = Field(gt=0, le=L.MAX_DURATION_S)
+    multiplier: float = Field(gt=0, le=L.MAX_MULTIPLIER)
     operations: list[str] | None = Field(
         default=None, description="operations affected; all when omitted"
     )
@@ -54,22 +56,22 @@ class Spike(_Model):
 class Session(_Model):
     """What an online player does per unit of time."""
 
-    actions_per_minute: float = Field(default=4.0, gt=0)
-    mean_session_minutes: float = Field(default=30.0, gt=0)
+    actions_per_minute: float = Field(default=4.0, gt=0, le=L.MAX_ACTIONS_PER_MINUTE)
+    mean_session_minutes: float = Field(default=30.0, gt=0, le=L.MAX_SESSION_MINUTES)
 
 
 class Whales(_Model):
     """Heavy-tailed activity: a small share of players act many times more often."""
 
     share: float = Field(default=0.01, ge=0, le=1)
-    activity_multiplier: float = Field(default=20.0, ge=1)
+    activity_multiplier: float = Field(default=20.0, ge=1, le=L.MAX_MULTIPLIER)
 
 
 class Population(_Model):
     """Registered and online players over the day."""
 
-    registered_players: int = Field(default=1_000_000, gt=0)
-    peak_online: int = Field(default=100_000, gt=0)
+    registered_players: int = Field(default=1_000_000, gt=0, le=L.MAX_PLAYERS)
+    peak_online: int = Field(default=100_000, gt=0, le=L.MAX_ONLINE)
     online_curve: list[float] = Field(
         default_factory=lambda: [
             0.30, 0.22, 0.16, 0.12, 0.10, 0.10, 0.12, 0.18, 0.25, 0.32, 0.38, 0.44,
@@ -134,7 +136,7 @@ class Step(_Model):
 class Operation(_Model):
     """An operation players cause, its share of all actions and its call path."""
 
-    weight: float = Field(ge=0)
+    weight: float = Field(ge=0, le=L.MAX_WEIGHT)
     steps: list[Step] = Field(min_length=1)
 
 
@@ -146,31 +148,32 @@ class Service(_Model):
 
     name: str
     components: list[str] = Field(min_length=1)
-    replicas: int = Field(default=1, ge=1)
-    cores: int = Field(default=2, ge=1)
-    workers: int = Field(default=16, ge=1)
-    db_pool: int = Field(default=0, ge=0, description="database connections per replica")
+    replicas: int = Field(default=1, ge=1, le=L.MAX_REPLICAS)
+    cores: int = Field(default=2, ge=1, le=L.MAX_CORES)
+    workers: int = Field(default=16, ge=1, le=L.MAX_WORKERS)
+    db_pool: int = Field(default=0, ge=0, le=L.MAX_CONNECTIONS,
+                         description="database connections per replica")
     database: str | None = None
     queue_limit: int | None = Field(
-        default=None, ge=0,
+        default=None, ge=0, le=L.MAX_QUEUE_LIMIT,
         description="requests waiting for a worker beyond which new ones get 503",
     )
-    db_pool_timeout_ms: float | None = Field(default=None, gt=0)
+    db_pool_timeout_ms: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
 
 
 class Database(_Model):
     """A database server (or cluster of identical shards partitioned by player)."""
 
     name: str
-    cores: int = Field(default=8, ge=1)
-    max_connections: int = Field(default=200, ge=1)
-    shards: int = Field(default=1, ge=1)
+    cores: int = Field(default=8, ge=1, le=L.MAX_CORES)
+    max_connections: int = Field(default=200, ge=1, le=L.MAX_CONNECTIONS)
+    shards: int = Field(default=1, ge=1, le=L.MAX_SHARDS)
 
 
 class HotAccount(_Model):
     """A shared account (house, jackpot) written by many requests: one row or N sub-accounts."""
 
-    sub_accounts: int = Field(default=1, ge=1)
+    sub_accounts: int = Field(default=1, ge=1, le=L.MAX_SUB_ACCOUNTS)
     database: str | None = None
 
 
@@ -248,7 +251,7 @@ class Deployment(_Model):
 class ClosedLoop(_Model):
     """A fixed number of users, each thinking then sending one request, like locust users."""
 
-    users: int = Field(ge=1)
+    users: int = Field(ge=1, le=L.MAX_USERS)
     think_time: Distribution = Field(default_factory=lambda: Constant(value_ms=0.0))
 
 
@@ -256,9 +259,9 @@ class Simulation(_Model):
     """Which window of the day to simulate and how to analyse the output."""
 
     start_hour: float = Field(default=20.0, ge=0, lt=24)
-    duration_s: float = Field(default=120.0, gt=0)
-    replications: int = Field(default=3, ge=2, le=1000)
-    max_replications: int = Field(default=20, ge=2, le=1000)
+    duration_s: float = Field(default=120.0, gt=0, le=L.MAX_DURATION_S)
+    replications: int = Field(default=3, ge=2, le=L.MAX_REPLICATIONS)
+    max_replications: int = Field(default=20, ge=2, le=L.MAX_REPLICATIONS)
     precision: float | None = Field(
         default=None, gt=0, lt=1,
         description="target relative 95% CI half-width of each operation's p99",
@@ -266,9 +269,9 @@ class Simulation(_Model):
     warmup: Literal["auto"] | float = Field(
         default="auto", description="'auto' (MSER-5 on the output) or seconds to discard"
     )
-    seed: int = Field(default=1, ge=0)
+    seed: int = Field(default=1, ge=0, le=L.MAX_SEED)
     reduce: bool = Field(default=False, description="simulate one representative partition")
-    timeseries_bin_s: float = Field(default=1.0, gt=0)
+    timeseries_bin_s: float = Field(default=1.0, ge=L.MIN_BIN_S, le=L.MAX_DURATION_S)
     closed: ClosedLoop | None = Field(
         default=None, description="closed-loop users instead of the open population arrivals"
     )
@@ -277,19 +280,32 @@ class Simulation(_Model):
     @classmethod
     def _warmup(cls, v: Any) -> Any:
         if isinstance(v, float | int) and (v < 0 or not math.isfinite(v)):
-            raise ValueError("warmup seconds must be >= 0")
+            raise ValueError("warmup seconds must be a finite number >= 0")
         return v
+
+    @model_validator(mode="after")
+    def _within_run(self) -> Simulation:
+        if isinstance(self.warmup, float | int) and self.warmup >= self.duration_s:
+            raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration_s "
+                             f"({self.duration_s:g} s)")
+        if self.timeseries_bin_s > self.duration_s:
+            raise ValueError(f"timeseries_bin_s ({self.timeseries_bin_s:g} s) must not exceed "
+                             f"duration_s ({self.duration_s:g} s)")
+        if self.duration_s / self.timeseries_bin_s > L.MAX_BINS:
+            raise ValueError(f"duration_s / timeseries_bin_s gives more than {L.MAX_BINS} "
+                             f"time-series bins: use larger bins")
+        return self
 
 
 class OperationSLO(_Model):
     """Latency targets in milliseconds for one operation (any of p50, p95, p99, p99.9)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = L.FINITE | ConfigDict(populate_by_name=True)
 
-    p50: float | None = Field(default=None, gt=0)
-    p95: float | None = Field(default=None, gt=0)
-    p99: float | None = Field(default=None, gt=0)
-    p99_9: float | None = Field(default=None, gt=0, alias="p99.9")
+    p50: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    p95: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    p99: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    p99_9: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS, alias="p99.9")
 
     def targets(self) -> dict[str, float]:
         """Percentile label -> target ms, for the targets given."""
@@ -381,6 +397,9 @@ class Scenario(_Model):
 # --------------------------------------------------------------------------- loading
 
 
+_TYPE_TAGS = ("float", "int", "str", "bool")  # union members pydantic names in error paths
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -388,7 +407,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part in ("constant", "exponential", "lognormal", "gamma", "empirical"):
             continue  # discriminator tag inserted by pydantic, not a user-visible field
-        elif str(part).startswith(("function-", "union[")):
+        elif str(part).startswith(("function-", "union[", "literal[")) or part in _TYPE_TAGS:
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -475,7 +494,10 @@ def parse_scenario(
             source, [("", "the file must hold a mapping (key: value) at top level")]
         )
     for ov in overrides or []:
-        apply_override(raw, ov)
+        try:
+            apply_override(raw, ov)
+        except ScenarioError as err:  # name the file the override applies to
+            raise ScenarioError(f"{source} (--set {ov})", err.problems) from None
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:

@@ -91,14 +91,47 @@ class Topology:
     reduce_factor: int
 
 
+def reduce_refusal(scenario: Scenario) -> str | None:
+    """Why a scenario asking to be reduced cannot be (None when it can).
+
+    Least-outstanding balancing sends each request to the replica with the fewest requests in
+    flight among *all* of a service's replicas: one replica's queue depends on every peer's,
+    a pooling that R/k replicas fed 1/k of the load do not have (their queues would read
+    high). Round robin and random balancing depend on the arrival stream only, which a
+    reduced run reproduces (see :func:`reduce_stream_every`).
+    """
+    if not scenario.simulation.reduce:
+        return None
+    for d in scenario.deployments:
+        pooled = [s.name for s in d.services if s.replicas > 1]
+        if d.load_balancing == "least_outstanding" and pooled:
+            return (f"deployment {d.name!r} balances {', '.join(pooled)} by least outstanding "
+                    "requests: a replica's queue depends on all its peers' queues, which a "
+                    "partition of the replicas cannot reproduce; simulated at full size")
+    return None
+
+
+def reduce_stream_every(load_balancing: str, k: int) -> int:
+    """How a reduced run (factor k) feeds its partition: keep every n-th arrival of a k times
+    denser stream (n = k) or a Poisson stream of 1/k of the players' arrivals (n = 1).
+
+    Round robin gives each of R replicas every R-th request of the whole stream; the
+    partition's R/k replicas, fed every k-th arrival and balancing round robin, get exactly
+    that. Random balancing gives each replica a Poisson stream of 1/R of the load, which a
+    Poisson partition of 1/k split at random over R/k replicas reproduces.
+    """
+    return k if k > 1 and load_balancing == "round_robin" else 1
+
+
 def reduce_factor(scenario: Scenario) -> int:
-    """Largest k dividing every replica and shard count of every deployment (1 if not reducing).
+    """Largest k dividing every replica and shard count of every deployment (1 if not reducing
+    or if :func:`reduce_refusal` says the scenario cannot be reduced).
 
     Simulating 1/k of each deployment with 1/k of the players (a partition by player id) keeps
     every replica at full size, so queueing is not scaled down, and all deployments still see
     identical traffic.
     """
-    if not scenario.simulation.reduce:
+    if not scenario.simulation.reduce or reduce_refusal(scenario) is not None:
         return 1
     counts = [s.replicas for d in scenario.deployments for s in d.services]
     counts += [db.shards for d in scenario.deployments for db in d.databases]

@@ -382,12 +382,41 @@ def plot_throughput_p99(res: Results, path: Path) -> Path | None:
 # ---------------------------------------------------------------------- text
 
 
+UNSTABLE = "unstable: figures grow with the run length"
+
+
+def saturation_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per saturated station, before and after the run (``meta["saturation"]``)."""
+    sat = meta.get("saturation") or {}
+    bits: list[str] = []
+    for o in sat.get("saturated_before_run") or []:
+        bits.append(f"{o['architecture']}: {o['station']} offered "
+                    f"{format_percent(o['offered_utilisation'])} of its capacity at the peak "
+                    f"(t={format_number(o['at_s'])} s)")
+    for g in sat.get("growing_after_run") or []:
+        bits.append(f"{g['architecture']}: {g['station']} queue grew by "
+                    f"{format_ci(g['queue_growth'], g['queue_growth_ci'])} requests over the "
+                    f"run (mean {format_number(g['mean_queue'])})")
+    return bits
+
+
+def saturation_text(meta: dict[str, Any]) -> str:
+    """The report's warning sentence when the run is unstable; "" when it is not."""
+    if not (meta.get("saturation") or {}).get("unstable"):
+        return ""
+    return f"**{UNSTABLE[0].upper()}{UNSTABLE[1:]}.** " + "; ".join(saturation_lines(meta)) + "."
+
+
 def summary_paragraph(res: Results) -> str:
-    """One paragraph, generated from the data: which architectures meet their SLOs, what
-    they miss, and each one's bottleneck station with its utilisation."""
+    """One paragraph, generated from the data: whether the run is unstable (saturated
+    stations), which architectures meet their SLOs, what they miss, and each one's
+    bottleneck station with its utilisation."""
     meta = res.meta
     measured = meta.get("source") == "measurement"
     parts: list[str] = []
+    unstable = saturation_text(meta)
+    if unstable:
+        parts.append(unstable)
     span = meta.get("duration_s")
     reps = meta.get("replications")
     rep_n = sorted(set(reps.values())) if isinstance(reps, dict) else [reps]
@@ -518,6 +547,11 @@ def _lowest(row: pd.Series, archs: Sequence[str]) -> str:
     return best
 
 
+def is_flagged(x: Any) -> bool:
+    """A boolean cell that may be missing (None, NA, NaN)."""
+    return x is not None and not pd.isna(x) and bool(x)
+
+
 def stations_markdown(res: Results) -> str:
     """The busiest stations of each architecture (top 10 by utilisation)."""
     rows = []
@@ -526,16 +560,20 @@ def stations_markdown(res: Results) -> str:
             rows.append([arch, r.station, r.kind, str(r.servers) if r.servers > 0 else "–",
                          format_percent(r.utilisation, r.utilisation_ci),
                          format_ci(r.mean_queue, r.mean_queue_ci),
-                         format_ci(r.mean_wait_ms, r.mean_wait_ms_ci)])
+                         format_ci(r.mean_wait_ms, r.mean_wait_ms_ci),
+                         *(format_ci(getattr(r, m, math.nan), getattr(r, f"{m}_ci", math.nan))
+                           for m in ("wait_p50_ms", "wait_p99_ms")),
+                         "growing" if is_flagged(getattr(r, "growing", False)) else ""])
     if not rows:
         return "_No stations in these results._"
     return markdown_table(["Architecture", "Station", "Kind", "Servers", "Utilisation",
-                           "Mean queue", "Mean wait ms"], rows, "lllrrrr")
+                           "Mean queue", "Mean wait ms", "Wait p50 ms", "Wait p99 ms",
+                           "Queue"], rows, "lllrrrrrrl")
 
 
 _META_SHOWN = ("scenario", "description", "source", "engine", "seed", "replications",
                "warmup_s", "reduce_factor", "duration_s", "start_hour", "created_at",
-               "notes", "windows", "slos")
+               "notes", "windows", "slos", "saturation")
 
 
 _META_LABELS = {

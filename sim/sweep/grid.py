@@ -104,5 +104,5 @@ def point_scenarios(path: str | Path, base: list[str], points: list[Point]) -> l
             out.append(load_scenario(path, [*base, *pt.overrides]))
         except ScenarioError as err:
             where = ", ".join(f"{k}={v}" for k, v in pt.values.items())
-            raise ScenarioError(f"sweep point {pt.index} ({where})", err.problems) from None
+            raise ScenarioError(f"{path}: sweep point {pt.index} ({where})", err.problems) from None
     return out

@@ -167,3 +167,40 @@ def test_hot_account_lock_serialises_writers() -> None:
     out = Engine(compile_topology(scen, scen.deployments[0]), np.random.default_rng(0)).run_open(
         _burst(5), 5.0)
     assert sorted(out.latency) == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+
+
+def test_pool_and_ps_waits_are_counted_in_histograms() -> None:
+    from sim.engine.waits import WaitHistogram, wait_percentiles_ms
+
+    env = simpy.Environment()
+    pool = Pool(env, "p", "workers", 1)
+    pool.waits = WaitHistogram(10.0)
+
+    def user():
+        ev = pool.acquire()
+        if ev is not None:
+            yield ev
+        yield env.timeout(1.0)
+        pool.release()
+
+    for _ in range(3):
+        env.process(user())
+    env.run()
+    # waits 0, 1 and 2 s: p50 is 1 s, p99 2 s (within the 2% buckets)
+    p50, p99 = wait_percentiles_ms(pool.waits.counts(), 0)
+    assert p50 == pytest.approx(1000.0, rel=0.02)
+    assert p99 == pytest.approx(2000.0, rel=0.02)
+
+    env = simpy.Environment()
+    cpu = PSCpu(env, "cpu", "cpu", 1, 10)
+    cpu.waits = WaitHistogram(10.0)
+
+    def job():
+        yield cpu.serve(1.0)
+
+    env.process(job())
+    env.process(job())
+    env.run()
+    # two equal jobs share one core: each finishes at 2 s, having lost 1 s to sharing
+    assert wait_percentiles_ms(cpu.waits.counts(), 0) == pytest.approx([1000.0, 1000.0],
+                                                                      rel=0.02)

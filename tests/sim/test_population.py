@@ -301,7 +301,7 @@ def test_players_are_drawn_among_those_online_as_the_curve_falls(
     curve[0] = 1.0  # 20k online at midnight, 11k at 00:30
     # sessions far longer than the window: the slots keep their first players
     sc = scenario(online_curve=curve, simulation={"start_hour": 0.0, "duration_s": 1_800.0},
-                  session={"actions_per_minute": 6, "mean_session_minutes": 1e12})
+                  session={"actions_per_minute": 6, "mean_session_minutes": 1e9})
     stream = ArrivalStream(sc, np.random.default_rng(12), partition=partition)
     parts = partition[1]
     assert stream.pool.size == pytest.approx(20_000 / parts, abs=1)

@@ -15,7 +15,8 @@ def _subset(names: tuple[str, ...], quick: bool = True) -> list:
 def test_mmc_and_mva_at_moderate_load_match_theory() -> None:
     table = evaluate(_subset(("M/M/1 rho=0.5", "M/M/8 rho=0.8", "closed MVA N=5",
                               "Jackson 3 stations rho=0.5")), jobs=2)
-    assert len(table) == 7
+    assert len(table) == 9  # 7 means + the p99 of the wait of M/M/1 and M/M/8
+    assert set(table[table["metric"].str.startswith("wait p")]["metric"]) == {"wait p99 (ms)"}
     failed = table[~table["pass"]]
     assert failed.empty, failed.to_string()
 
@@ -42,3 +43,11 @@ def test_validate_requires_a_reference() -> None:
     res = CliRunner().invoke(cli, ["validate"])
     assert res.exit_code == 2
     assert "--analytic" in res.output
+
+
+def test_suite_has_wait_percentile_and_long_processor_sharing_cases() -> None:
+    metrics = {(c.name, c.metric) for c in cases(quick=True)}
+    assert ("M/M/1 rho=0.8", "wait p50 (ms)") in metrics
+    assert ("M/M/8 rho=0.95", "wait p99 (ms)") in metrics
+    long_ps = [c for c in cases(quick=True) if c.name.startswith("M/M/1-PS")]
+    assert long_ps and long_ps[0].scenario.simulation.duration_s > 2**14

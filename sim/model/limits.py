@@ -1,0 +1,64 @@
+"""Finite ranges of every number of the scenario language (one place, named).
+
+Every float of a scenario is finite (``allow_inf_nan=False`` on every model) and every
+number has an upper bound that keeps a run meaningful and affordable: beyond them a value is
+a typo (``1e300``), not a capacity question. The bounds are generous on purpose; each is
+documented where it is used (``sim/model/scenario.py``, ``sim/model/distributions.py``) and in
+README.md ("Scenario numbers").
+"""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict
+
+FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+"""Model config shared by every scenario model: unknown fields and inf/nan are rejected."""
+
+# simulated time
+MAX_DURATION_S = 7 * 86_400.0
+"""A week of simulated time per replication (a day, 86,400 s, is the usual long run)."""
+MIN_BIN_S = 1e-3
+"""Time-series bins of at least 1 ms."""
+MAX_BINS = 1_000_000
+"""At most a million time-series bins per replication (memory of the station series)."""
+
+# service demands and time limits, milliseconds
+MAX_DEMAND_MS = 3_600_000.0
+"""One hour: the largest service demand, think time, external wait or SLO target."""
+MIN_MEAN_MS = 1e-6
+"""One nanosecond: the smallest positive mean or median of a distribution."""
+MAX_SIGMA = 5.0
+"""Log-normal sigma (the underlying normal's); e^5 ~ 150 times the median at one sigma."""
+MAX_CV = 10.0
+"""Gamma coefficient of variation."""
+
+# population and load
+MAX_PLAYERS = 10_000_000_000
+"""Registered players."""
+MAX_ONLINE = 100_000_000
+"""Online players at the peak (the population keeps ~30 bytes per online player)."""
+MAX_ACTIONS_PER_MINUTE = 600.0
+"""Ten actions a second per online player."""
+MAX_SESSION_MINUTES = 1e9
+"""Mean session length: up to ~1,900 years, i.e. "players never leave during the run"."""
+MAX_MULTIPLIER = 1_000.0
+"""Spike and whale activity multipliers."""
+MAX_WEIGHT = 1e9
+"""Relative operation weights (only their ratios matter)."""
+MAX_STAKE = 10**12
+"""Bet sizes in minor units (ten billion in a currency with cents)."""
+MAX_USERS = 1_000_000
+"""Closed-loop users."""
+
+# deployment sizes
+MAX_REPLICAS = 10_000
+MAX_CORES = 1_024
+MAX_WORKERS = 1_000_000
+MAX_CONNECTIONS = 100_000
+MAX_SHARDS = 10_000
+MAX_SUB_ACCOUNTS = 10_000
+MAX_QUEUE_LIMIT = 100_000_000
+
+# run settings
+MAX_REPLICATIONS = 1_000
+MAX_SEED = 2**63 - 1
