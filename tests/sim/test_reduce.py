@@ -87,11 +87,12 @@ def test_reduced_round_robin_run_states_its_approximation() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("policy", ["round_robin", "random"])
 def test_baseline_day_reduced_agrees_with_full_at_its_own_factor_and_load(policy: str) -> None:
     # the shipped file's factor (8) and load (200k online at 20:00), short runs to stay
     # affordable: p50 and p99 of every operation of every deployment, intervals overlap
-    df = compare(BASELINE, policy, jobs=2, duration_s=4.0, replications=3, warmup=0.5)
+    df = compare(BASELINE, policy, jobs=2, duration_s=3.0, replications=3, warmup=0.5)
     assert df.attrs["reduce_factor"] == 8
     assert len(df) == 3 * 7 * 2
     exact = df if policy == "random" else df[df["route_share"] >= EXACT_SHARE]
