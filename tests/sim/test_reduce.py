@@ -99,6 +99,7 @@ def test_baseline_day_reduced_agrees_with_full_at_its_own_factor_and_load(policy
     bad = exact[~exact["agree"]]
     assert bad.empty, bad.to_string()
     # round robin, routes through services few requests visit (login: the player service, 2%
-    # of requests): the documented approximation, measured at +5% on p50 (10 s runs)
+    # of requests): the documented approximation, measured at +5% on p50 (10 s runs); they
+    # must still agree within their intervals or within 15%
     rest = df[~df.index.isin(exact.index)]
-    assert (rest["rel_diff"].abs() < 0.15).all(), rest.to_string()
+    assert (rest["agree"] | (rest["rel_diff"].abs() < 0.15)).all(), rest.to_string()
