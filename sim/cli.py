@@ -69,7 +69,9 @@ def _fail(err: ScenarioError) -> None:
               "604800).")
 @click.option("--reduce/--no-reduce", default=None,
               help="Simulate one representative partition of identical replicas and shards "
-              "(much faster; latencies stay exact for a random load balancer).")
+              "(much faster). Round robin: the partition gets every k-th arrival, as each "
+              "replica does; random: a Poisson partition; least outstanding: refused (full "
+              "size). The run's notes state the approximation.")
 @click.option("--architecture", "-a", "architectures", multiple=True,
               help="Only these deployments (by name; repeatable).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
@@ -77,7 +79,7 @@ def _fail(err: ScenarioError) -> None:
 @click.option("--progress/--no-progress", default=True, help="Show a bar of simulated time.")
 @click.option("--report/--no-report", default=True, help="Write report.md and PNG plots.")
 @click.option("--strict", is_flag=True,
-              help="Refuse to run (exit 3) when a station is offered 100%% or more of its "
+              help="Refuse to run (exit 3) when a station is offered 100% or more of its "
               "capacity at the scenario's peak, and exit 3 after writing the results when a "
               "queue grew through the run. Without it both are warnings.")
 def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...],
