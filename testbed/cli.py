@@ -1,8 +1,9 @@
 """`testbed` console script.
 
 This module is the only place that knows both halves of the project: it attaches the
-simulator's commands (``sim.cli``) and the reference back office's commands
-(``reference_impl.cli``) to one click group. Neither half imports the other.
+simulator's commands (``sim.cli``), the reference back office's commands
+(``reference_impl.cli``) and the load generator's (``loadgen.cli``, which talks to the back
+office over HTTP only) to one click group. Neither half imports the other.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def cli() -> None:
       simulate   predict latency, throughput and contention of a scenario (discrete-event)
       validate   check the simulator against queueing theory (--analytic)
       serve      start the reference back office (monolith | microservices | hybrid)
+      load       drive a running back office with a scenario's players (open or closed loop)
       ledger     verify the reference back office's ledger, rebuild balances from the journal
 
     \b
@@ -32,6 +34,9 @@ def _attach() -> None:
     from sim.cli import register as register_sim
 
     register_sim(cli)
+    from loadgen.cli import register as register_load
+
+    register_load(cli)
     try:
         from reference_impl.cli import register as register_ref
     except ImportError:  # reference back office not installed in this checkout

@@ -1,0 +1,143 @@
+"""``testbed load``: drive a running back office with a scenario's players and write the
+measurement in the simulator's results schema (attached to ``testbed`` by testbed/cli.py)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from loadgen.behaviour import BehaviourError
+from loadgen.client import parse_target
+from loadgen.openloop import DEFAULT_MAX_IN_FLIGHT, MAX_PROCESSES, LoadError
+from loadgen.signing import ENV_VAR, CredentialsError, load_credentials
+from sim.model.scenario import ScenarioError, load_scenario
+
+DEFAULT_PLAYERS = 1000
+
+
+def register(group: click.Group) -> None:
+    """Attach the load commands to the ``testbed`` group."""
+    group.add_command(load)
+
+
+def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter("must be a positive finite number", ctx, param)
+    return value
+
+
+@click.command()
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office (`testbed serve`)")
+@click.option("--duration", "duration_s", default=30.0, show_default=True, type=float,
+              callback=_finite_positive, help="measured seconds (set-up of players excluded)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for summary.json, time series, report.md and plots")
+@click.option("--rate", type=float, default=None, callback=_finite_positive,
+              help="OPEN LOOP: requests per second, Poisson arrivals sent at their intended "
+                   "times; latency from the intended time into HDR histograms")
+@click.option("--users", type=click.IntRange(1, 100_000), default=None,
+              help="CLOSED LOOP: locust FastHttpUser users, each waiting for its answer")
+@click.option("--workers", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="closed loop: a locust master and N worker processes on this machine "
+                   "(0: users run in this process)")
+@click.option("--shape", is_flag=True,
+              help="closed loop: replay the scenario's online curve and spikes over the "
+                   "simulated window, compressed into --duration (--users is the peak)")
+@click.option("--spawn-rate", type=float, default=None, callback=_finite_positive,
+              help="closed loop: users started per second [default: all within 1 s]")
+@click.option("--max-in-flight", type=click.IntRange(1, 1_000_000),
+              default=DEFAULT_MAX_IN_FLIGHT, show_default=True,
+              help="open loop: outstanding requests beyond which arrivals are skipped "
+                   "(counted and reported, never sent late)")
+@click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), default=1,
+              show_default=True,
+              help="open loop: generator processes sharing the rate (histograms merged)")
+@click.option("--players", type=click.IntRange(1, 10_000_000), default=DEFAULT_PLAYERS,
+              show_default=True, help="players created and funded before measuring")
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML (providers/operators/staff) [default: ${ENV_VAR}; "
+                   "none: no auth headers]")
+@click.option("--architecture", default="measured", show_default=True,
+              help="label of the system under test in the results (e.g. monolith)")
+@click.option("--seed", type=click.IntRange(0, 2**31), default=1, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="override a scenario field, as in `testbed simulate`")
+def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: float | None,
+         users: int | None, workers: int, shape: bool, spawn_rate: float | None,
+         max_in_flight: int, processes: int, players: int, credentials: str | None,
+         architecture: str, seed: int, overrides: tuple[str, ...]) -> None:
+    """Drive a running back office with SCENARIO's players; write a measured run that
+    `sim.load_results(DIR)`, report.md and the notebook read like a simulated one.
+
+    \b
+    Players behave as the scenario says: its operation mix, bet sizes and whale share;
+    rounds of bet then win or rollback; balance reads, deposits, withdrawals. Each is
+    created and funded before the measured window; every money request has a fresh
+    transaction id, and a retry (503 or lost connection) reuses it.
+
+    \b
+    Two ways to load (give exactly one):
+      --rate R    open loop: Poisson arrivals at R/s whatever the server does; latency
+                  counted from the intended send time, so queueing cannot hide
+      --users N   closed loop (locust FastHttpUser): N users each waiting for its answer;
+                  --workers N for locust's master + worker processes, --shape to replay
+                  the scenario's curve
+    The generator measures its own CPU and send lag and marks a saturated run (its
+    figures are then the generator's limit, not the server's).
+
+    \b
+    Examples:
+      testbed load scenarios/baseline_day.yaml --rate 300 --duration 30 --out reports/m300
+      testbed load scenarios/baseline_day.yaml --users 50 --workers 2 --out reports/u50
+    """
+    if (rate is None) == (users is None):
+        raise click.UsageError("give exactly one of --rate (open loop) or --users (closed loop)")
+    if rate is not None and (workers or shape or spawn_rate):
+        raise click.UsageError("--workers, --shape and --spawn-rate are closed-loop options "
+                               "(use --users); the open loop scales with --processes")
+    if users is not None and processes != 1:
+        raise click.UsageError("--processes is an open-loop option; closed loop uses --workers")
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    try:
+        sc = load_scenario(scenario, list(overrides))
+        creds = load_credentials(credentials)
+    except (ScenarioError, CredentialsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from loadgen import run
+
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=duration_s,
+                    players=players, seed=seed, credentials=creds, architecture=architecture,
+                    prefix=f"lg{secrets.token_hex(4)}-")
+    _check_reachable(target)
+    started = time.perf_counter()
+    try:
+        if rate is not None:
+            results = run.open_loop(plan, rate, max_in_flight, processes)
+        else:
+            assert users is not None
+            results = run.closed_loop(plan, users, workers, shape, spawn_rate)
+    except (LoadError, BehaviourError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = run.save(results, Path(out_dir))
+    click.echo(run.describe(results), err=True)
+    click.echo(f"wrote {Path(out_dir) / 'summary.json'} and {report} "
+               f"({time.perf_counter() - started:.0f} s)", err=True)
+
+
+def _check_reachable(target: str) -> None:
+    try:
+        httpx.get(f"{target.rstrip('/')}/health", timeout=5)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {target}/health: {exc} "
+                                   "(is `testbed serve` running?)") from exc
