@@ -23,8 +23,9 @@ def _imports(folder: str) -> list[tuple[str, str]]:
 
 
 RULES = [
-    ("sim", ("reference_impl",)),
-    ("reference_impl", ("sim",)),
+    ("sim", ("reference_impl", "loadgen")),
+    ("reference_impl", ("sim", "loadgen")),
+    ("loadgen", ("reference_impl",)),
     ("reference_impl/domain", ("reference_impl.storage", "reference_impl.services",
                                "reference_impl.transport", "reference_impl.http",
                                "reference_impl.deployments", "asyncio", "sqlite3", "asyncpg",
@@ -61,4 +62,20 @@ def test_reports_do_not_import_the_engine() -> None:
     """Reports read results, simulated or measured, never the engine that made them."""
     bad = [(f, m) for f, m in _imports("sim/reports")
            if m.startswith(("simpy", "sim.engine", "sim.runner"))]
+    assert not bad, bad
+
+
+LOADGEN_MAY_IMPORT_FROM_SIM = frozenset({
+    "sim",                  # sim.run() for predictions, sim.load_results
+    "sim.model.scenario",   # the scenario schema
+    "sim.reports.results",  # the results schema
+    "sim.reports.report",   # the report
+})
+
+
+def test_loadgen_uses_only_the_simulators_schemas_and_public_entry() -> None:
+    """loadgen talks HTTP to the back office and writes the simulator's results schema: it
+    may read scenarios and write results/reports, and predict through ``sim.run`` only."""
+    bad = [(f, m) for f, m in _imports("loadgen")
+           if (m == "sim" or m.startswith("sim.")) and m not in LOADGEN_MAY_IMPORT_FROM_SIM]
     assert not bad, bad
