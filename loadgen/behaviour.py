@@ -192,6 +192,23 @@ class Players:
             self.open_rounds.append(req.opens)
 
 
+class HealthChecks:
+    """A request source of ``GET /health`` only: measures the load generator and the HTTP
+    stack, not the back office's work (``benchmarks/bench_loadgen.py``)."""
+
+    abandoned_rounds = 0
+    _REQUEST = Request("health", "GET", "/health")
+
+    def setup_requests(self) -> list[list[Request]]:
+        return []
+
+    def next(self) -> Request:
+        return self._REQUEST
+
+    def answered(self, req: Request, status: int) -> None:
+        return None
+
+
 def error_code(status: int, body: bytes) -> str | None:
     """None for a 2xx answer; else the API's ``error.code`` or ``HTTP_<status>``."""
     if 200 <= status < 300:

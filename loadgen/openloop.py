@@ -2,7 +2,8 @@
 does, latency measured from the intended send time (no coordinated omission).
 
 One generator process runs one asyncio loop (uvloop): a scheduler wakes when the next
-arrival is due, sends every arrival that is due (each on an idle keep-alive connection or
+arrival is due (at most once per millisecond, the loop's timer resolution), sends every
+arrival that is due (each on an idle keep-alive connection or
 a new one), and records the send lag (actual minus intended). The answer's callback records
 the latency from the intended time. When ``max_in_flight`` requests are outstanding an
 arrival is *skipped*: counted per operation and reported, never sent late. Several
@@ -36,6 +37,8 @@ DRAIN_S = 10.0
 """After the last arrival, answers are awaited this long; the rest fail as NO_RESPONSE."""
 NO_RESPONSE = "NO_RESPONSE"
 DEFAULT_MAX_IN_FLIGHT = 1000
+TICK_S = 0.001
+"""Shortest sleep of the scheduler (the event loop's timer resolution)."""
 MAX_PROCESSES = 64
 START_BARRIER_S = 120.0
 """Generator processes wait at most this long for each other's set-up."""
@@ -48,6 +51,12 @@ class Hooks:
 
     on_start: Callable[[], object]
     on_stop: Callable[[], object]
+
+
+Source = Callable[[Scenario, "OpenLoopConfig", int], Any]
+"""Makes the request source of generator process ``index``: an object with ``next()``,
+``answered(request, status)``, ``setup_requests()`` and ``abandoned_rounds``, as
+:class:`loadgen.behaviour.Players` (the default) or :class:`loadgen.behaviour.HealthChecks`."""
 
 
 class LoadError(RuntimeError):
@@ -92,10 +101,16 @@ async def setup_players(pool: Pool, players: Players) -> None:
     await asyncio.gather(*(worker() for _ in range(min(SETUP_CONCURRENCY, len(chains)))))
 
 
+def scenario_players(scenario: Scenario, cfg: OpenLoopConfig, index: int) -> Players:
+    """The default request source: the scenario's players (own ids per process)."""
+    return Players(scenario, cfg.players, f"{cfg.prefix}g{index}-", cfg.seed + index)
+
+
 async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
-               ready: Any = None, hooks: Hooks | None = None) -> dict[str, Any]:
+               ready: Any = None, hooks: Hooks | None = None,
+               source: Source = scenario_players) -> dict[str, Any]:
     pool = Pool(cfg.target, Signer(cfg.credentials))
-    players = Players(scenario, cfg.players, f"{cfg.prefix}g{index}-", cfg.seed + index)
+    players = source(scenario, cfg, index)
     try:
         await setup_players(pool, players)
     except OSError as exc:
@@ -140,7 +155,10 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
     while next_t < end:
         now = pc()
         if next_t > now:
-            await asyncio.sleep(next_t - now)
+            # uvloop's timers have millisecond resolution: a shorter sleep returns at once
+            # and spins. Wake at most once per TICK_S and send every arrival then due (its
+            # lag is recorded; its latency still counts from the intended time).
+            await asyncio.sleep(max(next_t - now, TICK_S))
             now = pc()
         while next_t <= now and next_t < end:
             rec.send_lag(now - next_t)
@@ -172,29 +190,31 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
 
 
 def _child(scenario: Scenario, cfg: OpenLoopConfig, index: int, ready: Any,
-           out: Any) -> None:
+           out: Any, source: Source) -> None:
     try:
-        out.put((index, uvloop.run(_run(scenario, cfg, index, ready))))
+        out.put((index, uvloop.run(_run(scenario, cfg, index, ready, source=source))))
     except BaseException as exc:  # reported to the parent, which raises it
         ready.abort()
         out.put((index, LoadError(f"generator process {index}: {exc}")))
 
 
 def run_open_loop(scenario: Scenario, cfg: OpenLoopConfig, processes: int = 1,
-                  hooks: Hooks | None = None) -> list[dict[str, Any]]:
+                  hooks: Hooks | None = None, source: Source = scenario_players
+                  ) -> list[dict[str, Any]]:
     """Run the open-loop generator in ``processes`` processes (rate split evenly); returns
-    each process's export and CPU figures. ``hooks`` run in this process."""
+    each process's export and CPU figures. ``hooks`` run in this process; ``source`` must
+    be picklable (a module-level function) when ``processes`` > 1."""
     if not 1 <= processes <= MAX_PROCESSES:
         raise ValueError(f"processes: must be between 1 and {MAX_PROCESSES}")
     if processes == 1:
-        return [uvloop.run(_run(scenario, cfg, 0, hooks=hooks))]
+        return [uvloop.run(_run(scenario, cfg, 0, hooks=hooks, source=source))]
     share = OpenLoopConfig(cfg.target, cfg.rate / processes, cfg.duration_s,
                            max(1, cfg.players // processes), cfg.seed, cfg.prefix,
                            max(1, cfg.max_in_flight // processes), cfg.credentials)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Barrier(processes + 1)  # the generators and this process
     out = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(scenario, share, i, ready, out), daemon=True)
+    procs = [ctx.Process(target=_child, args=(scenario, share, i, ready, out, source), daemon=True)
              for i in range(processes)]
     for p in procs:
         p.start()

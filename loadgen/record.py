@@ -38,9 +38,10 @@ SIG_FIGS_PER_SECOND = 2
 """Per-second histograms (one per operation and second): 1% precision, 20 kB each."""
 FLUSH_EVERY = 65_536
 """Raw latencies buffered before they are folded into the histograms (bounds memory)."""
-_GRID_BITS = 12
-"""Values are snapped to multiples of 2**(bit_length - 12): finer than a 3-significant-digit
-HDR bucket (2048 sub-buckets), so the histograms hold exactly what raw recording would."""
+_GRID_BITS = {3: 12, 2: 9}
+"""Significant figures -> values are snapped to multiples of 2**(bit_length - bits): finer
+than the histogram's own buckets (2048 sub-buckets at 3 figures, 256 at 2), so it holds
+exactly what raw recording would, with fewer distinct values to record."""
 
 
 def _hist(sig: int) -> HdrHistogram:
@@ -52,7 +53,8 @@ def _record_bulk(hist: HdrHistogram, values: np.ndarray) -> None:
     if values.size == 0:
         return
     v = np.clip(values, LOWEST_US, HIGHEST_US).astype(np.int64)
-    shift = np.maximum(0, np.floor(np.log2(v)).astype(np.int64) + 1 - _GRID_BITS)
+    bits = _GRID_BITS[hist.significant_figures]
+    shift = np.maximum(0, np.floor(np.log2(v)).astype(np.int64) + 1 - bits)
     snapped = (v >> shift) << shift
     uniq, counts = np.unique(snapped, return_counts=True)
     for value, count in zip(uniq.tolist(), counts.tolist(), strict=True):
@@ -77,7 +79,7 @@ class Recorder:
     errors: Counter[tuple[int, str]] = field(default_factory=Counter)
     codes: dict[str, Counter[str]] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
-    lag: HdrHistogram = field(default_factory=lambda: _hist(SIG_FIGS_TOTAL))
+    lag: HdrHistogram = field(default_factory=lambda: _hist(SIG_FIGS_PER_SECOND))
 
     def record(self, op: str, intended: float, done: float, code: str | None) -> None:
         """One answered (or failed) request: sent for ``intended``, finished at ``done``
