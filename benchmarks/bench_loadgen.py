@@ -1,7 +1,9 @@
 """What a request costs the load generator: requests per generator CPU-second, the open-loop
 client (loadgen.openloop) side by side with locust's FastHttpUser, against one `testbed serve`
 (SQLite), on ``GET /health`` and on the scenario's wallet mix (bets, wins, balances, ... with
-their JSON bodies).
+their JSON bodies); then both on ``GET /health`` of a null server (fixed answer, never the
+limit; every request answered 200 ``{"status":"ok"}``), the open loop at ``--null-rate``, to
+measure the generators where the back office cannot hold them back.
 
 Each case runs locust first (closed loop, ``--users`` users as fast as the server answers),
 then the open loop at the rate locust reached, so both drive the server equally hard. The
@@ -31,7 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "baseline_day.yaml"
 BASELINE = Path(__file__).with_name("baseline_loadgen.json")
-KINDS = ("health", "wallet")
+KINDS = ("health", "wallet", "null-health", "null-wallet")
+"""/health and the wallet mix against `testbed serve`, then against the null server."""
 
 
 def _free_port() -> int:
@@ -69,6 +72,56 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("testbed serve did not start")
 
 
+# ---------------------------------------------------------------------- null server
+
+NULL_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\ncontent-type: application/json"
+                 b"\r\n\r\n{\"status\":\"ok\"}")
+
+
+def null_server(port: int) -> None:
+    """Answers every request with /health's body at once: a server that is never the limit,
+    to measure the generators alone (one uvloop process, HTTP/1.1 keep-alive)."""
+    import asyncio
+
+    import uvloop
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.t, self.buf = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+                head = self.buf[:end].lower()
+                i = head.find(b"content-length:")
+                length = int(head[i + 15:].split(b"\r\n", 1)[0]) if i >= 0 else 0
+                if len(self.buf) < end + 4 + length:
+                    return
+                self.buf = self.buf[end + 4 + length:]
+                self.t.write(NULL_RESPONSE)
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
+def start_null_server() -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--null-server", str(port)],
+                            env=_env())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("null server did not start")
+
+
 # ---------------------------------------------------------------------- locust (child)
 
 
@@ -82,7 +135,7 @@ def locust_child(kind: str, url: str, seconds: float, users: int) -> dict[str, A
     from loadgen.locust_main import make_user
     from sim.model.scenario import load_scenario
 
-    if kind == "health":
+    if kind.endswith("health"):
         class Health(FastHttpUser):
             host = url
 
@@ -134,7 +187,7 @@ def run_open(kind: str, url: str, seconds: float, rate: float) -> dict[str, Any]
 
     cfg = OpenLoopConfig(url, rate, seconds, players=200, seed=1,
                          prefix=f"bench{os.getpid()}{int(time.time())}-")
-    source = _health_source if kind == "health" else scenario_players
+    source = scenario_players if kind.endswith("wallet") else _health_source
     part = run_open_loop(load_scenario(SCENARIO), cfg, 1, source=source)[0]
     rec = merge([part["recorder"]])
     answered = sum(h.get_total_count() for h in rec.total.values())
@@ -147,22 +200,33 @@ def run_open(kind: str, url: str, seconds: float, rate: float) -> dict[str, Any]
 # ---------------------------------------------------------------------- driver
 
 
-def measure(seconds: float, users: int) -> list[dict[str, Any]]:
+def _case(kind: str, url: str, seconds: float, users: int, open_rate: float | None
+          ) -> list[dict[str, Any]]:
+    lo = run_locust(kind, url, seconds, users)
+    rate = open_rate or lo["requests"] / lo["wall_s"]
+    op = run_open(kind, url, seconds, rate)
+    return [{"kind": kind, "generator": name, **r, "rate": r["requests"] / r["wall_s"],
+             "per_cpu_s": r["requests"] / r["cpu_s"]}
+            for name, r in (("locust FastHttpUser", lo), ("open loop (loadgen)", op))]
+
+
+def measure(seconds: float, users: int, null_rate: float) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as tmp:
         proc, url = start_server(Path(tmp))
         try:
-            for kind in KINDS:
-                lo = run_locust(kind, url, seconds, users)
-                rate = lo["requests"] / lo["wall_s"]
-                op = run_open(kind, url, seconds, rate)
-                for name, r in (("locust FastHttpUser", lo), ("open loop (loadgen)", op)):
-                    rows.append({"kind": kind, "generator": name, **r,
-                                 "rate": r["requests"] / r["wall_s"],
-                                 "per_cpu_s": r["requests"] / r["cpu_s"]})
+            for kind in ("health", "wallet"):
+                rows += _case(kind, url, seconds, users, None)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    proc, url = start_null_server()
+    try:
+        for kind in ("null-health", "null-wallet"):
+            rows += _case(kind, url, seconds, users, null_rate)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     return rows
 
 
@@ -196,13 +260,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="exit 1 if a ratio fell below the baseline by more than --tolerance")
     ap.add_argument("--tolerance", type=float, default=0.3)
     ap.add_argument("--update-baseline", action="store_true")
+    ap.add_argument("--null-rate", type=float, default=4000.0,
+                    help="open-loop rate against the null server (requests/s)")
     ap.add_argument("--locust-child", choices=KINDS, help=argparse.SUPPRESS)
+    ap.add_argument("--null-server", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.null_server:
+        null_server(a.null_server)
+        return 0
     if a.locust_child:
         print(json.dumps(locust_child(a.locust_child, a.target, a.seconds, a.users)))
         return 0
-    rows = measure(a.seconds, a.users)
+    rows = measure(a.seconds, a.users, a.null_rate)
     print(table(rows) if a.markdown else json.dumps(rows, indent=1) + "\n" + table(rows))
     rat = ratios(rows)
     if a.update_baseline:
