@@ -24,6 +24,7 @@ DEFAULT_PLAYERS = 1000
 def register(group: click.Group) -> None:
     """Attach the load commands to the ``testbed`` group."""
     group.add_command(load)
+    group.add_command(calibrate)
 
 
 def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -141,3 +142,84 @@ def _check_reachable(target: str) -> None:
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach {target}/health: {exc} "
                                    "(is `testbed serve` running?)") from exc
+
+
+def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("expected rates like 20,60,150", ctx, param) from None
+    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
+        raise click.BadParameter("every rate must be a positive finite number", ctx, param)
+    return tuple(sorted(rates))
+
+
+@click.command()
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office, on this machine")
+@click.option("--topology", type=click.Choice(["monolith", "microservices", "hybrid"]),
+              required=True, help="how the running back office is deployed")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="the calibrated scenario (YAML) to write")
+@click.option("--scenario", "base", default="scenarios/baseline_day.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="scenario giving the operations, their mix, population and SLOs")
+@click.option("--rates", default="20,60,150", show_default=True, callback=_rates,
+              help="load levels, requests/s of one operation at a time")
+@click.option("--use-rate", type=float, default=None, callback=_finite_positive,
+              help="level whose demands the scenario uses [default: the middle one]")
+@click.option("--seconds", type=float, default=4.0, show_default=True,
+              callback=_finite_positive, help="measured seconds per operation and level")
+@click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML [default: ${ENV_VAR}]")
+def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
+              use_rate: float | None, seconds: float, players: int,
+              credentials: str | None) -> None:
+    """Measure each operation's CPU per request on each process of a running back office,
+    at several load levels, and write a scenario with those demands.
+
+    \b
+    Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
+    process spent (psutil) is divided by the requests answered. The scenario written keeps
+    the base scenario's mix, population and SLOs, replaces demands and call paths by the
+    measured ones and its deployments by one mirroring what runs; its header lists every
+    level measured and the command that produced it.
+
+    \b
+    Example:
+      testbed serve --db sqlite:///data/cal.db &
+      testbed calibrate --topology monolith --out scenarios/calibrated_monolith.yaml
+    """
+    from loadgen import calibrate as cal_mod
+    from loadgen import run
+
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    if use_rate is not None and use_rate not in rates:
+        raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
+    try:
+        sc = load_scenario(base)
+        creds = load_credentials(credentials)
+    except (ScenarioError, CredentialsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _check_reachable(target)
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=seconds,
+                    players=players, seed=1, credentials=creds, architecture=topology,
+                    prefix=f"cal{secrets.token_hex(3)}-")
+    try:
+        cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True))
+    except (LoadError, BehaviourError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
+    command = (f"testbed calibrate --target {target} --topology {topology} --out {out_file} "
+               f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
+               f"--use-rate {chosen:g} --seconds {seconds:g}")
+    raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
+    try:
+        cal_mod.write_scenario(raw, header, Path(out_file))
+    except ScenarioError as exc:
+        raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
+    click.echo(f"wrote {out_file}", err=True)
