@@ -223,3 +223,66 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     except ScenarioError as exc:
         raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
     click.echo(f"wrote {out_file}", err=True)
+
+
+@click.command("validate")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office, on this machine")
+@click.option("--topology", type=click.Choice(["monolith", "microservices", "hybrid"]),
+              required=True, help="deployment of the running back office (and of the "
+                                  "scenario's deployment simulated against it)")
+@click.option("--out", "out_dir", default="reports/validate", show_default=True,
+              type=click.Path(file_okay=False), help="validate.md, validate.csv, plot, levels")
+@click.option("--start-rate", type=float, default=50.0, show_default=True,
+              callback=_finite_positive, help="first rate of the capacity ramp (x1.5 a step)")
+@click.option("--step-seconds", type=float, default=5.0, show_default=True,
+              callback=_finite_positive, help="measured seconds per ramp step")
+@click.option("--level-seconds", type=float, default=10.0, show_default=True,
+              callback=_finite_positive, help="measured seconds at 20/50/80/95% of capacity")
+@click.option("--sim-seconds", type=float, default=60.0, show_default=True,
+              callback=_finite_positive, help="simulated seconds per prediction")
+@click.option("--players", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML [default: ${ENV_VAR}]")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+              help="parallel processes of the simulations")
+def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
+                      start_rate: float, step_seconds: float, level_seconds: float,
+                      sim_seconds: float, players: int, credentials: str | None,
+                      jobs: int | None) -> None:
+    """Predicted against measured: find the back office's capacity with a stepped open-loop
+    ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
+    the error of each prediction; exit 1 when p50 is off by more than 15% or p99 by more
+    than 25% at 20, 50 or 80%."""
+    from loadgen import run
+    from loadgen import validate as val
+
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    try:
+        sc = load_scenario(scenario)
+        creds = load_credentials(credentials)
+        val.deployment_for(sc, topology)
+    except (ScenarioError, CredentialsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _check_reachable(target)
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=step_seconds,
+                    players=players, seed=1, credentials=creds, architecture=topology,
+                    prefix=f"val{secrets.token_hex(3)}-")
+    command = (f"testbed validate {scenario} --target {target} --topology {topology} "
+               f"--out {out_dir} --start-rate {start_rate:g} --step-seconds {step_seconds:g} "
+               f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}")
+    try:
+        table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
+                                   level_seconds, sim_seconds, jobs, command,
+                                   lambda s: click.echo(s, err=True))
+    except (LoadError, BehaviourError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    misses = val.judged_misses(table)
+    click.echo(f"wrote {Path(out_dir) / 'validate.md'}; {misses} judged figure(s) off the bar",
+               err=True)
+    if misses:
+        raise SystemExit(1)
