@@ -37,11 +37,16 @@ from sim.reports.results import Results
 LEVELS = (0.2, 0.5, 0.8, 0.95)
 KEEP_UP = 0.9
 MAX_ERROR_RATE = 0.01
+MAX_LATENCY_GROWTH = 5.0
+"""A step whose mean latency exceeds this multiple of the ramp's lowest is past capacity: its
+queue grew during the step (answers that only came in the drain still count as answered)."""
 RAMP_FACTOR = 1.5
 MAX_RAMP_STEPS = 12
 P50_TOLERANCE, P99_TOLERANCE = 0.15, 0.25
 """The issue's bar at 20, 50 and 80% of capacity (95% is reported, not judged)."""
 JUDGED_LEVELS = (0.2, 0.5, 0.8)
+KAPPA_NONE = 1e-12
+"""A fitted coherency below this is no coherency: throughput flattens at λ/σ, never falls."""
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
@@ -67,10 +72,12 @@ class Step:
         h = _whole(self.rec)
         return h.get_mean_value() / 1000 if h.get_total_count() else math.nan
 
-    @property
-    def ok(self) -> bool:
+    def ok(self, base_mean_ms: float) -> bool:
+        """Kept up: answered the offered rate, few errors, nothing skipped, and a mean
+        latency within MAX_LATENCY_GROWTH of ``base_mean_ms`` (the ramp's lowest)."""
         return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
-                and not self.results.meta.get("skipped_requests"))
+                and not self.results.meta.get("skipped_requests")
+                and self.mean_ms <= MAX_LATENCY_GROWTH * base_mean_ms)
 
 
 def _whole(rec: Recorder) -> HdrHistogram:
@@ -104,15 +111,24 @@ def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
         steps.append(st)
         say(f"ramp {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
             f"{st.errors:.2%}, mean {st.mean_ms:.1f} ms")
-        if not st.ok:
+        if not st.ok(base_mean(steps)):
             break
         rate *= RAMP_FACTOR
     return steps
 
 
+def base_mean(steps: list[Step]) -> float:
+    return min(s.mean_ms for s in steps)
+
+
+def kept_up(steps: list[Step]) -> list[Step]:
+    base = base_mean(steps)
+    return [s for s in steps if s.ok(base)]
+
+
 def capacity(steps: list[Step]) -> float:
     """Highest answered rate of a step that kept up (else of any step)."""
-    good = [s.achieved for s in steps if s.ok]
+    good = [s.achieved for s in kept_up(steps)]
     return max(good) if good else max(s.achieved for s in steps)
 
 
@@ -190,11 +206,21 @@ def fit_usl(concurrency: list[float], throughput: list[float]) -> dict[str, floa
     lam0 = float(np.max(x / n))
     (lam, sigma, kappa), _ = curve_fit(usl, n, x, p0=[lam0, 0.01, 0.0001],
                                        bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000)
-    peak_n = math.sqrt((1 - sigma) / kappa) if kappa > 0 else math.inf
+    peak_n = math.sqrt((1 - sigma) / kappa) if kappa > KAPPA_NONE else math.inf
     peak_x = float(usl(np.array([peak_n]), lam, sigma, kappa)[0]) if math.isfinite(peak_n) \
         else lam / sigma if sigma > 0 else math.inf
     return {"lambda": float(lam), "sigma": float(sigma), "kappa": float(kappa),
             "peak_concurrency": peak_n, "peak_throughput": peak_x, "points": len(n)}
+
+
+def _peak_text(fit: dict[str, float]) -> str:
+    if math.isnan(fit["sigma"]):
+        return "too few ramp steps to fit"
+    if math.isinf(fit["peak_concurrency"]):
+        return (f"no coherency cost (κ ≈ 0): throughput flattens towards "
+                f"{fit['peak_throughput']:.0f}/s")
+    return (f"predicted peak {fit['peak_throughput']:.0f}/s at "
+            f"N = {fit['peak_concurrency']:.1f}")
 
 
 # ---------------------------------------------------------------------- plot
@@ -250,8 +276,7 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
               "Universal Scalability Law fitted to the ramp (throughput against concurrency "
               "N = X × mean latency): "
               f"σ = {usl_fit['sigma']:.4g}, κ = {usl_fit['kappa']:.4g}, "
-              f"λ = {usl_fit['lambda']:.4g}/s, predicted peak "
-              f"{usl_fit['peak_throughput']:.0f}/s at N = {usl_fit['peak_concurrency']:.1f} "
+              f"λ = {usl_fit['lambda']:.4g}/s; {_peak_text(usl_fit)} "
               f"({usl_fit['points']} points).", "", f"![latency against load]({PLOT})", ""]
     return "\n".join(lines)
 
@@ -266,10 +291,13 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     steps = ramp(plan, start_rate, step_s, say)
     cap = capacity(steps)
     say(f"capacity: {cap:.1f} requests/s")
-    usl_fit = fit_usl([s.achieved * s.mean_ms / 1000 for s in steps if s.ok],
-                      [s.achieved for s in steps if s.ok])
+    good = kept_up(steps)
+    usl_fit = fit_usl([s.achieved * s.mean_ms / 1000 for s in steps],
+                      [s.achieved for s in steps])
+    say(f"USL: sigma {usl_fit['sigma']:.4g}, kappa {usl_fit['kappa']:.4g}, peak "
+        f"{usl_fit['peak_throughput']:.0f}/s")
     sim_cap = 0.0
-    for s in steps:
+    for s in steps[:len(good) + 1]:  # the steps that kept up and the first that did not
         pred = predict(plan.scenario, topology, s.offered, sim_s, jobs)
         thr = float(pred.summary["throughput_rps"].sum())
         if thr >= KEEP_UP * s.offered:

@@ -56,7 +56,11 @@ def _load(server: Server, out: Path, *args: str) -> sim.Results:
 
 def test_open_loop_reaches_its_rate_and_writes_the_results_schema(server: Server,
                                                                    tmp_path: Path) -> None:
-    res = _load(server, tmp_path, "--rate", "300", "--duration", "6")
+    creds = tmp_path / "creds.yaml"  # signed requests; the server runs open and ignores them
+    creds.write_text(f'providers: [{{id: p, secret: "{"s" * 40}"}}]\n'
+                     f'operators: [{{id: o, token: "{"t" * 40}"}}]\n')
+    res = _load(server, tmp_path / "out", "--rate", "300", "--duration", "6",
+                "--credentials", str(creds))
     m = res.meta
     assert m["source"] == "measurement" and m["mode"] == "open"
     assert m["achieved_rate_rps"] == pytest.approx(300, rel=0.05)
@@ -128,3 +132,22 @@ def test_a_one_second_pause_shows_in_the_open_loop_p99_only(server: Server) -> N
     print(f"\n1 s SIGSTOP: open-loop p99 {open_p99:.1f} ms, closed-loop p99 {closed_p99:.1f} ms")
     assert open_p99 >= 0.6 * PAUSE_S * 1000  # requests due during the pause waited for it
     assert closed_p99 < 0.5 * open_p99       # 4 users: 4 stalled requests hide in the p99
+
+
+def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "cal.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "testbed", "calibrate", "--target", server.url,
+         "--topology", "monolith", "--out", str(out), "--rates", "40", "--seconds", "1.5",
+         "--players", "20"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    print(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    sc = load_scenario(out)
+    assert out.read_text().startswith("# Calibrated")
+    assert [d.kind for d in sc.deployments] == ["monolith"]
+    for op in ("bet", "win", "balance"):
+        step = sc.operations[op].steps[0]
+        demand = sc.demand(step.cpu)
+        assert demand is not None and demand.mean_s() > 0, op
