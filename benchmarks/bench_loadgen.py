@@ -210,24 +210,22 @@ def _case(kind: str, url: str, seconds: float, users: int, open_rate: float | No
             for name, r in (("locust FastHttpUser", lo), ("open loop (loadgen)", op))]
 
 
-def measure(seconds: float, users: int, null_rate: float) -> list[dict[str, Any]]:
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as tmp:
-        proc, url = start_server(Path(tmp))
-        try:
-            for kind in ("health", "wallet"):
-                rows += _case(kind, url, seconds, users, None)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    proc, url = start_null_server()
+def _against(server: tuple[subprocess.Popen[bytes], str], kinds: tuple[str, ...],
+             seconds: float, users: int, open_rate: float | None) -> list[dict[str, Any]]:
+    """The cases of ``kinds`` against a started server, stopped after."""
+    proc, url = server
     try:
-        for kind in ("null-health", "null-wallet"):
-            rows += _case(kind, url, seconds, users, null_rate)
+        return [row for kind in kinds for row in _case(kind, url, seconds, users, open_rate)]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return rows
+
+
+def measure(seconds: float, users: int, null_rate: float) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as tmp:
+        rows = _against(start_server(Path(tmp)), ("health", "wallet"), seconds, users, None)
+    return rows + _against(start_null_server(), ("null-health", "null-wallet"), seconds, users,
+                           null_rate)
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
