@@ -29,7 +29,7 @@ import yaml
 
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.probe import CpuWatch
+from loadgen.probe import CpuWatch, database_processes
 from loadgen.record import merge
 from loadgen.run import Plan, server_watch
 from sim.model.scenario import Scenario, parse_scenario
@@ -43,6 +43,11 @@ SETTLED = ("win", "rollback")
 TOPOLOGIES = ("monolith", "microservices", "hybrid")
 COMPONENTS = ("player", "wallet", "fraud", "analytics")
 ASYNC_COMPONENTS = frozenset({"fraud", "analytics"})
+DATABASE = "database"
+"""Role of the PostgreSQL backends: their CPU per request becomes the ``db`` demand of the
+operation's player or wallet step (time holding a pooled connection)."""
+DB_POOL = 16
+"""Connections per process in the calibrated deployment (`testbed serve --pool-size`)."""
 """Fed by the broker's events in microservices and hybrid (never on the request path)."""
 
 
@@ -86,12 +91,20 @@ class Calibration:
     levels: list[Level] = field(default_factory=list)
 
 
-def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None) -> Level:
-    """One calibration run: ``op`` alone at ``rate`` for the plan's duration."""
+def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
+            database: str | None = None) -> Level:
+    """One calibration run: ``op`` alone at ``rate`` for the plan's duration; with
+    ``database`` (a PostgreSQL database name) its backends' CPU is the role ``database``."""
     watch = server_watch(plan)
     if watch is None:
         raise RuntimeError(f"calibrate needs the back office on this machine: no process "
                            f"listens on {plan.target}")
+    if database is not None:
+        backends = database_processes(database)
+        if not backends:
+            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
+        watch.processes += backends
+        watch.names.update({b.pid: DATABASE for b in backends})
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
                          f"{plan.prefix}{op}{int(rate)}-", credentials=plan.credentials)
 
@@ -131,7 +144,8 @@ def _role(label: str) -> str:
 
 
 def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
-              progress: Callable[[str], None] = lambda s: None) -> Calibration:
+              progress: Callable[[str], None] = lambda s: None,
+              database: str | None = None) -> Calibration:
     """Measure every operation of the plan's scenario at every rate."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
@@ -139,7 +153,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     for rate in rates:
         bet: dict[str, float] | None = None
         for op in ops:
-            lv = measure(plan, op, rate, bet)
+            lv = measure(plan, op, rate, bet, database)
             if op == "bet":
                 bet = lv.cpu_ms
             cal.levels.append(lv)
@@ -169,11 +183,11 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     for lv in (lv for lv in cal.levels if lv.rate == use_rate):
         total = sum(lv.cpu_ms.values())
         steps = []
+        cv = min(max(shape_cv.get(lv.op, 1.0), 0.05), 5.0)
         for role, ms in sorted(lv.cpu_ms.items()):
-            if total <= 0 or ms < MIN_SHARE * total:
+            if total <= 0 or ms < MIN_SHARE * total or role == DATABASE:
                 continue
             name = f"{lv.op}_{role}_cpu"
-            cv = min(max(shape_cv.get(lv.op, 1.0), 0.05), 5.0)
             demands[name] = {"kind": "gamma", "mean_ms": round(ms, 4), "cv": round(cv, 3)}
             comp = _component(role, cal.topology, lv.op)
             step: dict[str, Any] = {"component": comp, "cpu": name}
@@ -183,6 +197,13 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             roles.add(role)
         if not steps:
             raise RuntimeError(f"{lv.op}: no process spent measurable CPU on it")
+        db_ms = lv.cpu_ms.get(DATABASE, 0.0)
+        if db_ms > 0:
+            owner = "player" if lv.op == "login" else "wallet"
+            step = next((s for s in steps if s["component"] == owner), steps[0])
+            demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
+                                      "cv": round(cv, 3)}
+            step["db"] = f"{lv.op}_db"
         steps.sort(key=lambda s: (s.get("mode") == "async", s["component"] != "gateway"))
         operations[lv.op] = {"weight": base.operations[lv.op].weight, "steps": steps}
     raw["name"] = f"{base.name}_calibrated_{cal.topology}"
@@ -202,13 +223,24 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
 
 def _deployment(topology: str, roles: set[str], operations: dict[str, Any]) -> dict[str, Any]:
     used = sorted({s["component"] for op in operations.values() for s in op["steps"]})
+    with_db = {s["component"] for op in operations.values() for s in op["steps"] if "db" in s}
+    databases = [{"name": "main", "cores": os.cpu_count() or 1, "max_connections": 200}] \
+        if with_db else []
+
+    def service(name: str, comps: list[str]) -> dict[str, Any]:
+        svc: dict[str, Any] = {"name": name, "components": comps, "replicas": 1, "cores": 1,
+                               "workers": 256}
+        if with_db & set(comps):
+            svc |= {"db_pool": DB_POOL, "database": "main"}
+        return svc
+
     if topology == "monolith":
         comps = sorted(set(used) | {"player", "wallet"})
-        return {"name": "monolith", "kind": "monolith", "services": [
-            {"name": "app", "components": comps, "replicas": 1, "cores": 1, "workers": 256}]}
-    services = [{"name": c, "components": [c], "replicas": 1, "cores": 1, "workers": 256}
-                for c in used]
-    dep: dict[str, Any] = {"name": topology, "kind": topology, "services": services,
+        return {"name": "monolith", "kind": "monolith", "services": [service("app", comps)],
+                "databases": databases}
+    dep: dict[str, Any] = {"name": topology, "kind": topology,
+                           "services": [service(c, [c]) for c in used],
+                           "databases": databases,
                            "network_hop": {"kind": "constant", "value_ms": 0.05},
                            "rpc_cpu": {"kind": "constant", "value_ms": 0.0}}
     if "gateway" in used:

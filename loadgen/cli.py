@@ -171,10 +171,13 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
 @click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--database", default=None, metavar="NAME",
+              help="PostgreSQL database the back office uses (its backends on this machine "
+                   "are accounted as the database: a db demand per operation)")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
-              use_rate: float | None, seconds: float, players: int,
+              use_rate: float | None, seconds: float, players: int, database: str | None,
               credentials: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
@@ -210,13 +213,15 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                     players=players, seed=1, credentials=creds, architecture=topology,
                     prefix=f"cal{secrets.token_hex(3)}-")
     try:
-        cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True))
+        cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True),
+                                database)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
     command = (f"testbed calibrate --target {target} --topology {topology} --out {out_file} "
                f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
-               f"--use-rate {chosen:g} --seconds {seconds:g}")
+               f"--use-rate {chosen:g} --seconds {seconds:g}"
+               + (f" --database {database}" if database else ""))
     raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))

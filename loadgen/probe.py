@@ -53,6 +53,18 @@ def _is_server(p: psutil.Process) -> bool:
     return "serve" in cmd and any("testbed" in part for part in cmd)
 
 
+def database_processes(dbname: str) -> list[psutil.Process]:
+    """PostgreSQL backends serving database ``dbname`` on this machine (their command line
+    reads ``postgres: ... <user> <dbname> <client> <state>``); shared background processes
+    (checkpointer, WAL writer) are left out."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        words = " ".join(p.info.get("cmdline") or []).split()
+        if words and words[0] == "postgres:" and dbname in words[1:4]:
+            out.append(p)
+    return out
+
+
 def names_from_health(body: object) -> dict[int, str]:
     """pid -> service name from the public ``GET /health`` of a multi-process deployment
     (``{"pid": .., "services": {name: {"pid": ..}}}``); empty for the monolith."""

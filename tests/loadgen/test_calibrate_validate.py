@@ -91,3 +91,16 @@ def test_validate_asks_for_what_to_validate_against() -> None:
     out = CliRunner().invoke(cli, ["validate", str(ROOT / "scenarios" / "baseline_day.yaml"),
                                    "--topology", "monolith", "--target", "ftp://x"])
     assert out.exit_code == 2 and "http://host:port" in out.output
+
+
+def test_database_backends_become_db_demands_on_a_pooled_service(tmp_path: Path) -> None:
+    roles = {"serve": 0.6, "database": 0.3}
+    raw, header = calibrated_scenario(BASE, _cal("monolith", roles), 60.0, "x")
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    step = sc.operations["bet"].steps[0]
+    assert step.component == "wallet"
+    assert sc.demand(step.db).mean_s() * 1000 == pytest.approx(0.3)  # type: ignore[union-attr]
+    assert sc.demand(step.cpu).mean_s() * 1000 == pytest.approx(0.6)  # type: ignore[union-attr]
+    app = sc.deployments[0].services[0]
+    assert app.db_pool > 0 and app.database == "main"
+    assert [d.name for d in sc.deployments[0].databases] == ["main"]
