@@ -222,6 +222,7 @@ def to_results(rec: Recorder, info: RunInfo, stations: pd.DataFrame | None = Non
         "description": sc.description,
         "source": "measurement",
         "replications": {arch: 1},
+        "reduce_factor": 1,  # the whole system was measured (read by the notebook)
         "duration_s": info.duration_s,
         "bin_s": rec.bin_s,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -60,6 +60,9 @@ def test_errors_skips_and_series_reach_the_results(tmp_path: Path) -> None:
     res.save(tmp_path)
     back = sim.load_results(str(tmp_path))
     assert back.meta["source"] == "measurement"
+    # what notebooks/capacity_report.ipynb reads from any run
+    assert back.meta["scenario"] == "baseline_day" and back.meta["replications"] == {
+        "monolith": 1} and back.meta["reduce_factor"] == 1
     assert back.meta["errors_by_code"] == {"bet": {"INSUFFICIENT_FUNDS": 3}}
     assert back.meta["skipped_requests"] == {"win": 1}
     row = back.summary.set_index("operation").loc["bet"]
