@@ -130,6 +130,7 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
         hooks.on_start()
     end = t0 + cfg.duration_s
     sent = 0
+    sending = True
     drained = asyncio.Event()
 
     def dispatch(req: Request, intended: float, attempt: int) -> None:
@@ -146,7 +147,7 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
             players.answered(req, status)
             code = NO_RESPONSE if draining_over else err or error_code(status, body)
             rec.record(req.operation, intended, pc(), code)
-            if in_flight == 0 and pc() >= end:
+            if in_flight == 0 and not sending:
                 drained.set()
 
         pool.send(req.method, req.path, req.body, done)
@@ -169,6 +170,7 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
                 dispatch(req, next_t, 1)
                 sent += 1
             next_t += expo(rate)
+    sending = False
     send_window_s = pc() - t0
     if hooks is not None:
         hooks.on_stop()
