@@ -8,6 +8,11 @@ alternate a bet and the operation, and the bet's CPU, measured at the same rate,
 out. The latency distribution of the lowest rate gives each demand's shape (coefficient of
 variation); its mean is the measured CPU per request: a gamma distribution by moments.
 
+What a request waits off the server's CPU at the lowest rate (its mean latency there minus
+the CPU it cost: loopback TCP, the client, event-loop turns, fsync, and on a shared machine
+the other processes' CPU) becomes an ``external`` step of the operation (a wait that holds a
+worker, not a core): measured, not guessed, and it does not grow with load.
+
 Demands are not constant (batching and group commit amortise work as load grows): every
 level is written in the scenario's header, and the demand used is the one measured at
 ``use_level`` (by default the middle rate). The scenario language has no load-dependent
@@ -46,6 +51,8 @@ ASYNC_COMPONENTS = frozenset({"fraud", "analytics"})
 DATABASE = "database"
 """Role of the PostgreSQL backends: their CPU per request becomes the ``db`` demand of the
 operation's player or wallet step (time holding a pooled connection)."""
+MIN_OFF_CPU_MS = 0.01
+"""Off-CPU time per request below this is left out of the call path."""
 DB_POOL = 16
 """Connections per process in the calibrated deployment (`testbed serve --pool-size`)."""
 """Fed by the broker's events in microservices and hybrid (never on the request path)."""
@@ -177,6 +184,8 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     lowest = min(lv.rate for lv in cal.levels)
     shape_cv = {lv.op: lv.latency_cv for lv in cal.levels if lv.rate == lowest}
+    off_cpu = {lv.op: max(0.0, lv.latency_mean_ms - sum(lv.cpu_ms.values()))
+               for lv in cal.levels if lv.rate == lowest}
     demands: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     roles: set[str] = set()
@@ -204,6 +213,12 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
+        if off_cpu.get(lv.op, 0.0) >= MIN_OFF_CPU_MS:
+            owner = "player" if lv.op == "login" else "wallet"
+            demands[f"{lv.op}_off_cpu"] = {"kind": "gamma",
+                                           "mean_ms": round(off_cpu[lv.op], 4),
+                                           "cv": round(cv, 3)}
+            steps.insert(0, {"component": owner, "external": f"{lv.op}_off_cpu"})
         steps.sort(key=lambda s: (s.get("mode") == "async", s["component"] != "gateway"))
         operations[lv.op] = {"weight": base.operations[lv.op].weight, "steps": steps}
     raw["name"] = f"{base.name}_calibrated_{cal.topology}"
@@ -255,7 +270,8 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
         f"against the {cal.topology} back office at {cal.target} (pid-level CPU, psutil;",
         "process CPU times tick at 10 ms, so a figure is within 10 ms / requests of a level).",
         f"Demands below: CPU ms per request measured at {use_rate:g} requests/s (gamma, cv from",
-        "the latency spread at the lowest rate). Every level measured (ms CPU per request):",
+        "the latency spread at the lowest rate); *_off_cpu: mean latency minus CPU at the",
+        "lowest rate, an external wait. Every level measured (ms CPU per request):",
     ]
     for lv in cal.levels:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lv.cpu_ms.items()))

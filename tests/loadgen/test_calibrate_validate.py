@@ -45,11 +45,15 @@ def test_calibrated_scenario_is_valid_and_mirrors_the_measurements(
     assert dep.kind == topology
     assert {c for s in dep.services for c in s.components} >= components
     bet = sc.operations["bet"]
-    total = sum(sc.demand(s.cpu).mean_s() * 1000 for s in bet.steps)  # type: ignore[union-attr]
+    total = sum(sc.demand(s.cpu).mean_s() * 1000  # type: ignore[union-attr]
+                for s in bet.steps if s.cpu is not None)
     kept = sum(ms for ms in roles.values() if ms >= 0.02 * sum(roles.values()))
     assert total == pytest.approx(kept, rel=1e-3)  # measured at 60/s, not the 20/s level
+    wait = next(s for s in bet.steps if s.external is not None)
+    off_cpu = 2.0 - 1.5 * sum(roles.values())  # latency minus CPU at the lowest rate
+    assert sc.demand(wait.external).mean_s() * 1000 == pytest.approx(off_cpu, rel=1e-3)
     if topology == "microservices":
-        modes = {s.component: s.mode for s in bet.steps}
+        modes = {s.component: s.mode for s in bet.steps if s.cpu is not None}
         assert modes["fraud"] == "async" and modes["gateway"] == "sync"
         assert "player" not in modes  # below 2% of the operation's CPU: noise
 
@@ -97,7 +101,7 @@ def test_database_backends_become_db_demands_on_a_pooled_service(tmp_path: Path)
     roles = {"serve": 0.6, "database": 0.3}
     raw, header = calibrated_scenario(BASE, _cal("monolith", roles), 60.0, "x")
     sc = write_scenario(raw, header, tmp_path / "cal.yaml")
-    step = sc.operations["bet"].steps[0]
+    step = next(s for s in sc.operations["bet"].steps if s.db is not None)
     assert step.component == "wallet"
     assert sc.demand(step.db).mean_s() * 1000 == pytest.approx(0.3)  # type: ignore[union-attr]
     assert sc.demand(step.cpu).mean_s() * 1000 == pytest.approx(0.6)  # type: ignore[union-attr]
