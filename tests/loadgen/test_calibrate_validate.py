@@ -108,3 +108,24 @@ def test_database_backends_become_db_demands_on_a_pooled_service(tmp_path: Path)
     app = sc.deployments[0].services[0]
     assert app.db_pool > 0 and app.database == "main"
     assert [d.name for d in sc.deployments[0].databases] == ["main"]
+
+
+def test_validate_analytic_still_reaches_the_simulators_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    import sim.analysis.validate as analytic
+
+    table = pd.DataFrame([{"case": "M/M/1 rho 0.5", "metric": "mean wait", "theory": 1.0,
+                           "simulated": 1.01, "ci95": 0.02, "rel_error": 0.01, "pass": True}])
+    seen = {}
+
+    def fake_cases(quick: bool, seed: int) -> list[str]:
+        seen["quick"] = quick
+        return ["case"]
+
+    monkeypatch.setattr(analytic, "cases", fake_cases)
+    monkeypatch.setattr(analytic, "evaluate", lambda cases, jobs, progress: table)
+    out = CliRunner().invoke(cli, ["validate", "--analytic", "--quick"])
+    assert out.exit_code == 0, out.output
+    assert "1 passed, 0 failed" in out.output and seen == {"quick": True}
