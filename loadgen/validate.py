@@ -17,6 +17,7 @@ against measurements of the running back office.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 from matplotlib.figure import Figure
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 import sim
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
@@ -204,8 +205,10 @@ def fit_usl(concurrency: list[float], throughput: list[float]) -> dict[str, floa
         return {"lambda": math.nan, "sigma": math.nan, "kappa": math.nan,
                 "peak_concurrency": math.nan, "peak_throughput": math.nan, "points": len(n)}
     lam0 = float(np.max(x / n))
-    (lam, sigma, kappa), _ = curve_fit(usl, n, x, p0=[lam0, 0.01, 0.0001],
-                                       bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000)
+    with warnings.catch_warnings():  # few points: the covariance is unknown, the fit is not
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (lam, sigma, kappa), _ = curve_fit(usl, n, x, p0=[lam0, 0.01, 0.0001],
+                                           bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000)
     peak_n = math.sqrt((1 - sigma) / kappa) if kappa > KAPPA_NONE else math.inf
     peak_x = float(usl(np.array([peak_n]), lam, sigma, kappa)[0]) if math.isfinite(peak_n) \
         else lam / sigma if sigma > 0 else math.inf
