@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from loadgen.behaviour import BehaviourError
 from loadgen.client import parse_target
-from loadgen.openloop import DEFAULT_MAX_IN_FLIGHT, MAX_PROCESSES, LoadError
+from loadgen.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_PLAYERS, MAX_PROCESSES
 from loadgen.signing import ENV_VAR, CredentialsError, load_credentials
 from sim.model.scenario import ScenarioError, load_scenario
 
-DEFAULT_PLAYERS = 1000
+# The generators (numpy, pandas, uvloop, locust) are imported inside the commands, so that
+# every other `testbed` command (serve above all) starts without them.
 
 
 def register(group: click.Group) -> None:
@@ -116,6 +115,8 @@ def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: floa
     except (ScenarioError, CredentialsError) as exc:
         raise click.ClickException(str(exc)) from exc
     from loadgen import run
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
 
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=duration_s,
                     players=players, seed=seed, credentials=creds, architecture=architecture,
@@ -137,6 +138,8 @@ def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: floa
 
 
 def _check_reachable(target: str) -> None:
+    import httpx
+
     try:
         httpx.get(f"{target.rstrip('/')}/health", timeout=5)
     except httpx.HTTPError as exc:
@@ -196,6 +199,8 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     """
     from loadgen import calibrate as cal_mod
     from loadgen import run
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
 
     try:
         host, port, _ = parse_target(target)
@@ -262,6 +267,8 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
     than 25% at 20, 50 or 80%."""
     from loadgen import run
     from loadgen import validate as val
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
 
     try:
         host, port, _ = parse_target(target)

@@ -27,6 +27,7 @@ import uvloop
 
 from loadgen.behaviour import MAX_ATTEMPTS, RETRY_STATUSES, Players, Request, error_code
 from loadgen.client import CONNECTION_ERROR, Pool
+from loadgen.limits import DEFAULT_MAX_IN_FLIGHT, MAX_PROCESSES
 from loadgen.record import Recorder
 from loadgen.signing import Credentials, Signer
 from sim.model.scenario import Scenario
@@ -36,10 +37,8 @@ SETUP_CONCURRENCY = 16
 DRAIN_S = 10.0
 """After the last arrival, answers are awaited this long; the rest fail as NO_RESPONSE."""
 NO_RESPONSE = "NO_RESPONSE"
-DEFAULT_MAX_IN_FLIGHT = 1000
 TICK_S = 0.001
 """Shortest sleep of the scheduler (the event loop's timer resolution)."""
-MAX_PROCESSES = 64
 START_BARRIER_S = 120.0
 """Generator processes wait at most this long for each other's set-up."""
 

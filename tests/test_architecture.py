@@ -79,3 +79,18 @@ def test_loadgen_uses_only_the_simulators_schemas_and_public_entry() -> None:
     bad = [(f, m) for f, m in _imports("loadgen")
            if (m == "sim" or m.startswith("sim.")) and m not in LOADGEN_MAY_IMPORT_FROM_SIM]
     assert not bad, bad
+
+
+def test_testbed_starts_without_the_load_generators() -> None:
+    """`testbed serve` (and every command) imports testbed.cli: loadgen's generators (numpy,
+    pandas, uvloop, locust) load only when a load command runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, testbed.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('loadgen')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, check=True)
+    loaded = set(ast.literal_eval(out.stdout))
+    assert loaded <= {"loadgen", "loadgen.cli", "loadgen.client", "loadgen.limits",
+                      "loadgen.signing"}, loaded
