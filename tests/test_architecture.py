@@ -23,8 +23,9 @@ def _imports(folder: str) -> list[tuple[str, str]]:
 
 
 RULES = [
-    ("sim", ("reference_impl",)),
-    ("reference_impl", ("sim",)),
+    ("sim", ("reference_impl", "loadgen")),
+    ("reference_impl", ("sim", "loadgen")),
+    ("loadgen", ("reference_impl",)),
     ("reference_impl/domain", ("reference_impl.storage", "reference_impl.services",
                                "reference_impl.transport", "reference_impl.http",
                                "reference_impl.deployments", "asyncio", "sqlite3", "asyncpg",
@@ -76,3 +77,32 @@ def test_keyed_demands_do_not_need_simpy() -> None:
     bad = [(f, m) for f, m in _imports("sim/engine") if f.endswith("demands.py")
            and m.startswith("simpy")]
     assert not bad, bad
+LOADGEN_MAY_IMPORT_FROM_SIM = frozenset({
+    "sim",                  # sim.run() for predictions, sim.load_results
+    "sim.model.scenario",   # the scenario schema
+    "sim.reports.results",  # the results schema
+    "sim.reports.report",   # the report
+})
+
+
+def test_loadgen_uses_only_the_simulators_schemas_and_public_entry() -> None:
+    """loadgen talks HTTP to the back office and writes the simulator's results schema: it
+    may read scenarios and write results/reports, and predict through ``sim.run`` only."""
+    bad = [(f, m) for f, m in _imports("loadgen")
+           if (m == "sim" or m.startswith("sim.")) and m not in LOADGEN_MAY_IMPORT_FROM_SIM]
+    assert not bad, bad
+
+
+def test_testbed_starts_without_the_load_generators() -> None:
+    """`testbed serve` (and every command) imports testbed.cli: loadgen's generators (numpy,
+    pandas, uvloop, locust) load only when a load command runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, testbed.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('loadgen')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, check=True)
+    loaded = set(ast.literal_eval(out.stdout))
+    assert loaded <= {"loadgen", "loadgen.cli", "loadgen.client", "loadgen.limits",
+                      "loadgen.signing"}, loaded

@@ -1,0 +1,300 @@
+"""``testbed load``: drive a running back office with a scenario's players and write the
+measurement in the simulator's results schema (attached to ``testbed`` by testbed/cli.py)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from loadgen.client import parse_target
+from loadgen.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_PLAYERS, MAX_PROCESSES
+from loadgen.signing import ENV_VAR, CredentialsError, load_credentials
+from sim.model.scenario import ScenarioError, load_scenario
+
+# The generators (numpy, pandas, uvloop, locust) are imported inside the commands, so that
+# every other `testbed` command (serve above all) starts without them.
+
+
+def register(group: click.Group) -> None:
+    """Attach the load commands to the ``testbed`` group."""
+    group.add_command(load)
+    group.add_command(calibrate)
+
+
+def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter("must be a positive finite number", ctx, param)
+    return value
+
+
+@click.command()
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office (`testbed serve`)")
+@click.option("--duration", "duration_s", default=30.0, show_default=True, type=float,
+              callback=_finite_positive, help="measured seconds (set-up of players excluded)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for summary.json, time series, report.md and plots")
+@click.option("--rate", type=float, default=None, callback=_finite_positive,
+              help="OPEN LOOP: requests per second, Poisson arrivals sent at their intended "
+                   "times; latency from the intended time into HDR histograms")
+@click.option("--users", type=click.IntRange(1, 100_000), default=None,
+              help="CLOSED LOOP: locust FastHttpUser users, each waiting for its answer")
+@click.option("--workers", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="closed loop: a locust master and N worker processes on this machine "
+                   "(0: users run in this process)")
+@click.option("--shape", is_flag=True,
+              help="closed loop: replay the scenario's online curve and spikes over the "
+                   "simulated window, compressed into --duration (--users is the peak)")
+@click.option("--spawn-rate", type=float, default=None, callback=_finite_positive,
+              help="closed loop: users started per second [default: all within 1 s]")
+@click.option("--max-in-flight", type=click.IntRange(1, 1_000_000),
+              default=DEFAULT_MAX_IN_FLIGHT, show_default=True,
+              help="open loop: outstanding requests beyond which arrivals are skipped "
+                   "(counted and reported, never sent late)")
+@click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), default=1,
+              show_default=True,
+              help="open loop: generator processes sharing the rate (histograms merged)")
+@click.option("--players", type=click.IntRange(1, 10_000_000), default=DEFAULT_PLAYERS,
+              show_default=True, help="players created and funded before measuring")
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML (providers/operators/staff) [default: ${ENV_VAR}; "
+                   "none: no auth headers]")
+@click.option("--architecture", default="measured", show_default=True,
+              help="label of the system under test in the results (e.g. monolith)")
+@click.option("--seed", type=click.IntRange(0, 2**31), default=1, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="override a scenario field, as in `testbed simulate`")
+def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: float | None,
+         users: int | None, workers: int, shape: bool, spawn_rate: float | None,
+         max_in_flight: int, processes: int, players: int, credentials: str | None,
+         architecture: str, seed: int, overrides: tuple[str, ...]) -> None:
+    """Drive a running back office with SCENARIO's players; write a measured run that
+    `sim.load_results(DIR)`, report.md and the notebook read like a simulated one.
+
+    \b
+    Players behave as the scenario says: its operation mix, bet sizes and whale share;
+    rounds of bet then win or rollback; balance reads, deposits, withdrawals. Each is
+    created and funded before the measured window; every money request has a fresh
+    transaction id, and a retry (503 or lost connection) reuses it.
+
+    \b
+    Two ways to load (give exactly one):
+      --rate R    open loop: Poisson arrivals at R/s whatever the server does; latency
+                  counted from the intended send time, so queueing cannot hide
+      --users N   closed loop (locust FastHttpUser): N users each waiting for its answer;
+                  --workers N for locust's master + worker processes, --shape to replay
+                  the scenario's curve
+    The generator measures its own CPU and send lag and marks a saturated run (its
+    figures are then the generator's limit, not the server's).
+
+    \b
+    Examples:
+      testbed load scenarios/baseline_day.yaml --rate 300 --duration 30 --out reports/m300
+      testbed load scenarios/baseline_day.yaml --users 50 --workers 2 --out reports/u50
+    """
+    if (rate is None) == (users is None):
+        raise click.UsageError("give exactly one of --rate (open loop) or --users (closed loop)")
+    if rate is not None and (workers or shape or spawn_rate):
+        raise click.UsageError("--workers, --shape and --spawn-rate are closed-loop options "
+                               "(use --users); the open loop scales with --processes")
+    if users is not None and processes != 1:
+        raise click.UsageError("--processes is an open-loop option; closed loop uses --workers")
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    try:
+        sc = load_scenario(scenario, list(overrides))
+        creds = load_credentials(credentials)
+    except (ScenarioError, CredentialsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from loadgen import run
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
+
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=duration_s,
+                    players=players, seed=seed, credentials=creds, architecture=architecture,
+                    prefix=f"lg{secrets.token_hex(4)}-")
+    _check_reachable(target)
+    started = time.perf_counter()
+    try:
+        if rate is not None:
+            results = run.open_loop(plan, rate, max_in_flight, processes)
+        else:
+            assert users is not None
+            results = run.closed_loop(plan, users, workers, shape, spawn_rate)
+    except (LoadError, BehaviourError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = run.save(results, Path(out_dir))
+    click.echo(run.describe(results), err=True)
+    click.echo(f"wrote {Path(out_dir) / 'summary.json'} and {report} "
+               f"({time.perf_counter() - started:.0f} s)", err=True)
+
+
+def _check_reachable(target: str) -> None:
+    import httpx
+
+    try:
+        httpx.get(f"{target.rstrip('/')}/health", timeout=5)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {target}/health: {exc} "
+                                   "(is `testbed serve` running?)") from exc
+
+
+def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("expected rates like 20,60,150", ctx, param) from None
+    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
+        raise click.BadParameter("every rate must be a positive finite number", ctx, param)
+    return tuple(sorted(rates))
+
+
+@click.command()
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office, on this machine")
+@click.option("--topology", type=click.Choice(["monolith", "microservices", "hybrid"]),
+              required=True, help="how the running back office is deployed")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="the calibrated scenario (YAML) to write")
+@click.option("--scenario", "base", default="scenarios/baseline_day.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="scenario giving the operations, their mix, population and SLOs")
+@click.option("--rates", default="20,60,150", show_default=True, callback=_rates,
+              help="load levels, requests/s of one operation at a time")
+@click.option("--use-rate", type=float, default=None, callback=_finite_positive,
+              help="level whose demands the scenario uses [default: the middle one]")
+@click.option("--seconds", type=float, default=4.0, show_default=True,
+              callback=_finite_positive, help="measured seconds per operation and level")
+@click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--database", default=None, metavar="NAME",
+              help="PostgreSQL database the back office uses (its backends on this machine "
+                   "are accounted as the database: a db demand per operation)")
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML [default: ${ENV_VAR}]")
+def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
+              use_rate: float | None, seconds: float, players: int, database: str | None,
+              credentials: str | None) -> None:
+    """Measure each operation's CPU per request on each process of a running back office,
+    at several load levels, and write a scenario with those demands.
+
+    \b
+    Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
+    process spent (psutil) is divided by the requests answered. The scenario written keeps
+    the base scenario's mix, population and SLOs, replaces demands and call paths by the
+    measured ones and its deployments by one mirroring what runs; its header lists every
+    level measured and the command that produced it.
+
+    \b
+    Example:
+      testbed serve --db sqlite:///data/cal.db &
+      testbed calibrate --topology monolith --out scenarios/calibrated_monolith.yaml
+    """
+    from loadgen import calibrate as cal_mod
+    from loadgen import run
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
+
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    if use_rate is not None and use_rate not in rates:
+        raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
+    try:
+        sc = load_scenario(base)
+        creds = load_credentials(credentials)
+    except (ScenarioError, CredentialsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _check_reachable(target)
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=seconds,
+                    players=players, seed=1, credentials=creds, architecture=topology,
+                    prefix=f"cal{secrets.token_hex(3)}-")
+    try:
+        cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True),
+                                database)
+    except (LoadError, BehaviourError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
+    command = (f"testbed calibrate --target {target} --topology {topology} --out {out_file} "
+               f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
+               f"--use-rate {chosen:g} --seconds {seconds:g}"
+               + (f" --database {database}" if database else ""))
+    raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
+    try:
+        cal_mod.write_scenario(raw, header, Path(out_file))
+    except ScenarioError as exc:
+        raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
+    click.echo(f"wrote {out_file}", err=True)
+
+
+@click.command("validate")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True,
+              help="base URL of the running back office, on this machine")
+@click.option("--topology", type=click.Choice(["monolith", "microservices", "hybrid"]),
+              required=True, help="deployment of the running back office (and of the "
+                                  "scenario's deployment simulated against it)")
+@click.option("--out", "out_dir", default="reports/validate", show_default=True,
+              type=click.Path(file_okay=False), help="validate.md, validate.csv, plot, levels")
+@click.option("--start-rate", type=float, default=50.0, show_default=True,
+              callback=_finite_positive, help="first rate of the capacity ramp (x1.5 a step)")
+@click.option("--step-seconds", type=float, default=5.0, show_default=True,
+              callback=_finite_positive, help="measured seconds per ramp step")
+@click.option("--level-seconds", type=float, default=10.0, show_default=True,
+              callback=_finite_positive, help="measured seconds at 20/50/80/95% of capacity")
+@click.option("--sim-seconds", type=float, default=60.0, show_default=True,
+              callback=_finite_positive, help="simulated seconds per prediction")
+@click.option("--players", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--credentials", type=click.Path(dir_okay=False), default=None,
+              help=f"credentials YAML [default: ${ENV_VAR}]")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+              help="parallel processes of the simulations")
+def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
+                      start_rate: float, step_seconds: float, level_seconds: float,
+                      sim_seconds: float, players: int, credentials: str | None,
+                      jobs: int | None) -> None:
+    """Predicted against measured: find the back office's capacity with a stepped open-loop
+    ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
+    the error of each prediction; exit 1 when p50 is off by more than 15% or p99 by more
+    than 25% at 20, 50 or 80%."""
+    from loadgen import run
+    from loadgen import validate as val
+    from loadgen.behaviour import BehaviourError
+    from loadgen.openloop import LoadError
+
+    try:
+        host, port, _ = parse_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from exc
+    try:
+        sc = load_scenario(scenario)
+        creds = load_credentials(credentials)
+        val.deployment_for(sc, topology)
+    except (ScenarioError, CredentialsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _check_reachable(target)
+    plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=step_seconds,
+                    players=players, seed=1, credentials=creds, architecture=topology,
+                    prefix=f"val{secrets.token_hex(3)}-")
+    command = (f"testbed validate {scenario} --target {target} --topology {topology} "
+               f"--out {out_dir} --start-rate {start_rate:g} --step-seconds {step_seconds:g} "
+               f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}")
+    try:
+        table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
+                                   level_seconds, sim_seconds, jobs, command,
+                                   lambda s: click.echo(s, err=True))
+    except (LoadError, BehaviourError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    misses = val.judged_misses(table)
+    click.echo(f"wrote {Path(out_dir) / 'validate.md'}; {misses} judged figure(s) off the bar",
+               err=True)
+    if misses:
+        raise SystemExit(1)

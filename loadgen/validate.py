@@ -1,0 +1,338 @@
+"""``testbed validate SCENARIO --target URL --topology T``: the simulator's predictions
+against measurements of the running back office.
+
+1. A stepped open-loop ramp (the scenario's mix) finds the capacity: the highest throughput
+   reached while the answered rate stays within :data:`KEEP_UP` of the offered rate, errors
+   below :data:`MAX_ERROR_RATE` and nothing skipped.
+2. The back office is driven at :data:`LEVELS` of that capacity; the scenario (calibrated by
+   ``testbed calibrate``) is simulated at the same rates (a flat population whose actions
+   add up to the rate) with ``sim.run``.
+3. Per level: predicted and measured throughput, p50 and p99 per operation, the busiest
+   process's utilisation, and the relative error of each; a plot of latency against load
+   with both curves; the Universal Scalability Law fitted (scipy) to the ramp's throughput
+   against concurrency (Little's law: N = X * mean latency), and where the simulator's own
+   ramp of the same rates saturates.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+from matplotlib.figure import Figure
+from scipy.optimize import OptimizeWarning, curve_fit
+
+import sim
+from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
+from loadgen.record import HIGHEST_US, LOWEST_US, Recorder, merge
+from loadgen.run import Plan, finish, server_watch
+from sim.model.scenario import Scenario, parse_scenario
+from sim.reports.results import Results
+
+LEVELS = (0.2, 0.5, 0.8, 0.95)
+KEEP_UP = 0.9
+MAX_ERROR_RATE = 0.01
+MAX_LATENCY_GROWTH = 5.0
+"""A step whose mean latency exceeds this multiple of the ramp's lowest is past capacity: its
+queue grew during the step (answers that only came in the drain still count as answered)."""
+RAMP_FACTOR = 1.5
+MAX_RAMP_STEPS = 12
+P50_TOLERANCE, P99_TOLERANCE = 0.15, 0.25
+"""The issue's bar at 20, 50 and 80% of capacity (95% is reported, not judged)."""
+JUDGED_LEVELS = (0.2, 0.5, 0.8)
+KAPPA_NONE = 1e-12
+"""A fitted coherency below this is no coherency: throughput flattens at λ/σ, never falls."""
+SIM_PLAYERS = 10_000
+"""Online players of the flat population simulated at a given rate."""
+PLOT = "latency_vs_load.png"
+
+
+@dataclass
+class Step:
+    offered: float
+    results: Results
+    rec: Recorder
+
+    @property
+    def achieved(self) -> float:
+        return float(self.results.meta["achieved_rate_rps"])
+
+    @property
+    def errors(self) -> float:
+        s = self.results.summary
+        return float((s["error_rate"] * s["requests"]).sum() / max(1, s["requests"].sum()))
+
+    @property
+    def mean_ms(self) -> float:
+        h = _whole(self.rec)
+        return h.get_mean_value() / 1000 if h.get_total_count() else math.nan
+
+    def ok(self, base_mean_ms: float) -> bool:
+        """Kept up: answered the offered rate, few errors, nothing skipped, and a mean
+        latency within MAX_LATENCY_GROWTH of ``base_mean_ms`` (the ramp's lowest)."""
+        return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
+                and not self.results.meta.get("skipped_requests")
+                and self.mean_ms <= MAX_LATENCY_GROWTH * base_mean_ms)
+
+
+def _whole(rec: Recorder) -> HdrHistogram:
+    h = HdrHistogram(LOWEST_US, HIGHEST_US, 3)
+    for part in rec.total.values():
+        h.add(part)
+    return h
+
+
+def measure_at(plan: Plan, rate: float, seconds: float, tag: str) -> Step:
+    """One open-loop run of the scenario's mix at ``rate``."""
+    p = Plan(plan.scenario, plan.target, plan.host, plan.port, seconds, plan.players,
+             plan.seed, plan.credentials, plan.architecture, f"{plan.prefix}{tag}-")
+    watch = server_watch(p)
+    cfg = OpenLoopConfig(p.target, rate, seconds, p.players, p.seed, p.prefix,
+                         credentials=p.credentials)
+    parts = run_open_loop(p.scenario, cfg, 1, Hooks(watch.start, watch.stop) if watch else None)
+    rec = merge([x["recorder"] for x in parts])
+    gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
+    lag = rec.lag.get_value_at_percentile(99) / 1000 if rec.lag.get_total_count() else None
+    res = finish(p, rec, watch, {"mode": "open", "target_rate_rps": rate}, gen, lag)
+    return Step(rate, res, rec)
+
+
+def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
+    """Offered rates growing by RAMP_FACTOR until the back office stops keeping up."""
+    steps: list[Step] = []
+    rate = start
+    for i in range(MAX_RAMP_STEPS):
+        st = measure_at(plan, rate, seconds, f"ramp{i}")
+        steps.append(st)
+        say(f"ramp {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
+            f"{st.errors:.2%}, mean {st.mean_ms:.1f} ms")
+        if not st.ok(base_mean(steps)):
+            break
+        rate *= RAMP_FACTOR
+    return steps
+
+
+def base_mean(steps: list[Step]) -> float:
+    return min(s.mean_ms for s in steps)
+
+
+def kept_up(steps: list[Step]) -> list[Step]:
+    base = base_mean(steps)
+    return [s for s in steps if s.ok(base)]
+
+
+def capacity(steps: list[Step]) -> float:
+    """Highest answered rate of a step that kept up (else of any step)."""
+    good = [s.achieved for s in kept_up(steps)]
+    return max(good) if good else max(s.achieved for s in steps)
+
+
+def at_rate(scenario: Scenario, rate: float, sim_seconds: float) -> Scenario:
+    """``scenario`` as a flat population whose actions add up to ``rate`` per second."""
+    raw = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    pop = raw["population"]
+    pop["online_curve"] = [1.0] * 24
+    pop["peak_online"] = SIM_PLAYERS
+    pop["registered_players"] = max(pop["registered_players"], SIM_PLAYERS)
+    pop["spikes"] = []
+    pop["session"]["actions_per_minute"] = rate * 60.0 / SIM_PLAYERS
+    raw["simulation"]["duration_s"] = sim_seconds
+    raw["simulation"]["reduce"] = False
+    raw["simulation"].pop("closed", None)
+    return parse_scenario(raw, f"{scenario.name} at {rate:g}/s")
+
+
+def deployment_for(scenario: Scenario, topology: str) -> str:
+    for d in scenario.deployments:
+        if d.kind == topology:
+            return d.name
+    raise ValueError(f"{scenario.name}: no deployment of kind {topology!r} "
+                     f"(have {[d.kind for d in scenario.deployments]})")
+
+
+def predict(scenario: Scenario, topology: str, rate: float, sim_seconds: float,
+            jobs: int | None) -> Results:
+    sc = at_rate(scenario, rate, sim_seconds)
+    return sim.run(sc, deployments=[deployment_for(scenario, topology)], jobs=jobs)
+
+
+def _rel(pred: float, meas: float) -> float:
+    return (pred - meas) / meas if meas and not math.isnan(meas) else math.nan
+
+
+def _busiest(stations: pd.DataFrame, kind: str | None = "cpu") -> float:
+    s = stations if kind is None else stations[stations["kind"] == kind]
+    return float(s["utilisation"].max()) if not s.empty else math.nan
+
+
+def compare(level: float, rate: float, measured: Results, predicted: Results) -> pd.DataFrame:
+    """One row per operation: predicted vs measured throughput, p50, p99, utilisation."""
+    m = measured.summary.set_index("operation")
+    p = predicted.summary.set_index("operation")
+    rows = []
+    for op in m.index.intersection(p.index):
+        row = {"level": level, "offered_rps": rate, "operation": op}
+        for col in ("throughput_rps", "p50_ms", "p99_ms"):
+            row[f"measured_{col}"] = float(m.loc[op, col])
+            row[f"predicted_{col}"] = float(p.loc[op, col])
+            row[f"error_{col}"] = _rel(row[f"predicted_{col}"], row[f"measured_{col}"])
+        row["measured_busiest_process_util"] = _busiest(measured.stations)
+        row["predicted_busiest_cpu_util"] = _busiest(predicted.stations)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- USL
+
+
+def usl(n: np.ndarray, lam: float, sigma: float, kappa: float) -> np.ndarray:
+    """Universal Scalability Law: throughput at concurrency ``n``."""
+    return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+
+
+def fit_usl(concurrency: list[float], throughput: list[float]) -> dict[str, float]:
+    """σ (contention), κ (coherency), λ and the predicted peak (N*, X*) by least squares."""
+    n, x = np.asarray(concurrency, float), np.asarray(throughput, float)
+    keep = np.isfinite(n) & np.isfinite(x) & (n > 0)
+    n, x = n[keep], x[keep]
+    if len(n) < 3:
+        return {"lambda": math.nan, "sigma": math.nan, "kappa": math.nan,
+                "peak_concurrency": math.nan, "peak_throughput": math.nan, "points": len(n)}
+    lam0 = float(np.max(x / n))
+    with warnings.catch_warnings():  # few points: the covariance is unknown, the fit is not
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (lam, sigma, kappa), _ = curve_fit(usl, n, x, p0=[lam0, 0.01, 0.0001],
+                                           bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000)
+    peak_n = math.sqrt((1 - sigma) / kappa) if kappa > KAPPA_NONE else math.inf
+    peak_x = float(usl(np.array([peak_n]), lam, sigma, kappa)[0]) if math.isfinite(peak_n) \
+        else lam / sigma if sigma > 0 else math.inf
+    return {"lambda": float(lam), "sigma": float(sigma), "kappa": float(kappa),
+            "peak_concurrency": peak_n, "peak_throughput": peak_x, "points": len(n)}
+
+
+def _peak_text(fit: dict[str, float]) -> str:
+    if math.isnan(fit["sigma"]):
+        return "too few ramp steps to fit"
+    if math.isinf(fit["peak_concurrency"]):
+        return (f"no coherency cost (κ ≈ 0): throughput flattens towards "
+                f"{fit['peak_throughput']:.0f}/s")
+    return (f"predicted peak {fit['peak_throughput']:.0f}/s at "
+            f"N = {fit['peak_concurrency']:.1f}")
+
+
+# ---------------------------------------------------------------------- plot
+
+
+def plot(table: pd.DataFrame, ramp_rows: pd.DataFrame, path: Path, op: str) -> Path:
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    t = table[table["operation"] == op].sort_values("offered_rps")
+    for q, colour in (("p50_ms", "tab:blue"), ("p99_ms", "tab:red")):
+        ax.plot(t["offered_rps"], t[f"measured_{q}"], "o-", color=colour,
+                label=f"{op} {q[:3]} measured")
+        ax.plot(t["offered_rps"], t[f"predicted_{q}"], "s--", color=colour,
+                label=f"{op} {q[:3]} predicted")
+    if not ramp_rows.empty:
+        ax.plot(ramp_rows["offered_rps"], ramp_rows["measured_p99_ms"], ":", color="grey",
+                label="p99 measured on the ramp (all operations)")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float,
+             cap: float, topology: str, command: str) -> str:
+    def pct(x: float) -> str:
+        return "–" if math.isnan(x) else f"{x:+.0%}"
+
+    lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
+             f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**; the simulator's "
+             f"own ramp of the same rates saturates at about **{sim_capacity:.0f}/s**.", "",
+             "| level | offered /s | operation | thr meas | thr pred | p50 meas | p50 pred | "
+             "p50 err | p99 meas | p99 pred | p99 err | busiest process util meas | "
+             "busiest cpu util pred | verdict |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in table.itertuples():
+        judged = any(math.isclose(r.level, lv) for lv in JUDGED_LEVELS)
+        ok = (abs(r.error_p50_ms) <= P50_TOLERANCE and abs(r.error_p99_ms) <= P99_TOLERANCE)
+        verdict = ("pass" if ok else "**miss**") if judged else "reported"
+        lines.append(
+            f"| {r.level:.0%} | {r.offered_rps:.0f} | {r.operation} | "
+            f"{r.measured_throughput_rps:.1f} | {r.predicted_throughput_rps:.1f} | "
+            f"{r.measured_p50_ms:.2f} | {r.predicted_p50_ms:.2f} | {pct(r.error_p50_ms)} | "
+            f"{r.measured_p99_ms:.2f} | {r.predicted_p99_ms:.2f} | {pct(r.error_p99_ms)} | "
+            f"{r.measured_busiest_process_util:.0%} | {r.predicted_busiest_cpu_util:.0%} | "
+            f"{verdict} |")
+    lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
+              "measured at 20, 50 and 80% of capacity; 95% is reported.", "",
+              "Universal Scalability Law fitted to the ramp (throughput against concurrency "
+              "N = X × mean latency): "
+              f"σ = {usl_fit['sigma']:.4g}, κ = {usl_fit['kappa']:.4g}, "
+              f"λ = {usl_fit['lambda']:.4g}/s; {_peak_text(usl_fit)} "
+              f"({usl_fit['points']} points).", "", f"![latency against load]({PLOT})", ""]
+    return "\n".join(lines)
+
+
+def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, step_s: float,
+                   level_s: float, sim_s: float, jobs: int | None, command: str,
+                   say: Any) -> pd.DataFrame:
+    """The whole comparison; writes validate.md, validate.csv, the plot and each level's
+    measured results (``level_20`` ...) into ``out_dir``; returns the table."""
+    deployment_for(plan.scenario, topology)  # fail early, before any load
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = ramp(plan, start_rate, step_s, say)
+    cap = capacity(steps)
+    say(f"capacity: {cap:.1f} requests/s")
+    good = kept_up(steps)
+    usl_fit = fit_usl([s.achieved * s.mean_ms / 1000 for s in steps],
+                      [s.achieved for s in steps])
+    say(f"USL: sigma {usl_fit['sigma']:.4g}, kappa {usl_fit['kappa']:.4g}, peak "
+        f"{usl_fit['peak_throughput']:.0f}/s")
+    sim_cap = 0.0
+    for s in steps[:len(good) + 1]:  # the steps that kept up and the first that did not
+        pred = predict(plan.scenario, topology, s.offered, sim_s, jobs)
+        thr = float(pred.summary["throughput_rps"].sum())
+        if thr >= KEEP_UP * s.offered:
+            sim_cap = max(sim_cap, thr)
+    tables = []
+    for level in LEVELS:
+        rate = level * cap
+        st = measure_at(plan, rate, level_s, f"l{round(level * 100)}")
+        st.results.save(out_dir / f"level_{round(level * 100)}")
+        pred = predict(plan.scenario, topology, rate, sim_s, jobs)
+        t = compare(level, rate, st.results, pred)
+        tables.append(t)
+        bet = t[t["operation"] == "bet"]
+        if not bet.empty:
+            b = bet.iloc[0]
+            say(f"{level:.0%} ({rate:.0f}/s): bet p50 {b.measured_p50_ms:.2f} measured, "
+                f"{b.predicted_p50_ms:.2f} predicted; p99 {b.measured_p99_ms:.2f} measured, "
+                f"{b.predicted_p99_ms:.2f} predicted")
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out_dir / "validate.csv", index=False)
+    ramp_rows = pd.DataFrame([{"offered_rps": s.offered,
+                               "measured_p99_ms": _whole(s.rec).get_value_at_percentile(99)
+                               / 1000} for s in steps])
+    plot(table, ramp_rows, out_dir / PLOT, "bet")
+    (out_dir / "validate.md").write_text(
+        markdown(table, usl_fit, sim_cap, cap, topology, command), encoding="utf-8")
+    return table
+
+
+def judged_misses(table: pd.DataFrame) -> int:
+    """Rows at the judged levels whose p50 or p99 error exceeds the bar."""
+    judged = table[table["level"].isin(JUDGED_LEVELS)]
+    bad = (judged["error_p50_ms"].abs() > P50_TOLERANCE) | \
+        (judged["error_p99_ms"].abs() > P99_TOLERANCE)
+    return int(bad.sum())

@@ -1,0 +1,131 @@
+"""Calibration and validation logic: the calibrated scenario, the rate a flat population
+simulates at, the USL fit, the joined `testbed validate` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from loadgen.behaviour import Players
+from loadgen.calibrate import Calibration, Level, OneOperation, calibrated_scenario, write_scenario
+from loadgen.validate import at_rate, fit_usl, usl
+from sim.model.population import ArrivalStream
+from sim.model.scenario import load_scenario
+from testbed.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = load_scenario(ROOT / "scenarios" / "baseline_day.yaml")
+OPS = [o for o, spec in BASE.operations.items() if spec.weight > 0]
+
+
+def _cal(topology: str, roles: dict[str, float]) -> Calibration:
+    cal = Calibration(topology, "http://127.0.0.1:1")
+    for rate, factor in ((20.0, 1.5), (60.0, 1.0)):
+        for op in OPS:
+            cal.levels.append(Level(op, rate, {op: 100}, {r: ms * factor for r, ms in
+                                                          roles.items()}, 2.0, 0.8, 9.0, 0))
+    return cal
+
+
+@pytest.mark.parametrize(("topology", "roles", "components"), [
+    ("monolith", {"serve": 0.9}, {"wallet", "player"}),
+    ("microservices", {"public": 0.2, "wallet": 0.6, "fraud": 0.1, "analytics": 0.05,
+                       "player": 0.0001}, {"gateway", "wallet", "fraud", "analytics"}),
+])
+def test_calibrated_scenario_is_valid_and_mirrors_the_measurements(
+        tmp_path: Path, topology: str, roles: dict[str, float], components: set[str]) -> None:
+    raw, header = calibrated_scenario(BASE, _cal(topology, roles), 60.0, "testbed calibrate x")
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    assert (tmp_path / "cal.yaml").read_text().startswith("# Calibrated")
+    assert "testbed calibrate x" in header and "20.0/s" in header
+    dep = sc.deployments[0]
+    assert dep.kind == topology
+    assert {c for s in dep.services for c in s.components} >= components
+    bet = sc.operations["bet"]
+    total = sum(sc.demand(s.cpu).mean_s() * 1000  # type: ignore[union-attr]
+                for s in bet.steps if s.cpu is not None)
+    kept = sum(ms for ms in roles.values() if ms >= 0.02 * sum(roles.values()))
+    assert total == pytest.approx(kept, rel=1e-3)  # measured at 60/s, not the 20/s level
+    wait = next(s for s in bet.steps if s.external is not None)
+    off_cpu = 2.0 - 1.5 * sum(roles.values())  # latency minus CPU at the lowest rate
+    assert sc.demand(wait.external).mean_s() * 1000 == pytest.approx(off_cpu, rel=1e-3)
+    if topology == "microservices":
+        modes = {s.component: s.mode for s in bet.steps if s.cpu is not None}
+        assert modes["fraud"] == "async" and modes["gateway"] == "sync"
+        assert "player" not in modes  # below 2% of the operation's CPU: noise
+
+
+def test_one_operation_source_puts_a_bet_before_each_settlement() -> None:
+    src = OneOperation(Players(BASE, 2, "t-", 1), "win")
+    seen = []
+    for _ in range(6):
+        req = src.next()
+        src.answered(req, 200)
+        seen.append(req.operation)
+    assert seen == ["bet", "win"] * 3
+
+
+@pytest.mark.parametrize("rate", [25.0, 400.0])
+def test_a_flat_population_simulates_the_requested_rate(rate: float) -> None:
+    sc = at_rate(BASE, rate, 30.0)
+    stream = ArrivalStream(sc, np.random.default_rng(1))
+    assert float(np.sum(stream.rate(10.0))) == pytest.approx(rate, rel=1e-9)
+    assert sc.simulation.duration_s == 30.0 and not sc.population.spikes
+
+
+def test_usl_fit_recovers_known_parameters() -> None:
+    n = np.array([1, 2, 4, 8, 16, 32, 64], dtype=float)
+    x = usl(n, 100.0, 0.05, 0.002)
+    fit = fit_usl(list(n), list(x))
+    assert fit["sigma"] == pytest.approx(0.05, rel=0.01)
+    assert fit["kappa"] == pytest.approx(0.002, rel=0.01)
+    assert fit["peak_concurrency"] == pytest.approx(np.sqrt(0.95 / 0.002), rel=0.01)
+
+
+def test_usl_needs_three_points() -> None:
+    assert np.isnan(fit_usl([1.0, 2.0], [10.0, 19.0])["sigma"])
+
+
+def test_validate_asks_for_what_to_validate_against() -> None:
+    out = CliRunner().invoke(cli, ["validate"])
+    assert out.exit_code == 2 and "--analytic, or SCENARIO" in out.output
+    out = CliRunner().invoke(cli, ["validate", str(ROOT / "scenarios" / "baseline_day.yaml"),
+                                   "--topology", "monolith", "--target", "ftp://x"])
+    assert out.exit_code == 2 and "http://host:port" in out.output
+
+
+def test_database_backends_become_db_demands_on_a_pooled_service(tmp_path: Path) -> None:
+    roles = {"serve": 0.6, "database": 0.3}
+    raw, header = calibrated_scenario(BASE, _cal("monolith", roles), 60.0, "x")
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    step = next(s for s in sc.operations["bet"].steps if s.db is not None)
+    assert step.component == "wallet"
+    assert sc.demand(step.db).mean_s() * 1000 == pytest.approx(0.3)  # type: ignore[union-attr]
+    assert sc.demand(step.cpu).mean_s() * 1000 == pytest.approx(0.6)  # type: ignore[union-attr]
+    app = sc.deployments[0].services[0]
+    assert app.db_pool > 0 and app.database == "main"
+    assert [d.name for d in sc.deployments[0].databases] == ["main"]
+
+
+def test_validate_analytic_still_reaches_the_simulators_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    import sim.analysis.validate as analytic
+
+    table = pd.DataFrame([{"case": "M/M/1 rho 0.5", "metric": "mean wait", "theory": 1.0,
+                           "simulated": 1.01, "ci95": 0.02, "rel_error": 0.01, "pass": True}])
+    seen = {}
+
+    def fake_cases(quick: bool, seed: int) -> list[str]:
+        seen["quick"] = quick
+        return ["case"]
+
+    monkeypatch.setattr(analytic, "cases", fake_cases)
+    monkeypatch.setattr(analytic, "evaluate", lambda cases, jobs, progress: table)
+    out = CliRunner().invoke(cli, ["validate", "--analytic", "--quick"])
+    assert out.exit_code == 0, out.output
+    assert "1 passed, 0 failed" in out.output and seen == {"quick": True}
