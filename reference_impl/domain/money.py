@@ -15,7 +15,8 @@ CURRENCIES: frozenset[str] = frozenset(
 """Currencies the wallet accepts (ISO 4217)."""
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-"""Identifiers (players, transactions, rounds, games): safe for the hash chain's separator."""
+"""Identifiers (players, transactions, rounds, games): safe for the hash chain's separator.
+Check with ``fullmatch``: ``$`` alone also matches before a trailing newline."""
 
 
 def validate_amount(amount: object, *, allow_zero: bool = False, field: str = "amount") -> int:
@@ -42,7 +43,7 @@ def validate_currency(currency: object) -> str:
 
 def validate_id(value: object, field: str) -> str:
     """Return ``value`` if it is a 1-64 character identifier of ``[A-Za-z0-9_.:-]``."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise WalletError(
             ErrorCode.VALIDATION_ERROR, f"{field} must match {ID_PATTERN.pattern}"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,11 +15,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
 from reference_impl.deployments.monolith import monolith_app
+from reference_impl.http.auth import Credentials, SignedAuth, Signer
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
 
 TEST_PORTS = (20_000, 32_000)
@@ -43,12 +49,32 @@ def free_port() -> int:
         return chosen
 
 
+def write_credentials(folder: Path, providers: tuple[str, ...] = ("demo-provider",)) -> Path:
+    """A credentials file of fresh random secrets (one entry per provider, an operator
+    ``platform`` and a staff member ``ops``); never a fixed secret in the repository."""
+    path = folder / "credentials.yaml"
+    path.write_text(yaml.safe_dump({
+        "providers": [{"id": p, "secret": secrets.token_hex(32)} for p in providers],
+        "operators": [{"id": "platform", "token": secrets.token_hex(32)}],
+        "staff": [{"id": "ops", "token": secrets.token_hex(32)}],
+    }))
+    return path
+
+
+def signed(path: Path | None, **kwargs: Any) -> SignedAuth | None:
+    """httpx auth signing as the contract says with the file's first provider/operator/staff
+    (None: no file, send no auth headers)."""
+    if path is None:
+        return None
+    return SignedAuth(Signer(Credentials.load(path), **kwargs))
+
+
 @contextmanager
-def running_server(config: BackOfficeConfig) -> Iterator[str]:
+def running_server(config: BackOfficeConfig, edge: EdgeConfig | None = None) -> Iterator[str]:
     """Serve the monolith for the duration of the block; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        monolith_app(config), host="127.0.0.1", port=port, log_level="warning",
+        monolith_app(config, edge or EdgeConfig()), host="127.0.0.1", port=port, log_level="warning",
         access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -80,6 +106,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     shards: int = 2
     broker: str | None = None
+    credentials: Path | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -89,7 +117,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
              "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
-             *(["--broker", self.broker] if self.broker else [])],
+             *(["--broker", self.broker] if self.broker else []),
+             *(["--credentials", str(self.credentials)] if self.credentials else []),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 45

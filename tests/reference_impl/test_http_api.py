@@ -9,15 +9,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
-from tests.reference_impl.http_server import running_server
+from tests.reference_impl.http_server import running_server, signed, write_credentials
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    db = Path(tmp_path_factory.mktemp("api")) / "wallet.db"
-    with running_server(BackOfficeConfig(db=f"sqlite:///{db}", house_shards=2)) as url, \
-            httpx.Client(base_url=url, timeout=10) as client:
+    """A signed client (provider, operator and staff credentials) of a server that checks
+    them."""
+    folder = Path(tmp_path_factory.mktemp("api"))
+    creds = write_credentials(folder)
+    with running_server(BackOfficeConfig(db=f"sqlite:///{folder / 'wallet.db'}",
+                                         house_shards=2),
+                        EdgeConfig(credentials=str(creds))) as url, \
+            httpx.Client(base_url=url, timeout=10, auth=signed(creds)) as client:
         yield client
 
 
@@ -115,7 +121,8 @@ def test_jackpot_share_of_a_stake_feeds_the_pool(api: httpx.Client) -> None:
 
 
 def test_not_json_and_unknown_route(api: httpx.Client) -> None:
-    _error(api.post("/wallet/bet", content=b"{nope"), 400, "VALIDATION_ERROR")
+    _error(api.post("/wallet/bet", content=b"{nope",
+                    headers={"content-type": "application/json"}), 400, "VALIDATION_ERROR")
     _error(api.get("/nowhere"), 404, "NOT_FOUND")
 
 
