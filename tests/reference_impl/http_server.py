@@ -74,7 +74,8 @@ def running_server(config: BackOfficeConfig, edge: EdgeConfig | None = None) -> 
     """Serve the monolith for the duration of the block; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        monolith_app(config, edge or EdgeConfig()), host="127.0.0.1", port=port, log_level="warning",
+        monolith_app(config, edge or EdgeConfig()), host="127.0.0.1", port=port,
+        log_level="warning",
         access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)
