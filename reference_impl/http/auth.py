@@ -278,8 +278,9 @@ class Signer:
     """A client's credentials: the headers for each request of the contract.
 
     Picks the first provider, operator and staff entry of the file (or the given ids). A
-    route a provider may call is signed when a provider is known; bearer routes use the
-    operator token (staff for staff routes). With no credentials, no headers are added."""
+    route a provider may call is signed when a provider is known; other routes use the
+    operator token (staff for staff routes), else are signed if a provider is known. Open
+    routes, and every route when there are no credentials, get no headers."""
 
     def __init__(self, credentials: Credentials | None, *, provider: str | None = None,
                  operator: str | None = None, staff: str | None = None) -> None:
@@ -296,15 +297,18 @@ class Signer:
         """The auth headers of one request (``target`` = path with its query string)."""
         path = target.split("?", 1)[0]
         kinds = allowed_kinds(method, path)
-        if self.provider is not None and Kind.PROVIDER in kinds:
+        if not kinds:
+            return {}
+        token = self.staff if Kind.STAFF in kinds else \
+            self.operator if Kind.OPERATOR in kinds else None
+        if self.provider is not None and (Kind.PROVIDER in kinds or token is None):
             stamp = str(int(time.time() * 1000))
             nonce = secrets.token_hex(16)
             return {"X-Caller": self.provider.id, "X-Timestamp": stamp, "X-Nonce": nonce,
                     "X-Signature": signature(self.provider.secret, stamp, nonce, method,
                                              target, body)}
-        entry = self.staff if Kind.STAFF in kinds else self.operator
-        if entry is not None and isinstance(entry, TokenEntry):
-            return {"Authorization": f"Bearer {entry.token}"}
+        if token is not None:
+            return {"Authorization": f"Bearer {token.token}"}
         return {}
 
 
