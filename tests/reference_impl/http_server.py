@@ -114,6 +114,11 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def auth(self) -> SignedAuth | None:
+        """httpx auth for this server's credentials (None when it runs open)."""
+        return signed(self.credentials)
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
