@@ -16,6 +16,7 @@ too). Starlette only runs the lifespan (open and close the back office).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from reference_impl.domain.commands import Bet, Command, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.errors import ErrorCode, WalletError
-from reference_impl.domain.money import ID_PATTERN
+from reference_impl.domain.money import ID_PATTERN, scoped_id
 from reference_impl.http.auth import ANONYMOUS, Authenticator, Caller, Kind, allowed_kinds
 from reference_impl.http.guard import (
     EdgeConfig,
@@ -163,7 +164,11 @@ def create_app(
             cmd = build(parse_raw(call.body, model), call.player)
             if not call.player:  # the player is in the body: limit it now
                 limiter.player(cmd.player_id)
-            return ok(await ref.o.wallet.execute(cmd))
+            if call.caller.kind is None:  # open API: one namespace of ids
+                return ok(await ref.o.wallet.execute(cmd))
+            public = cmd.transaction_id
+            result = await ref.o.wallet.execute(scope(cmd, call.caller.id))
+            return ok({**result, "transaction_id": public})
 
         return handler
 
@@ -264,6 +269,16 @@ MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
     "/wallet/rollback": (RollbackBody, _rollback),
 }
 """The money endpoints: body model and command builder by route."""
+
+def scope(cmd: Command, caller: str) -> Command:
+    """``cmd`` with its transaction and round ids in ``caller``'s namespace: a provider's ids
+    never meet another caller's (no collision, no conflict that tells of another's
+    transaction, no win settling another provider's round). The journal shows them so."""
+    ids = {name: scoped_id(caller, getattr(cmd, name))
+           for name in ("transaction_id", "round_id", "rolled_back_transaction_id")
+           if hasattr(cmd, name)}
+    return dataclasses.replace(cmd, **ids)
+
 
 _INTERNAL = ok({"error": {"code": ErrorCode.INTERNAL_ERROR.value,
                           "message": "internal error (logged)"}}, 500)

@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reference_impl.domain.errors import ErrorCode, WalletError
-from reference_impl.domain.money import ID_PATTERN
+from reference_impl.domain.money import SCOPE_PATTERN
 
 CREDENTIALS_ENV = "TESTBED_CREDENTIALS"
 MIN_SECRET_CHARS = 32
@@ -55,7 +55,7 @@ class Kind(StrEnum):
     STAFF = "staff"  # back-office staff: fraud alerts, audit, analytics, metrics
 
 
-Id = Annotated[str, Field(pattern=ID_PATTERN.pattern, min_length=1, max_length=64)]
+Id = Annotated[str, Field(pattern=f"^{SCOPE_PATTERN.pattern}$", min_length=1, max_length=32)]
 Secret = Annotated[str, Field(min_length=MIN_SECRET_CHARS, max_length=1024)]
 
 

@@ -209,6 +209,11 @@ def _merge_legs(tid: str, parts: list[dict[str, Any]], history: History) -> dict
     return {**parts[0], "amount": parts[0]["amount"] + parts[1]["amount"]}
 
 
+def _public(tid: str) -> str:
+    """A journal's transaction id as its caller sent it (the test's ids have no ':')."""
+    return tid.partition(":")[2] or tid
+
+
 def check(server: Server, history: History) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30, auth=server.auth) as client:
@@ -216,8 +221,8 @@ def check(server: Server, history: History) -> None:
             for pid in (f"p{k}" for k in range(PLAYERS)):
                 journal = await fetch_journal(client, pid)
                 legs: dict[str, list[dict[str, Any]]] = {}
-                for e in journal:
-                    legs.setdefault(e["transaction_id"], []).append(e)
+                for e in journal:  # ids are scoped by caller ("demo-provider:b-p0c0-1")
+                    legs.setdefault(_public(e["transaction_id"]), []).append(e)
                 by_tid = {tid: _merge_legs(tid, parts, history) for tid, parts in legs.items()}
                 balance = 0
                 for tid, (code, body) in history.answers.items():

@@ -74,10 +74,11 @@ def test_round_trip_replays_and_errors(api: httpx.Client) -> None:
     assert api.get("/players/alice/balance").json() == {"player_id": "alice", "balance": 1_600,
                                                         "currency": "EUR"}
     page = api.get("/players/alice/transactions", params={"limit": 2}).json()
-    assert [e["transaction_id"] for e in page["entries"]] == ["a-w1", "a-b1"]
+    assert [e["transaction_id"] for e in page["entries"]] == [  # scoped by caller
+        "demo-provider:a-w1", "demo-provider:a-b1"]
     rest = api.get("/players/alice/transactions",
                    params={"before": page["next_before"]}).json()
-    assert [e["transaction_id"] for e in rest["entries"]] == ["dep-alice"]
+    assert [e["transaction_id"] for e in rest["entries"]] == ["platform:dep-alice"]
     audit = api.get("/audit/verify").json()
     assert audit["ok"] is True and audit["first_violation"] is None
 
@@ -109,7 +110,7 @@ def test_jackpot_share_of_a_stake_feeds_the_pool(api: httpx.Client) -> None:
     assert api.post("/wallet/bet", json=body).json()["balance"] == 8_000
     entries = api.get("/players/jack/transactions").json()["entries"]
     legs = sorted((e["credit_account"].split(":")[0], e["amount"]) for e in entries
-                  if e["transaction_id"] == "j-b1")
+                  if e["transaction_id"] == "demo-provider:j-b1")
     assert legs == [("house", 1_950), ("jackpot", 50)]
     audit = api.get("/audit/verify").json()
     assert audit["ok"] and audit["totals"]["EUR"]["jackpot"] == pool_before + 50
