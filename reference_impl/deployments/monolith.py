@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from reference_impl.http.app import create_app
 from reference_impl.http.guard import EdgeConfig
-from reference_impl.metrics import Registry
+from reference_impl.metrics import Registry, shared_across_workers
 from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, build_backoffice
 
 CONFIG_ENV = "TESTBED_SERVE_CONFIG"
@@ -67,7 +67,8 @@ def serve_monolith(config: ServeConfig) -> None:
         uvicorn.run(monolith_app(config.office, config.edge), **common)  # type: ignore[arg-type]
         return
     os.environ[CONFIG_ENV] = config.to_env()
-    uvicorn.run(
-        "reference_impl.deployments.monolith:app_from_env", factory=True,
-        workers=config.workers, **common,  # type: ignore[arg-type]
-    )
+    with shared_across_workers(config.workers):  # /metrics sums every worker's values
+        uvicorn.run(
+            "reference_impl.deployments.monolith:app_from_env", factory=True,
+            workers=config.workers, **common,  # type: ignore[arg-type]
+        )

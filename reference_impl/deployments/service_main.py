@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from reference_impl.deployments.roles import app_for
 from reference_impl.deployments.spec import SPEC_ENV, ChildSpec
+from reference_impl.metrics import shared_across_workers
 
 SINGLE_PROCESS_ROLES = ("fraud", "analytics")  # in-memory rule state, one consumer each
 
@@ -26,11 +27,12 @@ def main() -> None:
 
     spec = ChildSpec.from_json(os.environ[SPEC_ENV])
     workers = 1 if spec.role in SINGLE_PROCESS_ROLES else spec.workers
-    uvicorn.run(
-        "reference_impl.deployments.service_main:app_from_env", factory=True,
-        host=spec.host, port=spec.port, workers=workers, log_level=spec.log_level,
-        access_log=False, timeout_graceful_shutdown=5,
-    )
+    with shared_across_workers(workers):
+        uvicorn.run(
+            "reference_impl.deployments.service_main:app_from_env", factory=True,
+            host=spec.host, port=spec.port, workers=workers, log_level=spec.log_level,
+            access_log=False, timeout_graceful_shutdown=5,
+        )
 
 
 if __name__ == "__main__":

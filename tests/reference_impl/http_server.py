@@ -49,6 +49,17 @@ def free_port() -> int:
         return chosen
 
 
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition (None if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
 def write_credentials(folder: Path, providers: tuple[str, ...] = ("demo-provider",)) -> Path:
     """A credentials file of fresh random secrets (one entry per provider, an operator
     ``platform`` and a staff member ``ops``); never a fixed secret in the repository."""

@@ -14,7 +14,7 @@ import pytest
 
 from reference_impl.http.app import create_app
 from reference_impl.services.backoffice import BackOffice, BackOfficeConfig
-from tests.reference_impl.http_server import running_server
+from tests.reference_impl.http_server import Server, running_server, sample
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,8 @@ def test_a_500_is_counted_in_metrics() -> None:
             return (await client.get("/metrics")).text
 
     text = asyncio.run(calls())
-    assert 'http_responses_total{method="POST",route="/wallet/bet",status="500"} 1' in text
+    assert sample(text, "http_responses_total", method="POST", route="/wallet/bet",
+                  status="500") == 1
 
 
 def test_ids_with_a_trailing_newline_are_refused(api: httpx.Client) -> None:
@@ -145,3 +146,25 @@ def test_a_body_not_sent_as_json_is_refused_and_moves_nothing(api: httpx.Client)
     r = api.post("/players/csrf/deposits", content=body,
                  headers={"content-type": "application/json; charset=utf-8"})
     assert r.status_code == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_metrics_of_every_worker_are_summed(tmp_path: Path) -> None:
+    """``--workers 2``: whichever worker answers the scrape, it counts every request."""
+    server = Server(f"sqlite:///{tmp_path / 'wallet.db'}", "monolith",
+                    extra_args=("--workers", "2"))
+    server.start()
+    try:
+        n = 40
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for i in range(n):  # new connections: the kernel spreads them over the workers
+                with httpx.Client(base_url=server.url, timeout=10) as one:
+                    assert one.get(f"/players/w{i}/balance").status_code == 404
+            for _ in range(5):
+                count = sample(c.get("/metrics").text, "http_responses_total", method="GET",
+                               route="/players/{player_id}/balance", status="404")
+                assert count == n
+    finally:
+        server.stop()
