@@ -16,7 +16,6 @@ too). Starlette only runs the lifespan (open and close the back office).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -58,8 +57,9 @@ from reference_impl.services.ports import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 Factory = Callable[[Registry], Awaitable[BackOffice]]
-Build = Callable[[Any, str], Command]
-"""A money command from a validated body and the path's player id ("" if none)."""
+Build = Callable[[Any, str, str], Command]
+"""A money command from a validated body, the path's player id ("" if none) and the caller's
+scope prefix of transaction and round ids ("" when the API runs open, else ``caller:``)."""
 UNMATCHED = "(unmatched)"
 """The metrics label of requests to no route (keeps the label set bounded)."""
 
@@ -84,16 +84,21 @@ def _error_answer(err: WalletError) -> Answer:
     return Answer(err.http_status, orjson.dumps(err.to_json()), retry_after=retry)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One authenticated request, its body read."""
 
     method: str
     route: str
     player: str  # the path's player id ("" if the route has none)
-    query: QueryParams
+    query_string: bytes
     body: bytes
     caller: Caller
+
+    @property
+    def query(self) -> QueryParams:
+        """The parsed query string."""
+        return QueryParams(self.query_string)
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
@@ -161,14 +166,18 @@ def create_app(
 
     def money(model: type[BaseModel], build: Build) -> Handler:
         async def handler(call: Call) -> Answer:
-            cmd = build(parse_raw(call.body, model), call.player)
+            body = parse_raw(call.body, model)
+            caller = call.caller
+            if caller.kind is None:  # open API: one namespace of ids
+                cmd = build(body, call.player, "")
+            else:  # the caller's namespace (see scope_prefix)
+                cmd = build(body, call.player, scope_prefix(caller.id))
             if not call.player:  # the player is in the body: limit it now
                 limiter.player(cmd.player_id)
-            if call.caller.kind is None:  # open API: one namespace of ids
-                return ok(await ref.o.wallet.execute(cmd))
-            public = cmd.transaction_id
-            result = await ref.o.wallet.execute(scope(cmd, call.caller.id))
-            return ok({**result, "transaction_id": public})
+            result = await ref.o.wallet.execute(cmd)
+            if caller.kind is not None:
+                result = {**result, "transaction_id": body.transaction_id}
+            return ok(result)
 
         return handler
 
@@ -240,25 +249,27 @@ def create_app(
     return _Api(routes, auth, limiter, edge, metrics, lifespan=lifespan)
 
 
-def _bet(b: Any, player: str) -> Command:
-    return Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
-               b.device, b.jackpot_bp)
+def _bet(b: Any, player: str, s: str) -> Command:
+    return Bet(s + b.transaction_id, b.player_id, s + b.round_id, b.game_id, b.amount,
+               b.currency, b.device, b.jackpot_bp)
 
 
-def _win(b: Any, player: str) -> Command:
-    return Win(b.transaction_id, b.player_id, b.round_id, b.amount, b.currency)
+def _win(b: Any, player: str, s: str) -> Command:
+    return Win(s + b.transaction_id, b.player_id, s + b.round_id, b.amount, b.currency)
 
 
-def _rollback(b: Any, player: str) -> Command:
-    return Rollback(b.transaction_id, b.player_id, b.round_id, b.rolled_back_transaction_id)
+def _rollback(b: Any, player: str, s: str) -> Command:
+    return Rollback(s + b.transaction_id, b.player_id, s + b.round_id,
+                    s + b.rolled_back_transaction_id)
 
 
-def _deposit(b: Any, player: str) -> Command:
-    return Deposit(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+def _deposit(b: Any, player: str, s: str) -> Command:
+    return Deposit(s + b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
 
 
-def _withdrawal(b: Any, player: str) -> Command:
-    return Withdrawal(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+def _withdrawal(b: Any, player: str, s: str) -> Command:
+    return Withdrawal(s + b.transaction_id, player, b.amount, b.currency, b.instrument,
+                      b.device)
 
 
 MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
@@ -270,14 +281,11 @@ MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
 }
 """The money endpoints: body model and command builder by route."""
 
-def scope(cmd: Command, caller: str) -> Command:
-    """``cmd`` with its transaction and round ids in ``caller``'s namespace: a provider's ids
-    never meet another caller's (no collision, no conflict that tells of another's
+def scope_prefix(caller: str) -> str:
+    """What precedes an authenticated caller's transaction and round ids as stored: its
+    ids never meet another caller's (no collision, no conflict that tells of another's
     transaction, no win settling another provider's round). The journal shows them so."""
-    ids = {name: scoped_id(caller, getattr(cmd, name))
-           for name in ("transaction_id", "round_id", "rolled_back_transaction_id")
-           if hasattr(cmd, name)}
-    return dataclasses.replace(cmd, **ids)
+    return scoped_id(caller, "")
 
 
 _INTERNAL = ok({"error": {"code": ErrorCode.INTERNAL_ERROR.value,
@@ -318,6 +326,7 @@ class _Api(Starlette):
         super().__init__(**kwargs)
         self.api_routes, self.auth, self.limiter = routes, auth, limiter
         self.edge, self.api_metrics = edge, metrics
+        self.kinds = {(m, r): allowed_kinds(m, r) for r, ms in routes.items() for m in ms}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -354,7 +363,7 @@ class _Api(Starlette):
             raise WalletError(ErrorCode.METHOD_NOT_ALLOWED,
                               f"{method} not allowed; use {', '.join(sorted(methods))}")
         headers = _headers(scope)
-        kinds = allowed_kinds(method, route)
+        kinds = self.kinds[method, route]
         caller, pending = ANONYMOUS, None
         if kinds and not self.auth.open:
             if "authorization" in headers:
@@ -390,8 +399,7 @@ class _Api(Starlette):
             self._authorize(caller, kinds, method, route)
         if player:
             self.limiter.player(player)
-        return await handler(Call(method, route, player, QueryParams(scope["query_string"]),
-                                  body, caller))
+        return await handler(Call(method, route, player, scope["query_string"], body, caller))
 
     def _authorize(self, caller: Caller, kinds: frozenset[Kind], method: str,
                    route: str) -> None:

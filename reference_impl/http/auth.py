@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.domain.money import SCOPE_PATTERN
+from reference_impl.http.guard import RateLimited
 
 CREDENTIALS_ENV = "TESTBED_CREDENTIALS"
 MIN_SECRET_CHARS = 32
@@ -180,9 +181,8 @@ class NonceCache:
         if key in self._seen:
             return False
         if len(self._seen) >= self.capacity:
-            wait = max(1, int(self._expiry[0][0] - now) + 1)
-            raise WalletError(ErrorCode.RATE_LIMITED,
-                              f"too many signed requests in {CLOCK_SKEW_S} s: retry in {wait} s")
+            wait = self._expiry[0][0] - now
+            raise RateLimited(f"too many signed requests in {CLOCK_SKEW_S} s", wait)
         # a timestamp may be CLOCK_SKEW_S ahead: keep the nonce until it is refused anyway
         expires = int(now) + 2 * CLOCK_SKEW_S + 1
         if not self._expiry or self._expiry[-1][0] != expires:

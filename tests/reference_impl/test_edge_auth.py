@@ -25,7 +25,7 @@ from reference_impl.http.auth import (
     Signer,
     signature,
 )
-from reference_impl.http.guard import EdgeConfig, TokenBuckets
+from reference_impl.http.guard import EdgeConfig, RateLimited, TokenBuckets
 from reference_impl.http.openapi import openapi_document
 from reference_impl.services.backoffice import BackOfficeConfig
 from tests.reference_impl.http_server import running_server, signed, write_credentials
@@ -225,7 +225,7 @@ def test_nonce_cache_refuses_replays_and_stays_bounded() -> None:
     assert cache.add("a", "00" * 8, 100.0) and not cache.add("a", "00" * 8, 101.0)
     assert cache.add("b", "00" * 8, 100.0)  # nonces are per caller
     assert cache.add("a", "11" * 8, 100.0)
-    with pytest.raises(Exception, match="too many signed requests"):
+    with pytest.raises(RateLimited, match="too many signed requests"):
         cache.add("a", "22" * 8, 100.0)
     assert len(cache) == 3
     assert cache.add("a", "22" * 8, 100.0 + 2 * CLOCK_SKEW_S + 2)  # the old ones expired
