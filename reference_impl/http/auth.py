@@ -137,7 +137,7 @@ def signature(secret: str, timestamp: str, nonce: str, method: str, target: str,
               body: bytes) -> str:
     """The lower-case hex HMAC-SHA256 of a provider request (``target`` = path + query)."""
     message = f"{timestamp}\n{nonce}\n{method}\n{target}\n".encode() + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()
 
 
 # --------------------------------------------------------------------------- server side
@@ -162,7 +162,8 @@ def unauthenticated(reason: str) -> WalletError:
 class NonceCache:
     """Nonces seen in the last :data:`CLOCK_SKEW_S` * 2 seconds, bounded by ``capacity``.
 
-    Keys are 64-bit digests of (caller, nonce); they expire in per-second groups."""
+    Keys are 64-bit hashes of (caller, nonce) (a false "replay" needs a 2^-64 collision);
+    they expire in per-second groups."""
 
     def __init__(self, capacity: int = MAX_NONCES) -> None:
         self.capacity = capacity
@@ -176,8 +177,7 @@ class NonceCache:
         """Remember the nonce; False if it was seen (a replay). Raises RATE_LIMITED when
         full of unexpired nonces."""
         self._prune(now)
-        key = int.from_bytes(hashlib.blake2b(f"{caller}\n{nonce.lower()}".encode(),
-                                             digest_size=8).digest())
+        key = hash((caller, nonce.lower()))  # 64-bit SipHash, keyed per process
         if key in self._seen:
             return False
         if len(self._seen) >= self.capacity:
@@ -206,10 +206,11 @@ class Authenticator:
         self.credentials = credentials
         self.clock = clock
         self.nonces = NonceCache()
-        self._secrets: dict[str, bytes] = {}
+        self._macs: dict[str, hmac.HMAC] = {}  # keyed once: a copy per request is cheaper
         self._tokens: list[tuple[bytes, Caller]] = []
         if credentials is not None:
-            self._secrets = {p.id: p.secret.encode() for p in credentials.providers}
+            self._macs = {p.id: hmac.new(p.secret.encode(), digestmod=hashlib.sha256)
+                          for p in credentials.providers}
             self._tokens = [(_digest(e.token), Caller(kind, e.id))
                             for kind, entries in ((Kind.OPERATOR, credentials.operators),
                                                   (Kind.STAFF, credentials.staff))
@@ -234,9 +235,9 @@ class Authenticator:
             raise unauthenticated("unknown bearer token")
         return found
 
-    def provider_secret(self, headers: Mapping[str, str]) -> tuple[str, bytes]:
-        """The provider named by ``X-Caller`` and its secret, checked before the body is read:
-        the signed headers are present and well-formed and the timestamp is fresh."""
+    def provider_secret(self, headers: Mapping[str, str]) -> tuple[str, hmac.HMAC]:
+        """The provider named by ``X-Caller`` and its keyed HMAC, checked before the body is
+        read: the signed headers are present and well-formed and the timestamp is fresh."""
         caller = headers.get("x-caller", "")
         for name in ("x-timestamp", "x-nonce", "x-signature"):
             if not headers.get(name):
@@ -249,17 +250,19 @@ class Authenticator:
                                   "clock")
         if not NONCE_PATTERN.fullmatch(headers["x-nonce"]):
             raise unauthenticated("X-Nonce must be 16 to 64 hex characters")
-        secret = self._secrets.get(caller)
-        if secret is None:
+        mac = self._macs.get(caller)
+        if mac is None:
             raise unauthenticated("unknown X-Caller")
-        return caller, secret
+        return caller, mac
 
-    def verify(self, caller: str, secret: bytes, headers: Mapping[str, str], method: str,
+    def verify(self, caller: str, mac: hmac.HMAC, headers: Mapping[str, str], method: str,
                target: str, body: bytes) -> Caller:
         """Check a provider's signature over the body, then its nonce (401 otherwise)."""
         stamp, nonce = headers["x-timestamp"], headers["x-nonce"]
-        message = f"{stamp}\n{nonce}\n{method}\n{target}\n".encode() + body
-        expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
+        h = mac.copy()
+        h.update(f"{stamp}\n{nonce}\n{method}\n{target}\n".encode())
+        h.update(body)
+        expected = h.hexdigest()
         if not hmac.compare_digest(expected.encode(), headers["x-signature"].encode()):
             raise unauthenticated("bad X-Signature")
         if not self.nonces.add(caller, nonce, self.clock()):

@@ -187,3 +187,19 @@ def test_bad_query_integers_are_validation_errors(api: httpx.Client, value: str)
         r = api.get(path, params={"limit": value})
         assert r.status_code == 400, (path, value, r.text)
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_a_win_far_above_its_stakes_is_paid_and_goes_to_review(api: httpx.Client) -> None:
+    _player(api, "lucky", 100)
+    assert _bet(api, "l-b1", "lucky", 10, "lr1").status_code == 200
+    win = api.post("/wallet/win", json={"transaction_id": "l-w1", "player_id": "lucky",
+                                        "round_id": "lr1", "amount": 20_000})
+    assert win.status_code == 200 and win.json()["balance"] == 20_090  # money owed: paid
+    deadline = time.monotonic() + 5
+    alerts: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not alerts:
+        alerts = [a for a in api.get("/fraud/alerts", params={"player_id": "lucky"}).json()[
+            "alerts"] if a["rule_id"] == "win-multiple-v1"]
+        time.sleep(0.05)
+    assert alerts and alerts[0]["reason_code"] == "LARGE_WIN_MULTIPLE"
+    assert alerts[0]["evidence"]["round_stakes"] == 10  # type: ignore[index]
