@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reference_impl.cli import serve
 from reference_impl.http.auth import (
@@ -274,3 +276,21 @@ def test_serve_refuses_a_public_interface_without_credentials(
                                         f"sqlite:///{tmp_path / 'w.db'}"])
     assert result.exit_code == 0 and "OPEN" not in result.output
     assert started[-1].edge.credentials == str(creds.resolve())
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=300),
+       st.floats(min_value=0.5, max_value=100))
+def test_a_bucket_never_lets_more_than_its_burst_plus_its_rate(
+    gaps: list[float], rate: float,
+) -> None:
+    now = [0.0]
+    buckets = TokenBuckets(rate, "player", clock=lambda: now[0])
+    allowed = 0
+    for gap in gaps:
+        now[0] += gap
+        try:
+            buckets.take("p")
+            allowed += 1
+        except RateLimited as exc:
+            assert exc.retry_after >= 1
+    assert allowed <= buckets.capacity + rate * now[0] + 1e-9
