@@ -79,6 +79,8 @@ class Model:
                 result = bal
             elif target[0] != pid:
                 result = "BET_NOT_FOUND"
+            elif target[1] != rnd:  # a rollback names its bet's own round
+                result = "BET_NOT_FOUND"
             elif target[3] == "settled":
                 result = "BET_ALREADY_SETTLED"
             elif target[3] == "open":
