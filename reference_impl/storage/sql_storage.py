@@ -271,14 +271,16 @@ class SqlStorage(Storage):
         after_ts, after_id = after if after is not None else (ts_us - 1, "")
         async with self.transaction(write=False) as conn:
             rows = await conn.fetch(
-                "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device "
+                "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device, "
+                "round_id "
                 "FROM txs WHERE ts_us >= $1 AND kind <> 'tombstone' AND status IS NOT NULL "
                 "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3)) "
                 "ORDER BY ts_us, transaction_id LIMIT $4",
                 ts_us, after_ts, after_id, limit,
             )
         return [CommittedTx(r["transaction_id"], r["kind"], r["player_id"], r["amount"],
-                            r["ts_us"], r["instrument"], r["device"]) for r in rows]
+                            r["ts_us"], r["instrument"], r["device"], r["round_id"])
+                for r in rows]
 
     async def add_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """Insert alerts in one transaction."""
