@@ -71,7 +71,8 @@ class Histogram:
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str],
                  registry: CollectorRegistry, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.metric = _PromHistogram(name, help_text, tuple(labels), registry=registry,
+        self.label_names = tuple(labels)
+        self.metric = _PromHistogram(name, help_text, self.label_names, registry=registry,
                                      buckets=tuple(buckets))
         self.series: dict[tuple[str, ...], Any] = {}
 
@@ -81,6 +82,15 @@ class Histogram:
         if child is None:
             child = self.series[labels] = self.metric.labels(*labels)
         child.observe(value)
+
+    def count(self, *labels: str) -> int:
+        """Observations recorded for ``labels`` (in this process)."""
+        for family in self.metric.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_count") and tuple(
+                        sample.labels.get(n, "") for n in self.label_names) == labels:
+                    return int(sample.value)
+        return 0
 
 
 class Registry:
