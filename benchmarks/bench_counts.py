@@ -77,8 +77,8 @@ def _ops() -> dict[str, Setup]:
 
 
 def _totals(metrics: Registry) -> tuple[float, float]:
-    return (sum(metrics.db_statements.values.values()),
-            sum(metrics.db_round_trips.values.values()))
+    return (metrics.db_statements.total(),
+            metrics.db_round_trips.total())
 
 
 async def _measure(db_url: str, concurrency: str, repeat: int) -> Counts:

@@ -9,7 +9,10 @@ places bets of 10 minor units, each on a new round, on ``--players`` funded play
   default, httptools + uvloop, the same pool), driven by ``--connections`` raw HTTP/1.1
   keep-alive connections from this process (its CPU per request is reported).
 
-The ratio http/direct shows what the service layer costs. Every run gets a fresh database,
+The ratio http/direct shows what the service layer costs. With ``--auth both`` (the default)
+each case also runs the HTTP loop against a server that checks credentials, every bet signed
+as a game provider (HMAC-SHA256 over the body, fresh timestamp and nonce): "http+auth" and
+its ratio to "http" show what signing and checking cost. Every run gets a fresh database,
 funded directly through the storage adapter before the clock starts; the first
 ``--warmup`` seconds of each run are not counted. Ratios are compared with
 ``benchmarks/baseline_wallet.json``; ``--check`` exits 1 when one drops by more than
@@ -29,6 +32,7 @@ import itertools
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -46,6 +50,7 @@ import orjson
 import psutil
 
 from reference_impl.domain import Bet, Deposit, HotAccounts
+from reference_impl.http.auth import Credentials, Signer
 from reference_impl.storage import Storage, StorageSettings, open_storage
 
 BASELINE = Path(__file__).with_name("baseline_wallet.json")
@@ -86,6 +91,7 @@ class Case:
     http: Run
     workers: int = 1
     jackpot_bp: int = 0
+    http_auth: Run | None = None  # the same HTTP loop, signed, against a server checking it
 
     @property
     def key(self) -> str:
@@ -99,6 +105,16 @@ class Case:
     def ratio(self) -> float:
         """Service (HTTP) throughput over direct throughput."""
         return self.http.rate / self.direct.rate
+
+    @property
+    def checked_ratio(self) -> float:
+        """The ratio compared with the baseline: signed when measured (how it is served)."""
+        return self.auth_ratio if self.auth_ratio is not None else self.ratio
+
+    @property
+    def auth_ratio(self) -> float | None:
+        """Signed HTTP throughput over direct throughput (None if not measured)."""
+        return None if self.http_auth is None else self.http_auth.rate / self.direct.rate
 
 
 # --------------------------------------------------------------------------- databases
@@ -224,11 +240,16 @@ def _free_port() -> int:
 
 async def _http_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: bytes, path: bytes,
-    body: bytes = b"",
+    body: bytes = b"", signer: Signer | None = None,
 ) -> tuple[bytes, bytes]:
-    """One HTTP/1.1 keep-alive exchange; (status line and headers, body)."""
-    writer.write(method + b" " + path + b" HTTP/1.1\r\nHost: bench\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: "
+    """One HTTP/1.1 keep-alive exchange; (status line and headers, body). With a ``signer``
+    the request carries the contract's auth headers."""
+    auth = b""
+    if signer is not None:
+        auth = "".join(f"{k}: {v}\r\n" for k, v in signer.headers(
+            method.decode(), path.decode(), body).items()).encode()
+    writer.write(method + b" " + path + b" HTTP/1.1\r\nHost: bench\r\n" + auth
+                 + b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -258,16 +279,30 @@ async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float
     raise RuntimeError("testbed serve did not become healthy")
 
 
+def write_credentials(folder: Path) -> Path:
+    """A credentials file of fresh random secrets (a provider, an operator, a staff member)."""
+    path = folder / "credentials.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "providers": [{"id": "bench", "secret": secrets.token_hex(32)}],
+        "operators": [{"id": "platform", "token": secrets.token_hex(32)}],
+        "staff": [{"id": "ops", "token": secrets.token_hex(32)}],
+    }))
+    return path
+
+
 async def bench_http(
     url: str, players: int, shards: int, connections: int, warmup: float, seconds: float,
-    workers: int = 1, jackpot_bp: int = 0,
+    workers: int = 1, jackpot_bp: int = 0, credentials: Path | None = None,
 ) -> Run:
-    """Bets through a ``testbed serve`` monolith (``workers`` uvicorn processes)."""
+    """Bets through a ``testbed serve`` monolith (``workers`` uvicorn processes), signed when
+    the server is given ``credentials``."""
     port = _free_port()
+    signer = Signer(Credentials.load(credentials)) if credentials is not None else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "testbed", "serve", "--db", url, "--port", str(port),
          "--pool-size", str(connections), "--hot-account-shards", str(shards),
-         "--workers", str(workers)],
+         "--workers", str(workers),
+         *(["--credentials", str(credentials)] if credentials is not None else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     ids = itertools.count()
@@ -280,7 +315,8 @@ async def bench_http(
                 body = orjson.dumps({"transaction_id": f"b{n}", "player_id": _player(n, players),
                                      "round_id": f"r{n}", "game_id": "g",
                                      "amount": BET_AMOUNT, "jackpot_bp": jackpot_bp})
-                head, payload = await _http_request(reader, writer, b"POST", b"/wallet/bet", body)
+                head, payload = await _http_request(reader, writer, b"POST", b"/wallet/bet", body,
+                                                    signer)
                 if t0 >= counted_from:
                     lat.append(time.perf_counter() - t0)
                 if not head.startswith(b"HTTP/1.1 200"):
@@ -305,19 +341,26 @@ async def bench_http(
 async def run_case(
     backend: str, shards: int, connections: int, args: argparse.Namespace,
 ) -> Case:
-    """Direct then HTTP, each on a fresh funded database."""
-    runs: list[Run] = []
-    for mode in ("direct", "http"):
-        async with fresh_database(backend, args.pg_admin) as url:
-            await populate(url, args.players, shards)
-            if mode == "direct":
-                runs.append(await bench_direct(url, args.players, shards, connections,
-                                               args.warmup, args.seconds, args.jackpot_bp))
-            else:
-                runs.append(await bench_http(url, args.players, shards, connections,
-                                             args.warmup, args.seconds, args.workers,
-                                             args.jackpot_bp))
-    return Case(backend, shards, connections, runs[0], runs[1], args.workers, args.jackpot_bp)
+    """Direct, HTTP (and signed HTTP), each on a fresh funded database."""
+    modes = {"off": ["direct", "http"], "on": ["direct", "http+auth"],
+             "both": ["direct", "http", "http+auth"]}[args.auth]
+    runs: dict[str, Run] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        credentials = write_credentials(Path(tmp))
+        for mode in modes:
+            async with fresh_database(backend, args.pg_admin) as url:
+                await populate(url, args.players, shards)
+                if mode == "direct":
+                    runs[mode] = await bench_direct(url, args.players, shards, connections,
+                                                    args.warmup, args.seconds, args.jackpot_bp)
+                else:
+                    runs[mode] = await bench_http(
+                        url, args.players, shards, connections, args.warmup, args.seconds,
+                        args.workers, args.jackpot_bp,
+                        credentials if mode == "http+auth" else None)
+    return Case(backend, shards, connections, runs["direct"],
+                runs.get("http") or runs["http+auth"], args.workers, args.jackpot_bp,
+                runs.get("http+auth"))
 
 
 # --------------------------------------------------------------------------- report
@@ -338,6 +381,18 @@ def table(cases: list[Case]) -> str:
             f"{h.p99_ms:.1f} | **{c.ratio:.2f}** | {d.cpu_us(d.client_cpu):.0f}, "
             f"{h.cpu_us(h.server_cpu):.0f}, {h.cpu_us(h.client_cpu):.0f} |"
         )
+    if any(c.http_auth is not None for c in cases):
+        lines += ["", "| database | shards | http bets/s | http+auth bets/s | auth/http | "
+                  "http+auth/direct | server CPU us/bet: http, http+auth |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for c in cases:
+            a = c.http_auth
+            if a is None:
+                continue
+            lines.append(
+                f"| {c.backend} | {c.shards} | {c.http.rate:,.0f} | {a.rate:,.0f} | "
+                f"**{a.rate / c.http.rate:.2f}** | {c.auth_ratio:.2f} | "
+                f"{c.http.cpu_us(c.http.server_cpu):.0f}, {a.cpu_us(a.server_cpu):.0f} |")
     return "\n".join(lines)
 
 
@@ -349,16 +404,17 @@ def compare(cases: list[Case], baseline: dict[str, Any], tolerance: float) -> li
     for c in cases:
         base = ratios.get(c.key)
         if base is None:
-            print(f"{c.key}: ratio {c.ratio:.2f} (no baseline)")
+            print(f"{c.key}: ratio {c.checked_ratio:.2f} (no baseline)")
             continue
-        change = c.ratio / base - 1
+        change = c.checked_ratio / base - 1
         flag = ""
         if change < -tolerance and c.key in informational:
             flag = "  (below, informational only)"
         elif change < -tolerance:
             flag = "  REGRESSION"
             regressed.append(c.key)
-        print(f"{c.key}: ratio {c.ratio:.2f} vs baseline {base:.2f} ({change:+.0%}){flag}")
+        print(f"{c.key}: ratio {c.checked_ratio:.2f} vs baseline {base:.2f} "
+              f"({change:+.0%}){flag}")
     return regressed
 
 
@@ -386,6 +442,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--players", type=int, default=None, help="[10000; quick: 2000]")
     parser.add_argument("--seconds", type=float, default=None, help="[10; quick: 4]")
     parser.add_argument("--warmup", type=float, default=None, help="[2; quick: 1]")
+    parser.add_argument("--auth", choices=["off", "on", "both"], default="both",
+                        help="HTTP runs without credentials (off), with every bet signed "
+                             "against a server checking it (on; its ratio is the one compared), "
+                             "or both, reporting what auth costs [both]")
     parser.add_argument("--quick", action="store_true", help="~5 s per run, for CI")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a ratio dropped more than --tolerance")
@@ -414,17 +474,20 @@ def main(argv: list[str] | None = None) -> int:
         for shards in (int(s) for s in args.shards.split(",")):
             case = _run(run_case(backend, shards, args.connections, args))
             cases.append(case)
+            signed = "" if case.http_auth is None else \
+                f", http+auth {case.http_auth.rate:,.0f}/s (ratio {case.auth_ratio:.2f})"
             print(f"{case.key}: direct {case.direct.rate:,.0f}/s, http {case.http.rate:,.0f}/s, "
-                  f"ratio {case.ratio:.2f}", flush=True)
+                  f"ratio {case.ratio:.2f}{signed}", flush=True)
     print(f"load average after {os.getloadavg()[0]:.1f}\n")
     print(table(cases) + "\n")
     if args.json is not None:
         args.json.write_text(json.dumps(
-            [{**asdict(c), "ratio": c.ratio, "key": c.key} for c in cases], indent=2))
+            [{**asdict(c), "ratio": c.ratio, "auth_ratio": c.auth_ratio, "key": c.key}
+             for c in cases], indent=2))
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     regressed = compare(cases, baseline, args.tolerance)
     if args.update_baseline:
-        ratios = {**baseline.get("ratios", {}), **{c.key: round(c.ratio, 3) for c in cases}}
+        ratios = {**baseline.get("ratios", {}), **{c.key: round(c.checked_ratio, 3) for c in cases}}
         BASELINE.write_text(json.dumps({
             **baseline,
             "about": baseline.get("about", "http/direct bets-per-second ratios of "

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import sys
 
 import click
 
 from reference_impl.deployments.monolith import ServeConfig, serve_monolith
+from reference_impl.http.auth import (
+    CREDENTIALS_ENV,
+    Credentials,
+    CredentialsError,
+    credentials_path,
+)
+from reference_impl.http.guard import (
+    DEFAULT_CREDENTIAL_RATE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PLAYER_RATE,
+    EdgeConfig,
+)
 from reference_impl.services.backoffice import BackOfficeConfig
 from reference_impl.transport.broker import DEFAULT_BROKER, check_broker_url
 
@@ -53,10 +67,24 @@ def _check_db(db: str | None) -> None:
               help="rules YAML [default: the packaged default_rules.yaml]")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--credentials", default=None, metavar="FILE",
+              help=f"YAML file of the callers' secrets (providers, operators, staff) "
+                   f"[default: ${CREDENTIALS_ENV}; none: every route open, loopback only]")
+@click.option("--rate-per-credential", default=DEFAULT_CREDENTIAL_RATE, show_default=True,
+              type=click.FloatRange(0, 1e9, min_open=True),
+              help="requests/s one credential may send (token bucket, 2 s of burst; "
+                   "per server process); past it: 429 RATE_LIMITED with Retry-After")
+@click.option("--rate-per-player", default=DEFAULT_PLAYER_RATE, show_default=True,
+              type=click.FloatRange(0, 1e9, min_open=True),
+              help="requests/s about one player, from all callers (same rules)")
+@click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True,
+              type=click.IntRange(1, 100 * 1024 * 1024),
+              help="largest request body; larger: 413 PAYLOAD_TOO_LARGE, before reading it")
 def serve(
     topology: str, db: str | None, host: str, port: int, workers: int, broker: str,
     internal_base_port: int | None, concurrency: str, hot_account_shards: int, pool_size: int,
-    rules: str | None, log_level: str,
+    rules: str | None, log_level: str, credentials: str | None, rate_per_credential: float,
+    rate_per_player: float, max_body_bytes: int,
 ) -> None:
     """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly.
 
@@ -79,12 +107,22 @@ def serve(
     Ctrl-C; GET /health on the public port reports each service's health.
 
     \b
+    Access (see README "Authentication"): with --credentials FILE (or $TESTBED_CREDENTIALS)
+    game providers sign bet/win/rollback with HMAC-SHA256, the operator platform (/players)
+    and back-office staff (/fraud, /audit, /analytics, /metrics) send bearer tokens; /health
+    and /openapi.json stay open. Without credentials every route is open: allowed only on a
+    loopback --host, with a warning.
+
+    \b
     Examples:
       testbed serve
       testbed serve --topology microservices --db postgresql://postgres@127.0.0.1/test
       testbed serve --topology hybrid --broker redis://127.0.0.1:6379/0 --port 8080
     """
     _check_db(db)
+    edge = EdgeConfig(credentials=_credentials(credentials, host),
+                      credential_rate=rate_per_credential, player_rate=rate_per_player,
+                      max_body_bytes=max_body_bytes)
     if rules is not None:
         from reference_impl.rules import RulesEngine, RulesFileError
 
@@ -99,7 +137,7 @@ def serve(
     where = f"db: {db or 'sqlite:///data/wallet.db'}, {concurrency}"
     if topology == "monolith":
         config = ServeConfig(office=office, host=host, port=port, workers=workers,
-                             log_level=log_level)
+                             log_level=log_level, edge=edge)
         click.echo(f"serving the monolith back office on http://{host}:{port} ({where})",
                    err=True)
         serve_monolith(config)
@@ -115,7 +153,46 @@ def serve(
     sys.exit(serve_distributed(DistributedConfig(
         topology=topology, office=office, host=host, port=port, workers=workers,
         broker=broker, internal_base_port=internal_base_port, log_level=log_level,
+        edge=edge,
     )))
+
+
+OPEN_WARNING = """\
+WARNING: no credentials (--credentials FILE or ${env}): EVERY ROUTE IS OPEN.
+Anyone who can reach {host} can move money, read every player's ledger and change limits.
+Serving on loopback only; give a credentials file before exposing this server."""
+
+
+def _loopback(host: str) -> bool:
+    """True when ``host`` names only loopback addresses."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0])).is_loopback for i in infos)
+
+
+def _credentials(given: str | None, host: str) -> str | None:
+    """The credentials file to serve with (validated), or None (open, loopback only)."""
+    path = credentials_path(given)
+    if path is None:
+        if not _loopback(host):
+            raise click.UsageError(
+                f"--host {host} is not loopback: refusing to serve without credentials "
+                f"(give --credentials FILE or set {CREDENTIALS_ENV})")
+        click.echo(OPEN_WARNING.format(env=CREDENTIALS_ENV, host=host), err=True)
+        return None
+    try:
+        Credentials.load(path)
+    except CredentialsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--credentials") from exc
+    from pathlib import Path
+
+    return str(Path(path).resolve())
 
 
 _DB_OPTION = click.option(

@@ -35,6 +35,9 @@ RULES = [
                               "reference_impl.deployments", "asyncio", "sqlite3", "asyncpg",
                               "socket", "httpx", "redis", "time")),
     ("reference_impl/services", ("reference_impl.transport", "reference_impl.http")),
+    # the public API reaches components only through the BackOffice's ports
+    ("reference_impl/http", ("reference_impl.storage", "reference_impl.transport",
+                             "reference_impl.deployments", "asyncpg", "sqlite3", "redis")),
 ]
 
 

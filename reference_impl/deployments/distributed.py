@@ -7,11 +7,13 @@ API, player and wallet in-process) on the public port. Events go through the bro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 from reference_impl.deployments.registry import ROLES, TOPOLOGIES
 from reference_impl.deployments.spec import ChildSpec
 from reference_impl.deployments.supervisor import Supervisor
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
 from reference_impl.transport.broker import DEFAULT_BROKER, broker_prefix, check_broker_url
 
@@ -28,6 +30,7 @@ class DistributedConfig:
     broker: str = DEFAULT_BROKER
     internal_base_port: int | None = None
     log_level: str = "warning"
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
 
 
 def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
@@ -43,6 +46,7 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
         ports = dict(zip(internal, free_ports(len(internal), avoid={config.port}), strict=True))
     peers = {r: f"http://127.0.0.1:{p}" for r, p in ports.items()}
     prefix = broker_prefix(config.office.db)
+    token = secrets.token_hex(32)  # internal services accept RPC only with it
 
     def spec(role: str) -> ChildSpec:
         public = ROLES[role].public
@@ -51,6 +55,7 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
             broker=config.broker, broker_prefix=prefix,
             host=config.host if public else "127.0.0.1",
             peers=peers if public else {}, workers=config.workers, log_level=config.log_level,
+            edge=config.edge, internal_token=token,
         )
 
     return [[spec(role) for role in stage] for stage in stages]

@@ -52,7 +52,7 @@ def _bus(spec: ChildSpec) -> BrokerBus:
 
 
 def _clients(spec: ChildSpec, names: tuple[str, ...]) -> dict[str, RpcClient]:
-    return {n: RpcClient(n, spec.peers[n]) for n in names}
+    return {n: RpcClient(n, spec.peers[n], token=spec.internal_token) for n in names}
 
 
 def _office_parts(clients: dict[str, RpcClient]) -> tuple[dict[str, Probe], list[Closer]]:
@@ -88,7 +88,7 @@ def gateway_app(spec: ChildSpec) -> Starlette:
             auditor=wallet.audit, probes=probes, closers=closers,
         )
 
-    return create_app(factory=factory)
+    return create_app(factory=factory, edge=spec.edge)
 
 
 def edge_app(spec: ChildSpec) -> Starlette:
@@ -111,7 +111,7 @@ def edge_app(spec: ChildSpec) -> Starlette:
             probes=probes, closers=[marks.stop, *closers],  # after the bus's last flush
         )
 
-    return create_app(factory=factory)
+    return create_app(factory=factory, edge=spec.edge)
 
 
 class _Component:
@@ -169,7 +169,8 @@ def component_app(spec: ChildSpec) -> Starlette:
                 methods.update(fraud_methods(fraud))
         await bus.start()
 
-    return rpc_app(spec.role, methods, metrics=metrics, startup=startup, shutdown=part.close)
+    return rpc_app(spec.role, methods, metrics=metrics, startup=startup, shutdown=part.close,
+                   token=spec.internal_token)
 
 
 def app_for(spec: ChildSpec) -> Starlette:

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from reference_impl.deployments.registry import SERVER_OPTIONS, workers_for
 from reference_impl.deployments.roles import app_for
 from reference_impl.deployments.spec import SPEC_ENV, ChildSpec
+from reference_impl.metrics import shared_across_workers
 
 
 def app_from_env() -> Starlette:
@@ -24,11 +25,13 @@ def main() -> None:
     import uvicorn
 
     spec = ChildSpec.from_json(os.environ[SPEC_ENV])
-    uvicorn.run(
-        "reference_impl.deployments.service_main:app_from_env", factory=True,
-        host=spec.host, port=spec.port, workers=workers_for(spec.role, spec.workers),
-        log_level=spec.log_level, **SERVER_OPTIONS,
-    )
+    workers = workers_for(spec.role, spec.workers)
+    with shared_across_workers(workers):  # /metrics sums every worker's values
+        uvicorn.run(
+            "reference_impl.deployments.service_main:app_from_env", factory=True,
+            host=spec.host, port=spec.port, workers=workers, log_level=spec.log_level,
+            **SERVER_OPTIONS,
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from reference_impl.deployments.registry import role
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
 
 SPEC_ENV = "TESTBED_CHILD_SPEC"
@@ -28,6 +29,8 @@ class ChildSpec:
     peers: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     log_level: str = "warning"
+    edge: EdgeConfig = field(default_factory=EdgeConfig)  # the public roles' guard
+    internal_token: str = ""  # bearer token of the RPC between services ("" = none)
 
     def __post_init__(self) -> None:
         role(self.role)  # ValueError naming the known roles
@@ -45,4 +48,5 @@ class ChildSpec:
     def from_json(cls, text: str) -> ChildSpec:
         """Read what :meth:`to_json` wrote."""
         data = json.loads(text)
-        return cls(office=BackOfficeConfig(**data.pop("office")), **data)
+        return cls(office=BackOfficeConfig(**data.pop("office")),
+                   edge=EdgeConfig(**data.pop("edge")), **data)

@@ -7,7 +7,12 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from reference_impl.domain.errors import ErrorCode, WalletError
-from reference_impl.domain.money import validate_amount, validate_currency, validate_id
+from reference_impl.domain.money import (
+    validate_amount,
+    validate_currency,
+    validate_id,
+    validate_scoped_id,
+)
 
 BASIS_POINTS = 10_000
 """A share of 100% in basis points."""
@@ -33,7 +38,7 @@ class _Base:
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def _check_common(self) -> None:
-        validate_id(self.transaction_id, "transaction_id")
+        validate_scoped_id(self.transaction_id, "transaction_id")
         validate_id(self.player_id, "player_id")
         currency = getattr(self, "currency", None)
         if currency is not None:
@@ -96,7 +101,7 @@ class Bet(_Base):
 
     def __post_init__(self) -> None:
         self._check_common()
-        validate_id(self.round_id, "round_id")
+        validate_scoped_id(self.round_id, "round_id")
         validate_id(self.game_id, "game_id")
         validate_amount(self.amount)
         if (
@@ -127,7 +132,7 @@ class Win(_Base):
 
     def __post_init__(self) -> None:
         self._check_common()
-        validate_id(self.round_id, "round_id")
+        validate_scoped_id(self.round_id, "round_id")
         validate_amount(self.amount, allow_zero=True)
 
 
@@ -141,8 +146,8 @@ class Rollback(_Base):
 
     def __post_init__(self) -> None:
         self._check_common()
-        validate_id(self.round_id, "round_id")
-        validate_id(self.rolled_back_transaction_id, "rolled_back_transaction_id")
+        validate_scoped_id(self.round_id, "round_id")
+        validate_scoped_id(self.rolled_back_transaction_id, "rolled_back_transaction_id")
         if self.rolled_back_transaction_id == self.transaction_id:
             raise WalletError(
                 ErrorCode.TRANSACTION_CONFLICT, "a rollback cannot roll back its own id"

@@ -6,7 +6,8 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Error codes of the public API: 4xx (refused, nothing changed) or 503 (component down)."""
+    """Error codes of the public API: 4xx (refused, nothing changed), 503 (component down) or
+    500 (a bug)."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNKNOWN_PLAYER = "UNKNOWN_PLAYER"
@@ -22,6 +23,13 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # 503: a component is down; retry with same id
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # 401: no, unknown, altered or replayed credentials
+    FORBIDDEN = "FORBIDDEN"  # 403: authenticated, but this route is outside the caller's scope
+    RATE_LIMITED = "RATE_LIMITED"  # 429: past a rate limit; retry after Retry-After seconds
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413: body over the maximum size
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # 415: a body that is not application/json
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # 500: a bug (logged); the outcome of a money request is
+    # unknown: retry with the same transaction id
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -39,6 +47,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INTERNAL_ERROR: 500,
 }
 
 

@@ -15,7 +15,8 @@ CURRENCIES: frozenset[str] = frozenset(
 """Currencies the wallet accepts (ISO 4217)."""
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-"""Identifiers (players, transactions, rounds, games): safe for the hash chain's separator."""
+"""Identifiers (players, transactions, rounds, games): safe for the hash chain's separator.
+Check with ``fullmatch``: ``$`` alone also matches before a trailing newline."""
 
 
 def validate_amount(amount: object, *, allow_zero: bool = False, field: str = "amount") -> int:
@@ -40,9 +41,30 @@ def validate_currency(currency: object) -> str:
     return currency
 
 
+SCOPE_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+"""Ids of callers (providers, operators) that scope transaction and round ids: no ``:``."""
+SCOPED_ID_PATTERN = re.compile(r"(?:[A-Za-z0-9_.\-]{1,32}:)?[A-Za-z0-9_.:\-]{1,64}")
+"""Transaction and round ids as stored: an id, optionally scoped as ``caller:id`` (the public
+API scopes the ids of every authenticated caller, so two callers' ids never collide)."""
+
+
+def scoped_id(caller: str, value: str) -> str:
+    """``value`` in the namespace of ``caller``."""
+    return f"{caller}:{value}"
+
+
+def validate_scoped_id(value: object, field: str) -> str:
+    """Return ``value`` if it is an identifier, or ``caller:identifier``."""
+    if not isinstance(value, str) or not SCOPED_ID_PATTERN.fullmatch(value):
+        raise WalletError(
+            ErrorCode.VALIDATION_ERROR, f"{field} must match {ID_PATTERN.pattern}"
+        )
+    return value
+
+
 def validate_id(value: object, field: str) -> str:
     """Return ``value`` if it is a 1-64 character identifier of ``[A-Za-z0-9_.:-]``."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise WalletError(
             ErrorCode.VALIDATION_ERROR, f"{field} must match {ID_PATTERN.pattern}"
         )

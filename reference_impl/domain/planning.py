@@ -253,6 +253,11 @@ def _plan_rollback(
             ErrorCode.BET_NOT_FOUND,
             f"{cmd.rolled_back_transaction_id} is not a bet of {cmd.player_id}",
         )
+    if target.round_id != cmd.round_id:
+        raise WalletError(
+            ErrorCode.BET_NOT_FOUND,
+            f"{cmd.rolled_back_transaction_id} is not a bet of round {cmd.round_id}",
+        )
     if target.state is BetState.SETTLED:
         raise WalletError(
             ErrorCode.BET_ALREADY_SETTLED, f"bet {target.transaction_id} is already settled"

@@ -1,23 +1,45 @@
-"""The Starlette application: every endpoint of the public API, errors, metrics, OpenAPI."""
+"""The public API: one request path for every endpoint, one error and metrics responder.
+
+Every HTTP request goes through :meth:`_Api.__call__`, in this order, before any work:
+
+1. the route and method (404 / 405; ``/wallet/bet/`` is a 404, never a redirect);
+2. credentials (:mod:`reference_impl.http.auth`: 401, then the route's scope: 403); a bearer
+   token is checked before the body is read, a provider's signature right after it;
+3. the per-credential and per-player rate limits (429 with ``Retry-After``);
+4. for a body: ``Content-Type: application/json`` (415), its size (413, from
+   Content-Length and while streaming, never read whole first);
+5. the handler: parse and validate (400), then the component call.
+
+Whatever happens, :func:`_respond` sends the answer and records it in the metrics (a 500
+too). Starlette only runs the lifespan (open and close the back office).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope, Send
 
 from reference_impl.domain.commands import Bet, Command, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.errors import ErrorCode, WalletError
+from reference_impl.domain.money import ID_PATTERN, scoped_id
+from reference_impl.http.auth import ANONYMOUS, Authenticator, Caller, Kind, allowed_kinds
+from reference_impl.http.guard import (
+    EdgeConfig,
+    RateLimited,
+    TokenBuckets,
+    integral,
+    read_body,
+)
 from reference_impl.http.openapi import openapi_document
 from reference_impl.http.schemas import (
     BetBody,
@@ -32,35 +54,60 @@ from reference_impl.rules import LimitsRequest
 from reference_impl.services.backoffice import BackOffice
 from reference_impl.services.ports import ServiceUnavailable
 
-Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger(__name__)
+
 Factory = Callable[[Registry], Awaitable[BackOffice]]
-Build = Callable[[Any, str], Command]
-"""A money command from a validated body and the path's player id ("" if none)."""
+Build = Callable[[Any, str, str], Command]
+"""A money command from a validated body, the path's player id ("" if none) and the caller's
+scope prefix of transaction and round ids ("" when the API runs open, else ``caller:``)."""
+UNMATCHED = "(unmatched)"
+"""The metrics label of requests to no route (keeps the label set bounded)."""
 
 
-class JSON(Response):
-    """An orjson response."""
+@dataclass(frozen=True)
+class Answer:
+    """What a handler returns: status, body bytes, content type."""
 
-    media_type = "application/json"
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    retry_after: int | None = None
 
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+
+def ok(content: Any, status: int = 200) -> Answer:
+    """A JSON answer."""
+    return Answer(status, orjson.dumps(content))
 
 
-def error(code: ErrorCode, message: str, status: int) -> JSON:
-    """The public error body."""
-    return JSON({"error": {"code": code.value, "message": message}}, status_code=status)
+def _error_answer(err: WalletError) -> Answer:
+    retry = err.retry_after if isinstance(err, RateLimited) else None
+    return Answer(err.http_status, orjson.dumps(err.to_json()), retry_after=retry)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authenticated request, its body read."""
+
+    method: str
+    route: str
+    player: str  # the path's player id ("" if the route has none)
+    query_string: bytes
+    body: bytes
+    caller: Caller
+
+    @property
+    def query(self) -> QueryParams:
+        """The parsed query string."""
+        return QueryParams(self.query_string)
+
+
+Handler = Callable[[Call], Awaitable[Answer]]
 
 
 def _validation(exc: ValidationError) -> WalletError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ())) or "body"
     return WalletError(ErrorCode.VALIDATION_ERROR, f"{where}: {first.get('msg', 'invalid')}")
-
-
-async def parse(request: Request, model: type[BaseModel]) -> Any:
-    """Parse and validate a JSON body (VALIDATION_ERROR otherwise)."""
-    return parse_raw(await request.body(), model)
 
 
 def parse_raw(raw: bytes, model: type[BaseModel]) -> Any:
@@ -71,24 +118,15 @@ def parse_raw(raw: bytes, model: type[BaseModel]) -> Any:
         raise WalletError(ErrorCode.VALIDATION_ERROR, "body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise WalletError(ErrorCode.VALIDATION_ERROR, "body must be a JSON object")
-    data = _integral(data)
+    data = integral(data)
     try:
         return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise _validation(exc) from exc
 
 
-def _integral(value: Any) -> Any:
-    """JSON's ``100.0`` is the integer 100 (100.5 stays a float, and is refused)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    return value
-
-
-def _query_int(request: Request, name: str, default: int | None) -> int | None:
-    value = request.query_params.get(name)
+def _query_int(query: QueryParams, name: str, default: int | None) -> int | None:
+    value = query.get(name)
     if value is None:
         return default
     # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses
@@ -99,12 +137,17 @@ def _query_int(request: Request, name: str, default: int | None) -> int | None:
 
 def create_app(
     office: BackOffice | None = None, *, factory: Factory | None = None,
-    metrics: Registry | None = None,
+    metrics: Registry | None = None, edge: EdgeConfig | None = None,
 ) -> Starlette:
     """The public API over ``office``, or over the office ``factory`` builds at startup
-    (closed at shutdown). Components may be in-process or remote behind their interfaces."""
+    (closed at shutdown). Components may be in-process or remote behind their interfaces.
+    ``edge`` sets credentials, rate limits and the body size (default: ``EdgeConfig()``, with
+    the credentials of ``$TESTBED_CREDENTIALS`` if set, else open)."""
+    from reference_impl.http.auth import load_credentials
+
     if (office is None) == (factory is None):
         raise ValueError("give exactly one of office and factory")
+    edge = edge or EdgeConfig()
     metrics = metrics or (office.metrics if office is not None else Registry())
     ref = _Ref(office)
 
@@ -119,165 +162,114 @@ def create_app(
         finally:
             await ref.o.stop()
 
-    def measured(method: str, route: str, handler: Handler) -> Route:
-        methods = method.split("|")
+    limiter = _Limiter(edge)
 
-        async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            try:
-                response = await handler(request)
-            except WalletError as err:
-                response = JSON(err.to_json(), status_code=err.http_status)
-            except ServiceUnavailable as exc:  # a remote component is down: safe to retry
-                response = JSON(exc.to_json(), status_code=503)
-            verb = request.method
-            metrics.request_seconds.observe(time.perf_counter() - started, verb, route)
-            metrics.responses.inc(verb, route, str(response.status_code))
-            return response
-
-        return Route(route, endpoint, methods=methods)
-
-    def path_player(request: Request) -> str:
-        return str(request.path_params["player_id"])
-
-    async def create_player(request: Request) -> Response:
-        body = await parse(request, CreatePlayerBody)
-        return JSON(await ref.o.players.create(body.player_id, body.currency), status_code=201)
-
-    async def balance(request: Request) -> Response:
-        return JSON(await ref.o.players.balance(path_player(request)))
-
-    def money(model: type[BaseModel], build: Build, player: bool) -> Handler:
-        async def handler(request: Request) -> Response:
-            body = await parse(request, model)
-            cmd = build(body, path_player(request) if player else "")
-            return JSON(await ref.o.wallet.execute(cmd))
+    def money(model: type[BaseModel], build: Build) -> Handler:
+        async def handler(call: Call) -> Answer:
+            body = parse_raw(call.body, model)
+            caller = call.caller
+            if caller.kind is None:  # open API: one namespace of ids
+                cmd = build(body, call.player, "")
+            else:  # the caller's namespace (see scope_prefix)
+                cmd = build(body, call.player, scope_prefix(caller.id))
+            if not call.player:  # the player is in the body: limit it now
+                limiter.player(cmd.player_id)
+            result = await ref.o.wallet.execute(cmd)
+            if caller.kind is not None:
+                result = {**result, "transaction_id": body.transaction_id}
+            return ok(result)
 
         return handler
 
-    async def transactions(request: Request) -> Response:
-        limit = _query_int(request, "limit", 50)
-        before = _query_int(request, "before", None)
+    async def create_player(call: Call) -> Answer:
+        body = parse_raw(call.body, CreatePlayerBody)
+        limiter.player(body.player_id)
+        return ok(await ref.o.players.create(body.player_id, body.currency), 201)
+
+    async def balance(call: Call) -> Answer:
+        return ok(await ref.o.players.balance(call.player))
+
+    async def transactions(call: Call) -> Answer:
+        limit = _query_int(call.query, "limit", 50)
+        before = _query_int(call.query, "before", None)
         assert limit is not None
-        return JSON(await ref.o.players.transactions(path_player(request), limit, before))
+        return ok(await ref.o.players.transactions(call.player, limit, before))
 
-    async def put_limits(request: Request) -> Response:
-        body = await parse(request, LimitsRequest)
-        return JSON(await ref.o.players.set_limits(path_player(request), body))
+    async def put_limits(call: Call) -> Answer:
+        body = parse_raw(call.body, LimitsRequest)
+        return ok(await ref.o.players.set_limits(call.player, body))
 
-    async def get_limits(request: Request) -> Response:
-        return JSON(await ref.o.players.limits(path_player(request)))
+    async def get_limits(call: Call) -> Answer:
+        return ok(await ref.o.players.limits(call.player))
 
-    async def limits(request: Request) -> Response:
-        return await (put_limits if request.method == "PUT" else get_limits)(request)
+    async def put_identity(call: Call) -> Answer:
+        body = parse_raw(call.body, IdentityBody)
+        return ok(await ref.o.players.verify_identity(call.player, body.verified))
 
-    async def put_identity(request: Request) -> Response:
-        body = await parse(request, IdentityBody)
-        return JSON(await ref.o.players.verify_identity(path_player(request), body.verified))
-
-    async def alerts(request: Request) -> Response:
-        player = request.query_params.get("player_id")
-        limit = _query_int(request, "limit", 100)
-        after = _query_int(request, "after", 0)
+    async def alerts(call: Call) -> Answer:
+        player = call.query.get("player_id")
+        limit = _query_int(call.query, "limit", 100)
+        after = _query_int(call.query, "after", 0)
         assert limit is not None and after is not None
-        return JSON(await ref.o.fraud.alerts(player, limit, after))
+        return ok(await ref.o.fraud.alerts(player, limit, after))
 
-    async def audit(request: Request) -> Response:
-        return JSON((await ref.o.audit()).to_json())
+    async def audit(call: Call) -> Answer:
+        return ok((await ref.o.audit()).to_json())
 
-    async def analytics(request: Request) -> Response:
-        return JSON(await ref.o.analytics.summary())
+    async def analytics(call: Call) -> Answer:
+        return ok(await ref.o.analytics.summary())
 
-    async def health(request: Request) -> Response:
-        ok, body = await ref.o.health()
-        return JSON(body, status_code=200 if ok else 503)
+    async def health(call: Call) -> Answer:
+        healthy, body = await ref.o.health()
+        return ok(body, 200 if healthy else 503)
 
-    async def metrics_text(request: Request) -> Response:
-        return Response(metrics.expose(), media_type="text/plain; version=0.0.4")
+    async def metrics_text(call: Call) -> Answer:
+        return Answer(200, metrics.expose().encode(), b"text/plain; version=0.0.4")
 
-    document = openapi_document()
+    document = orjson.dumps(openapi_document())
 
-    async def openapi(request: Request) -> Response:
-        return JSON(document)
+    async def openapi(call: Call) -> Answer:
+        return Answer(200, document)
 
-    routes = [
-        measured("POST", "/players", create_player),
-        measured("GET", "/players/{player_id}/balance", balance),
-        *(measured("POST", route, money(model, build, "{player_id}" in route))
-          for route, (model, build) in MONEY_ROUTES.items()),
-        measured("GET", "/players/{player_id}/transactions", transactions),
-        measured("GET|PUT", "/players/{player_id}/limits", limits),
-        measured("PUT", "/players/{player_id}/identity", put_identity),
-        measured("GET", "/fraud/alerts", alerts),
-        measured("GET", "/audit/verify", audit),
-        measured("GET", "/analytics/summary", analytics),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics_text, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
-            exc.status_code, ErrorCode.VALIDATION_ERROR)
-        response = error(code, str(exc.detail), exc.status_code)
-        response.headers.update(exc.headers or {})
-        return response
-
-    async def fast_money(
-        route: str, model: type[BaseModel], build: Build, player: str, receive: Receive,
-        send: Send,
-    ) -> None:
-        started = time.perf_counter()
-        raw = await _read_body(receive)
-        if raw is None:  # the client went away before sending its body
-            return
-        try:
-            cmd = build(parse_raw(raw, model), player)
-            content: Any = await ref.o.wallet.execute(cmd)
-            status = 200
-        except WalletError as err:
-            content, status = err.to_json(), err.http_status
-        except ServiceUnavailable as exc:  # a remote component is down: safe to retry
-            content, status = exc.to_json(), 503
-        except Exception:
-            await send(_INTERNAL_ERROR_START)
-            await send(_INTERNAL_ERROR_BODY)
-            raise
-        body = orjson.dumps(content)
-        metrics.request_seconds.observe(time.perf_counter() - started, "POST", route)
-        metrics.responses.inc("POST", route, str(status))
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-length", str(len(body)).encode("latin-1")),
-            (b"content-type", b"application/json"),
-        ]})
-        await send({"type": "http.response.body", "body": body})
-
-    return _Api(
-        fast_money, routes=routes, exception_handlers={HTTPException: http_error},
-        lifespan=lifespan,
-    )
+    routes: dict[str, dict[str, Handler]] = {
+        "/players": {"POST": create_player},
+        "/players/{player_id}/balance": {"GET": balance},
+        **{route: {"POST": money(model, build)} for route, (model, build) in MONEY_ROUTES.items()},
+        "/players/{player_id}/transactions": {"GET": transactions},
+        "/players/{player_id}/limits": {"GET": get_limits, "PUT": put_limits},
+        "/players/{player_id}/identity": {"PUT": put_identity},
+        "/fraud/alerts": {"GET": alerts},
+        "/audit/verify": {"GET": audit},
+        "/analytics/summary": {"GET": analytics},
+        "/health": {"GET": health},
+        "/metrics": {"GET": metrics_text},
+        "/openapi.json": {"GET": openapi},
+    }
+    auth = Authenticator(load_credentials(edge.credentials))
+    return _Api(routes, auth, limiter, edge, metrics, lifespan=lifespan)
 
 
-def _bet(b: Any, player: str) -> Command:
-    return Bet(b.transaction_id, b.player_id, b.round_id, b.game_id, b.amount, b.currency,
-               b.device, b.jackpot_bp)
+def _bet(b: Any, player: str, s: str) -> Command:
+    return Bet(s + b.transaction_id, b.player_id, s + b.round_id, b.game_id, b.amount,
+               b.currency, b.device, b.jackpot_bp)
 
 
-def _win(b: Any, player: str) -> Command:
-    return Win(b.transaction_id, b.player_id, b.round_id, b.amount, b.currency)
+def _win(b: Any, player: str, s: str) -> Command:
+    return Win(s + b.transaction_id, b.player_id, s + b.round_id, b.amount, b.currency)
 
 
-def _rollback(b: Any, player: str) -> Command:
-    return Rollback(b.transaction_id, b.player_id, b.round_id, b.rolled_back_transaction_id)
+def _rollback(b: Any, player: str, s: str) -> Command:
+    return Rollback(s + b.transaction_id, b.player_id, s + b.round_id,
+                    s + b.rolled_back_transaction_id)
 
 
-def _deposit(b: Any, player: str) -> Command:
-    return Deposit(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+def _deposit(b: Any, player: str, s: str) -> Command:
+    return Deposit(s + b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
 
 
-def _withdrawal(b: Any, player: str) -> Command:
-    return Withdrawal(b.transaction_id, player, b.amount, b.currency, b.instrument, b.device)
+def _withdrawal(b: Any, player: str, s: str) -> Command:
+    return Withdrawal(s + b.transaction_id, player, b.amount, b.currency, b.instrument,
+                      b.device)
 
 
 MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
@@ -289,64 +281,141 @@ MONEY_ROUTES: dict[str, tuple[type[BaseModel], Build]] = {
 }
 """The money endpoints: body model and command builder by route."""
 
-_INTERNAL_ERROR = b"Internal Server Error"
-_INTERNAL_ERROR_START = {"type": "http.response.start", "status": 500, "headers": [
-    (b"content-length", str(len(_INTERNAL_ERROR)).encode("latin-1")),
-    (b"content-type", b"text/plain; charset=utf-8"),
-]}
-_INTERNAL_ERROR_BODY = {"type": "http.response.body", "body": _INTERNAL_ERROR}
-"""What Starlette's ServerErrorMiddleware answers when an endpoint raises."""
-
-FastMoney = Callable[[str, type[BaseModel], Build, str, Receive, Send], Awaitable[None]]
+def scope_prefix(caller: str) -> str:
+    """What precedes an authenticated caller's transaction and round ids as stored: its
+    ids never meet another caller's (no collision, no conflict that tells of another's
+    transaction, no win settling another provider's round). The journal shows them so."""
+    return scoped_id(caller, "")
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        if not chunks and not more:
-            return bytes(chunk)
-        if chunk:
-            chunks.append(chunk)
-        if not more:
-            return b"".join(chunks)
+_INTERNAL = ok({"error": {"code": ErrorCode.INTERNAL_ERROR.value,
+                          "message": "internal error (logged)"}}, 500)
+
+
+class _Limiter:
+    """The per-credential and per-player token buckets of one process."""
+
+    def __init__(self, edge: EdgeConfig) -> None:
+        self.credentials = TokenBuckets(edge.credential_rate, "credential")
+        self.players = TokenBuckets(edge.player_rate, "player")
+
+    def caller(self, caller: Caller) -> None:
+        self.credentials.take(f"{caller.kind}:{caller.id}")
+
+    def player(self, player_id: str) -> None:
+        self.players.take(player_id)
+
+
+def _route(path: str) -> tuple[str, str]:
+    """(route template, path player id) of a path."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "players" and parts[2]:
+        return f"/players/{{player_id}}/{parts[3]}", parts[2]
+    return path, ""
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 class _Api(Starlette):
-    """Starlette, except that POSTs to the money endpoints (the hot path of every bet) are
-    served by a plain ASGI function: same parsing, answers and metrics, without the routing
-    and middleware layers (~14 us per request)."""
+    """Starlette for the lifespan; every HTTP request through one path (module docstring)."""
 
-    def __init__(self, fast_money: FastMoney, **kwargs: Any) -> None:
+    def __init__(self, routes: dict[str, dict[str, Handler]], auth: Authenticator,
+                 limiter: _Limiter, edge: EdgeConfig, metrics: Registry, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast_money = fast_money
-        self._fixed = {route: (route, *spec) for route, spec in MONEY_ROUTES.items()
-                       if "{" not in route}
-        self._player = {route.rsplit("/", 1)[1]: (route, *spec)
-                        for route, spec in MONEY_ROUTES.items() if "{" in route}
+        self.api_routes, self.auth, self.limiter = routes, auth, limiter
+        self.edge, self.api_metrics = edge, metrics
+        self.kinds = {(m, r): allowed_kinds(m, r) for r, ms in routes.items() for m in ms}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a money POST directly; hand everything else to Starlette."""
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            path: str = scope["path"]
-            fixed = self._fixed.get(path)
-            if fixed is not None:
-                route, model, build = fixed
-                await self._fast_money(route, model, build, "", receive, send)
-                return
-            parts = path.split("/")
-            if len(parts) == 4 and parts[1] == "players" and parts[2]:
-                spec = self._player.get(parts[3])
-                if spec is not None:
-                    route, model, build = spec
-                    await self._fast_money(route, model, build, parts[2], receive, send)
-                    return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method: str = scope["method"]
+        route, player = _route(scope["path"])
+        methods = self.api_routes.get(route)
+        label = route if methods is not None else UNMATCHED
+        try:
+            answer = await self._serve(scope, receive, method, route, player, methods)
+        except WalletError as err:
+            answer = _error_answer(err)
+        except ServiceUnavailable as exc:  # a remote component is down: safe to retry
+            answer = Answer(503, orjson.dumps(exc.to_json()))
+        except Exception:
+            log.exception("internal error on %s %s", method, label)
+            answer = _INTERNAL
+        if answer is None:  # the client went away before sending its body
+            return
+        extra = [(b"allow", ", ".join(sorted(methods)).encode())] \
+            if answer.status == 405 and methods is not None else []
+        self.api_metrics.request_seconds.observe(time.perf_counter() - started, method, label)
+        self.api_metrics.responses.inc(method, label, str(answer.status))
+        await _respond(send, answer, extra)
+
+    async def _serve(self, scope: Scope, receive: Receive, method: str, route: str,
+                     player: str, methods: Mapping[str, Handler] | None) -> Answer | None:
+        if methods is None:
+            raise WalletError(ErrorCode.NOT_FOUND, f"no route {scope['path']}")
+        handler = methods.get(method)
+        if handler is None:
+            raise WalletError(ErrorCode.METHOD_NOT_ALLOWED,
+                              f"{method} not allowed; use {', '.join(sorted(methods))}")
+        headers = _headers(scope)
+        kinds = self.kinds[method, route]
+        caller, pending = ANONYMOUS, None
+        if kinds and not self.auth.open:
+            if "authorization" in headers:
+                caller = self.auth.bearer(headers["authorization"])
+            elif "x-caller" in headers or "x-signature" in headers:
+                pending = self.auth.provider_secret(headers)
+            else:
+                raise WalletError(ErrorCode.UNAUTHENTICATED,
+                                  "credentials required: a bearer token or a signed request")
+            if pending is None:
+                self._authorize(caller, kinds, method, route)
+        if player and not ID_PATTERN.fullmatch(player):
+            raise WalletError(ErrorCode.VALIDATION_ERROR,
+                              f"player_id must match {ID_PATTERN.pattern}")
+        body = b""
+        if method in ("POST", "PUT"):
+            content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if content_type != "application/json":
+                raise WalletError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                                  "send the body as Content-Type: application/json")
+            declared = headers.get("content-length")
+            size = int(declared) if declared and declared.isdigit() else None
+            raw = await read_body(receive, size, self.edge.max_body_bytes)
+            if raw is None:
+                return None
+            body = raw
+        if pending is not None:
+            target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else \
+                scope["path"]
+            if scope.get("query_string"):
+                target += "?" + scope["query_string"].decode("latin-1")
+            caller = self.auth.verify(*pending, headers, method, target, body)
+            self._authorize(caller, kinds, method, route)
+        if player:
+            self.limiter.player(player)
+        return await handler(Call(method, route, player, scope["query_string"], body, caller))
+
+    def _authorize(self, caller: Caller, kinds: frozenset[Kind], method: str,
+                   route: str) -> None:
+        if caller.kind not in kinds:
+            raise WalletError(ErrorCode.FORBIDDEN,
+                              f"{caller.kind} credentials may not call {method} {route}")
+        self.limiter.caller(caller)
+
+
+async def _respond(send: Send, answer: Answer, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-length", str(len(answer.body)).encode("latin-1")),
+               (b"content-type", answer.content_type), *extra]
+    if answer.retry_after is not None:
+        headers.append((b"retry-after", str(answer.retry_after).encode("latin-1")))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 class _Ref:

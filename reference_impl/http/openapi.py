@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from reference_impl.domain.errors import ErrorCode
 from reference_impl.domain.money import ID_PATTERN
+from reference_impl.http.auth import CLOCK_SKEW_S, Kind, allowed_kinds
 from reference_impl.http.schemas import (
     BetBody,
     CashBody,
@@ -100,6 +101,47 @@ def _query(name: str, minimum: int, maximum: int) -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": minimum, "maximum": maximum}}
 
 
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "providerSignature": {
+        "type": "apiKey", "in": "header", "name": "X-Signature",
+        "description": "Game providers: headers X-Caller (provider id), X-Timestamp (unix "
+                       f"ms, within {CLOCK_SKEW_S} s of the server clock), X-Nonce (16-64 hex, "
+                       "new per "
+                       "request) and X-Signature: lower-case hex HMAC-SHA256(secret, "
+                       "timestamp\\nnonce\\nMETHOD\\npath_with_query\\n + raw body). "
+                       "A retry is signed anew with the same transaction_id.",
+    },
+    "operatorToken": {"type": "http", "scheme": "bearer",
+                      "description": "The operator platform: everything under /players."},
+    "staffToken": {"type": "http", "scheme": "bearer",
+                   "description": "Back-office staff: fraud alerts, audit, analytics, "
+                                  "metrics."},
+}
+SCHEME_OF: dict[Kind, str] = {Kind.PROVIDER: "providerSignature",
+                              Kind.OPERATOR: "operatorToken", Kind.STAFF: "staffToken"}
+EDGE_ERRORS: dict[str, str] = {
+    "401": "no, unknown, altered or replayed credentials",
+    "403": "credentials of a caller outside this route's scope",
+    "429": "rate limit: retry after the Retry-After header's seconds",
+}
+BODY_ERRORS: dict[str, str] = {
+    "413": "body larger than the server's maximum",
+    "415": "body not sent as Content-Type: application/json",
+}
+
+
+def _secure(path: str, method: str, op: dict[str, Any]) -> None:
+    """Add the route's security requirement and the edge's refusals (401/403/413/415/429)."""
+    kinds = allowed_kinds(method.upper(), path)
+    errors = dict(EDGE_ERRORS) if kinds else {"429": EDGE_ERRORS["429"]}
+    if kinds:
+        op["security"] = [{SCHEME_OF[k]: []} for k in Kind if k in kinds]
+    if "requestBody" in op:
+        errors.update(BODY_ERRORS)
+    for status, why in errors.items():
+        op["responses"].setdefault(status, {"description": why, **_json("Error")})
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document (OpenAPI 3.1)."""
     schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
@@ -144,11 +186,14 @@ def openapi_document() -> dict[str, Any]:
         "/analytics/summary": {"get": _op("event totals", "Object", None, "200", ())},
         "/health": {"get": _op("liveness", "Object", None, "200", ())},
     }
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            _secure(path, method, op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "iGaming reference back office", "version": "1.0.0",
                  "description": "Seamless wallet, double-entry ledger, fraud and RG rules. "
                                 "Amounts are integers in minor units."},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

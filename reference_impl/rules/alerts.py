@@ -18,6 +18,11 @@ from reference_impl.rules.model import LINK_FNS, Aggregate, Rule
 from reference_impl.rules.windows import SlidingWindow
 
 MAX_LINKS_IN_EVIDENCE = 10
+MAX_OPEN_ROUNDS = 256
+"""Rounds whose stakes are kept per player (for ``round_multiple``); past it the oldest is
+forgotten (its win is then not checked)."""
+ROUND_TTL_S = 86_400.0
+"""A round without a win for this long is forgotten."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class PlayerWindows:
 
     clock: float = float("-inf")
     windows: dict[WindowSpec, SlidingWindow] = field(default_factory=dict)
+    rounds: dict[str, tuple[int, float]] = field(default_factory=dict)  # stakes, last bet ts
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def _compile(rule: Rule) -> CompiledRule:
     link_key = None
     if agg.fn in LINK_FNS:
         link_key = (agg.field, agg.window_s)
-    elif agg.fn != "value":
+    elif agg.fn not in ("value", "round_multiple"):
         subject_spec = WindowSpec.of(agg, rule.applies_to)
     baseline_spec = None
     if rule.baseline is not None:
@@ -111,6 +117,8 @@ class AlertEvaluator:
             c.link_key: LinkIndex(c.link_key[1]) for c in self._compiled if c.link_key
         }
         self._players: dict[str, PlayerWindows] = {}
+        self._tracks_rounds = any(c.rule.aggregate.fn == "round_multiple"
+                                  for c in self._compiled)
         self._excluded_until: dict[str, float] = {}
         self._last_fired: dict[tuple[str, str], float] = {}
         self._sweep_every = sweep_every
@@ -138,13 +146,15 @@ class AlertEvaluator:
         player = self._players.get(event.player_id)
         if player is None:
             player = PlayerWindows()
-            if event.kind in self._specs_by_kind:  # keep only players with window state
+            if event.kind in self._specs_by_kind or (  # keep only players with state
+                    self._tracks_rounds and event.kind == "bet"):
                 self._players[event.player_id] = player
         ts = max(event.ts, player.clock)
         player.clock = ts
         self._clock = max(self._clock, ts)
         if event.self_excluded_until is not None:
             self.note_self_exclusion(event.player_id, event.self_excluded_until)
+        multiple = self._round(player, event, ts) if self._tracks_rounds else None
         applicable = self._by_kind.get(event.kind, [])
         before: dict[int, tuple[Number | None, Number | None]] = {}
         for i, c in enumerate(applicable):
@@ -168,7 +178,7 @@ class AlertEvaluator:
             window.add(ts, event.amount, getattr(event, spec.field))
         alerts = []
         for i, c in enumerate(applicable):
-            alert = self._evaluate(c, event, player, ts, before[i], linked)
+            alert = self._evaluate(c, event, player, ts, before[i], linked, multiple)
             if alert is not None:
                 alerts.append(alert)
         self._since_sweep += 1
@@ -176,10 +186,30 @@ class AlertEvaluator:
             self.expire(self._clock)
         return alerts
 
+    @staticmethod
+    def _round(player: PlayerWindows, event: MoneyEvent, ts: float) -> tuple[float, int] | None:
+        """Keep the stakes of each open round; for a win, (amount / stakes, stakes)."""
+        if event.round_id is None:
+            return None
+        rounds = player.rounds
+        if event.kind == "bet":
+            stakes, _ = rounds.pop(event.round_id, (0, ts))  # re-inserted: newest last
+            rounds[event.round_id] = (stakes + event.amount, ts)
+            while len(rounds) > MAX_OPEN_ROUNDS:
+                del rounds[next(iter(rounds))]
+        elif event.kind == "rollback":
+            rounds.pop(event.round_id, None)  # its bet refunded: nothing to compare with
+        elif event.kind == "win":
+            stakes, _ = rounds.pop(event.round_id, (0, ts))
+            if stakes > 0:
+                return event.amount / stakes, stakes
+        return None
+
     def _evaluate(
         self, c: CompiledRule, event: MoneyEvent, player: PlayerWindows, ts: float,
         before: tuple[Number | None, Number | None],
         linked: dict[tuple[str, float | None], set[str]],
+        multiple: tuple[float, int] | None = None,
     ) -> Alert | None:
         rule, agg = c.rule, c.rule.aggregate
         baseline, subject = before
@@ -193,6 +223,8 @@ class AlertEvaluator:
             subject = len(others)
         elif agg.fn == "value":
             subject = event.amount
+        elif agg.fn == "round_multiple":
+            subject = None if multiple is None else multiple[0]
         elif subject is None and c.subject_spec is not None:
             subject = _read(player.windows.get(c.subject_spec), agg.fn, ts)
         if subject is None:
@@ -215,6 +247,8 @@ class AlertEvaluator:
         evidence.update(value=show(subject), op=rule.compare.op, threshold=show(value))
         if baseline is not None:
             evidence["baseline"] = show(baseline)
+        if agg.fn == "round_multiple" and multiple is not None:
+            evidence.update(round_id=event.round_id, win=event.amount, round_stakes=multiple[1])
         if event.transaction_id is not None:
             evidence["transaction_id"] = event.transaction_id
         return Alert(
@@ -235,7 +269,10 @@ class AlertEvaluator:
             for spec in list(player.windows):
                 if player.windows[spec].count(at) == 0:
                     del player.windows[spec]
-            if not player.windows:
+            for round_id, (_, last_bet) in list(player.rounds.items()):
+                if at - last_bet >= ROUND_TTL_S:
+                    del player.rounds[round_id]
+            if not player.windows and not player.rounds:
                 del self._players[player_id]
                 dropped += 1
         for index in self._links.values():

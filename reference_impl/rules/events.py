@@ -65,6 +65,7 @@ class MoneyEvent(BaseModel):
     amount: int = Field(default=0, ge=0)
     ts: float
     transaction_id: str | None = None
+    round_id: str | None = None  # of a bet, win or rollback
     instrument: str | None = None
     device: str | None = None
     self_excluded_until: float | None = None

@@ -11,13 +11,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reference_impl.domain.money import MAX_AMOUNT
 from reference_impl.rules.events import WINDOW_SECONDS, WindowName
 
 LimitMetric = Literal["deposit", "loss", "wager"]
 LIMIT_METRICS: tuple[LimitMetric, ...] = ("deposit", "loss", "wager")
 DEFAULT_INCREASE_DELAY_S = 86_400.0
 
-Amount = Annotated[int, Field(ge=0)]
+UNTIL_MAX = 4_102_444_800.0
+"""Latest end of a self-exclusion or time-out accepted: 2100-01-01 UTC (unix seconds)."""
+
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+Until = Annotated[float, Field(ge=0, le=UNTIL_MAX, allow_inf_nan=False)]
 
 
 class LimitsRequest(BaseModel):
@@ -31,8 +36,8 @@ class LimitsRequest(BaseModel):
     deposit: dict[WindowName, Amount | None] = Field(default_factory=dict)
     loss: dict[WindowName, Amount | None] = Field(default_factory=dict)
     wager: dict[WindowName, Amount | None] = Field(default_factory=dict)
-    self_exclusion_until: float | None = None
-    timeout_until: float | None = None
+    self_exclusion_until: Until | None = None
+    timeout_until: Until | None = None
 
 
 class LimitSlot(BaseModel):

@@ -41,6 +41,7 @@ ASYNC_FIELDS = ("amount", "instrument", "device")
 SYNC_FNS = ("value", "sum", "ratio", "remaining_s")
 ASYNC_FNS = (
     "value", "count", "sum", "distinct", "median", "linked_players", "linked_excluded_players",
+    "round_multiple",
 )
 LINK_FNS = ("linked_players", "linked_excluded_players")
 
@@ -54,7 +55,8 @@ class Aggregate(BaseModel):
     async fns: ``value`` (the event's field), ``count``/``sum``/``distinct``/``median`` over the
     player's events of ``of_kinds`` in the last ``window_s`` seconds, ``linked_players`` (other
     players who used the same ``field`` value within ``window_s``), ``linked_excluded_players``
-    (those of them self-excluded now).
+    (those of them self-excluded now), ``round_multiple`` (a win's amount over the stakes of
+    the bets of its round; rules on ``win`` only).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -179,7 +181,11 @@ class Rule(BaseModel):
                 raise ValueError(f"{name}.fn: {agg.fn!r} is not an async aggregate {ASYNC_FNS}")
             if agg.field not in ASYNC_FIELDS:
                 raise ValueError(f"{name}.field: {agg.field!r} not in {ASYNC_FIELDS}")
-            windowed = agg.fn not in ("value", *LINK_FNS)
+            windowed = agg.fn not in ("value", "round_multiple", *LINK_FNS)
+            if agg.fn == "round_multiple" and (name != "aggregate"
+                                               or tuple(self.applies_to) != ("win",)):
+                raise ValueError(f"{name}.fn: round_multiple is the aggregate of a rule on "
+                                 "win only")
             if windowed and agg.window_s is None:
                 raise ValueError(f"{name}.window_s: {agg.fn} needs a window")
             if agg.fn in ("sum", "median", "value") and agg.field != "amount":

@@ -135,8 +135,8 @@ def event_of(tx: CommittedTx) -> MoneyEvent:
     return MoneyEvent(
         kind=tx.kind,  # type: ignore[arg-type]
         player_id=tx.player_id, amount=0 if tx.kind == "rollback" else tx.amount,
-        ts=tx.ts_us / US, transaction_id=tx.transaction_id, instrument=tx.instrument,
-        device=tx.device,
+        ts=tx.ts_us / US, transaction_id=tx.transaction_id, round_id=tx.round_id or None,
+        instrument=tx.instrument, device=tx.device,
     )
 
 

@@ -65,7 +65,7 @@ class WalletService:
         event = MoneyEvent(
             kind=kind,  # type: ignore[arg-type]
             player_id=cmd.player_id, amount=getattr(cmd, "amount", 0), ts=now_us / US,
-            transaction_id=cmd.transaction_id, instrument=instrument,
-            device=getattr(cmd, "device", None),
+            transaction_id=cmd.transaction_id, round_id=getattr(cmd, "round_id", None),
+            instrument=instrument, device=getattr(cmd, "device", None),
         )
         await self.bus.publish(event)

@@ -72,6 +72,7 @@ class CommittedTx:
     ts_us: int
     instrument: str | None = None
     device: str | None = None
+    round_id: str = ""  # of a bet, win or rollback ("" otherwise)
 
 
 LimitsUpdate = Callable[[str | None], str | None]

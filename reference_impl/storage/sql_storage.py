@@ -323,18 +323,20 @@ class SqlStorage(Storage):
         async with self.transaction(write=False) as conn:
             rows = await conn.fetch(
                 "SELECT * FROM ("
-                "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device "
+                "SELECT transaction_id, kind, player_id, amount, ts_us, instrument, device, "
+                "round_id "
                 "FROM txs WHERE ts_us >= $1 AND kind <> 'tombstone' AND status IS NOT NULL "
                 "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3)) "
                 "UNION ALL "
                 "SELECT transaction_id, 'deposit_declined', player_id, amount, ts_us, "
-                "instrument, device FROM declined_deposits WHERE ts_us >= $1 "
+                "instrument, device, '' FROM declined_deposits WHERE ts_us >= $1 "
                 "AND (ts_us > $2 OR (ts_us = $2 AND transaction_id > $3))"
                 ") AS t ORDER BY ts_us, transaction_id, kind LIMIT $4",
                 ts_us, after_ts, after_id, limit,
             )
         return [CommittedTx(r["transaction_id"], r["kind"], r["player_id"], r["amount"],
-                            r["ts_us"], r["instrument"], r["device"]) for r in rows]
+                            r["ts_us"], r["instrument"], r["device"], r["round_id"])
+                for r in rows]
 
     async def record_declined(self, tx: CommittedTx) -> None:
         """Keep a refused deposit (once per transaction id) so its event can be recovered

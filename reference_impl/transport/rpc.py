@@ -8,6 +8,7 @@ exactly what the monolith would). A component that does not answer is ServiceUna
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,8 +36,12 @@ class RpcClient:
 
     def __init__(
         self, service: str, base_url: str, *, timeout: float = 10.0, max_connections: int = 256,
+        token: str = "",
     ) -> None:
         self.service, self.base_url = service, base_url.rstrip("/")
+        self._headers = {"content-type": "application/json"}
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=2.0),
             limits=httpx.Limits(max_connections=max_connections,
@@ -52,8 +57,7 @@ class RpcClient:
         for attempt in range(CONNECT_RETRIES):
             try:
                 response = await self._http.post(
-                    f"/rpc/{method}", content=body,
-                    headers={"content-type": "application/json"},
+                    f"/rpc/{method}", content=body, headers=self._headers,
                 )
                 break
             except httpx.ConnectError as exc:
@@ -99,20 +103,31 @@ class _Json(Response):
 
 def rpc_app(
     service: str, methods: dict[str, RpcMethod], *, metrics: Registry | None = None,
-    startup: Lifespan | None = None, shutdown: Lifespan | None = None,
+    startup: Lifespan | None = None, shutdown: Lifespan | None = None, token: str = "",
 ) -> Starlette:
     """A service process's app: ``POST /rpc/{method}``, ``GET /health``, ``GET /metrics``.
 
-    ``startup``/``shutdown`` run in the lifespan (open storage, start consumers...).
+    ``startup``/``shutdown`` run in the lifespan (open storage, start consumers...). With a
+    ``token``, ``/rpc`` answers 401 unless sent ``Authorization: Bearer
+    <token>`` (the supervisor gives each deployment a fresh one): a process on the same host
+    cannot call the wallet around the public API's checks (``/metrics`` and ``/health`` stay
+    readable on the internal port, which listens on 127.0.0.1 only).
     """
     registry = metrics or Registry()
     started_at = time.time()
+    expected = f"Bearer {token}".encode()
+
+    def allowed(request: Request) -> bool:
+        given = request.headers.get("authorization", "").encode()
+        return not token or hmac.compare_digest(given, expected)
 
     async def rpc(request: Request) -> Response:
         name = str(request.path_params["method"])
         started = time.perf_counter()
         method = methods.get(name)
         try:
+            if not allowed(request):
+                raise WalletError(ErrorCode.UNAUTHENTICATED, "internal token required")
             if method is None:
                 raise WalletError(ErrorCode.NOT_FOUND, f"{service} has no method {name}")
             try:

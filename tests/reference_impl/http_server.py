@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,11 +15,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
 from reference_impl.deployments.monolith import monolith_app
+from reference_impl.http.auth import Credentials, SignedAuth, Signer
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
 
 TEST_PORTS = (20_000, 32_000)
@@ -47,12 +53,44 @@ def free_port() -> int:
         return chosen
 
 
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition (None if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+def write_credentials(folder: Path, providers: tuple[str, ...] = ("demo-provider",)) -> Path:
+    """A credentials file of fresh random secrets (one entry per provider, an operator
+    ``platform`` and a staff member ``ops``); never a fixed secret in the repository."""
+    path = folder / "credentials.yaml"
+    path.write_text(yaml.safe_dump({
+        "providers": [{"id": p, "secret": secrets.token_hex(32)} for p in providers],
+        "operators": [{"id": "platform", "token": secrets.token_hex(32)}],
+        "staff": [{"id": "ops", "token": secrets.token_hex(32)}],
+    }))
+    return path
+
+
+def signed(path: Path | None, **kwargs: Any) -> SignedAuth | None:
+    """httpx auth signing as the contract says with the file's first provider/operator/staff
+    (None: no file, send no auth headers)."""
+    if path is None:
+        return None
+    return SignedAuth(Signer(Credentials.load(path), **kwargs))
+
+
 @contextmanager
-def running_server(config: BackOfficeConfig) -> Iterator[str]:
+def running_server(config: BackOfficeConfig, edge: EdgeConfig | None = None) -> Iterator[str]:
     """Serve the monolith for the duration of the block; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        monolith_app(config), host="127.0.0.1", port=port, log_level="warning",
+        monolith_app(config, edge or EdgeConfig()), host="127.0.0.1", port=port,
+        log_level="warning",
         access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -85,17 +123,26 @@ class Server:
     shards: int = 2
     broker: str | None = None
     workers: int = 1
+    credentials: Path | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> SignedAuth | None:
+        """httpx auth for this server's credentials (None when it runs open)."""
+        return signed(self.credentials)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
              "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
              *(["--broker", self.broker] if self.broker else []),
-             *(["--workers", str(self.workers)] if self.workers > 1 else [])],
+             *(["--workers", str(self.workers)] if self.workers > 1 else []),
+             *(["--credentials", str(self.credentials)] if self.credentials else []),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reference_impl.http_server import Server, purge_broker
+from tests.reference_impl.http_server import Server, purge_broker, write_credentials
 
 TOPOLOGIES = ["monolith", "microservices", "hybrid"]
 #: what is killed a third of the way in (None: the whole server), and whether the whole
@@ -53,7 +53,11 @@ async def send(client: httpx.AsyncClient, path: str, body: dict[str, Any],
     """POST until answered (the server may be down); retries keep the same id and body."""
     while True:
         try:
-            r = await client.post(path, json=body)
+            r = await client.post(path, json=body)  # signed anew on every retry
+            if r.status_code == 429:  # rate limited: nothing happened, retry after the pause
+                history.retried += 1
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                continue
             if r.status_code >= 500:
                 raise httpx.TransportError(f"server error {r.status_code}")
             return r.status_code, r.json()
@@ -78,9 +82,9 @@ async def record(client: httpx.AsyncClient, path: str, body: dict[str, Any],
     return answer
 
 
-async def client_loop(url: str, cid: str, pid: str, seed: int, history: History) -> None:
+async def client_loop(server: Server, cid: str, pid: str, seed: int, history: History) -> None:
     rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=5, auth=server.auth) as client:
         for i in range(ITERATIONS):
             tid, rnd = f"b-{cid}-{i}", f"r-{cid}-{i}"
             amount = rng.randint(1, 400)
@@ -147,14 +151,14 @@ async def fetch_journal(client: httpx.AsyncClient, pid: str) -> list[dict[str, A
 async def scenario(server: Server) -> History:
     history = History()
     players = [f"p{k}" for k in range(PLAYERS)]
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, auth=server.auth) as client:
         for pid in players:
             assert (await client.post("/players", json={"player_id": pid, "currency": "EUR"})
                     ).status_code == 201
             await record(client, f"/players/{pid}/deposits",
                          {"transaction_id": f"dep-{pid}", "amount": DEPOSIT}, history)
     tasks = [
-        asyncio.create_task(client_loop(server.url, f"{pid}c{c}", pid, hash((pid, c)), history))
+        asyncio.create_task(client_loop(server, f"{pid}c{c}", pid, hash((pid, c)), history))
         for pid in players for c in range(CLIENTS_PER_PLAYER)
     ]
     total = len(tasks) * ITERATIONS
@@ -205,15 +209,20 @@ def _merge_legs(tid: str, parts: list[dict[str, Any]], history: History) -> dict
     return {**parts[0], "amount": parts[0]["amount"] + parts[1]["amount"]}
 
 
+def _public(tid: str) -> str:
+    """A journal's transaction id as its caller sent it (the test's ids have no ':')."""
+    return tid.partition(":")[2] or tid
+
+
 def check(server: Server, history: History) -> None:
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, auth=server.auth) as client:
             total_balance = 0
             for pid in (f"p{k}" for k in range(PLAYERS)):
                 journal = await fetch_journal(client, pid)
                 legs: dict[str, list[dict[str, Any]]] = {}
-                for e in journal:
-                    legs.setdefault(e["transaction_id"], []).append(e)
+                for e in journal:  # ids are scoped by caller ("demo-provider:b-p0c0-1")
+                    legs.setdefault(_public(e["transaction_id"]), []).append(e)
                 by_tid = {tid: _merge_legs(tid, parts, history) for tid, parts in legs.items()}
                 balance = 0
                 for tid, (code, body) in history.answers.items():
@@ -260,7 +269,7 @@ def test_bank_under_kill9(
 ) -> None:
     db = (f"sqlite:///{tmp_path / 'wallet.db'}" if backend == "sqlite"
           else request.getfixturevalue("fresh_pg_url"))
-    server = Server(db, topology)
+    server = Server(db, topology, credentials=write_credentials(tmp_path))  # signed requests
     server.start()
     try:
         history = asyncio.run(scenario(server))

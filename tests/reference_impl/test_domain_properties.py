@@ -79,7 +79,7 @@ class Model:
                 self.bets[ref] = [pid, rnd, 0, "tomb"]  # type: ignore[index]
                 self.seen[ref] = (("tomb",), None)  # type: ignore[index]
                 result = bal
-            elif target[0] != pid:
+            elif target[0] != pid or target[1] != rnd:  # not this player's bet of this round
                 result = "BET_NOT_FOUND"
             elif target[3] == "settled":
                 result = "BET_ALREADY_SETTLED"

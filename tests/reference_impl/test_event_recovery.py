@@ -21,7 +21,7 @@ from reference_impl.services.event_recovery import (
 )
 from reference_impl.services.wallet import WalletService
 from reference_impl.storage import Storage, open_storage
-from tests.reference_impl.http_server import Server, purge_broker
+from tests.reference_impl.http_server import Server, purge_broker, write_credentials
 from tests.reference_impl.test_bank_jepsen import History, send, wait_restarted
 
 
@@ -177,7 +177,7 @@ async def _bets_across_a_kill(server: Server, service: str) -> dict[str, int]:
     """Concurrent bets (new ids, retried with the same id until answered) while ``service``
     is killed with -9 and restarted; returns the acknowledged bets: id -> amount."""
     history = History()
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, auth=server.auth) as client:
         for k in range(E2E_PLAYERS):
             assert (await client.post("/players", json={"player_id": f"p{k}",
                                                         "currency": "EUR"})).status_code == 201
@@ -186,7 +186,7 @@ async def _bets_across_a_kill(server: Server, service: str) -> dict[str, int]:
     acked: dict[str, int] = {}
 
     async def client_loop(c: int) -> None:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10, auth=server.auth) as client:
             for i in range(E2E_BETS):
                 body = {"transaction_id": f"b-{c}-{i}", "player_id": f"p{c % E2E_PLAYERS}",
                         "round_id": f"r-{c}-{i}", "game_id": "g", "amount": 1 + i % 7}
@@ -216,13 +216,14 @@ def test_every_acknowledged_bet_reaches_the_consumers_once_across_a_kill9(
     """Requests cut by the kill were committed but never published: their retry is a replay
     (which publishes nothing), so only the recovery on restart gets their events out."""
     db = f"sqlite:///{tmp_path / 'wallet.db'}"
-    server = Server(db, topology)
+    server = Server(db, topology, credentials=write_credentials(tmp_path))
     server.start()
     try:
         acked = asyncio.run(_bets_across_a_kill(server, service))
         deadline = time.monotonic() + 30
         while True:
-            summary = httpx.get(f"{server.url}/analytics/summary", timeout=5).json()
+            summary = httpx.get(f"{server.url}/analytics/summary", timeout=5,
+                                auth=server.auth).json()
             seen = summary["events"].get("bet", 0)
             if seen >= len(acked) or time.monotonic() > deadline:
                 break

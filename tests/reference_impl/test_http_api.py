@@ -9,15 +9,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
-from tests.reference_impl.http_server import running_server
+from tests.reference_impl.http_server import running_server, sample, signed, write_credentials
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    db = Path(tmp_path_factory.mktemp("api")) / "wallet.db"
-    with running_server(BackOfficeConfig(db=f"sqlite:///{db}", house_shards=2)) as url, \
-            httpx.Client(base_url=url, timeout=10) as client:
+    """A signed client (provider, operator and staff credentials) of a server that checks
+    them."""
+    folder = Path(tmp_path_factory.mktemp("api"))
+    creds = write_credentials(folder)
+    with running_server(BackOfficeConfig(db=f"sqlite:///{folder / 'wallet.db'}",
+                                         house_shards=2),
+                        EdgeConfig(credentials=str(creds))) as url, \
+            httpx.Client(base_url=url, timeout=10, auth=signed(creds)) as client:
         yield client
 
 
@@ -70,10 +76,11 @@ def test_round_trip_replays_and_errors(api: httpx.Client) -> None:
     assert api.get("/players/alice/balance").json() == {"player_id": "alice", "balance": 1_600,
                                                         "currency": "EUR"}
     page = api.get("/players/alice/transactions", params={"limit": 2}).json()
-    assert [e["transaction_id"] for e in page["entries"]] == ["a-w1", "a-b1"]
+    assert [e["transaction_id"] for e in page["entries"]] == [  # scoped by caller
+        "demo-provider:a-w1", "demo-provider:a-b1"]
     rest = api.get("/players/alice/transactions",
                    params={"before": page["next_before"]}).json()
-    assert [e["transaction_id"] for e in rest["entries"]] == ["dep-alice"]
+    assert [e["transaction_id"] for e in rest["entries"]] == ["platform:dep-alice"]
     audit = api.get("/audit/verify").json()
     assert audit["ok"] is True and audit["first_violation"] is None
 
@@ -105,7 +112,7 @@ def test_jackpot_share_of_a_stake_feeds_the_pool(api: httpx.Client) -> None:
     assert api.post("/wallet/bet", json=body).json()["balance"] == 8_000
     entries = api.get("/players/jack/transactions").json()["entries"]
     legs = sorted((e["credit_account"].split(":")[0], e["amount"]) for e in entries
-                  if e["transaction_id"] == "j-b1")
+                  if e["transaction_id"] == "demo-provider:j-b1")
     assert legs == [("house", 1_950), ("jackpot", 50)]
     audit = api.get("/audit/verify").json()
     assert audit["ok"] and audit["totals"]["EUR"]["jackpot"] == pool_before + 50
@@ -117,7 +124,8 @@ def test_jackpot_share_of_a_stake_feeds_the_pool(api: httpx.Client) -> None:
 
 
 def test_not_json_and_unknown_route(api: httpx.Client) -> None:
-    _error(api.post("/wallet/bet", content=b"{nope"), 400, "VALIDATION_ERROR")
+    _error(api.post("/wallet/bet", content=b"{nope",
+                    headers={"content-type": "application/json"}), 400, "VALIDATION_ERROR")
     _error(api.get("/nowhere"), 404, "NOT_FOUND")
 
 
@@ -166,9 +174,9 @@ def test_deposit_velocity_raises_an_alert(api: httpx.Client) -> None:
 def test_metrics_health_and_openapi(api: httpx.Client) -> None:
     assert api.get("/health").json() == {"status": "ok"}
     text = api.get("/metrics").text
-    assert 'http_request_duration_seconds_bucket{method="POST",route="/wallet/bet",le="+Inf"}' \
-        in text
-    assert "db_lock_wait_seconds_count" in text
+    assert sample(text, "http_request_duration_seconds_bucket", method="POST",
+                  route="/wallet/bet", le="+Inf")
+    assert sample(text, "db_lock_wait_seconds_count", db="sqlite")
     doc = api.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/wallet/bet" in doc["paths"]
     assert api.get("/analytics/summary").json()["events"]["bet"] >= 1
@@ -181,3 +189,19 @@ def test_bad_query_integers_are_validation_errors(api: httpx.Client, value: str)
         r = api.get(path, params={"limit": value})
         assert r.status_code == 400, (path, value, r.text)
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_a_win_far_above_its_stakes_is_paid_and_goes_to_review(api: httpx.Client) -> None:
+    _player(api, "lucky", 100)
+    assert _bet(api, "l-b1", "lucky", 10, "lr1").status_code == 200
+    win = api.post("/wallet/win", json={"transaction_id": "l-w1", "player_id": "lucky",
+                                        "round_id": "lr1", "amount": 20_000})
+    assert win.status_code == 200 and win.json()["balance"] == 20_090  # money owed: paid
+    deadline = time.monotonic() + 5
+    alerts: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not alerts:
+        alerts = [a for a in api.get("/fraud/alerts", params={"player_id": "lucky"}).json()[
+            "alerts"] if a["rule_id"] == "win-multiple-v1"]
+        time.sleep(0.05)
+    assert alerts and alerts[0]["reason_code"] == "LARGE_WIN_MULTIPLE"
+    assert alerts[0]["evidence"]["round_stakes"] == 10  # type: ignore[index]

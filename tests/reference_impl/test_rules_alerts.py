@@ -239,3 +239,34 @@ def test_default_async_rules_match_brute_force(data: st.DataObject, profile: str
         for a in alerts:
             event(a.rule_id)
     assert sorted(got) == sorted(brute_alerts(events, excluded))
+
+
+def test_a_win_above_1000_times_its_rounds_stakes_goes_to_review() -> None:
+    engine = RulesEngine.from_yaml()
+    assert not fired(engine, ev("bet", "w", 0.0, 10, round_id="r1"))
+    fired(engine, ev("bet", "w", 1.0, 5, round_id="r1"))  # stakes of the round: 15
+    assert "win-multiple-v1" not in fired(engine, ev("win", "w", 2.0, 15_000, round_id="r1"))
+    fired(engine, ev("bet", "w", 3.0, 15, round_id="r2"))
+    alerts = engine.observe(ev("win", "w", 4.0, 15_001, round_id="r2", transaction_id="w2"))
+    alert = next(a for a in alerts if a.rule_id == "win-multiple-v1")
+    assert alert.reason_code == "LARGE_WIN_MULTIPLE" and alert.outcome is Outcome.REVIEW
+    assert alert.evidence["round_stakes"] == 15 and alert.evidence["win"] == 15_001
+    # a win of a round whose bet was rolled back, or never seen, is not compared
+    fired(engine, ev("bet", "w", 5.0, 1, round_id="r3"))
+    fired(engine, ev("rollback", "w", 6.0, 0, round_id="r3"))
+    assert "win-multiple-v1" not in fired(engine, ev("win", "w", 7.0, 10**6, round_id="r3"))
+    assert "win-multiple-v1" not in fired(engine, ev("win", "w", 8.0, 10**6, round_id="r9"))
+
+
+def test_open_rounds_are_bounded_and_expire() -> None:
+    from reference_impl.rules.alerts import MAX_OPEN_ROUNDS, ROUND_TTL_S
+
+    engine = RulesEngine.from_yaml()
+    for i in range(MAX_OPEN_ROUNDS + 10):
+        engine.observe(ev("bet", "b", float(i), 1, round_id=f"r{i}"))
+    last = f"r{MAX_OPEN_ROUNDS + 9}"
+    assert "win-multiple-v1" not in fired(engine, ev("win", "b", 500.0, 10**6, round_id="r0"))
+    assert "win-multiple-v1" in fired(engine, ev("win", "b", 501.0, 10**6, round_id=last))
+    engine.expire(1_000.0 + ROUND_TTL_S)  # r1.. left without a win for a day: forgotten
+    assert "win-multiple-v1" not in fired(engine, ev("win", "b", 1_001.0 + ROUND_TTL_S, 10**6,
+                                                     round_id=f"r{MAX_OPEN_ROUNDS}"))

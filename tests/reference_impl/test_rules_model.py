@@ -53,7 +53,7 @@ def test_explicit_path_equals_default(tmp_path: Path) -> None:
     (lambda r: r["rules"][10].pop("baseline"), ["rules[10]", "baseline"]),
     (lambda r: r["rules"][2].pop("code"), ["rules[2]", "code"]),
     (lambda r: r["rules"][6]["when"][0].update(field="stakes"), ["rules[6]", "when[0].field"]),
-    (lambda r: r["rules"].append(dict(r["rules"][0])), ["rules[16].id", "duplicate"]),
+    (lambda r: r["rules"].append(dict(r["rules"][0])), ["rules[17].id", "duplicate"]),
     (lambda r: r.pop("version"), ["version", "required"]),
 ])
 def test_bad_rules_file_names_index_field_and_reason(tmp_path: Path, mutate, expected) -> None:

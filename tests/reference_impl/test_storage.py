@@ -127,6 +127,23 @@ def test_errors_change_nothing_and_players_are_unique(db_url: str) -> None:
 
 
 @pytest.mark.parametrize("concurrency", ["pessimistic", "optimistic"])
+def test_a_rollback_naming_another_round_is_refused(db_url: str, concurrency: str) -> None:
+    """Issue 12: the refund needs the bet's own round (every path: there is no rollback fast
+    path, the planner decides on both databases)."""
+    async def body(storage: Storage) -> None:
+        await storage.create_player("a", "EUR", 0)
+        await storage.execute(Deposit("d", "a", 100), 1)
+        await storage.execute(Bet("b", "a", "r1", "g", 30), 2)
+        with pytest.raises(WalletError) as err:
+            await storage.execute(Rollback("rb", "a", "r2", "b"), 3)
+        assert err.value.code is ErrorCode.BET_NOT_FOUND
+        assert (await storage.get_player("a")).balance == 70
+        assert (await storage.execute(Rollback("rb", "a", "r1", "b"), 4)).balance == 100
+
+    run(db_url, body, StorageSettings(concurrency=concurrency))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("concurrency", ["pessimistic", "optimistic"])
 def test_concurrent_duplicates_collapse_and_drains_stop_at_zero(
     db_url: str, concurrency: str
 ) -> None:

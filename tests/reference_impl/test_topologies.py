@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reference_impl.http_server import Server, gone, purge_broker
+from reference_impl.http.auth import Credentials, SignedAuth, Signer
+from tests.reference_impl.http_server import (
+    Server,
+    gone,
+    purge_broker,
+    sample,
+    write_credentials,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
 NATS = "nats://127.0.0.1:4222"
@@ -46,8 +53,10 @@ EXPECTED_ALERTS = {"velocity-deposit-count-v1", "link-instrument-v1"}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     base = Path(tmp_path_factory.mktemp("topologies"))
+    creds = write_credentials(base)
     started = {label: Server(f"sqlite:///{base / label / 'wallet.db'}", topology, shards=1,
-                             broker=broker) for label, (topology, broker) in SETUPS.items()}
+                             broker=broker, credentials=creds)
+               for label, (topology, broker) in SETUPS.items()}
     try:  # a server that fails to start must not leave the others running
         with ThreadPoolExecutor(len(started)) as pool:
             list(pool.map(Server.start, started.values()))
@@ -83,13 +92,14 @@ def _poll(get: Callable[[], Answer], done: Callable[[Answer], bool]) -> Answer:
         time.sleep(0.05)
 
 
-def session(url: str) -> list[Answer]:
-    """The scripted session; every answer as (status, body without timestamps)."""
+def session(server: Server) -> list[Answer]:
+    """The scripted session (signed); every answer as (status, body without timestamps)."""
     answers: list[Answer] = []
-    with httpx.Client(base_url=url, timeout=10) as c:
+    with httpx.Client(base_url=server.url, timeout=10, auth=server.auth) as c:
         def call(method: str, path: str, body: Any = None, **params: Any) -> Answer:
             if isinstance(body, bytes):
-                r = c.request(method, path, content=body, params=params)
+                r = c.request(method, path, content=body, params=params,
+                              headers={"content-type": "application/json"})
             else:
                 r = c.request(method, path, json=body, params=params)
             try:
@@ -162,12 +172,22 @@ def session(url: str) -> list[Answer]:
         call("GET", "/no/such/path")
         call("DELETE", "/wallet/bet")
         call("GET", "/openapi.json")
+        assert server.credentials is not None
+        creds = Credentials.load(server.credentials)
+        for auth in (None, SignedAuth(Signer(Credentials(staff=creds.staff)))):
+            with httpx.Client(base_url=server.url, timeout=10, auth=auth) as other:
+                for method, path, body in (
+                        ("GET", "/players/alice/balance", None),
+                        ("POST", "/wallet/bet", {"transaction_id": "x"}),
+                        ("GET", "/audit/verify", None)):
+                    r = other.request(method, path, json=body)  # 401, then 403, 403, 200
+                    answers.append((r.status_code, _strip(r.json())))
     return answers
 
 
 def test_same_answers_in_every_topology(servers: dict[str, Server]) -> None:
     with ThreadPoolExecutor(len(servers)) as pool:
-        results = dict(zip(servers, pool.map(session, (s.url for s in servers.values())),
+        results = dict(zip(servers, pool.map(session, servers.values()),
                            strict=True))
     mono = results["monolith"]
     # the reference answers are right, not only equal
@@ -193,10 +213,17 @@ def test_health_lists_services_and_metrics(servers: dict[str, Server]) -> None:
     assert all(s["status"] == "ok" for s in health["services"].values())
     hybrid = httpx.get(f"{servers['hybrid'].url}/health", timeout=5).json()
     assert sorted(hybrid["services"]) == ["analytics", "fraud"]
-    gateway = httpx.get(f"{servers['microservices'].url}/metrics", timeout=5).text
-    assert 'http_request_duration_seconds_count{method="POST",route="/wallet/bet"}' in gateway
-    wallet = httpx.get(f"{health['services']['wallet']['url']}/metrics", timeout=5).text
-    assert 'http_request_duration_seconds_count{method="RPC",route="execute"}' in wallet
+    micro = servers["microservices"]
+    gateway = httpx.get(f"{micro.url}/metrics", timeout=5, auth=micro.auth).text
+    assert sample(gateway, "http_request_duration_seconds_count", method="POST",
+                  route="/wallet/bet")
+    assert httpx.get(f"{micro.url}/metrics", timeout=5).status_code == 401
+    wallet_url = health["services"]["wallet"]["url"]
+    wallet = httpx.get(f"{wallet_url}/metrics", timeout=5).text
+    assert sample(wallet, "http_request_duration_seconds_count", method="RPC", route="execute")
+    # the internal port is no way around the public checks: RPC needs the deployment's token
+    bypass = httpx.post(f"{wallet_url}/rpc/execute", json={"cmd": {}}, timeout=5)
+    assert bypass.status_code == 401 and bypass.json()["error"]["code"] == "UNAUTHENTICATED"
 
 
 def test_ctrl_c_stops_every_process(servers: dict[str, Server]) -> None:
