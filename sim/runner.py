@@ -24,7 +24,7 @@ import pandas as pd
 
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.engine.core import Engine, RunOutput
-from sim.model.population import ArrivalStream
+from sim.engine.sources import plan_sources
 from sim.model.scenario import Scenario
 from sim.model.topology import compile_topology, reduce_factor
 from sim.reports.results import Results
@@ -181,13 +181,7 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         engine = Engine(topo, np.random.default_rng(service_seeds[di]), sim.timeseries_bin_s,
                         on_bin=progress)
         started = time.perf_counter()
-        if sim.closed is not None:
-            weights = np.array([op.weight for op in scenario.operations.values()], dtype=float)
-            out = engine.run_closed(sim.closed.users, sim.closed.think_time, weights,
-                                    sim.duration_s)
-        else:
-            stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
-            out = engine.run_open(stream.chunks(), sim.duration_s, op_rate=stream.rate)
+        out = engine.run(plan_sources(scenario, k, arrival_seed), sim.duration_s)
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)

@@ -189,6 +189,9 @@ def cases(quick: bool = False, seed: int = 7) -> list[Case]:
         out += _jackson_case(rho, int(cust / 2), reps, seed + 2)
     for n, rho in ((5, 0.5), (20, 0.8), (40, 0.95)):
         out += _mva_case(n, rho, 600.0 * scale, 5, seed + 3)
+    from sim.analysis.validate_language import language_cases
+
+    out += language_cases(scale, seed)
     return out
 
 

@@ -27,17 +27,24 @@ import simpy
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
 from sim.engine.sampling import BatchDraws, DrawFactory, Sampler
-from sim.engine.sources import closed_user, open_source, start_phantom_writers
-from sim.engine.stations import Backlog, Pool, PSCpu, Replica, Shard, Station
+from sim.engine.sources import (
+    KEY_STRIDE,
+    ClosedGroup,
+    SourcePlan,
+    closed_user,
+    open_source,
+    start_phantom_writers,
+)
+from sim.engine.stations import Backlog, Pool, PSCpu, Replica, Shard, Station, Stations
 from sim.model.distributions import Distribution
 from sim.model.topology import Topology
 
 __all__ = ["Engine", "PSCpu", "Pool", "RunOutput", "Sampler", "StationSeries"]
 
 
-def build_stations(env: simpy.Environment, topo: Topology
-                   ) -> tuple[list[list[Replica]], list[list[Shard]], list[list[Pool]], Backlog]:
-    """Every station of a topology: replicas, database shards, hot-account locks, broker."""
+def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
+    """Every station of a topology: replicas, database shards (primary and read replicas),
+    hot-account locks, cache servers, the broker."""
     replicas: list[list[Replica]] = []
     for s in topo.services:
         reps = []
@@ -58,7 +65,9 @@ def build_stations(env: simpy.Environment, topo: Topology
         conns = sum(s.db_pool * s.replicas for s in topo.services if s.database == di)
         shards.append(
             [
-                Shard(PSCpu(env, f"{d.name}[{i}].cpu", "db_cpu", d.cores, max_jobs=conns))
+                Shard(PSCpu(env, f"{d.name}[{i}].cpu", "db_cpu", d.cores, max_jobs=conns),
+                      tuple(PSCpu(env, f"{d.name}[{i}].replica{r}.cpu", "db_replica_cpu",
+                                  d.cores, max_jobs=conns) for r in range(d.read_replicas)))
                 for i in range(d.shards)
             ]
         )
@@ -66,7 +75,13 @@ def build_stations(env: simpy.Environment, topo: Topology
         [Pool(env, f"lock:{lk.name}[{i}]", "lock", 1) for i in range(lk.sub_accounts)]
         for lk in topo.locks
     ]
-    return replicas, shards, locks, Backlog(env, "broker")
+    workers = sum(s.workers * s.replicas for s in topo.services)
+    caches = [
+        [PSCpu(env, f"cache:{c.name}[{i}].cpu", "cache_cpu", c.cores, max_jobs=workers)
+         for i in range(c.shards)]
+        for c in topo.caches
+    ]
+    return Stations(replicas, shards, locks, caches, Backlog(env, "broker"))
 
 
 class Engine:
@@ -82,10 +97,11 @@ class Engine:
         self.pyrng = random.Random(int(rng.integers(0, 2**63)))
         self.bin_s = bin_s
         self.draws = draws if draws is not None else BatchDraws(rng)
-        self.replicas, self.shards, self.locks, self.broker = build_stations(self.env, topo)
+        st = self.st = build_stations(self.env, topo)
+        self.replicas, self.shards, self.locks, self.broker = (st.replicas, st.shards, st.locks,
+                                                               st.broker)
         self.recorder = Recorder()
-        self.path = RequestPath(self.env, topo, self.replicas, self.shards, self.locks,
-                                self.broker, self.draws, self.pyrng, self.recorder.record)
+        self.path = RequestPath(self.env, topo, st, self.draws, self.pyrng, self.recorder.record)
         self._series = [(st, StationSeries(st.name, st.kind, st.servers))
                         for st in self.stations()]
 
@@ -100,8 +116,11 @@ class Engine:
         for shards in self.shards:
             for sh in shards:
                 yield sh.cpu
+                yield from sh.read_replicas
         for locks in self.locks:
             yield from locks
+        for caches in self.st.caches:
+            yield from caches
         yield self.broker
 
     def _sample_stations(self, duration: float) -> Generator:
@@ -121,29 +140,40 @@ class Engine:
 
     # ------------------------------------------------------------------ run
 
-    def run_open(self, chunks: Iterable[Any], duration: float,
-                 op_rate: Callable[[np.ndarray], np.ndarray] | None = None) -> RunOutput:
-        """Simulate ``duration`` seconds of open arrivals given as chunks (t, op, player).
+    def run(self, plan: SourcePlan, duration: float) -> RunOutput:
+        """Simulate ``duration`` seconds of every source of ``plan`` together.
 
         In a reduced run (reduce factor k > 1) hot accounts are global: the other k - 1
-        partitions write them too. ``op_rate(t)`` (arrivals/s per operation of the represented
-        partition) then drives phantom writers (:func:`sim.engine.sources.start_phantom_writers`).
+        partitions write them too. ``plan.op_rate(t)`` (arrivals/s per operation of the
+        represented partition) then drives phantom writers
+        (:func:`sim.engine.sources.start_phantom_writers`).
         """
-        self.env.process(open_source(self.env, chunks, duration, self.path.request))
-        if op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
-            start_phantom_writers(self.env, self.topo, self.locks, op_rate, duration, self.rng,
+        env = self.env
+        for g, group in enumerate(plan.closed):
+            th = self.draws.demand(group.think, "think")
+            for u in range(group.users):
+                sub = np.random.default_rng(self.rng.integers(0, 2**63))
+                player = None if group.players is None else int(group.players[u])
+                env.process(closed_user(env, u, group.users, th, group.weights, duration, sub,
+                                        self.path.request, player, group.ops,
+                                        key0=(len(plan.open) + g) * KEY_STRIDE))
+        for j, chunks in enumerate(plan.open):
+            env.process(open_source(env, chunks, duration, self.path.request,
+                                    key0=j * KEY_STRIDE))
+        if plan.op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
+            start_phantom_writers(env, self.topo, self.locks, plan.op_rate, duration, self.rng,
                                   self.pyrng)
         return self._run(duration)
+
+    def run_open(self, chunks: Iterable[Any], duration: float,
+                 op_rate: Callable[[np.ndarray], np.ndarray] | None = None) -> RunOutput:
+        """Simulate ``duration`` seconds of open arrivals given as chunks (t, op, player)."""
+        return self.run(SourcePlan(open=[chunks], op_rate=op_rate), duration)
 
     def run_closed(self, users: int, think: Distribution, weights: np.ndarray,
                    duration: float) -> RunOutput:
         """Simulate ``users`` closed-loop users (think, request, repeat) for ``duration`` s."""
-        th = self.draws.demand(think, "think")
-        for u in range(users):
-            sub = np.random.default_rng(self.rng.integers(0, 2**63))
-            self.env.process(closed_user(self.env, u, users, th, weights, duration, sub,
-                                         self.path.request))
-        return self._run(duration)
+        return self.run(SourcePlan(closed=[ClosedGroup(users, think, weights)]), duration)
 
     def _run(self, duration: float) -> RunOutput:
         self.env.process(self._sample_stations(duration))

@@ -29,8 +29,8 @@ import simpy
 from simpy.events import Event
 
 from sim.engine.sampling import Draw, DrawFactory
-from sim.engine.stations import REJECTED, Backlog, Pool, Replica, Shard
-from sim.model.topology import Route, ServiceSpec, StepSpec, Topology
+from sim.engine.stations import REJECTED, Replica, Shard, Stations
+from sim.model.topology import ServiceSpec, StepSpec, Topology
 
 Record = Callable[[float, int, float, bool], None]
 
@@ -47,6 +47,14 @@ class PreparedStep:
     external: Draw | None
     db: Draw | None
     lock: int | None
+    probability: float             # < 1: a branch, decided by ``branch``
+    branch: Draw | None
+    read: bool
+    cache: int | None              # index of the cache looked up before the database work
+    hit_ratio: float
+    lookup: Draw | None
+    hit: Draw | None
+    calls: tuple[PreparedStep, ...]
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     """Resolve every route's draws once (never per request)."""
     out = []
     for oi, route in enumerate(topo.routes):
-        steps = tuple(_prepare_step(topo, draws, route, f"{route.operation}/{i}", st)
+        steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st)
                       for i, st in enumerate(route.steps))
         gw = (draws.demand(route.gateway_cpu, f"{route.operation}/gateway:cpu")
               if route.gateway_cpu is not None else None)
@@ -72,11 +80,12 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     return out
 
 
-def _prepare_step(topo: Topology, draws: DrawFactory, route: Route, site: str,
+def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
                   st: StepSpec) -> PreparedStep:
     def d(dist: Any, what: str) -> Draw | None:
         return draws.demand(dist, f"{site}:{what}") if dist is not None else None
 
+    cache = topo.caches[st.cache] if st.cache is not None else None
     return PreparedStep(
         spec=st,
         service=st.service,
@@ -86,21 +95,30 @@ def _prepare_step(topo: Topology, draws: DrawFactory, route: Route, site: str,
         external=d(st.external, "external"),
         db=d(st.db, "db"),
         lock=st.lock,
+        probability=st.probability,
+        branch=draws.uniform(f"{site}:branch") if st.probability < 1.0 else None,
+        read=st.read,
+        cache=st.cache,
+        hit_ratio=cache.hit_ratio if cache is not None else 0.0,
+        lookup=d(cache.lookup, "cache") if cache is not None else None,
+        hit=draws.uniform(f"{site}:hit") if cache is not None else None,
+        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c)
+                    for i, c in enumerate(st.calls)),
     )
 
 
 class RequestPath:
     """Walks requests along their prepared routes through a deployment's stations."""
 
-    def __init__(self, env: simpy.Environment, topo: Topology, replicas: list[list[Replica]],
-                 shards: list[list[Shard]], locks: list[list[Pool]], broker: Backlog,
+    def __init__(self, env: simpy.Environment, topo: Topology, stations: Stations,
                  draws: DrawFactory, pyrng: random.Random, record: Record):
         self.env = env
         self.topo = topo
-        self.replicas = replicas
-        self.shards = shards
-        self.locks = locks
-        self.broker = broker
+        self.replicas = stations.replicas
+        self.shards = stations.shards
+        self.locks = stations.locks
+        self.caches = stations.caches
+        self.broker = stations.broker
         self.pyrng = pyrng
         self.record = record
         self.routes = prepare_routes(topo, draws)
@@ -140,7 +158,6 @@ class RequestPath:
         route = self.routes[op]
         rep = self.pick(route.entry)
         w = rep.workers
-        ok = True
         ev = w.acquire()
         if ev is not None:
             if ev is REJECTED:
@@ -149,21 +166,28 @@ class RequestPath:
             yield ev
         if route.gateway_cpu is not None:
             yield rep.cpu.serve(route.gateway_cpu(key))
-        entry = route.entry
-        for step in route.steps:
+        ok = yield from self._steps(rep, route.entry, route.steps, player, key)
+        w.release()
+        self.record(t0, op, env.now - t0, not ok)
+
+    def _steps(self, rep: Replica, here: int, steps: tuple[PreparedStep, ...], player: int,
+               key: int) -> Generator[Event, Any, bool]:
+        """Take ``steps`` in order from replica ``rep`` of service ``here``; ``False`` as soon
+        as one fails."""
+        for step in steps:
+            if step.branch is not None and step.branch(key) >= step.probability:
+                continue  # branch not taken
             if step.is_async:
-                if not (yield from self._publish_step(rep, entry, step, player, key)):
-                    ok = False
-                    break
+                if not (yield from self._publish_step(rep, here, step, player, key)):
+                    return False
                 continue
-            if step.service == entry:
+            if step.service == here:
                 ok = yield from self._work(rep, step, player, key)
             else:
                 ok = yield from self._call(rep, step, player, key)
             if not ok:
-                break
-        w.release()
-        self.record(t0, op, env.now - t0, not ok)
+                return False
+        return True
 
     def _publish_step(self, rep: Replica, here: int, step: PreparedStep, player: int,
                       key: int) -> Generator[Event, Any, bool]:
@@ -186,7 +210,8 @@ class RequestPath:
             yield rep.cpu.serve(step.cpu(key))
         if step.external is not None:
             yield env.timeout(step.external(key))
-        if step.db is not None:
+        if step.db is not None and not (
+                step.cache is not None and (yield from self._cache_hit(step, player, key))):
             svc = step.svc
             pool = rep.db_pool
             assert pool is not None and svc.database is not None
@@ -210,11 +235,27 @@ class RequestPath:
                 if lev is not None:
                     assert lev is not REJECTED, f"{lock.name}: lock queue over its bound"
                     yield lev
-            yield self._shard(svc.database, player).cpu.serve(step.db(key))
+            shard = self._shard(svc.database, player)
+            cpu = shard.cpu
+            if step.read and shard.read_replicas:
+                reps = shard.read_replicas
+                cpu = reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
+            yield cpu.serve(step.db(key))
             if lock is not None:
                 lock.release()
             pool.release()
+        if step.calls:
+            return (yield from self._steps(rep, step.service, step.calls, player, key))
         return True
+
+    def _cache_hit(self, step: PreparedStep, player: int,
+                   key: int) -> Generator[Event, Any, bool]:
+        """Look the step's data up in its cache: ``True`` on a hit (no database work)."""
+        assert step.cache is not None and step.lookup is not None and step.hit is not None
+        shards = self.caches[step.cache]
+        cpu = shards[(player // self._k) % len(shards)]
+        yield cpu.serve(step.lookup(key))
+        return step.hit(key) < step.hit_ratio
 
     def _call(self, caller: Replica, step: PreparedStep, player: int,
               key: int) -> Generator[Event, Any, bool]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,83 @@ from simpy.events import Event
 
 from sim.engine.sampling import Draw, Sampler
 from sim.engine.stations import REJECTED, Pool
-from sim.model.topology import Topology
+from sim.model.distributions import Distribution
+from sim.model.population import ArrivalStream
+from sim.model.scenario import Scenario
+from sim.model.topology import Topology, walk_steps
+from sim.model.workloads import RateStream
 
 Walk = Callable[[int, int, int], Generator[Event, Any, None]]  # (op, player, key) -> request
 
 PHANTOM_GRID_POINTS = 257  # rate samples over the window for the phantoms' thinning
+KEY_STRIDE = 1 << 40       # request keys: source j's keys start at j * KEY_STRIDE
+OpRate = Callable[[np.ndarray], np.ndarray]  # window times -> arrivals/s per operation
+
+
+@dataclass
+class ClosedGroup:
+    """Closed-loop users: ``users`` of them, thinking ``think`` between requests drawn by
+    ``weights`` over operations ``ops`` (all when ``None``), as ``players`` (their user
+    numbers when ``None``)."""
+
+    users: int
+    think: Distribution
+    weights: np.ndarray
+    ops: list[int] | None = None
+    players: np.ndarray | None = None
+
+
+@dataclass
+class SourcePlan:
+    """Every source of one run: open streams (chunk iterators), closed groups, and the
+    partition's arrival rate per operation (for the phantom writers of a reduced run)."""
+
+    open: list[Iterable[Any]] = field(default_factory=list)
+    closed: list[ClosedGroup] = field(default_factory=list)
+    op_rate: OpRate | None = None
+
+
+def plan_sources(scenario: Scenario, k: int, arrival_seed: np.random.SeedSequence) -> SourcePlan:
+    """The sources of one replication of ``scenario`` reduced by ``k``: the population (open,
+    or ``simulation.closed``) and every workload, from generators derived from
+    ``arrival_seed`` alone, so every deployment sees the same arrivals.
+
+    The population's stream uses ``arrival_seed`` itself (as before workloads existed);
+    workload ``j`` uses the child ``spawn_key + (j + 1,)``. A closed workload's users are
+    divided by ``k`` in a reduced run (at least one).
+    """
+    sim = scenario.simulation
+    plan = SourcePlan()
+    rates: list[OpRate] = []
+    if sim.closed is not None:
+        weights = np.array([op.weight for op in scenario.operations.values()], dtype=float)
+        plan.closed.append(ClosedGroup(sim.closed.users, sim.closed.think_time, weights))
+    elif sum(op.weight for op in scenario.operations.values()) > 0:
+        stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
+        plan.open.append(stream.chunks())
+        rates.append(stream.rate)
+    names = list(scenario.operations)
+    open_wl = scenario.open_workloads()
+    closed_wl = [w for w in scenario.workloads if not w.is_open]
+    for j, wl in enumerate([*open_wl, *closed_wl]):
+        rng = np.random.default_rng(np.random.SeedSequence(
+            arrival_seed.entropy, spawn_key=(*arrival_seed.spawn_key, j + 1)))
+        if wl.is_open:
+            rs = RateStream(scenario, wl, rng, partition=(0, k))
+            plan.open.append(rs.chunks())
+            rates.append(rs.rate)
+            continue
+        assert wl.users is not None
+        users = max(1, round(wl.users / k))
+        ids = max(1, scenario.population.registered_players // k)
+        plan.closed.append(ClosedGroup(
+            users, wl.think_time, np.array(list(wl.operations.values()), dtype=float),
+            ops=[names.index(o) for o in wl.operations],
+            players=k * rng.integers(0, ids, users, dtype=np.int64)))
+    if rates:
+        plan.op_rate = rates[0] if len(rates) == 1 else (
+            lambda t: sum(r(t) for r in rates))  # type: ignore[return-value]
+    return plan
 
 
 def open_source(env: simpy.Environment, chunks: Iterable[Any], duration: float,
@@ -58,18 +131,18 @@ def open_source(env: simpy.Environment, chunks: Iterable[Any], duration: float,
 def closed_user(env: simpy.Environment, user: int, users: int, think: Draw,
                 weights: np.ndarray, duration: float, rng: np.random.Generator,
                 walk: Walk, player: int | None = None,
-                ops: list[int] | None = None) -> Generator[Event, Any, None]:
+                ops: list[int] | None = None, key0: int = 0) -> Generator[Event, Any, None]:
     """One closed-loop user: think, send a request drawn by ``weights``, wait, repeat.
 
     ``ops`` maps the weights' positions to operation indices (all operations when omitted);
-    the request's key is ``user + users * n`` for its n-th request (stable across
+    the request's key is ``key0 + user + users * n`` for its n-th request (stable across
     deployments); ``player`` defaults to the user's number.
     """
     cum = np.cumsum(weights / weights.sum())
     n_ops = len(weights)
     draws: list[int] = []
     who = user if player is None else player
-    key = user
+    key = key0 + user
     while True:
         z = think(key)
         if z > 0.0:
@@ -96,10 +169,10 @@ def start_phantom_writers(env: simpy.Environment, topo: Topology, locks: list[li
     grid = np.linspace(0.0, duration, PHANTOM_GRID_POINTS)
     rates = op_rate(grid)  # shape (len(grid), n_ops)
     for oi, route in enumerate(topo.routes):
-        for step in route.steps:
+        for step, reach in walk_steps(route.steps):
             if step.lock is None or step.db is None:
                 continue
-            lam = (k - 1) * rates[:, oi]
+            lam = (k - 1) * reach * rates[:, oi]
             if lam.max() <= 0.0:
                 continue
             seed = int(rng.integers(0, 2**63))

@@ -331,6 +331,18 @@ class Replica:
 
 @dataclass
 class Shard:
-    """One database shard: its cores."""
+    """One database shard: the primary's cores and its read replicas' cores."""
 
     cpu: PSCpu
+    read_replicas: tuple[PSCpu, ...] = ()
+
+
+@dataclass
+class Stations:
+    """Every station of one deployment, by role."""
+
+    replicas: list[list[Replica]]      # per service
+    shards: list[list[Shard]]          # per database
+    locks: list[list[Pool]]            # per hot account: its sub-account row locks
+    caches: list[list[PSCpu]]          # per cache: its shards
+    broker: Backlog

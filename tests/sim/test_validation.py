@@ -42,3 +42,22 @@ def test_validate_requires_a_reference() -> None:
     res = CliRunner().invoke(cli, ["validate"])
     assert res.exit_code == 2
     assert "--analytic" in res.output
+
+
+def test_language_cases_match_theory() -> None:
+    """Nested calls, branch, cache, read replicas, explicit rate and mixed workloads, small."""
+    from sim.analysis.validate_language import language_cases
+
+    table = evaluate(language_cases(0.05, seed=7), jobs=2)
+    assert len(table) == 10
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()
+
+
+@pytest.mark.slow
+def test_language_cases_match_theory_at_validation_scale() -> None:
+    from sim.analysis.validate_language import language_cases
+
+    table = evaluate(language_cases(0.15, seed=7), jobs=2)
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()
