@@ -251,6 +251,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
             f"(replicas and shards divided by {k}, players partitioned by id); throughput is "
             f"scaled back to the whole system, latencies are those of the partition."
         )
+    notes += language_notes(scenario, order)
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -281,6 +282,32 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
     )
+
+
+def language_notes(scenario: Scenario, deployments: list[str]) -> list[str]:
+    """What the results must state about read replicas (their replication lag), caches and
+    the workloads that ran next to the population."""
+    notes = []
+    for name in deployments:
+        dep = scenario.deployment(name)
+        for db in dep.databases:
+            if db.read_replicas:
+                notes.append(
+                    f"{name}: database {db.name} serves reads from {db.read_replicas} read "
+                    f"replica(s) per shard with an asynchronous replication lag of "
+                    f"{db.replication_lag_ms:g} ms: a read may miss the writes of the last "
+                    f"{db.replication_lag_ms:g} ms (replaying writes costs the replicas "
+                    f"nothing in the model)."
+                )
+        for c in dep.caches:
+            notes.append(f"{name}: cache {c.name} hit ratio {c.hit_ratio:g} (given, not "
+                         f"derived from the access pattern).")
+    for wl in scenario.workloads:
+        what = (f"{wl.users} closed users" if wl.users is not None
+                else "an explicit rate" if wl.rate_table is None else "a rate table")
+        notes.append(f"workload {wl.name}: {what} next to the population, operations "
+                     f"{', '.join(wl.operations)}.")
+    return notes
 
 
 # ---------------------------------------------------------------------- driver

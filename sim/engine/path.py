@@ -11,11 +11,16 @@ then takes its steps in order. A step runs on the service hosting its component:
 * ``async`` steps go through the broker: the request does not wait, a consumer worker of the
   hosting service takes the message later.
 
-A step's work is its CPU (processor sharing on the replica's cores), its external wait, and
-its database time (a pooled connection held, the row lock of a hot account if any, the
-shard's cores). Policies today: the service's ``queue_limit`` (503 when the worker queue is
-full) and the connection pool's timeout (the request fails). Every draw is prepared once per
-step (:class:`PreparedStep`), keyed by the request's arrival index.
+A step may be a branch (taken with its ``probability``) and may make nested ``calls``, taken
+the same way from the step's own service after its work, each holding the step's worker (and
+so every caller's up the chain) until it returns. A step's work is its CPU (processor sharing
+on the replica's cores), its external wait, and its database time (a cache lookup first if
+the step names a cache, the database only on a miss; a pooled connection held, the row lock
+of a hot account if any, the shard's cores, or a read replica's for a read).
+
+Policies today: the service's ``queue_limit`` (503 when the worker queue is full) and the
+connection pool's timeout (the request fails). Every draw is prepared once per step
+(:class:`PreparedStep`), keyed by the request's arrival index.
 """
 
 from __future__ import annotations
