@@ -251,3 +251,21 @@ def test_nested_holding_matches_a_hand_written_simpy_model() -> None:
     m_e, h_e = confidence_interval(np.asarray(engine))
     m_h, h_h = confidence_interval(np.asarray(hand))
     assert abs(m_e - m_h) / m_h <= 0.03 or abs(m_e - m_h) <= h_e + h_h, (m_e, h_e, m_h, h_h)
+
+
+def test_results_state_the_replication_lag_and_the_workloads() -> None:
+    from sim.runner import run
+
+    raw = _raw([{"component": "a", "db": _const(1), "read": True}],
+               [{"name": "a", "components": ["a"], "db_pool": 4, "database": "db"}],
+               kind="monolith", databases=[{"name": "db", "read_replicas": 2,
+                                            "replication_lag_ms": 40}])
+    raw["workloads"] = [{"name": "batch", "operations": {"job": 1}, "users": 2}]
+    raw["simulation"] = {"duration_s": 5, "replications": 2, "warmup": 0}
+    raw["population"] = {"registered_players": 1000, "peak_online": 100}
+    res = run(parse_scenario(raw), jobs=1)
+    notes = " ".join(res.meta["notes"])
+    assert "2 read replica(s)" in notes and "40 ms" in notes
+    assert "workload batch: 2 closed users" in notes
+    kinds = set(res.stations["kind"])
+    assert "db_replica_cpu" in kinds
