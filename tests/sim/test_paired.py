@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from sim.analysis.paired import paired_differences, welch_half_width
 from sim.cli import _cost_and_paired_text
-from sim.engine.demands import BATCH, RequestDemands
+from sim.engine.path import prepare_routes
+from sim.engine.sampling import BATCH, BatchDraws, KeyedDraws
+from sim.engine.sources import KEY_STRIDE
 from sim.model.cost import deployment_cost
 from sim.model.scenario import parse_scenario
 from sim.model.topology import compile_topology
@@ -52,36 +54,39 @@ def _pair_scenario(seed: int = 5, reps: int = 6) -> object:
     })
 
 
+def _routes(scen, dep: int, seed: int, rng_seed: int = 0):
+    topo = compile_topology(scen, scen.deployments[dep])
+    fallback = BatchDraws(np.random.default_rng(rng_seed))
+    return prepare_routes(topo, KeyedDraws(np.random.SeedSequence(seed), fallback))
+
+
 def test_same_request_same_demands_in_every_deployment() -> None:
     scen = _pair_scenario()
-    seed = np.random.SeedSequence(42)
-    a = RequestDemands(compile_topology(scen, scen.deployments[0]).routes, seed)
-    b = RequestDemands(compile_topology(scen, scen.deployments[1]).routes, seed)
-    draws_a = [a.draw(0) for _ in range(BATCH + 10)]
-    draws_b = [b.draw(0) for _ in range(BATCH + 10)]
-    assert draws_a == draws_b
-    assert len({d[1][0][0] for d in draws_a}) == len(draws_a)  # fresh values, batch refills
+    # different engine generators: only the keyed seed is shared
+    a, b = _routes(scen, 0, 42, rng_seed=1), _routes(scen, 1, 42, rng_seed=2)
+    keys = [*range(BATCH + 10), KEY_STRIDE + 3]  # across windows, and a second source's key
+    for op in (0, 1):
+        draws_a = [a[op].steps[0].cpu(k) for k in keys]
+        assert draws_a == [b[op].steps[0].cpu(k) for k in keys]
+        assert len(set(draws_a)) == len(draws_a)  # fresh values, windows refill
+    # two operations' sites are different streams
+    assert a[0].steps[0].cpu(0) != a[1].steps[0].cpu(0)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(0, 1), min_size=1, max_size=3000))
-def test_a_request_s_demands_do_not_depend_on_other_operations(order: list[int]) -> None:
-    """The n-th request of an operation gets the same demands whatever came between."""
+@given(st.lists(st.integers(0, 40 * BATCH), min_size=1, max_size=300))
+def test_a_request_s_demand_does_not_depend_on_the_order_of_draws(keys: list[int]) -> None:
+    """The value for a key is the same whatever keys were drawn before (windows evicted and
+    redrawn included)."""
     scen = _pair_scenario()
-    routes = compile_topology(scen, scen.deployments[0]).routes
-    seed = np.random.SeedSequence(7)
-    mixed = RequestDemands(routes, seed)
-    alone = {op: RequestDemands(routes, seed) for op in (0, 1)}
-    for op in order:
-        assert mixed.draw(op) == alone[op].draw(op)
+    mixed = _routes(scen, 0, 7)[0].steps[0].cpu
+    for k in keys:
+        assert mixed(k) == _routes(scen, 0, 7)[0].steps[0].cpu(k)
 
 
 def test_independent_seeds_give_different_demands() -> None:
     scen = _pair_scenario()
-    routes = compile_topology(scen, scen.deployments[0]).routes
-    a = RequestDemands(routes, np.random.SeedSequence(1)).draw(0)
-    b = RequestDemands(routes, np.random.SeedSequence(2)).draw(0)
-    assert a != b
+    assert _routes(scen, 0, 1)[0].steps[0].cpu(0) != _routes(scen, 0, 2)[0].steps[0].cpu(0)
 
 
 def test_paired_interval_catches_a_known_slowdown_and_is_much_narrower(tmp_path: Path) -> None:
