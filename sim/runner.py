@@ -2,8 +2,9 @@
 
 One *replication* simulates every deployment of the scenario on the same arrival stream
 (common random numbers) and the same per-request service demands (streams keyed by the
-request, ``sim/engine/demands.py``), and reduces the raw output to per-replication estimates;
-paired differences between deployments come from those (``sim/analysis/paired.py``).
+request, ``KeyedDraws`` in ``sim/engine/sampling.py``), and reduces the raw output to
+per-replication estimates; paired differences between deployments come from those
+(``sim/analysis/paired.py``).
 Replications are independent (``SeedSequence.spawn``) and run in parallel processes;
 confidence intervals come from the spread of the per-replication estimates (Student t).
 With a precision target, replications are added until every operation's p99 is known to the
@@ -28,11 +29,11 @@ from sim.analysis.output_analysis import confidence_interval, mser5_time, replic
 from sim.analysis.paired import paired_differences
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
-from sim.engine.demands import RequestDemands, demand_seed
+from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
+from sim.engine.sources import plan_sources
 from sim.engine.waits import segment_of, wait_percentiles_ms
 from sim.model.cost import deployment_cost
 from sim.model.load import offered_load
-from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
 from sim.model.topology import (
     compile_topology,
@@ -198,26 +199,21 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
     names = deployments or [d.name for d in scenario.deployments]
     n_dep = len(scenario.deployments)
     # children by key (same as seed.spawn(...) on a fresh seed, but stateless)
-    arrival_seed = demand_seed(seed, 0)
-    service_seeds = [demand_seed(seed, 1 + i) for i in range(n_dep)]
-    shared_demands = demand_seed(seed, 1 + n_dep)
+    arrival_seed = child_seed(seed, 0)
+    service_seeds = [child_seed(seed, 1 + i) for i in range(n_dep)]
+    shared_demands = child_seed(seed, 1 + n_dep)
     results = []
     for di, dep in enumerate(scenario.deployments):
         if dep.name not in names:
             continue
         topo = compile_topology(scenario, dep, k)
-        dem_seed = shared_demands if paired else demand_seed(service_seeds[di], 0)
-        engine = Engine(topo, np.random.default_rng(service_seeds[di]), sim.timeseries_bin_s,
-                        on_bin=progress, demands=RequestDemands(topo.routes, dem_seed))
+        dem_seed = shared_demands if paired else child_seed(service_seeds[di], 0)
+        rng = np.random.default_rng(service_seeds[di])
+        engine = Engine(topo, rng, sim.timeseries_bin_s, on_bin=progress,
+                        draws=KeyedDraws(dem_seed, BatchDraws(rng)))
         started = time.perf_counter()
-        if sim.closed is not None:
-            weights = np.array([op.weight for op in scenario.operations.values()], dtype=float)
-            out = engine.run_closed(sim.closed.users, sim.closed.think_time, weights,
-                                    sim.duration_s)
-        else:
-            stream = ArrivalStream(scenario, np.random.default_rng(arrival_seed), partition=(0, k))
-            every = reduce_stream_every(topo.load_balancing, k)
-            out = engine.run_open(stream.chunks(every=every), sim.duration_s, op_rate=stream.rate)
+        every = reduce_stream_every(topo.load_balancing, k)
+        out = engine.run(plan_sources(scenario, k, arrival_seed, every), sim.duration_s)
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
@@ -294,6 +290,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     refusal = reduce_refusal(scenario)
     if refusal is not None:
         notes.append(f"Not reduced: {refusal}.")
+    notes += language_notes(scenario, order)
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -343,6 +340,8 @@ def comparison_meta(scenario: Scenario, reps: list[RepStats], order: list[str]) 
     paired = paired_differences(per_replication_table(reps), order) if len(order) > 1 else None
     records = [] if paired is None else paired.to_dict(orient="records")
     return {"cost": cost, "paired": records}
+
+
 def reduce_approximations(scenario: Scenario, deployments: list[str], k: int) -> list[str]:
     """What a reduced run reproduces exactly and what it approximates, per balancing policy."""
     out = []
@@ -380,6 +379,32 @@ def saturation(scenario: Scenario, deployments: list[str],
                           "queue_growth_ci": r.queue_growth_ci, "mean_queue": r.mean_queue})
     return {"unstable": bool(before or after), "saturated_before_run": before,
             "growing_after_run": after}
+
+
+def language_notes(scenario: Scenario, deployments: list[str]) -> list[str]:
+    """What the results must state about read replicas (their replication lag), caches and
+    the workloads that ran next to the population."""
+    notes = []
+    for name in deployments:
+        dep = scenario.deployment(name)
+        for db in dep.databases:
+            if db.read_replicas:
+                notes.append(
+                    f"{name}: database {db.name} serves reads from {db.read_replicas} read "
+                    f"replica(s) per shard with an asynchronous replication lag of "
+                    f"{db.replication_lag_ms:g} ms: a read may miss the writes of the last "
+                    f"{db.replication_lag_ms:g} ms (replaying writes costs the replicas "
+                    f"nothing in the model)."
+                )
+        for c in dep.caches:
+            notes.append(f"{name}: cache {c.name} hit ratio {c.hit_ratio:g} (given, not "
+                         f"derived from the access pattern).")
+    for wl in scenario.workloads:
+        what = (f"{wl.users} closed users" if wl.users is not None
+                else "an explicit rate" if wl.rate_table is None else "a rate table")
+        notes.append(f"workload {wl.name}: {what} next to the population, operations "
+                     f"{', '.join(wl.operations)}.")
+    return notes
 
 
 # ---------------------------------------------------------------------- driver

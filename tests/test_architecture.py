@@ -76,10 +76,12 @@ def test_only_the_sweep_package_uses_dask_and_reports_do_not_import_it() -> None
             assert not m.startswith("sim.sweep"), (f, m)
 
 
-def test_keyed_demands_do_not_need_simpy() -> None:
-    bad = [(f, m) for f, m in _imports("sim/engine") if f.endswith("demands.py")
+def test_draws_do_not_need_simpy() -> None:
+    bad = [(f, m) for f, m in _imports("sim/engine") if f.endswith("sampling.py")
            and m.startswith("simpy")]
     assert not bad, bad
+
+
 LOADGEN_MAY_IMPORT_FROM_SIM = frozenset({
     "sim",                  # sim.run() for predictions, sim.load_results
     "sim.model.scenario",   # the scenario schema
@@ -109,3 +111,18 @@ def test_testbed_starts_without_the_load_generators() -> None:
     loaded = set(ast.literal_eval(out.stdout))
     assert loaded <= {"loadgen", "loadgen.cli", "loadgen.client", "loadgen.limits",
                       "loadgen.signing"}, loaded
+
+
+def test_engine_reads_no_private_simpy_attribute() -> None:
+    """The engine uses SimPy's public API only (``env.now``, never ``env._now``)."""
+    bad = []
+    for path in sorted((ROOT / "sim").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                continue
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if name in ("env", "environment", "simpy") or name.endswith("_env"):
+                bad.append((str(path.relative_to(ROOT)), node.lineno, node.attr))
+    assert not bad, bad

@@ -441,3 +441,39 @@ def mva_think_time_for_throughput(n_customers: int, demands: Sequence[float] | n
 
     hi = n / target  # X <= N / Z, so f(hi) < 0
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-12 * hi, rtol=1e-12))
+
+
+@dataclass(frozen=True)
+class MixedResult:
+    """A mixed network of single-server processor-sharing stations: closed class throughput
+    and response (think time excluded), open class response, per-station residence times."""
+
+    closed_throughput: float
+    closed_response: float
+    open_response: float
+    open_residence: np.ndarray
+    closed_residence: np.ndarray
+
+
+def mva_mixed(n_customers: int, closed_demands: Sequence[float] | np.ndarray, think_time: float,
+              open_rate: float, open_demands: Sequence[float] | np.ndarray) -> MixedResult:
+    """Exact MVA of a mixed product-form network (one closed and one open class) of
+    single-server processor-sharing stations (Lazowska et al., *Quantitative System
+    Performance*, 1984, ch. 7): the open class takes ``U_o,k = open_rate * D_o,k`` of each
+    station, the closed class is solved by MVA on demands inflated by ``1 / (1 - U_o,k)``,
+    and an open request's residence is ``D_o,k (1 + Q_c,k) / (1 - U_o,k)``."""
+    dc = _demands(closed_demands)
+    do = _demands(open_demands)
+    if dc.shape != do.shape:
+        raise ValueError("closed_demands and open_demands: one value per station each")
+    n = _customers(n_customers)
+    _non_negative("think_time", think_time)
+    _non_negative("open_rate", open_rate)
+    u_open = open_rate * do
+    if np.any(u_open >= 1.0):
+        raise ValueError(f"open_rate: open utilisation {u_open.max():.3f} >= 1 (unstable)")
+    inflated = dc / (1.0 - u_open)
+    closed = mva_closed(n, inflated, think_time=think_time)
+    r_open = do * (1.0 + closed.queue_lengths) / (1.0 - u_open)
+    return MixedResult(closed.throughput, closed.response_time, float(r_open.sum()), r_open,
+                       closed.residence_times)

@@ -10,8 +10,10 @@ path and the reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -105,6 +107,32 @@ class Population(_Model):
 # --------------------------------------------------------------------------- operations
 
 DemandRef = str | Distribution
+MAX_CALL_DEPTH = 8             # nested calls: levels below a top-level step, at most
+MAX_RATE_RPS = 10_000_000.0    # explicit arrival rates (requests/s), at most
+MAX_RATE_POINTS = 10_000       # points of a rate table, at most
+MAX_WINDOW_S = 7 * 86_400.0    # times in a rate table (s since the window start), at most
+MAX_WEIGHT = L.MAX_WEIGHT      # an operation's or a workload mix's weight, at most
+MAX_USERS = 1_000_000          # closed-loop users of a workload, at most
+
+
+class RatePoint(_Model):
+    """One point of a time-varying rate: ``rps`` requests per second at ``t_s``.
+
+    Between points the rate is linear; before the first and after the last it is held.
+    """
+
+    t_s: float = Field(ge=0, le=MAX_WINDOW_S, description="seconds after the window starts")
+    rps: float = Field(ge=0, le=MAX_RATE_RPS)
+
+
+def _check_rate_table(table: list[RatePoint] | None) -> None:
+    if table is None:
+        return
+    ts = [p.t_s for p in table]
+    if any(b <= a for a, b in pairwise(ts)):
+        raise ValueError("rate_table: t_s must increase from point to point")
+    if max(p.rps for p in table) <= 0:
+        raise ValueError("rate_table: at least one rate must be positive")
 
 
 class Step(_Model):
@@ -123,21 +151,75 @@ class Step(_Model):
     db: DemandRef | None = None
     lock: str | None = None
     external: DemandRef | None = None
+    probability: float = Field(
+        default=1.0, gt=0, le=1,
+        description="share of requests that take this step (a branch); the others skip it",
+    )
+    read: bool = Field(
+        default=False,
+        description="the database work is a read: served by a read replica of the database "
+        "when it has some (spread at random), else by the primary",
+    )
+    cache: str | None = Field(
+        default=None,
+        description="a cache of the deployment looked up first: on a hit the database work is "
+        "skipped, on a miss it is done (the cost of a miss)",
+    )
+    calls: list[Step] = Field(
+        default_factory=list,
+        description="nested calls made after this step's own work, each holding this step's "
+        f"worker until it returns (at most {MAX_CALL_DEPTH} levels deep)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Step:
-        if self.cpu is None and self.db is None and self.external is None:
-            raise ValueError("a step needs at least one of cpu, db or external")
+        if self.cpu is None and self.db is None and self.external is None and not self.calls:
+            raise ValueError("a step needs at least one of cpu, db, external or calls")
         if self.lock is not None and self.db is None:
             raise ValueError("a lock is held during database time: give db as well")
+        if self.read and self.db is None:
+            raise ValueError("a read is database work: give db as well")
+        if self.cache is not None and self.db is None:
+            raise ValueError("a cache saves database work on a hit: give db (the miss) as well")
         return self
+
+    def walk(self, path: str, depth: int = 1) -> Iterator[tuple[str, Step, int]]:
+        """This step and its nested calls: (field path, step, depth), depth first."""
+        yield path, self, depth
+        for i, c in enumerate(self.calls):
+            yield from c.walk(f"{path}.calls[{i}]", depth + 1)
 
 
 class Operation(_Model):
-    """An operation players cause, its share of all actions and its call path."""
+    """An operation players cause, its share of all actions and its call path.
 
-    weight: float = Field(ge=0, le=L.MAX_WEIGHT)
+    ``weight`` is the operation's share of the population's actions; an operation may
+    instead (or as well) arrive at an explicit rate, ``rate_rps`` or a ``rate_table``, as an
+    open workload of its own.
+    """
+
+    weight: float = Field(ge=0, le=MAX_WEIGHT)
     steps: list[Step] = Field(min_length=1)
+    rate_rps: float | None = Field(
+        default=None, gt=0, le=MAX_RATE_RPS,
+        description="arrivals per second of this operation, next to the population's",
+    )
+    rate_table: list[RatePoint] | None = Field(
+        default=None, min_length=1, max_length=MAX_RATE_POINTS,
+        description="time-varying arrivals per second (linear between points)",
+    )
+
+    @model_validator(mode="after")
+    def _rates(self) -> Operation:
+        if self.rate_rps is not None and self.rate_table is not None:
+            raise ValueError("give rate_rps or rate_table, not both")
+        _check_rate_table(self.rate_table)
+        return self
+
+    def steps_walk(self, name: str) -> Iterator[tuple[str, Step, int]]:
+        """Every step of the call graph with its field path and depth."""
+        for i, st in enumerate(self.steps):
+            yield from st.walk(f"operations.{name}.steps[{i}]")
 
 
 # --------------------------------------------------------------------------- deployment
@@ -168,6 +250,28 @@ class Database(_Model):
     cores: int = Field(default=8, ge=1, le=L.MAX_CORES)
     max_connections: int = Field(default=200, ge=1, le=L.MAX_CONNECTIONS)
     shards: int = Field(default=1, ge=1, le=L.MAX_SHARDS)
+    read_replicas: int = Field(
+        default=0, ge=0, le=64,
+        description="read replicas per shard (each with the primary's cores); steps with "
+        "read: true are spread over them at random, writes go to the primary",
+    )
+    replication_lag_ms: float = Field(
+        default=0.0, ge=0, le=3_600_000,
+        description="asynchronous replication lag: a read from a replica may miss the writes "
+        "of this many last milliseconds (stated in the results)",
+    )
+
+
+class Cache(_Model):
+    """A cache server (Redis, memcached): looked up before a step's database work."""
+
+    name: str
+    hit_ratio: float = Field(ge=0, le=1, description="share of lookups that hit")
+    lookup: Distribution = Field(
+        description="time of one lookup on the cache's cores, network round trip included"
+    )
+    cores: int = Field(default=1, ge=1, le=1024)
+    shards: int = Field(default=1, ge=1, le=1024, description="partitioned by player")
 
 
 class HotAccount(_Model):
@@ -206,6 +310,7 @@ class Deployment(_Model):
     databases: list[Database] = Field(default_factory=list)
     hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
     broker: Broker = Field(default_factory=Broker)
+    caches: list[Cache] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:
@@ -226,6 +331,9 @@ class Deployment(_Model):
                     f"services[{i}] ({s.name}) uses database {s.database!r}, "
                     f"not among databases {sorted(dbs)}"
                 )
+        cnames = [c.name for c in self.caches]
+        if len(set(cnames)) != len(cnames):
+            raise ValueError(f"cache names must be unique, got {cnames}")
         if self.entry is not None and self.entry not in names:
             raise ValueError(f"entry {self.entry!r} is not a service: {names}")
         for i, d in enumerate(self.databases):
@@ -253,6 +361,43 @@ class ClosedLoop(_Model):
 
     users: int = Field(ge=1, le=L.MAX_USERS)
     think_time: Distribution = Field(default_factory=lambda: Constant(value_ms=0.0))
+
+
+class Workload(_Model):
+    """A workload next to the population: open at an explicit rate, or closed users.
+
+    Open: ``rate_rps`` or a ``rate_table`` (requests per second, the whole system's), each
+    arrival's operation drawn by the weights of ``operations`` and its player uniformly among
+    the registered players. Closed: ``users`` each thinking ``think_time``, then sending one
+    request and waiting for its answer (back-office batch jobs, reporting). Workloads run in
+    the same run as the population (open or ``simulation.closed``).
+    """
+
+    name: str
+    operations: dict[str, Annotated[float, Field(ge=0, le=MAX_WEIGHT)]] = Field(
+        min_length=1, description="operation -> weight in this workload's mix"
+    )
+    rate_rps: float | None = Field(default=None, gt=0, le=MAX_RATE_RPS)
+    rate_table: list[RatePoint] | None = Field(
+        default=None, min_length=1, max_length=MAX_RATE_POINTS
+    )
+    users: int | None = Field(default=None, ge=1, le=MAX_USERS)
+    think_time: Distribution = Field(default_factory=lambda: Constant(value_ms=0.0))
+
+    @model_validator(mode="after")
+    def _kind(self) -> Workload:
+        given = [f for f in ("rate_rps", "rate_table", "users") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("a workload gives exactly one of rate_rps, rate_table (open) or "
+                             f"users (closed); got {given or 'none'}")
+        if sum(self.operations.values()) <= 0:
+            raise ValueError("operations: at least one weight must be positive")
+        _check_rate_table(self.rate_table)
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self.users is None
 
 
 class Simulation(_Model):
@@ -331,43 +476,63 @@ class Scenario(_Model):
     demands: dict[str, Distribution] = Field(default_factory=dict)
     operations: dict[str, Operation] = Field(min_length=1)
     deployments: list[Deployment] = Field(min_length=1)
+    workloads: list[Workload] = Field(
+        default_factory=list, description="open or closed workloads next to the population"
+    )
     slos: SLOs = Field(default_factory=SLOs)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
         problems: list[str] = []
         for op_name, op in self.operations.items():
-            for i, st in enumerate(op.steps):
+            for where, st, depth in op.steps_walk(op_name):
+                if depth > MAX_CALL_DEPTH + 1:
+                    problems.append(f"{where}: calls nested deeper than {MAX_CALL_DEPTH} levels")
                 for fld in ("cpu", "db", "external"):
                     ref = getattr(st, fld)
                     if isinstance(ref, str) and ref not in self.demands:
                         problems.append(
-                            f"operations.{op_name}.steps[{i}].{fld}: unknown demand {ref!r} "
+                            f"{where}.{fld}: unknown demand {ref!r} "
                             f"(known: {sorted(self.demands)})"
                         )
-        if sum(op.weight for op in self.operations.values()) <= 0:
-            problems.append("operations: at least one operation needs a positive weight")
+        if sum(op.weight for op in self.operations.values()) <= 0 and not self.workloads \
+                and not any(op.rate_rps or op.rate_table for op in self.operations.values()):
+            problems.append("operations: at least one operation needs a positive weight "
+                            "(or an explicit rate, or a workload)")
+        wnames = [w.name for w in self.workloads]
+        if len(set(wnames)) != len(wnames):
+            problems.append(f"workloads: names must be unique, got {wnames}")
+        for wi, wl in enumerate(self.workloads):
+            for o in wl.operations:
+                if o not in self.operations:
+                    problems.append(f"workloads[{wi}] ({wl.name}).operations: no operation {o!r}")
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             problems.append(f"deployments: names must be unique, got {names}")
         for di, dep in enumerate(self.deployments):
+            caches = {c.name for c in dep.caches}
             for op_name, op in self.operations.items():
-                for i, st in enumerate(op.steps):
+                for where, st, _depth in op.steps_walk(op_name):
                     svc = dep.service_of(st.component)
                     if svc is None:
                         problems.append(
                             f"deployments[{di}] ({dep.name}): no service hosts component "
-                            f"{st.component!r} used by operations.{op_name}.steps[{i}]"
+                            f"{st.component!r} used by {where}"
                         )
                     elif st.db is not None and svc.db_pool == 0:
                         problems.append(
                             f"deployments[{di}] ({dep.name}): service {svc.name!r} runs database "
-                            f"work of operations.{op_name}.steps[{i}] but has db_pool 0"
+                            f"work of {where} but has db_pool 0"
                         )
                     if st.lock is not None and st.lock not in dep.hot_accounts:
                         problems.append(
                             f"deployments[{di}] ({dep.name}): hot account {st.lock!r} used by "
-                            f"operations.{op_name}.steps[{i}] is not in hot_accounts"
+                            f"{where} is not in hot_accounts"
+                        )
+                    if st.cache is not None and st.cache not in caches:
+                        problems.append(
+                            f"deployments[{di}] ({dep.name}): cache {st.cache!r} used by "
+                            f"{where} is not in caches {sorted(caches)}"
                         )
         for op_name in self.slos.latency_ms:
             if op_name not in self.operations:
@@ -379,6 +544,16 @@ class Scenario(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def open_workloads(self) -> list[Workload]:
+        """Every explicit-rate workload: the ``workloads`` that are open, then one per
+        operation stating ``rate_rps`` or ``rate_table`` (named after the operation)."""
+        out = [w for w in self.workloads if w.is_open]
+        for name, op in self.operations.items():
+            if op.rate_rps is not None or op.rate_table is not None:
+                out.append(Workload(name=f"{name} (rate)", operations={name: 1.0},
+                                    rate_rps=op.rate_rps, rate_table=op.rate_table))
+        return out
 
     def demand(self, ref: DemandRef | None) -> Distribution | None:
         """Resolve a step's demand (a name in ``demands`` or an inline distribution)."""

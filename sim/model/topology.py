@@ -9,11 +9,12 @@ can read the same data.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import reduce as _fold
 
 from sim.model.distributions import Distribution
-from sim.model.scenario import Deployment, Scenario
+from sim.model.scenario import Deployment, Scenario, Step
 
 GATEWAY_COMPONENT = "gateway"
 
@@ -29,6 +30,10 @@ class StepSpec:
     db: Distribution | None
     lock: int | None
     external: Distribution | None
+    probability: float = 1.0             # a branch: share of requests taking the step
+    read: bool = False                   # database work served by a read replica if any
+    cache: int | None = None             # index into Topology.caches, looked up first
+    calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,19 @@ class DatabaseSpec:
     shards: int
     full_shards: int
     cores: int
+    read_replicas: int = 0
+    replication_lag_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """A cache server: ``shards`` (reduced) partitions by player, each ``cores`` cores."""
+
+    name: str
+    hit_ratio: float
+    lookup: Distribution
+    cores: int
+    shards: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,16 @@ class Topology:
     publish: Distribution
     load_balancing: str
     reduce_factor: int
+    caches: tuple[CacheSpec, ...] = ()
+
+
+def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
+               ) -> Iterator[tuple[StepSpec, float]]:
+    """Every step of a call graph, depth first, with the probability a request reaches it."""
+    for st in steps:
+        q = p * st.probability
+        yield st, q
+        yield from walk_steps(st.calls, q)
 
 
 def reduce_refusal(scenario: Scenario) -> str | None:
@@ -135,6 +163,7 @@ def reduce_factor(scenario: Scenario) -> int:
         return 1
     counts = [s.replicas for d in scenario.deployments for s in d.services]
     counts += [db.shards for d in scenario.deployments for db in d.databases]
+    counts += [c.shards for d in scenario.deployments for c in d.caches]
     return max(1, _fold(math.gcd, counts))
 
 
@@ -158,30 +187,41 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         for s in deployment.services
     )
     databases = tuple(
-        DatabaseSpec(name=d.name, shards=d.shards // k, full_shards=d.shards, cores=d.cores)
+        DatabaseSpec(name=d.name, shards=d.shards // k, full_shards=d.shards, cores=d.cores,
+                     read_replicas=d.read_replicas,
+                     replication_lag_s=d.replication_lag_ms / 1000.0)
         for d in deployment.databases
+    )
+    cache_names = [c.name for c in deployment.caches]
+    caches = tuple(
+        CacheSpec(name=c.name, hit_ratio=c.hit_ratio, lookup=c.lookup, cores=c.cores,
+                  shards=c.shards // k)
+        for c in deployment.caches
     )
     locks = tuple(
         LockSpec(name=n, sub_accounts=deployment.hot_accounts[n].sub_accounts) for n in lock_names
     )
     gateway = scenario.demands.get(GATEWAY_COMPONENT)
+    def step_spec(st: Step) -> StepSpec:
+        svc = deployment.service_of(st.component)
+        assert svc is not None  # guaranteed by Scenario validation
+        return StepSpec(
+            component=st.component,
+            service=svc_index[svc.name],
+            is_async=st.mode == "async",
+            cpu=scenario.demand(st.cpu),
+            db=scenario.demand(st.db),
+            lock=lock_names.index(st.lock) if st.lock else None,
+            external=scenario.demand(st.external),
+            probability=st.probability,
+            read=st.read,
+            cache=cache_names.index(st.cache) if st.cache else None,
+            calls=tuple(step_spec(c) for c in st.calls),
+        )
+
     routes = []
     for op_name, op in scenario.operations.items():
-        steps = []
-        for st in op.steps:
-            svc = deployment.service_of(st.component)
-            assert svc is not None  # guaranteed by Scenario validation
-            steps.append(
-                StepSpec(
-                    component=st.component,
-                    service=svc_index[svc.name],
-                    is_async=st.mode == "async",
-                    cpu=scenario.demand(st.cpu),
-                    db=scenario.demand(st.db),
-                    lock=lock_names.index(st.lock) if st.lock else None,
-                    external=scenario.demand(st.external),
-                )
-            )
+        steps = [step_spec(st) for st in op.steps]
         if deployment.entry is not None:
             entry = svc_index[deployment.entry]
         else:
@@ -208,4 +248,5 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         publish=deployment.broker.publish,
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
+        caches=caches,
     )

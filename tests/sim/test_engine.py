@@ -204,3 +204,40 @@ def test_pool_and_ps_waits_are_counted_in_histograms() -> None:
     # two equal jobs share one core: each finishes at 2 s, having lost 1 s to sharing
     assert wait_percentiles_ms(cpu.waits.counts(), 0) == pytest.approx([1000.0, 1000.0],
                                                                       rel=0.02)
+
+
+def test_every_queue_is_bounded_and_says_what_happens_when_full() -> None:
+    from sim.engine.stations import DEFAULT_QUEUE_LIMIT, REJECTED, Backlog
+
+    env = simpy.Environment()
+    pool = Pool(env, "p", "workers", 1)
+    assert pool.limit == DEFAULT_QUEUE_LIMIT          # no queue_limit: the named default
+    small = Pool(env, "q", "workers", 1, limit=1)
+    assert small.acquire() is None                    # served at once
+    assert small.acquire() not in (None, REJECTED)    # waits
+    assert small.acquire() is REJECTED                # queue full: refused, not queued
+    assert len(small.waiting) == 1
+    broker = Backlog(env, "broker", limit=2)
+    assert broker.put() and broker.put()
+    assert not broker.put()                           # full: the publish is refused
+    assert broker.backlog == 2
+
+
+def test_a_full_broker_fails_the_publishing_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.engine.core as core
+
+    scen = parse_scenario({
+        "name": "t",
+        "demands": {"w": {"kind": "constant", "value_ms": 1},
+                    "slow": {"kind": "constant", "value_ms": 500}},
+        "operations": {"job": {"weight": 1, "steps": [
+            {"component": "a", "cpu": "w"}, {"component": "b", "mode": "async", "cpu": "slow"}]}},
+        "deployments": [{"name": "d", "kind": "hybrid",
+                         "services": [{"name": "a", "components": ["a"], "cores": 4},
+                                      {"name": "b", "components": ["b"], "workers": 1}]}],
+    })
+    small = core.Backlog
+    monkeypatch.setattr(core, "Backlog", lambda env, name: small(env, name, limit=2))
+    out = Engine(compile_topology(scen, scen.deployments[0]), np.random.default_rng(0)).run_open(
+        _burst(4), 5.0)
+    assert int(out.error.sum()) == 2                  # two accepted, two refused by the broker

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from sim.analysis.paired import paired_differences, welch_half_width
 from sim.cli import _cost_and_paired_text
-from sim.engine.demands import BATCH, RequestDemands
+from sim.engine.path import prepare_routes
+from sim.engine.sampling import BATCH, BatchDraws, KeyedDraws
+from sim.engine.sources import KEY_STRIDE
 from sim.model.cost import deployment_cost
 from sim.model.scenario import parse_scenario
 from sim.model.topology import compile_topology
@@ -52,36 +54,39 @@ def _pair_scenario(seed: int = 5, reps: int = 6) -> object:
     })
 
 
+def _routes(scen, dep: int, seed: int, rng_seed: int = 0):
+    topo = compile_topology(scen, scen.deployments[dep])
+    fallback = BatchDraws(np.random.default_rng(rng_seed))
+    return prepare_routes(topo, KeyedDraws(np.random.SeedSequence(seed), fallback))
+
+
 def test_same_request_same_demands_in_every_deployment() -> None:
     scen = _pair_scenario()
-    seed = np.random.SeedSequence(42)
-    a = RequestDemands(compile_topology(scen, scen.deployments[0]).routes, seed)
-    b = RequestDemands(compile_topology(scen, scen.deployments[1]).routes, seed)
-    draws_a = [a.draw(0) for _ in range(BATCH + 10)]
-    draws_b = [b.draw(0) for _ in range(BATCH + 10)]
-    assert draws_a == draws_b
-    assert len({d[1][0][0] for d in draws_a}) == len(draws_a)  # fresh values, batch refills
+    # different engine generators: only the keyed seed is shared
+    a, b = _routes(scen, 0, 42, rng_seed=1), _routes(scen, 1, 42, rng_seed=2)
+    keys = [*range(BATCH + 10), KEY_STRIDE + 3]  # across windows, and a second source's key
+    for op in (0, 1):
+        draws_a = [a[op].steps[0].cpu(k) for k in keys]
+        assert draws_a == [b[op].steps[0].cpu(k) for k in keys]
+        assert len(set(draws_a)) == len(draws_a)  # fresh values, windows refill
+    # two operations' sites are different streams
+    assert a[0].steps[0].cpu(0) != a[1].steps[0].cpu(0)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(0, 1), min_size=1, max_size=3000))
-def test_a_request_s_demands_do_not_depend_on_other_operations(order: list[int]) -> None:
-    """The n-th request of an operation gets the same demands whatever came between."""
+@given(st.lists(st.integers(0, 40 * BATCH), min_size=1, max_size=300))
+def test_a_request_s_demand_does_not_depend_on_the_order_of_draws(keys: list[int]) -> None:
+    """The value for a key is the same whatever keys were drawn before (windows evicted and
+    redrawn included)."""
     scen = _pair_scenario()
-    routes = compile_topology(scen, scen.deployments[0]).routes
-    seed = np.random.SeedSequence(7)
-    mixed = RequestDemands(routes, seed)
-    alone = {op: RequestDemands(routes, seed) for op in (0, 1)}
-    for op in order:
-        assert mixed.draw(op) == alone[op].draw(op)
+    mixed = _routes(scen, 0, 7)[0].steps[0].cpu
+    for k in keys:
+        assert mixed(k) == _routes(scen, 0, 7)[0].steps[0].cpu(k)
 
 
 def test_independent_seeds_give_different_demands() -> None:
     scen = _pair_scenario()
-    routes = compile_topology(scen, scen.deployments[0]).routes
-    a = RequestDemands(routes, np.random.SeedSequence(1)).draw(0)
-    b = RequestDemands(routes, np.random.SeedSequence(2)).draw(0)
-    assert a != b
+    assert _routes(scen, 0, 1)[0].steps[0].cpu(0) != _routes(scen, 0, 2)[0].steps[0].cpu(0)
 
 
 def test_paired_interval_catches_a_known_slowdown_and_is_much_narrower(tmp_path: Path) -> None:
@@ -139,3 +144,45 @@ def test_cost_counts_every_replica_and_shard() -> None:
     cost = deployment_cost(scen.deployments[0])
     assert (cost.cores, cost.service_cores, cost.database_cores, cost.connections) == (
         28, 12, 16, 15)
+
+
+def test_keyed_draws_align_requests_through_branches_and_nested_calls() -> None:
+    """With hops and RPC costing nothing and no queueing, a request's latency is the sum of
+    its own draws: keyed draws give it the same in a monolith and in microservices, even
+    though a branch and a nested call make paths differ in length between requests."""
+    from sim.engine.core import Engine
+    from sim.model.population import ArrivalChunk
+
+    exp = {"kind": "exponential", "mean_ms": 2}
+    zero = {"kind": "constant", "value_ms": 0}
+    big = {"cores": 1024, "workers": 4096}
+    scen = parse_scenario({
+        "name": "keys",
+        "demands": {"e": exp},
+        "operations": {"job": {"weight": 1, "steps": [
+            {"component": "a", "cpu": "e", "probability": 0.5},
+            {"component": "a", "cpu": "e", "calls": [
+                {"component": "b", "external": "e", "probability": 0.3,
+                 "calls": [{"component": "c", "cpu": "e"}]}]},
+            {"component": "c", "cpu": "e"}]}},
+        "deployments": [
+            {"name": "mono", "kind": "monolith",
+             "services": [{"name": "app", "components": ["a", "b", "c"]} | big]},
+            {"name": "micro", "kind": "microservices", "network_hop": zero, "rpc_cpu": zero,
+             "services": [{"name": n, "components": [n]} | big for n in "abc"]},
+        ],
+    })
+    n = 3000
+    t = np.sort(np.random.default_rng(3).uniform(0, 5, n))  # ~600/s: no queueing at 1024 cores
+    chunks = [ArrivalChunk(t, np.zeros(n, np.int16), np.arange(n), np.zeros(n, np.int64))]
+    lat = {}
+    for i, dep in enumerate(scen.deployments):
+        rng = np.random.default_rng(10 + i)  # each deployment's own engine generator
+        eng = Engine(compile_topology(scen, dep), rng,
+                     draws=KeyedDraws(np.random.SeedSequence(99), BatchDraws(rng)))
+        out = eng.run_open(chunks, 10.0)
+        order = np.argsort(out.t, kind="stable")
+        lat[dep.name] = out.latency[order]
+    assert len(lat["mono"]) == n
+    np.testing.assert_allclose(lat["mono"], lat["micro"], rtol=1e-9, atol=1e-12)
+    assert len(np.unique(np.round(lat["mono"], 9))) > n // 2  # the draws do vary

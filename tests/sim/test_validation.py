@@ -51,3 +51,22 @@ def test_suite_has_wait_percentile_and_long_processor_sharing_cases() -> None:
     assert ("M/M/8 rho=0.95", "wait p99 (ms)") in metrics
     long_ps = [c for c in cases(quick=True) if c.name.startswith("M/M/1-PS")]
     assert long_ps and long_ps[0].scenario.simulation.duration_s > 2**14
+
+
+def test_language_cases_match_theory() -> None:
+    """Nested calls, branch, cache, read replicas, explicit rate and mixed workloads, small."""
+    from sim.analysis.validate_language import language_cases
+
+    table = evaluate(language_cases(0.05, seed=7), jobs=2)
+    assert len(table) == 10
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()
+
+
+@pytest.mark.slow
+def test_language_cases_match_theory_at_validation_scale() -> None:
+    from sim.analysis.validate_language import language_cases
+
+    table = evaluate(language_cases(0.15, seed=7), jobs=2)
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()

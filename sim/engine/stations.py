@@ -1,0 +1,384 @@
+"""Stations: where requests wait and are served.
+
+Every station offers the same small interface (:class:`Station`): a ``name``, a ``kind``, a
+number of ``servers`` and ``snapshot()``, the cumulative (busy, queue, completions) time
+integrals the output is built from. Three mechanisms cover every station of a deployment:
+
+* :class:`Pool`: a counted resource with a FIFO queue (a replica's worker pool, its database
+  connection pool, a hot account's row lock);
+* :class:`PSCpu`: cores shared by processor sharing (a replica's CPU, a database shard or
+  read replica, a cache server);
+* :class:`Backlog`: the broker, counting messages published and not yet consumed.
+
+Every queue is bounded, and says what happens when full:
+
+* a worker pool's queue holds at most the service's ``queue_limit`` (scenario field), or
+  :data:`DEFAULT_QUEUE_LIMIT`; beyond it ``acquire`` answers :data:`REJECTED` and the request
+  fails at once (HTTP 503);
+* a connection pool's queue is bounded by construction: every waiter holds one of the
+  service's workers; a lock's queue likewise holds at most one waiter per database
+  connection, plus phantom writers bounded by :data:`DEFAULT_QUEUE_LIMIT` (dropped when full);
+* a processor-sharing station never holds more jobs than the workers (or connections) that
+  can reach it (``max_jobs``, asserted);
+* the broker holds at most :data:`BROKER_MAX_BACKLOG` messages; beyond it a publish is
+  refused and the request fails.
+
+The clock is read through SimPy's public ``env.now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+from itertools import count
+from typing import Protocol
+
+import simpy
+from simpy.events import Event
+
+from sim.engine.waits import WaitHistogram
+
+DEFAULT_QUEUE_LIMIT = 1_000_000  # waiters per pool when the scenario sets no queue_limit
+BROKER_MAX_BACKLOG = 1_000_000   # messages published and not yet consumed
+
+
+class _Rejected:
+    """Answer of :meth:`Pool.acquire` when the pool's queue is full."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REJECTED"
+
+
+REJECTED = _Rejected()
+
+
+class Station(Protocol):
+    """What the engine's output needs of any station."""
+
+    name: str
+    kind: str
+
+    @property
+    def servers(self) -> int:
+        """Servers (workers, connections, cores); 0 for the broker."""
+        ...
+
+    def snapshot(self) -> tuple[float, float, int]:
+        """Cumulative (busy server-time, queue time, completions) up to now."""
+        ...
+
+
+class Pool:
+    """A counted resource with a bounded FIFO queue: worker pool, connection pool or row lock.
+
+    ``acquire`` answers ``None`` when a unit is free at once (no event is created),
+    :data:`REJECTED` when ``limit`` requests already wait, else an event granted in FIFO
+    order. Time integrals of busy units and of the queue are kept for utilisation and
+    queue-length statistics.
+    """
+
+    __slots__ = (
+        "_last", "_since", "area_busy", "area_queue", "busy", "capacity", "completions", "env",
+        "kind", "limit", "name", "waiting", "waits",
+    )
+
+    def __init__(self, env: simpy.Environment, name: str, kind: str, capacity: int,
+                 limit: int | None = None):
+        self.env = env
+        self.name = name
+        self.kind = kind
+        self.capacity = capacity
+        self.limit = DEFAULT_QUEUE_LIMIT if limit is None else limit
+        self.busy = 0
+        self.waiting: deque[Event] = deque()
+        self.area_busy = 0.0
+        self.area_queue = 0.0
+        self.completions = 0
+        self._last = 0.0
+        self.waits: WaitHistogram | None = None  # set by the engine for a run
+        self._since: dict[Event, float] = {}     # waiting request -> when it started waiting
+
+    @property
+    def servers(self) -> int:
+        return self.capacity
+
+    def _account(self) -> None:
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0.0:
+            self.area_busy += self.busy * dt
+            self.area_queue += len(self.waiting) * dt
+            self._last = now
+
+    def acquire(self) -> Event | _Rejected | None:
+        """Take a unit: ``None`` if granted at once, ``REJECTED`` if the queue is full, else
+        an event granted in FIFO order."""
+        self._account()
+        if self.busy < self.capacity:
+            self.busy += 1
+            if self.waits is not None:
+                self.waits.record(self.env.now, 0.0)
+            return None
+        if len(self.waiting) >= self.limit:
+            return REJECTED  # turned away before joining: no wait is recorded
+        return self._wait()
+
+    def _wait(self) -> Event:
+        ev = Event(self.env)
+        self.waiting.append(ev)
+        if self.waits is not None:
+            self._since[ev] = self.env.now
+        return ev
+
+    def acquire_unbounded(self) -> Event | None:
+        """Like :meth:`acquire` for a caller whose queue is bounded elsewhere (a consumer
+        whose message still counts in the broker's bounded backlog)."""
+        self._account()
+        if self.busy < self.capacity:
+            self.busy += 1
+            if self.waits is not None:
+                self.waits.record(self.env.now, 0.0)
+            return None
+        return self._wait()
+
+    def cancel(self, ev: Event) -> None:
+        """Withdraw a waiting request (timed out); a request already granted is released."""
+        self._account()
+        if ev.triggered:
+            self.release()
+        else:
+            self.waiting.remove(ev)
+            self._since.pop(ev, None)
+
+    def release(self) -> None:
+        """Give a unit back, handing it to the first waiter if any."""
+        self._account()
+        self.completions += 1
+        waiting = self.waiting
+        while waiting:
+            ev = waiting.popleft()
+            if not ev.triggered:
+                if self.waits is not None:
+                    now = self.env.now
+                    self.waits.record(now, now - self._since.pop(ev, now))
+                ev.succeed()
+                return
+        self.busy -= 1
+
+    def snapshot(self) -> tuple[float, float, int]:
+        """Cumulative (busy-time, queue-time, completions) up to now."""
+        self._account()
+        return self.area_busy, self.area_queue, self.completions
+
+
+PS_TOLERANCE = 1e-9
+"""Relative slack (to the simulated clock) within which processor-sharing jobs finish together:
+rounding of ``delay * rate`` leaves a few ulps; jobs this close are completed by one timer."""
+
+
+class PSCpu:
+    """Cores shared by processor sharing: n jobs on c cores each progress at min(1, c/n).
+
+    Implemented with a virtual clock: each job finishes when the virtual time reaches its
+    start plus its work, so one heap and one live timer serve the whole station. When the
+    jobs can never outnumber the cores (``max_jobs <= cores``), each job is a plain timeout.
+    At most ``max_jobs`` jobs are present (the workers or connections that reach the station).
+    """
+
+    __slots__ = (
+        "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy",
+        "area_excess", "area_jobs",
+        "completions", "cores", "env", "kind", "max_jobs", "n", "name", "never_shares", "waits",
+    )
+
+    def __init__(self, env: simpy.Environment, name: str, kind: str, cores: int, max_jobs: int):
+        self.env = env
+        self.name = name
+        self.kind = kind
+        self.cores = cores
+        self.max_jobs = max_jobs
+        self.never_shares = max_jobs <= cores
+        self.n = 0
+        self._heap: list[tuple[float, int, Event, float, float]] = []  # + start, work
+        self.waits: WaitHistogram | None = None  # set by the engine for a run
+        self._seq = count()
+        self._vtime = 0.0
+        self._last = 0.0
+        self._gen = 0
+        self._timer_vt = -1.0       # virtual finish time the live timer aims at (-1: none)
+        self._timer_rate1 = False   # the live timer was set while jobs ran at full speed
+        self.area_busy = 0.0
+        self.area_jobs = 0.0
+        self.area_excess = 0.0
+        self.completions = 0
+
+    @property
+    def servers(self) -> int:
+        return self.cores
+
+    def _advance(self) -> None:
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0.0:
+            n = self.n
+            if n:
+                c = self.cores
+                if n <= c:
+                    self._vtime += dt
+                    self.area_busy += n * dt
+                else:
+                    self._vtime += dt * c / n
+                    self.area_busy += c * dt
+                    self.area_excess += (n - c) * dt
+                self.area_jobs += n * dt
+            self._last = now
+
+    def serve(self, work: float) -> Event:
+        """An event that fires when ``work`` seconds of CPU have been given to this job."""
+        self._advance()
+        self.n += 1
+        assert self.n <= self.max_jobs, f"{self.name}: more jobs than max_jobs={self.max_jobs}"
+        if self.never_shares:
+            if self.waits is not None:
+                self.waits.record(self.env.now, 0.0)
+            ev = self.env.timeout(work)
+            ev.callbacks.append(self._done_plain)
+            return ev
+        ev = Event(self.env)
+        finish = self._vtime + work
+        heapq.heappush(self._heap, (finish, next(self._seq), ev, self.env.now, work))
+        if self._timer_rate1 and self.n <= self.cores and 0.0 <= self._timer_vt <= finish:
+            return ev  # still full speed and the earliest finish is unchanged: timer stays valid
+        self._schedule()
+        return ev
+
+    def _done_plain(self, _ev: Event) -> None:
+        self._advance()
+        self.n -= 1
+        self.completions += 1
+
+    def _schedule(self) -> None:
+        heap = self._heap
+        if not heap:
+            self._timer_vt = -1.0
+            return
+        n = self.n
+        full = n <= self.cores
+        rate = 1.0 if full else self.cores / n
+        target = heap[0][0]
+        delay = (target - self._vtime) / rate
+        self._timer_vt = target
+        self._timer_rate1 = full
+        self._gen += 1
+        gen = self._gen
+        t = self.env.timeout(delay if delay > 0.0 else 0.0)
+        t.callbacks.append(lambda _e: self._fire(gen))
+
+    def _fire(self, gen: int) -> None:
+        if gen != self._gen:
+            return  # superseded by a later arrival or departure
+        self._advance()
+        heap = self._heap
+        # The timer was set for the job at the top of the heap (nothing arrived or left
+        # since, or ``gen`` would differ): complete it whatever the rounding left of its work.
+        # Past 2^14 s the clock's resolution exceeds any absolute tolerance, and a leftover
+        # of a few ulps used to schedule zero-length timers at the same instant forever.
+        target = self._timer_vt
+        now = self.env.now
+        slack = PS_TOLERANCE * max(1.0, now)
+        assert heap and heap[0][0] == target, "PS timer fired for a job not at the heap top"
+        assert target - self._vtime <= slack, (
+            f"PS timer fired {target - self._vtime:g} s of virtual work early")
+        limit = max(self._vtime, target) + slack
+        waits = self.waits
+        while heap and heap[0][0] <= limit:
+            _, _, ev, start, work = heapq.heappop(heap)
+            self.n -= 1
+            self.completions += 1
+            if waits is not None:  # time lost to sharing the cores
+                waits.record(now, max(0.0, now - start - work))
+            ev.succeed()
+        self._schedule()
+
+    def snapshot(self) -> tuple[float, float, int]:
+        """Cumulative (busy core-time, excess-jobs time, completions) up to now."""
+        self._advance()
+        return self.area_busy, self.area_excess, self.completions
+
+
+class Backlog:
+    """The broker: counts messages published and not yet taken by a consumer (bounded)."""
+
+    __slots__ = ("_last", "area_busy", "area_queue", "backlog", "capacity", "completions", "env",
+                 "kind", "limit", "name")
+
+    def __init__(self, env: simpy.Environment, name: str, limit: int = BROKER_MAX_BACKLOG):
+        self.env = env
+        self.name = name
+        self.kind = "broker"
+        self.capacity = 0
+        self.limit = limit
+        self.backlog = 0
+        self.area_busy = 0.0
+        self.area_queue = 0.0
+        self.completions = 0
+        self._last = 0.0
+
+    @property
+    def servers(self) -> int:
+        return 0
+
+    def _account(self) -> None:
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0.0:
+            self.area_queue += self.backlog * dt
+            self._last = now
+
+    def put(self) -> bool:
+        """Accept a message; ``False`` (refused) when the backlog is full."""
+        self._account()
+        if self.backlog >= self.limit:
+            return False
+        self.backlog += 1
+        return True
+
+    def take(self) -> None:
+        self._account()
+        self.backlog -= 1
+        self.completions += 1
+
+    def snapshot(self) -> tuple[float, float, int]:
+        self._account()
+        return 0.0, self.area_queue, self.completions
+
+
+@dataclass
+class Replica:
+    """One replica of a service: its workers, its cores and its connection pool."""
+
+    workers: Pool
+    cpu: PSCpu
+    db_pool: Pool | None
+
+
+@dataclass
+class Shard:
+    """One database shard: the primary's cores and its read replicas' cores."""
+
+    cpu: PSCpu
+    read_replicas: tuple[PSCpu, ...] = ()
+
+
+@dataclass
+class Stations:
+    """Every station of one deployment, by role."""
+
+    replicas: list[list[Replica]]      # per service
+    shards: list[list[Shard]]          # per database
+    locks: list[list[Pool]]            # per hot account: its sub-account row locks
+    caches: list[list[PSCpu]]          # per cache: its shards
+    broker: Backlog
