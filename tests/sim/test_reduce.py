@@ -88,7 +88,8 @@ def test_reduced_round_robin_run_states_its_approximation() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("policy", ["round_robin", "random"])
+@pytest.mark.parametrize("policy", ["round_robin",
+                                    pytest.param("random", marks=pytest.mark.heavy)])
 def test_baseline_day_reduced_agrees_with_full_at_its_own_factor_and_load(policy: str) -> None:
     # the shipped file's factor (8) and load (200k online at 20:00), short runs to stay
     # affordable: p50 and p99 of every operation of every deployment, intervals overlap

@@ -167,6 +167,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_local_cluster_and_separate_scheduler_give_the_same_table(tmp_path: Path) -> None:
     before = _children()
     local = run_sweep(BASELINE, [parse_vary(WALLET)], SMALL, workers=2)

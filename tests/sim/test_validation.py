@@ -22,6 +22,7 @@ def test_mmc_and_mva_at_moderate_load_match_theory() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_high_utilisation_cases_match_theory() -> None:
     table = evaluate(_subset(("M/M/1 rho=0.8", "M/M/8 rho=0.95", "closed MVA N=20",
                               "closed MVA N=40")), jobs=2)
@@ -64,6 +65,7 @@ def test_language_cases_match_theory() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_language_cases_match_theory_at_validation_scale() -> None:
     from sim.analysis.validate_language import language_cases
 
