@@ -53,10 +53,14 @@ def _check_db(db: str | None) -> None:
               help="rules YAML [default: the packaged default_rules.yaml]")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="YAML mapping of internal-call policy fields to change from the defaults "
+                   "(timeouts, retries, circuit breaker, bulkhead: see README) "
+                   "[default: the defaults; microservices/hybrid only]")
 def serve(
     topology: str, db: str | None, host: str, port: int, workers: int, broker: str,
     internal_base_port: int | None, concurrency: str, hot_account_shards: int, pool_size: int,
-    rules: str | None, log_level: str,
+    rules: str | None, log_level: str, rpc_policy: str | None,
 ) -> None:
     """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly.
 
@@ -109,12 +113,18 @@ def serve(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--broker") from exc
     from reference_impl.deployments.distributed import DistributedConfig, serve_distributed
+    from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
 
+    try:
+        policy = DEFAULT_POLICY if rpc_policy is None else CallPolicy.from_yaml(rpc_policy)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--rpc-policy") from exc
     click.echo(f"serving the {topology} back office on http://{host}:{port} "
                f"({where}, broker {broker})", err=True)
     sys.exit(serve_distributed(DistributedConfig(
         topology=topology, office=office, host=host, port=port, workers=workers,
         broker=broker, internal_base_port=internal_base_port, log_level=log_level,
+        rpc_policy=policy,
     )))
 
 

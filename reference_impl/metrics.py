@@ -117,6 +117,11 @@ class Registry:
         )
         self.events = Counter("events_total", "domain events published", ("kind",))
         self.alerts = Counter("fraud_alerts_total", "fraud alerts raised", ("rule_id",))
+        self.rpc_rejected = Counter(
+            "rpc_rejected_total", "internal calls not sent: bulkhead full (shed) or breaker open",
+            ("service", "reason"),
+        )
+        self.rpc_retries = Counter("rpc_retries_total", "internal calls retried", ("service",))
 
     def expose(self) -> str:
         """The whole registry in Prometheus text format."""
@@ -124,7 +129,7 @@ class Registry:
         for metric in (
             self.request_seconds, self.responses, self.pool_wait_seconds,
             self.lock_wait_seconds, self.tx_seconds, self.retries, self.db_statements,
-            self.db_round_trips, self.events, self.alerts,
+            self.db_round_trips, self.events, self.alerts, self.rpc_rejected, self.rpc_retries,
         ):
             lines.extend(metric.expose())
         return "\n".join(lines) + "\n"

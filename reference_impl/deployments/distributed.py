@@ -14,6 +14,7 @@ from reference_impl.deployments.spec import ChildSpec
 from reference_impl.deployments.supervisor import Supervisor
 from reference_impl.services.backoffice import BackOfficeConfig
 from reference_impl.transport.broker import DEFAULT_BROKER, broker_prefix, check_broker_url
+from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class DistributedConfig:
     broker: str = DEFAULT_BROKER
     internal_base_port: int | None = None
     log_level: str = "warning"
+    rpc_policy: CallPolicy = DEFAULT_POLICY  # internal calls of the public process
 
 
 def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
@@ -51,6 +53,7 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
             broker=config.broker, broker_prefix=prefix,
             host=config.host if public else "127.0.0.1",
             peers=peers if public else {}, workers=config.workers, log_level=config.log_level,
+            rpc_policy=config.rpc_policy.to_dict() if public else {},
         )
 
     return [[spec(role) for role in stage] for stage in stages]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from reference_impl.deployments.registry import role
 from reference_impl.services.backoffice import BackOfficeConfig
@@ -28,6 +29,7 @@ class ChildSpec:
     peers: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     log_level: str = "warning"
+    rpc_policy: dict[str, Any] = field(default_factory=dict)  # CallPolicy fields to change
 
     def __post_init__(self) -> None:
         role(self.role)  # ValueError naming the known roles
