@@ -129,7 +129,8 @@ def create_app(
             except WalletError as err:
                 response = JSON(err.to_json(), status_code=err.http_status)
             except ServiceUnavailable as exc:  # a remote component is down: safe to retry
-                response = JSON(exc.to_json(), status_code=503)
+                response = JSON(exc.to_json(), status_code=503,
+                                headers={"retry-after": str(exc.retry_after_s)})
             verb = request.method
             metrics.request_seconds.observe(time.perf_counter() - started, verb, route)
             metrics.responses.inc(verb, route, str(response.status_code))
@@ -232,6 +233,7 @@ def create_app(
         raw = await _read_body(receive)
         if raw is None:  # the client went away before sending its body
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
             cmd = build(parse_raw(raw, model), player)
             content: Any = await ref.o.wallet.execute(cmd)
@@ -240,6 +242,7 @@ def create_app(
             content, status = err.to_json(), err.http_status
         except ServiceUnavailable as exc:  # a remote component is down: safe to retry
             content, status = exc.to_json(), 503
+            extra = [(b"retry-after", str(exc.retry_after_s).encode("latin-1"))]
         except Exception:
             await send(_INTERNAL_ERROR_START)
             await send(_INTERNAL_ERROR_BODY)
@@ -249,7 +252,7 @@ def create_app(
         metrics.responses.inc("POST", route, str(status))
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-length", str(len(body)).encode("latin-1")),
-            (b"content-type", b"application/json"),
+            (b"content-type", b"application/json"), *extra,
         ]})
         await send({"type": "http.response.body", "body": body})
 

@@ -85,6 +85,7 @@ class Server:
     shards: int = 2
     broker: str | None = None
     workers: int = 1
+    extra_args: tuple[str, ...] = ()  # more ``testbed serve`` options
 
     @property
     def url(self) -> str:
@@ -95,7 +96,8 @@ class Server:
             [sys.executable, "-m", "testbed", "serve", "--topology", self.topology,
              "--db", self.db, "--port", str(self.port), "--hot-account-shards", str(self.shards),
              *(["--broker", self.broker] if self.broker else []),
-             *(["--workers", str(self.workers)] if self.workers > 1 else [])],
+             *(["--workers", str(self.workers)] if self.workers > 1 else []),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT_S

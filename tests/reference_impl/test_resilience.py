@@ -4,7 +4,6 @@ HTTP server that stops answering."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 
@@ -159,7 +158,8 @@ def test_bulkhead_bounds_calls_and_keeps_slots_for_money(ops: list[tuple[bool, b
     ({"retries": -1}, "retries"), ({"retries": 1.5}, "retries"),
     ({"breaker_failure_rate": 1.5}, "breaker_failure_rate"),
     ({"breaker_min_calls": 30}, "breaker_min_calls"),
-    ({"reserved_for_money": 64}, "reserved_for_money"), ({"max_concurrent": True}, "max_concurrent"),
+    ({"reserved_for_money": 64}, "reserved_for_money"),
+    ({"max_concurrent": True}, "max_concurrent"),
     ({"timeout_s": "fast"}, "timeout_s"), ({"tiemout_s": 1}, "tiemout_s"),
 ])
 def test_bad_policies_are_refused_naming_the_field(fields: dict[str, object], named: str) -> None:
@@ -173,6 +173,6 @@ def test_policy_from_yaml_changes_only_the_fields_given(tmp_path) -> None:
     p = CallPolicy.from_yaml(path)
     assert (p.timeout_s, p.breaker_open_s, p.retries) == (0.5, 2, DEFAULT_POLICY.retries)
     path.write_text("- 1\n")
-    with pytest.raises(ValueError, match="p.yaml"):
+    with pytest.raises(ValueError, match=r"p\.yaml"):
         CallPolicy.from_yaml(path)
     assert CallPolicy.from_dict(DEFAULT_POLICY.to_dict()) == DEFAULT_POLICY
