@@ -4,20 +4,31 @@ HTTP server that stops answering."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections import deque
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reference_impl.metrics import Registry
+from reference_impl.services.ports import ServiceUnavailable
 from reference_impl.transport.resilience import (
     DEFAULT_POLICY,
     BreakerState,
     Bulkhead,
     CallPolicy,
     CircuitBreaker,
+    DependencyRejected,
 )
+from reference_impl.transport.rpc import RpcClient, RpcMethod, rpc_app
+from tests.reference_impl.http_server import free_port
 
 
 class FakeClock:
@@ -176,3 +187,82 @@ def test_policy_from_yaml_changes_only_the_fields_given(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"p\.yaml"):
         CallPolicy.from_yaml(path)
     assert CallPolicy.from_dict(DEFAULT_POLICY.to_dict()) == DEFAULT_POLICY
+
+
+# --- the RPC client composing them, against a real HTTP server --------------------------------
+
+@contextmanager
+def rpc_server(methods: dict[str, RpcMethod]) -> Iterator[str]:
+    """``rpc_app(methods)`` served by uvicorn in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(rpc_app("dep", methods), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "rpc server did not start"
+        time.sleep(0.02)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_client_retries_idempotent_calls_only_and_sheds_reporting_first() -> None:
+    calls: Counter[str] = Counter()
+    hang = threading.Event()  # set: "alerts" and "set_limits" never answer in time
+
+    async def execute(a: dict[str, object]) -> object:
+        calls["execute"] += 1
+        if calls["execute"] == 1:  # the first attempt times out; the retry answers
+            await asyncio.sleep(1.0)
+        return {"ok": a["command"]}
+
+    async def slow(name: str) -> object:
+        calls[name] += 1
+        await asyncio.sleep(2.0 if hang.is_set() else 0)
+        return {}
+
+    async def alerts(a: dict[str, object]) -> object:
+        return await slow("alerts")
+
+    async def set_limits(a: dict[str, object]) -> object:
+        return await slow("set_limits")
+
+    policy = CallPolicy(timeout_s=0.3, retries=2, backoff_initial_s=0.01, backoff_jitter_s=0.01,
+                        breaker_window=50, breaker_min_calls=50, max_concurrent=3,
+                        reserved_for_money=1)
+
+    async def scenario(url: str) -> None:
+        metrics = Registry()
+        client = RpcClient("dep", url, policy=policy, metrics=metrics)
+        try:
+            assert await client.call("execute", command="c1") == {"ok": "c1"}
+            assert calls["execute"] == 2  # retried: a money command carries its id
+            hang.set()
+            with pytest.raises(ServiceUnavailable):
+                await client.call("set_limits")
+            assert calls["set_limits"] == 1  # not idempotent: not sent again
+            # two reporting calls hang; the third finds no reporting slot, money still does
+            hung = [asyncio.create_task(client.call("alerts")) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            with pytest.raises(DependencyRejected, match="shed") as shed:
+                await client.call("alerts")
+            assert shed.value.retry_after_s == 1
+            assert client.bulkhead.in_flight == 2
+            assert await client.call("execute", command="c2") == {"ok": "c2"}
+            for task in hung:
+                with pytest.raises(ServiceUnavailable):
+                    await task
+            assert client.bulkhead.in_flight == 0
+            text = metrics.expose()
+            assert 'rpc_rejected_total{service="dep",reason="shed"} 1' in text
+            assert 'rpc_retries_total{service="dep"}' in text
+        finally:
+            await client.close()
+
+    with rpc_server({"execute": execute, "alerts": alerts, "set_limits": set_limits}) as url:
+        asyncio.run(scenario(url))
