@@ -85,10 +85,6 @@ class CallPolicy:
             raise ValueError("reserved_for_money: must be < max_concurrent "
                              "(reporting needs at least one slot)")
 
-    def timeout_for(self, method: str) -> float:
-        """The per-attempt timeout of ``method``."""
-        return self.slow_timeout_s if method in SLOW_METHODS else self.timeout_s
-
     def to_dict(self) -> dict[str, Any]:
         """For a child's spec."""
         return asdict(self)

@@ -34,6 +34,7 @@ from reference_impl.transport.resilience import (
     DEFAULT_POLICY,
     IDEMPOTENT_METHODS,
     MONEY_METHODS,
+    SLOW_METHODS,
     Bulkhead,
     CallPolicy,
     CircuitBreaker,
@@ -71,6 +72,9 @@ class RpcClient:
         self.metrics = metrics or Registry()
         self.breaker = CircuitBreaker(policy, clock)
         self.bulkhead = Bulkhead(policy)
+        self._timeouts = {  # built once: one per timeout class of method
+            slow: httpx.Timeout(policy.slow_timeout_s if slow else policy.timeout_s,
+                                connect=policy.connect_timeout_s) for slow in (False, True)}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
@@ -124,8 +128,7 @@ class RpcClient:
                 response = await self._http.post(
                     f"/rpc/{method}", content=body,
                     headers={"content-type": "application/json"},
-                    timeout=httpx.Timeout(self.policy.timeout_for(method),
-                                          connect=self.policy.connect_timeout_s),
+                    timeout=self._timeouts[method in SLOW_METHODS],
                 )
             except httpx.ConnectError as exc:  # nothing was sent
                 self.breaker.record(failed=True)
