@@ -76,3 +76,14 @@ def test_keyed_demands_do_not_need_simpy() -> None:
     bad = [(f, m) for f, m in _imports("sim/engine") if f.endswith("demands.py")
            and m.startswith("simpy")]
     assert not bad, bad
+
+
+def test_call_policies_are_plain_state_machines() -> None:
+    """transport/resilience.py does no I/O (the clock is injected): the RPC client composes
+    it; only the RPC client uses tenacity."""
+    for f, m in _imports("reference_impl/transport"):
+        if f.endswith("resilience.py"):
+            assert not m.startswith(("httpx", "starlette", "asyncio", "socket", "tenacity",
+                                     "reference_impl.transport.rpc")), (f, m)
+    users = {f for f, m in _imports("reference_impl") if m.startswith("tenacity")}
+    assert users == {"reference_impl/transport/rpc.py"}, users
