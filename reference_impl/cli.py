@@ -96,6 +96,12 @@ def serve(
             RulesEngine.from_yaml(rules)
         except RulesFileError as exc:
             raise click.BadParameter(str(exc), param_hint="--rules") from exc
+    from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
+
+    try:
+        policy = DEFAULT_POLICY if rpc_policy is None else CallPolicy.from_yaml(rpc_policy)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--rpc-policy") from exc
     office = BackOfficeConfig(
         db=db, concurrency=concurrency, house_shards=hot_account_shards,
         jackpot_shards=hot_account_shards, rules=rules, pool_size=pool_size,
@@ -113,12 +119,7 @@ def serve(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--broker") from exc
     from reference_impl.deployments.distributed import DistributedConfig, serve_distributed
-    from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
 
-    try:
-        policy = DEFAULT_POLICY if rpc_policy is None else CallPolicy.from_yaml(rpc_policy)
-    except (ValueError, TypeError, OSError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--rpc-policy") from exc
     click.echo(f"serving the {topology} back office on http://{host}:{port} "
                f"({where}, broker {broker})", err=True)
     sys.exit(serve_distributed(DistributedConfig(

@@ -11,9 +11,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +30,7 @@ from reference_impl.transport.resilience import (
     DependencyRejected,
 )
 from reference_impl.transport.rpc import RpcClient, RpcMethod, rpc_app
+from testbed.cli import cli
 from tests.reference_impl.http_server import free_port
 
 
@@ -266,3 +269,18 @@ def test_client_retries_idempotent_calls_only_and_sheds_reporting_first() -> Non
 
     with rpc_server({"execute": execute, "alerts": alerts, "set_limits": set_limits}) as url:
         asyncio.run(scenario(url))
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("timeout_s: -1\n", "timeout_s"), ("breaker_opne_s: 2\n", "breaker_opne_s"),
+    ("retries: [1]\n", "retries"), ("timeout_s: .nan\n", "timeout_s"),
+])
+def test_serve_refuses_a_bad_policy_file_naming_the_field(
+    tmp_path: Path, text: str, named: str,
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(cli, ["serve", "--topology", "microservices",
+                                      "--rpc-policy", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "--rpc-policy" in result.output and named in result.output, result.output

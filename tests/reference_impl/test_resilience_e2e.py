@@ -1,7 +1,7 @@
-"""Fraud hung (SIGSTOP) in microservices over PostgreSQL: the gateway's breaker to fraud opens
-and its calls fail fast with 503 and Retry-After, money keeps flowing (fraud is off the money
-path: its rules run on the event stream), nothing acknowledged is lost, and after SIGCONT the
-breaker closes again."""
+"""Fraud hung (SIGSTOP) in microservices and hybrid over PostgreSQL: the public process's
+breaker to fraud opens and its calls fail fast with 503 and Retry-After, money keeps flowing
+(fraud is off the money path: its rules run on the event stream), nothing acknowledged is
+lost, and after SIGCONT the breaker closes again."""
 
 from __future__ import annotations
 
@@ -46,12 +46,13 @@ def _ledger_ids(c: httpx.Client, player: str) -> set[str]:
             return ids
 
 
+@pytest.mark.parametrize("topology", ["microservices", "hybrid"])
 def test_hung_fraud_fails_fast_money_flows_nothing_lost(
-    fresh_pg_url: str, tmp_path: Path,
+    fresh_pg_url: str, tmp_path: Path, topology: str,
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY_YAML)
-    server = Server(fresh_pg_url, "microservices", shards=1,
+    server = Server(fresh_pg_url, topology, shards=1,
                     extra_args=("--rpc-policy", str(policy)))
     fraud_pid: int | None = None
     try:
@@ -68,6 +69,7 @@ def test_hung_fraud_fails_fast_money_flows_nothing_lost(
 
             acked: dict[str, list[str]] = {p: [f"{p}-d0"] for p in PLAYERS}
             money_statuses: list[int] = []
+            money_seconds: list[float] = []
             alert_answers: list[httpx.Response] = []
             stop = threading.Event()
 
@@ -85,6 +87,7 @@ def test_hung_fraud_fails_fast_money_flows_nothing_lost(
                                 "transaction_id": tid, "player_id": player, "round_id": tid,
                                 "game_id": "slot", "amount": 5})
                         money_statuses.append(r.status_code)
+                        money_seconds.append(r.elapsed.total_seconds())
                         if r.status_code == 200:
                             acked[player].append(tid)
 
@@ -111,6 +114,13 @@ def test_hung_fraud_fails_fast_money_flows_nothing_lost(
             assert all(1 <= int(r.headers["retry-after"]) <= 2 for r in rejected)
             # only the calls that opened the breaker (and the probes) waited for a timeout
             assert len(rejected) > len(alert_answers) / 2, (len(rejected), len(alert_answers))
+            waited = sorted(r.elapsed.total_seconds() for r in alert_answers)
+            rejected_s = sorted(r.elapsed.total_seconds() for r in rejected)
+            print(f"\n{topology}: {len(money_statuses)} money ops (all 200), max "
+                  f"{max(money_seconds):.3f} s; alerts {len(alert_answers)} answers 503, "
+                  f"{len(rejected)} rejected by the breaker "
+                  f"(median {rejected_s[len(rejected_s) // 2]:.4f} s), "
+                  f"slowest {waited[-1]:.3f} s")
             metrics = c.get("/metrics").text
             assert 'rpc_rejected_total{service="fraud",reason="breaker_open"}' in metrics
 
