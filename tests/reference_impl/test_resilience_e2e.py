@@ -143,3 +143,48 @@ def test_hung_fraud_fails_fast_money_flows_nothing_lost(
             os.kill(fraud_pid, signal.SIGCONT)
         server.stop()
         purge_broker(server.db, server.broker)
+
+
+def test_hung_wallet_money_fails_fast_then_retries_apply_once(
+    fresh_pg_url: str, tmp_path: Path,
+) -> None:
+    """The wallet itself hung (microservices): deposits answer 503 with Retry-After, fast once
+    the breaker opens; after SIGCONT the breaker closes, and every deposit retried with its
+    transaction id is applied exactly once (the ones the hung wallet received included)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_YAML)
+    server = Server(fresh_pg_url, "microservices", shards=1,
+                    extra_args=("--rpc-policy", str(policy)))
+    wallet_pid: int | None = None
+    try:
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.post("/players", json={"player_id": "w", "currency": "EUR"}).status_code \
+                == 201
+            wallet_pid = server.service_pids()["wallet"]
+            os.kill(wallet_pid, signal.SIGSTOP)
+            answers = [c.post("/players/w/deposits", json={"transaction_id": f"d{i}",
+                                                           "amount": 100}) for i in range(12)]
+            assert {r.status_code for r in answers} == {503}
+            assert all("retry-after" in r.headers for r in answers)
+            rejected = [r for r in answers if "circuit open" in r.text]
+            assert len(rejected) >= len(answers) // 2, [r.text for r in answers]
+            os.kill(wallet_pid, signal.SIGCONT)
+            wallet_pid = None
+            deadline = time.monotonic() + 60
+            while (r := c.post("/players/w/deposits", json={
+                    "transaction_id": "d0", "amount": 100})).status_code != 200:
+                assert r.status_code == 503, r.text
+                assert time.monotonic() < deadline, "the breaker did not close"
+                time.sleep(0.2)
+            for i in range(12):  # the client retries each with its id
+                assert c.post("/players/w/deposits", json={
+                    "transaction_id": f"d{i}", "amount": 100}).status_code == 200
+            assert c.get("/players/w/balance").json()["balance"] == 12 * 100
+            assert _ledger_ids(c, "w") == {f"d{i}" for i in range(12)}
+            assert c.get("/audit/verify").json()["ok"]
+    finally:
+        if wallet_pid is not None:
+            os.kill(wallet_pid, signal.SIGCONT)
+        server.stop()
+        purge_broker(server.db, server.broker)
