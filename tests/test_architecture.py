@@ -109,3 +109,14 @@ def test_testbed_starts_without_the_load_generators() -> None:
     loaded = set(ast.literal_eval(out.stdout))
     assert loaded <= {"loadgen", "loadgen.cli", "loadgen.client", "loadgen.limits",
                       "loadgen.signing"}, loaded
+
+
+def test_call_policies_are_plain_state_machines() -> None:
+    """transport/resilience.py does no I/O (the clock is injected): the RPC client composes
+    it; only the RPC client uses tenacity."""
+    for f, m in _imports("reference_impl/transport"):
+        if f.endswith("resilience.py"):
+            assert not m.startswith(("httpx", "starlette", "asyncio", "socket", "tenacity",
+                                     "reference_impl.transport.rpc")), (f, m)
+    users = {f for f, m in _imports("reference_impl") if m.startswith("tenacity")}
+    assert users == {"reference_impl/transport/rpc.py"}, users

@@ -342,7 +342,7 @@ class _Api(Starlette):
         except WalletError as err:
             answer = _error_answer(err)
         except ServiceUnavailable as exc:  # a remote component is down: safe to retry
-            answer = Answer(503, orjson.dumps(exc.to_json()))
+            answer = Answer(503, orjson.dumps(exc.to_json()), retry_after=exc.retry_after_s)
         except Exception:
             log.exception("internal error on %s %s", method, label)
             answer = _INTERNAL
