@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
@@ -284,3 +285,35 @@ def test_serve_refuses_a_bad_policy_file_naming_the_field(
                                       "--rpc-policy", str(path)])
     assert result.exit_code == 2, result.output
     assert "--rpc-policy" in result.output and named in result.output, result.output
+
+
+def test_the_public_api_answers_a_dependency_failure_503_with_retry_after() -> None:
+    """The edge's one responder: a rejected call answers 503 with the breaker's Retry-After,
+    any other ServiceUnavailable with Retry-After: 1."""
+    from types import SimpleNamespace
+
+    from reference_impl.http.app import create_app
+    from reference_impl.http.guard import EdgeConfig
+
+    async def execute(cmd: object) -> None:
+        raise DependencyRejected("wallet", "circuit open", 3)
+
+    async def balance(player: str) -> None:
+        raise ServiceUnavailable("player", "ReadTimeout")
+
+    office = SimpleNamespace(metrics=Registry(), wallet=SimpleNamespace(execute=execute),
+                             players=SimpleNamespace(balance=balance))
+    app = create_app(office, edge=EdgeConfig(credentials=None))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            money = await client.post("/players/p1/deposits", json={
+                "transaction_id": "d1", "amount": 100, "currency": "EUR",
+                "instrument": "card", "device": "dev"})
+            read = await client.get("/players/p1/balance")
+        assert (money.status_code, money.headers.get("retry-after")) == (503, "3"), money.text
+        assert money.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert (read.status_code, read.headers.get("retry-after")) == (503, "1"), read.text
+
+    asyncio.run(scenario())
