@@ -196,11 +196,11 @@ def test_policy_from_yaml_changes_only_the_fields_given(tmp_path) -> None:
 # --- the RPC client composing them, against a real HTTP server --------------------------------
 
 @contextmanager
-def rpc_server(methods: dict[str, RpcMethod]) -> Iterator[str]:
-    """``rpc_app(methods)`` served by uvicorn in a thread; yields its base URL."""
+def rpc_server(methods: dict[str, RpcMethod], token: str = "") -> Iterator[str]:
+    """``rpc_app(methods, token=token)`` served by uvicorn in a thread; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(rpc_app("dep", methods), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(rpc_app("dep", methods, token=token), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -317,3 +317,28 @@ def test_the_public_api_answers_a_dependency_failure_503_with_retry_after() -> N
         assert (read.status_code, read.headers.get("retry-after")) == (503, "1"), read.text
 
     asyncio.run(scenario())
+
+
+def test_the_policy_client_sends_the_internal_token() -> None:
+    """Edge's internal RPC token survives the policy client: with it the call is served,
+    without it the service refuses (401, a 4xx: not a breaker failure)."""
+    from reference_impl.domain.errors import ErrorCode, WalletError
+
+    async def balance(kwargs: dict[str, object]) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    async def scenario(url: str) -> None:
+        good = RpcClient("dep", url, token="s3cret")
+        anonymous = RpcClient("dep", url)
+        try:
+            assert await good.call("balance", player_id="p1") == {"ok": "yes"}
+            with pytest.raises(WalletError) as refused:
+                await anonymous.call("balance", player_id="p1")
+            assert refused.value.code == ErrorCode.UNAUTHENTICATED
+            assert anonymous.breaker.allow()
+        finally:
+            await good.close()
+            await anonymous.close()
+
+    with rpc_server({"balance": balance}, token="s3cret") as url:
+        asyncio.run(scenario(url))
