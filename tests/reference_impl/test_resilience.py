@@ -289,7 +289,7 @@ def test_serve_refuses_a_bad_policy_file_naming_the_field(
 
 def test_the_public_api_answers_a_dependency_failure_503_with_retry_after() -> None:
     """The edge's one responder: a rejected call answers 503 with the breaker's Retry-After,
-    any other ServiceUnavailable with Retry-After: 1."""
+    any other ServiceUnavailable (and a degraded /health) with Retry-After: 1."""
     from types import SimpleNamespace
 
     from reference_impl.http.app import create_app
@@ -301,8 +301,11 @@ def test_the_public_api_answers_a_dependency_failure_503_with_retry_after() -> N
     async def balance(player: str) -> None:
         raise ServiceUnavailable("player", "ReadTimeout")
 
+    async def health() -> tuple[bool, dict[str, str]]:
+        return False, {"status": "degraded"}
+
     office = SimpleNamespace(metrics=Registry(), wallet=SimpleNamespace(execute=execute),
-                             players=SimpleNamespace(balance=balance))
+                             players=SimpleNamespace(balance=balance), health=health)
     app = create_app(office, edge=EdgeConfig(credentials=None))  # type: ignore[arg-type]
 
     async def scenario() -> None:
@@ -312,9 +315,11 @@ def test_the_public_api_answers_a_dependency_failure_503_with_retry_after() -> N
                 "transaction_id": "d1", "amount": 100, "currency": "EUR",
                 "instrument": "card", "device": "dev"})
             read = await client.get("/players/p1/balance")
+            degraded = await client.get("/health")
         assert (money.status_code, money.headers.get("retry-after")) == (503, "3"), money.text
         assert money.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
         assert (read.status_code, read.headers.get("retry-after")) == (503, "1"), read.text
+        assert (degraded.status_code, degraded.headers.get("retry-after")) == (503, "1")
 
     asyncio.run(scenario())
 
