@@ -80,11 +80,15 @@ def _check_db(db: str | None) -> None:
 @click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True,
               type=click.IntRange(1, 100 * 1024 * 1024),
               help="largest request body; larger: 413 PAYLOAD_TOO_LARGE, before reading it")
+@click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="YAML mapping of internal-call policy fields to change from the defaults "
+                   "(timeouts, retries, circuit breaker, bulkhead: see README) "
+                   "[default: the defaults; microservices/hybrid only]")
 def serve(
     topology: str, db: str | None, host: str, port: int, workers: int, broker: str,
     internal_base_port: int | None, concurrency: str, hot_account_shards: int, pool_size: int,
     rules: str | None, log_level: str, credentials: str | None, rate_per_credential: float,
-    rate_per_player: float, max_body_bytes: int,
+    rate_per_player: float, max_body_bytes: int, rpc_policy: str | None,
 ) -> None:
     """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly.
 
@@ -130,6 +134,12 @@ def serve(
             RulesEngine.from_yaml(rules)
         except RulesFileError as exc:
             raise click.BadParameter(str(exc), param_hint="--rules") from exc
+    from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
+
+    try:
+        policy = DEFAULT_POLICY if rpc_policy is None else CallPolicy.from_yaml(rpc_policy)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--rpc-policy") from exc
     office = BackOfficeConfig(
         db=db, concurrency=concurrency, house_shards=hot_account_shards,
         jackpot_shards=hot_account_shards, rules=rules, pool_size=pool_size,
@@ -154,6 +164,7 @@ def serve(
         topology=topology, office=office, host=host, port=port, workers=workers,
         broker=broker, internal_base_port=internal_base_port, log_level=log_level,
         edge=edge,
+        rpc_policy=policy,
     )))
 
 

@@ -137,6 +137,11 @@ class Registry:
         )
         self.events = Counter("events_total", "domain events published", ("kind",), r)
         self.alerts = Counter("fraud_alerts_total", "fraud alerts raised", ("rule_id",), r)
+        self.rpc_rejected = Counter(
+            "rpc_rejected_total", "internal calls not sent: bulkhead full (shed) or breaker open",
+            ("service", "reason"), r,
+        )
+        self.rpc_retries = Counter("rpc_retries_total", "internal calls retried", ("service",), r)
 
     def expose(self) -> str:
         """Prometheus text format: this process's values, or every worker's (multiprocess)."""

@@ -126,3 +126,14 @@ def test_engine_reads_no_private_simpy_attribute() -> None:
             if name in ("env", "environment", "simpy") or name.endswith("_env"):
                 bad.append((str(path.relative_to(ROOT)), node.lineno, node.attr))
     assert not bad, bad
+
+
+def test_call_policies_are_plain_state_machines() -> None:
+    """transport/resilience.py does no I/O (the clock is injected): the RPC client composes
+    it; only the RPC client uses tenacity."""
+    for f, m in _imports("reference_impl/transport"):
+        if f.endswith("resilience.py"):
+            assert not m.startswith(("httpx", "starlette", "asyncio", "socket", "tenacity",
+                                     "reference_impl.transport.rpc")), (f, m)
+    users = {f for f, m in _imports("reference_impl") if m.startswith("tenacity")}
+    assert users == {"reference_impl/transport/rpc.py"}, users

@@ -16,6 +16,7 @@ from reference_impl.deployments.supervisor import Supervisor
 from reference_impl.http.guard import EdgeConfig
 from reference_impl.services.backoffice import BackOfficeConfig
 from reference_impl.transport.broker import DEFAULT_BROKER, broker_prefix, check_broker_url
+from reference_impl.transport.resilience import DEFAULT_POLICY, CallPolicy
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class DistributedConfig:
     internal_base_port: int | None = None
     log_level: str = "warning"
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    rpc_policy: CallPolicy = DEFAULT_POLICY  # internal calls of the public process
 
 
 def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
@@ -56,6 +58,7 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
             host=config.host if public else "127.0.0.1",
             peers=peers if public else {}, workers=config.workers, log_level=config.log_level,
             edge=config.edge, internal_token=token,
+            rpc_policy=config.rpc_policy.to_dict() if public else {},
         )
 
     return [[spec(role) for role in stage] for stage in stages]

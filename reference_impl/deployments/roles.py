@@ -34,6 +34,7 @@ from reference_impl.transport.remote import (
     player_methods,
     wallet_methods,
 )
+from reference_impl.transport.resilience import CallPolicy
 from reference_impl.transport.rpc import RpcClient, RpcMethod, rpc_app
 
 Closer = Callable[[], Awaitable[None]]
@@ -51,8 +52,15 @@ def _bus(spec: ChildSpec) -> BrokerBus:
     return open_event_bus(spec.broker, spec.broker_prefix, f"{spec.role}-0")
 
 
-def _clients(spec: ChildSpec, names: tuple[str, ...]) -> dict[str, RpcClient]:
-    return {n: RpcClient(n, spec.peers[n], token=spec.internal_token) for n in names}
+def _clients(
+    spec: ChildSpec, names: tuple[str, ...], metrics: Registry,
+) -> dict[str, RpcClient]:
+    """One client per dependency, each with its own breaker and bulkhead."""
+    policy = CallPolicy.from_dict(spec.rpc_policy)
+    return {
+        n: RpcClient(n, spec.peers[n], policy=policy, metrics=metrics, token=spec.internal_token)
+        for n in names
+    }
 
 
 def _office_parts(clients: dict[str, RpcClient]) -> tuple[dict[str, Probe], list[Closer]]:
@@ -78,7 +86,7 @@ def gateway_app(spec: ChildSpec) -> Starlette:
     """Microservices' public process: the public API with every component remote."""
 
     async def factory(metrics: Registry) -> BackOffice:
-        clients = _clients(spec, ("player", "wallet", "fraud", "analytics"))
+        clients = _clients(spec, ("player", "wallet", "fraud", "analytics"), metrics)
         wallet = RemoteWalletService(clients["wallet"])
         probes, closers = _office_parts(clients)
         return BackOffice(
@@ -99,7 +107,7 @@ def edge_app(spec: ChildSpec) -> Starlette:
         storage = await _storage(spec, metrics)
         bus = _bus(spec)
         engine = _engine(spec)
-        clients = _clients(spec, ("fraud", "analytics"))
+        clients = _clients(spec, ("fraud", "analytics"), metrics)
         probes, closers = _office_parts(clients)
         await bus.start()
         wallet, marks = await _recovering_wallet(storage, engine, bus)

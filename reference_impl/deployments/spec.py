@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from reference_impl.deployments.registry import role
 from reference_impl.http.guard import EdgeConfig
@@ -31,6 +32,7 @@ class ChildSpec:
     log_level: str = "warning"
     edge: EdgeConfig = field(default_factory=EdgeConfig)  # the public roles' guard
     internal_token: str = ""  # bearer token of the RPC between services ("" = none)
+    rpc_policy: dict[str, Any] = field(default_factory=dict)  # CallPolicy fields to change
 
     def __post_init__(self) -> None:
         role(self.role)  # ValueError naming the known roles

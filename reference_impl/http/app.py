@@ -62,6 +62,7 @@ Build = Callable[[Any, str, str], Command]
 scope prefix of transaction and round ids ("" when the API runs open, else ``caller:``)."""
 UNMATCHED = "(unmatched)"
 """The metrics label of requests to no route (keeps the label set bounded)."""
+UNAVAILABLE_RETRY_AFTER_S = 1  # Retry-After of a 503 that names none (e.g. /health degraded)
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,7 @@ class _Api(Starlette):
         except WalletError as err:
             answer = _error_answer(err)
         except ServiceUnavailable as exc:  # a remote component is down: safe to retry
-            answer = Answer(503, orjson.dumps(exc.to_json()))
+            answer = Answer(503, orjson.dumps(exc.to_json()), retry_after=exc.retry_after_s)
         except Exception:
             log.exception("internal error on %s %s", method, label)
             answer = _INTERNAL
@@ -412,8 +413,11 @@ class _Api(Starlette):
 async def _respond(send: Send, answer: Answer, extra: list[tuple[bytes, bytes]]) -> None:
     headers = [(b"content-length", str(len(answer.body)).encode("latin-1")),
                (b"content-type", answer.content_type), *extra]
-    if answer.retry_after is not None:
-        headers.append((b"retry-after", str(answer.retry_after).encode("latin-1")))
+    retry = answer.retry_after
+    if retry is None and answer.status == 503:  # every 503 says when to come back
+        retry = UNAVAILABLE_RETRY_AFTER_S
+    if retry is not None:
+        headers.append((b"retry-after", str(retry).encode("latin-1")))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 

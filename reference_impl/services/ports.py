@@ -17,7 +17,10 @@ class ServiceUnavailable(Exception):
     """A remote component did not answer (down, restarting, timed out): answered with 503.
 
     The operation may or may not have happened; retrying with the same transaction id is safe.
+    ``retry_after_s`` is the ``Retry-After`` the client is answered with.
     """
+
+    retry_after_s: int = 1
 
     def __init__(self, service: str, reason: str) -> None:
         super().__init__(f"{service} unavailable: {reason}")
