@@ -126,7 +126,8 @@ def test_event_older_than_a_sweep_is_clamped_not_refused() -> None:
     assert not engine.observe(ev("deposit", "p", 2.0))  # behind the sweep: counted at 40 days
 
 
-# ---------- brute-force model of the default async rules (DOMAIN.md, section 4 and 5) ----------
+# ---------- brute-force model of the default async rules (deposit velocity, linked ----------
+# ---------- accounts), as reference_impl/rules/default_rules.yaml states them ----------
 
 COOLDOWN = {
     "velocity-deposit-count-v1": 600, "velocity-instruments-v1": DAY,
