@@ -63,6 +63,7 @@ class RepStats:
     station_timeseries: pd.DataFrame
     wall_s: float = 0.0
     requests: int = 0
+    policy: dict[str, float] | None = None  # resilience-policy counts (whole run, x k)
 
 
 def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
@@ -217,12 +218,32 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
+        stats.policy = policy_counts(out.policy, k)
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
     return results
 
 
 # ---------------------------------------------------------------------- aggregation
+
+
+def policy_counts(counts: dict[str, float], k: int) -> dict[str, float]:
+    """A run's policy counts for the whole system (x k), with retry amplification (attempts
+    per call: 1 when nothing was retried) overall and per call edge."""
+    out = {n: (v if n.startswith("autoscaling:") or n == "replicas_added" else v * k)
+           for n, v in counts.items()}
+    for n in [n for n in out if n == "calls" or n.endswith(":calls")]:
+        prefix = n[: -len("calls")]
+        calls = out[n]
+        out[f"{prefix}retry_amplification"] = (out[f"{prefix}attempts"] / calls
+                                               if calls else math.nan)
+    return out
+
+
+def policy_summary(reps: list[RepStats]) -> dict[str, list[float]]:
+    """Policy counts of one deployment over replications: name -> [mean, 95% half-width]."""
+    names = sorted({n for r in reps for n in (r.policy or {})})
+    return {n: list(_ci([(r.policy or {}).get(n, math.nan) for r in reps])) for n in names}
 
 
 def _ci(values: list[float]) -> tuple[float, float]:
@@ -314,6 +335,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         | {"error_budget": scenario.slos.error_budget},
         "notes": notes,
         "saturation": saturation(scenario, order, pd.DataFrame(st_rows)),
+        "policies": {d: policy_summary(by_dep[d]) for d in order},
     }
     meta |= comparison_meta(scenario, reps, order)
     return Results(

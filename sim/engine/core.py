@@ -26,6 +26,7 @@ import simpy
 
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
+from sim.engine.policies import Autoscaler
 from sim.engine.sampling import BatchDraws, DrawFactory, Sampler
 from sim.engine.sources import (
     KEY_STRIDE,
@@ -35,7 +36,16 @@ from sim.engine.sources import (
     open_source,
     start_phantom_writers,
 )
-from sim.engine.stations import Backlog, Pool, PSCpu, Replica, Shard, Station, Stations
+from sim.engine.stations import (
+    Backlog,
+    Pool,
+    PriorityPool,
+    PSCpu,
+    Replica,
+    Shard,
+    Station,
+    Stations,
+)
 from sim.engine.waits import WaitHistogram
 from sim.model.distributions import Distribution
 from sim.model.topology import Topology
@@ -49,11 +59,14 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
     replicas: list[list[Replica]] = []
     for s in topo.services:
         reps = []
-        for r in range(s.replicas):
+        for r in range(s.max_replicas):  # the live ones are the first (RequestPath.live)
             tag = f"{s.name}[{r}]"
             reps.append(
                 Replica(
-                    workers=Pool(env, f"{tag}.workers", "workers", s.workers, s.queue_limit),
+                    workers=PriorityPool(env, f"{tag}.workers", "workers", s.workers,
+                                         s.queue_limit, s.queue_limit_by_priority)
+                    if s.priority_queue
+                    else Pool(env, f"{tag}.workers", "workers", s.workers, s.queue_limit),
                     cpu=PSCpu(env, f"{tag}.cpu", "cpu", s.cores, max_jobs=s.workers),
                     db_pool=Pool(env, f"{tag}.db_pool", "db_pool", s.db_pool)
                     if s.db_pool
@@ -63,7 +76,7 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
         replicas.append(reps)
     shards: list[list[Shard]] = []
     for di, d in enumerate(topo.databases):
-        conns = sum(s.db_pool * s.replicas for s in topo.services if s.database == di)
+        conns = sum(s.db_pool * s.max_replicas for s in topo.services if s.database == di)
         shards.append(
             [
                 Shard(PSCpu(env, f"{d.name}[{i}].cpu", "db_cpu", d.cores, max_jobs=conns),
@@ -76,7 +89,7 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
         [Pool(env, f"lock:{lk.name}[{i}]", "lock", 1) for i in range(lk.sub_accounts)]
         for lk in topo.locks
     ]
-    workers = sum(s.workers * s.replicas for s in topo.services)
+    workers = sum(s.workers * s.max_replicas for s in topo.services)
     caches = [
         [PSCpu(env, f"cache:{c.name}[{i}].cpu", "cache_cpu", c.cores, max_jobs=workers)
          for i in range(c.shards)]
@@ -105,6 +118,11 @@ class Engine:
         self.path = RequestPath(self.env, topo, st, self.draws, self.pyrng, self.recorder.record)
         self._series = [(st, StationSeries(st.name, st.kind, st.servers))
                         for st in self.stations()]
+        self.autoscalers = [
+            Autoscaler(self.env, s.name, s.autoscaling, [r.cpu for r in self.replicas[i]],
+                       s.cores, s.replicas,
+                       lambda n, i=i: self.path.set_live(i, n))  # type: ignore[misc]
+            for i, s in enumerate(topo.services) if s.autoscaling is not None]
 
     def stations(self) -> Iterable[Station]:
         """Every station of the simulated topology."""
@@ -164,6 +182,8 @@ class Engine:
         if plan.op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
             start_phantom_writers(env, self.topo, self.locks, plan.op_rate, duration, self.rng,
                                   self.pyrng)
+        for a in self.autoscalers:
+            env.process(a.run(duration))
         return self._run(duration)
 
     def run_open(self, chunks: Iterable[Any], duration: float,
@@ -185,5 +205,14 @@ class Engine:
         for st, ser in self._series:
             if isinstance(st, Pool | PSCpu) and st.waits is not None:
                 ser.wait_counts = st.waits.counts()
-        return self.recorder.output(self.topo.deployment, duration, self.bin_s,
-                                    [ser for _, ser in self._series])
+        out = self.recorder.output(self.topo.deployment, duration, self.bin_s,
+                                   [ser for _, ser in self._series])
+        out.policy = self.path.policies.counts() if self.path.policies is not None else {}
+        for a in self.autoscalers:
+            out.policy[f"autoscaling:{a.name}:replicas_added"] = float(a.added)
+            out.policy[f"autoscaling:{a.name}:replicas_removed"] = float(a.removed)
+            out.policy[f"autoscaling:{a.name}:final_replicas"] = float(a.live)
+        if self.autoscalers:
+            out.policy["replicas_added"] = float(sum(a.added for a in self.autoscalers))
+        out.scale_events = [e for a in self.autoscalers for e in a.events]
+        return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,8 @@ class RunOutput:
     latency: np.ndarray    # response time (s)
     error: np.ndarray      # bool: the request failed (rejected, pool timeout)
     stations: list[StationSeries]
+    policy: dict[str, float] = field(default_factory=dict)  # sim.engine.policies counts
+    scale_events: list[Any] = field(default_factory=list)   # autoscaler ScaleEvents
 
 
 class Recorder:

@@ -18,9 +18,12 @@ on the replica's cores), its external wait, and its database time (a cache looku
 the step names a cache, the database only on a miss; a pooled connection held, the row lock
 of a hot account if any, the shard's cores, or a read replica's for a read).
 
-Policies today: the service's ``queue_limit`` (503 when the worker queue is full) and the
-connection pool's timeout (the request fails). Every draw is prepared once per step
-(:class:`PreparedStep`), keyed by the request's arrival index.
+Policies: the service's ``queue_limit`` (503 when the worker queue is full; per priority with
+``queue: priority``, high first), the connection pool's timeout (the request fails), and the
+caller's policy around a call to another service (timeout, retries, breaker, bulkhead:
+:mod:`sim.engine.policies`, entered from :meth:`RequestPath._call` only when the call has
+one). Every draw and policy is prepared once per step (:class:`PreparedStep`), draws keyed by
+the request's arrival index.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from typing import Any
 import simpy
 from simpy.events import Event
 
+from sim.engine.policies import CallPolicies
 from sim.engine.sampling import Draw, DrawFactory
 from sim.engine.stations import REJECTED, Replica, Shard, Stations
+from sim.model.policies import CallPolicySpec
 from sim.model.topology import ServiceSpec, StepSpec, Topology
 
 Record = Callable[[float, int, float, bool], None]
@@ -60,6 +65,10 @@ class PreparedStep:
     lookup: Draw | None
     hit: Draw | None
     calls: tuple[PreparedStep, ...]
+    caller: int = -1                   # service that calls this step
+    policy: CallPolicySpec | None = None  # the caller's policy for a call to this step
+    priority: int = 1                  # the operation's (0 high .. 2 low)
+    idempotent: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,22 +80,25 @@ class PreparedRoute:
     entry_svc: ServiceSpec
     gateway_cpu: Draw | None
     steps: tuple[PreparedStep, ...]
+    priority: int = 1
 
 
 def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     """Resolve every route's draws once (never per request)."""
     out = []
     for oi, route in enumerate(topo.routes):
-        steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st)
+        steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st, route.entry,
+                                    route.priority)
                       for i, st in enumerate(route.steps))
         gw = (draws.demand(route.gateway_cpu, f"{route.operation}/gateway:cpu")
               if route.gateway_cpu is not None else None)
-        out.append(PreparedRoute(oi, route.entry, topo.services[route.entry], gw, steps))
+        out.append(PreparedRoute(oi, route.entry, topo.services[route.entry], gw, steps,
+                                 route.priority))
     return out
 
 
-def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
-                  st: StepSpec) -> PreparedStep:
+def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, caller: int,
+                  priority: int) -> PreparedStep:
     def d(dist: Any, what: str) -> Draw | None:
         return draws.demand(dist, f"{site}:{what}") if dist is not None else None
 
@@ -107,8 +119,14 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
         hit_ratio=cache.hit_ratio if cache is not None else 0.0,
         lookup=d(cache.lookup, "cache") if cache is not None else None,
         hit=draws.uniform(f"{site}:hit") if cache is not None else None,
-        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c)
+        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, st.service, priority)
                     for i, c in enumerate(st.calls)),
+        caller=caller,
+        policy=(topo.services[caller].call_policies[st.service]
+                if st.service != caller and not st.is_async
+                and topo.services[caller].call_policies else None),
+        priority=priority,
+        idempotent=st.idempotent,
     )
 
 
@@ -119,7 +137,10 @@ class RequestPath:
                  draws: DrawFactory, pyrng: random.Random, record: Record):
         self.env = env
         self.topo = topo
-        self.replicas = stations.replicas
+        # the live replicas of each service (an autoscaler changes them, ``set_live``)
+        self.replicas = [reps[:svc.replicas] if svc.autoscaling is not None else reps
+                         for reps, svc in zip(stations.replicas, topo.services, strict=True)]
+        self._built = stations.replicas
         self.shards = stations.shards
         self.locks = stations.locks
         self.caches = stations.caches
@@ -133,6 +154,16 @@ class RequestPath:
         self._rr = [0] * len(topo.services)
         self._lb = topo.load_balancing
         self._k = topo.reduce_factor
+        self.policies = (CallPolicies(env, [s.name for s in topo.services], pyrng)
+                         if any(p is not None for s in topo.services for p in s.call_policies)
+                         else None)
+
+    def set_live(self, service: int, n: int) -> None:
+        """Serve ``service`` from its first ``n`` replicas (the autoscaler's decision);
+        requests already on a removed replica finish there."""
+        assert 1 <= n <= len(self._built[service])
+        self.replicas[service] = self._built[service][:n]
+        self._rr[service] = 0
 
     # ------------------------------------------------------------------ choices
 
@@ -163,7 +194,7 @@ class RequestPath:
         route = self.routes[op]
         rep = self.pick(route.entry)
         w = rep.workers
-        ev = w.acquire()
+        ev = w.acquire(route.priority)
         if ev is not None:
             if ev is REJECTED:
                 self.record(t0, op, 0.0, True)
@@ -264,13 +295,23 @@ class RequestPath:
 
     def _call(self, caller: Replica, step: PreparedStep, player: int,
               key: int) -> Generator[Event, Any, bool]:
-        """A synchronous call to another service: hop, callee worker, work, hop back."""
-        env = self.env
+        """A synchronous call to another service: the caller's RPC CPU, then the attempt (or
+        the attempts, under the caller's policy for the callee)."""
         yield caller.cpu.serve(self._rpc(key))
+        if step.policy is None or self.policies is None:
+            return (yield from self._attempt(step, player, key))
+        return (yield from self.policies.call(
+            caller, step.caller, step.service, step.policy, step.priority, step.idempotent,
+            lambda: self._attempt(step, player, key)))
+
+    def _attempt(self, step: PreparedStep, player: int,
+                 key: int) -> Generator[Event, Any, bool]:
+        """One attempt of a call: hop, callee worker, work, hop back."""
+        env = self.env
         yield env.timeout(self._hop(key))
         callee = self.pick(step.service)
         w = callee.workers
-        ev = w.acquire()
+        ev = w.acquire(step.priority)
         if ev is not None:
             if ev is REJECTED:
                 yield env.timeout(self._hop(key))

@@ -40,6 +40,7 @@ from simpy.events import Event
 from sim.engine.waits import WaitHistogram
 
 DEFAULT_QUEUE_LIMIT = 1_000_000  # waiters per pool when the scenario sets no queue_limit
+PRIORITY_NORMAL = 1              # sim.model.policies.PRIORITIES["normal"]
 BROKER_MAX_BACKLOG = 1_000_000   # messages published and not yet consumed
 
 
@@ -113,9 +114,9 @@ class Pool:
             self.area_queue += len(self.waiting) * dt
             self._last = now
 
-    def acquire(self) -> Event | _Rejected | None:
+    def acquire(self, priority: int = PRIORITY_NORMAL) -> Event | _Rejected | None:
         """Take a unit: ``None`` if granted at once, ``REJECTED`` if the queue is full, else
-        an event granted in FIFO order."""
+        an event granted in FIFO order (``priority`` matters to a :class:`PriorityPool`)."""
         self._account()
         if self.busy < self.capacity:
             self.busy += 1
@@ -172,6 +173,70 @@ class Pool:
         """Cumulative (busy-time, queue-time, completions) up to now."""
         self._account()
         return self.area_busy, self.area_queue, self.completions
+
+
+class PriorityQueue:
+    """Waiting requests by priority (0 first), arrival order within one; the ``deque``
+    methods :class:`Pool` uses (``append`` takes the priority)."""
+
+    __slots__ = ("n", "queues")
+
+    def __init__(self, levels: int):
+        self.queues: tuple[deque[Event], ...] = tuple(deque() for _ in range(levels))
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, ev: Event, priority: int = PRIORITY_NORMAL) -> None:
+        self.queues[priority].append(ev)
+        self.n += 1
+
+    def popleft(self) -> Event:
+        for q in self.queues:
+            if q:
+                self.n -= 1
+                return q.popleft()
+        raise IndexError("pop from an empty priority queue")
+
+    def remove(self, ev: Event) -> None:
+        for q in self.queues:
+            if ev in q:
+                q.remove(ev)
+                self.n -= 1
+                return
+        raise ValueError("not waiting")
+
+
+class PriorityPool(Pool):
+    """A worker pool whose waiting requests are served by priority (high first), each
+    priority with its own bound on the queue (``limits[p]``; ``None``: the pool's ``limit``):
+    low priority is shed first under saturation. Every queue stays bounded by ``limit``."""
+
+    __slots__ = ("limits",)
+
+    def __init__(self, env: simpy.Environment, name: str, kind: str, capacity: int,
+                 limit: int | None, limits: tuple[int | None, ...]):
+        super().__init__(env, name, kind, capacity, limit)
+        self.limits = tuple(self.limit if x is None else min(x, self.limit) for x in limits)
+        self.waiting = PriorityQueue(len(self.limits))  # type: ignore[assignment]
+
+    def acquire(self, priority: int = PRIORITY_NORMAL) -> Event | _Rejected | None:
+        """Like :meth:`Pool.acquire`; a request is shed when ``limits[priority]`` wait, and
+        waits behind every request of a higher priority."""
+        self._account()
+        if self.busy < self.capacity:
+            self.busy += 1
+            if self.waits is not None:
+                self.waits.record(self.env.now, 0.0)
+            return None
+        if len(self.waiting) >= self.limits[priority]:
+            return REJECTED
+        ev = Event(self.env)
+        self.waiting.append(ev, priority)
+        if self.waits is not None:
+            self._since[ev] = self.env.now
+        return ev
 
 
 PS_TOLERANCE = 1e-9

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.model import limits as L
 from sim.model.distributions import BetSize, Constant, Distribution
+from sim.model.policies import Autoscaling, CallPolicy, Priority
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")
@@ -170,6 +171,11 @@ class Step(_Model):
         description="nested calls made after this step's own work, each holding this step's "
         f"worker until it returns (at most {MAX_CALL_DEPTH} levels deep)",
     )
+    idempotent: bool = Field(
+        default=True,
+        description="a call to this step may be sent again after a failure or timeout (money "
+        "commands carry their transaction id, reads change nothing); false: never retried",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Step:
@@ -208,6 +214,11 @@ class Operation(_Model):
         default=None, min_length=1, max_length=MAX_RATE_POINTS,
         description="time-varying arrivals per second (linear between points)",
     )
+    priority: Priority = Field(
+        default="normal",
+        description="high (bets, wins) goes ahead of normal and low (reporting) in a service "
+        "with queue: priority, and may use a bulkhead's reserved slots",
+    )
 
     @model_validator(mode="after")
     def _rates(self) -> Operation:
@@ -241,6 +252,36 @@ class Service(_Model):
         description="requests waiting for a worker beyond which new ones get 503",
     )
     db_pool_timeout_ms: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    queue: Literal["fifo", "priority"] = Field(
+        default="fifo",
+        description="order of requests waiting for a worker: arrival, or by the operation's "
+        "priority (high, normal, low), arrival within a priority",
+    )
+    queue_limit_by_priority: dict[Priority, Annotated[int, Field(ge=0, le=L.MAX_QUEUE_LIMIT)]] = \
+        Field(default_factory=dict,
+              description="a request of this priority is shed (503) when this many already wait; "
+              "the others use queue_limit (load shedding of low priority first)")
+    call_policies: dict[str, CallPolicy | None] = Field(
+        default_factory=dict,
+        description="callee service -> the policy of this service's calls to it (replaces the "
+        "deployment's call_policy; null: no policy)",
+    )
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _policies(self) -> Service:
+        if self.queue_limit_by_priority and self.queue != "priority":
+            raise ValueError("queue_limit_by_priority needs queue: priority")
+        if self.queue_limit is not None:
+            over = {p: n for p, n in self.queue_limit_by_priority.items() if n > self.queue_limit}
+            if over:
+                raise ValueError(f"queue_limit_by_priority {over} exceeds queue_limit "
+                                 f"({self.queue_limit})")
+        a = self.autoscaling
+        if a is not None and not a.min_replicas <= self.replicas <= a.max_replicas:
+            raise ValueError(f"replicas ({self.replicas}) must be within autoscaling "
+                             f"[min_replicas, max_replicas] = [{a.min_replicas}, {a.max_replicas}]")
+        return self
 
 
 class Database(_Model):
@@ -311,6 +352,12 @@ class Deployment(_Model):
     hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
     broker: Broker = Field(default_factory=Broker)
     caches: list[Cache] = Field(default_factory=list)
+    call_policy: CallPolicy | None = Field(
+        default_factory=CallPolicy,
+        description="policy of every synchronous call between services (timeout, retries, "
+        "breaker, bulkhead); default: the reference back office's "
+        "(reference_impl/transport/resilience.py); null: none",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:
@@ -331,6 +378,11 @@ class Deployment(_Model):
                     f"services[{i}] ({s.name}) uses database {s.database!r}, "
                     f"not among databases {sorted(dbs)}"
                 )
+        for i, s in enumerate(self.services):
+            unknown = sorted(set(s.call_policies) - set(names))
+            if unknown:
+                raise ValueError(f"services[{i}] ({s.name}).call_policies: no service "
+                                 f"{unknown} (services: {names})")
         cnames = [c.name for c in self.caches]
         if len(set(cnames)) != len(cnames):
             raise ValueError(f"cache names must be unique, got {cnames}")
@@ -465,6 +517,58 @@ class SLOs(_Model):
 
 # --------------------------------------------------------------------------- scenario
 
+MAX_VARIANTS = 16  # named variants of the deployments in one scenario, at most
+
+
+class Variant(_Model):
+    """A named change to deployments, compared with them in the same run (same arrivals,
+    same demands): e.g. the same deployments without a timeout. Each deployment listed in
+    ``deployments`` (all when omitted) gets a copy named ``DEPLOYMENT+VARIANT`` with the
+    ``set`` assignments applied, in ``--set`` syntax relative to the deployment
+    (``call_policy.timeout_ms=null``, ``services.gateway.workers=32``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    set: list[str] = Field(min_length=1, max_length=64)
+    deployments: list[str] | None = None
+
+
+def _expand_variants(data: Any) -> Any:
+    """Append every variant's copies to ``deployments`` (before validation)."""
+    if not isinstance(data, dict) or not data.get("variants"):
+        return data
+    variants, deployments = data["variants"], data.get("deployments")
+    if not isinstance(variants, list) or not isinstance(deployments, list):
+        return data  # the fields' own validation names the problem
+    if len(variants) > MAX_VARIANTS:
+        raise ValueError(f"variants: at most {MAX_VARIANTS}, got {len(variants)}")
+    base = [d for d in deployments if isinstance(d, dict)]
+    names = [d.get("name") for d in base]
+    added = []
+    for vi, raw_v in enumerate(variants):
+        try:
+            v = Variant.model_validate(raw_v)
+        except ValidationError as err:
+            where, why = _problems(err)[0]
+            raise ValueError(f"variants[{vi}].{where}: {why}") from None
+        for dn in v.deployments or []:
+            if dn not in names:
+                raise ValueError(f"variants[{vi}] ({v.name}).deployments: no deployment "
+                                 f"{dn!r} (have {names})")
+        for d in base:
+            if v.deployments is not None and d.get("name") not in v.deployments:
+                continue
+            copy = yaml.safe_load(yaml.safe_dump(d))  # a deep copy of plain data
+            copy["name"] = f"{d.get('name')}+{v.name}"
+            for assignment in v.set:
+                try:
+                    apply_override(copy, assignment)
+                except ScenarioError as err:
+                    where, why = err.problems[0]
+                    raise ValueError(f"variants[{vi}] ({v.name}).set {assignment!r}: "
+                                     f"{where}: {why}") from None
+            added.append(copy)
+    return data | {"deployments": [*deployments, *added]}
+
 
 class Scenario(_Model):
     """A whole scenario file."""
@@ -480,6 +584,15 @@ class Scenario(_Model):
         default_factory=list, description="open or closed workloads next to the population"
     )
     slos: SLOs = Field(default_factory=SLOs)
+    variants: list[Variant] = Field(
+        default_factory=list, max_length=MAX_VARIANTS,
+        description="named changes to the deployments, simulated next to them "
+        "(DEPLOYMENT+VARIANT)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variants(cls, data: Any) -> Any:
+        return _expand_variants(data)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from functools import reduce as _fold
 
 from sim.model.distributions import Distribution
+from sim.model.policies import (
+    PRIORITIES,
+    AutoscalingSpec,
+    CallPolicySpec,
+    compile_autoscaling,
+    compile_call_policy,
+)
 from sim.model.scenario import Deployment, Scenario, Step
 
 GATEWAY_COMPONENT = "gateway"
@@ -34,6 +41,7 @@ class StepSpec:
     read: bool = False                   # database work served by a read replica if any
     cache: int | None = None             # index into Topology.caches, looked up first
     calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
+    idempotent: bool = True              # a call to it may be retried
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Route:
     entry: int
     gateway_cpu: Distribution | None
     steps: tuple[StepSpec, ...]
+    priority: int = PRIORITIES["normal"]  # 0 high (money) .. 2 low (reporting)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,16 @@ class ServiceSpec:
     database: int | None
     queue_limit: int | None
     pool_timeout_s: float | None
+    priority_queue: bool = False
+    queue_limit_by_priority: tuple[int | None, ...] = ()  # per priority; None: queue_limit
+    call_policies: tuple[CallPolicySpec | None, ...] = ()  # per callee service index
+    autoscaling: AutoscalingSpec | None = None
+
+    @property
+    def max_replicas(self) -> int:
+        """Replicas the engine builds: the autoscaler's maximum, else ``replicas``."""
+        a = self.autoscaling
+        return self.replicas if a is None else max(self.replicas, a.max_replicas)
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,11 @@ def reduce_refusal(scenario: Scenario) -> str | None:
     if not scenario.simulation.reduce:
         return None
     for d in scenario.deployments:
+        scaled = [s.name for s in d.services if s.autoscaling is not None]
+        if scaled:
+            return (f"deployment {d.name!r} autoscales {', '.join(scaled)}: the autoscaler adds "
+                    "whole replicas from the utilisation of all of them, which a partition "
+                    "of 1/k of the replicas cannot reproduce; simulated at full size")
         pooled = [s.name for s in d.services if s.replicas > 1]
         if d.load_balancing == "least_outstanding" and pooled:
             return (f"deployment {d.name!r} balances {', '.join(pooled)} by least outstanding "
@@ -183,6 +207,13 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             database=db_index[s.database] if s.database else None,
             queue_limit=s.queue_limit,
             pool_timeout_s=s.db_pool_timeout_ms / 1000.0 if s.db_pool_timeout_ms else None,
+            priority_queue=s.queue == "priority",
+            queue_limit_by_priority=tuple(s.queue_limit_by_priority.get(p)
+                                          for p in PRIORITIES),
+            call_policies=tuple(
+                compile_call_policy(s.call_policies.get(callee.name, deployment.call_policy))
+                for callee in deployment.services),
+            autoscaling=compile_autoscaling(s.autoscaling),
         )
         for s in deployment.services
     )
@@ -217,6 +248,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             read=st.read,
             cache=cache_names.index(st.cache) if st.cache else None,
             calls=tuple(step_spec(c) for c in st.calls),
+            idempotent=st.idempotent,
         )
 
     routes = []
@@ -234,6 +266,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
                 entry=entry,
                 gateway_cpu=gateway if entry_hosts_gateway else None,
                 steps=tuple(steps),
+                priority=PRIORITIES[op.priority],
             )
         )
     return Topology(
