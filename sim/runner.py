@@ -229,14 +229,14 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
 
 def policy_counts(counts: dict[str, float], k: int) -> dict[str, float]:
     """A run's policy counts for the whole system (x k), with retry amplification (attempts
-    per call: 1 when nothing was retried) overall and per call edge."""
+    per call sent at least once: 1 when nothing was retried) overall and per call edge."""
     out = {n: (v if n.startswith("autoscaling:") or n == "replicas_added" else v * k)
            for n, v in counts.items()}
     for n in [n for n in out if n == "calls" or n.endswith(":calls")]:
         prefix = n[: -len("calls")]
-        calls = out[n]
-        out[f"{prefix}retry_amplification"] = (out[f"{prefix}attempts"] / calls
-                                               if calls else math.nan)
+        attempts = out[f"{prefix}attempts"]
+        sent = attempts - out[f"{prefix}retries"]
+        out[f"{prefix}retry_amplification"] = attempts / sent if sent else math.nan
     return out
 
 

@@ -276,9 +276,14 @@ class CallPolicies:
 
 @dataclass
 class ScaleEvent:
+    """Replicas of ``service`` changed at ``t_s`` (decided at ``decided_s``: earlier by the
+    provisioning delay for replicas added)."""
+
     t_s: float
+    decided_s: float
     service: str
     replicas: int   # live replicas after the event
+    added: int      # > 0 added, < 0 removed
 
 
 class Autoscaler:
@@ -318,15 +323,16 @@ class Autoscaler:
             elif want < self.live and self.pending == 0:
                 self._last_decision = env.now
                 self.removed += self.live - want
+                self.events.append(ScaleEvent(env.now, env.now, self.name, want, want - self.live))
                 self.live = want
                 self.set_live(want)
-                self.events.append(ScaleEvent(env.now, self.name, want))
 
     def _provision(self, n: int) -> Generator[Event, Any, None]:
+        decided = self.env.now
         yield self.env.timeout(self.spec.provisioning_s)
         self.pending -= n
         self.live += n
         self.added += n
         assert self.live <= self.spec.max_replicas
         self.set_live(self.live)
-        self.events.append(ScaleEvent(self.env.now, self.name, self.live))
+        self.events.append(ScaleEvent(self.env.now, decided, self.name, self.live, n))

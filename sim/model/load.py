@@ -76,7 +76,8 @@ def op_rates(scenario: Scenario, t: np.ndarray) -> np.ndarray:
     pop = scenario.population
     names = list(scenario.operations)
     w = np.array([op.weight for op in scenario.operations.values()], dtype=np.float64)
-    share = w / w.sum()
+    total = w.sum()
+    share = w / total if total > 0 else np.zeros_like(w)  # workloads only: none
     online = np.asarray(online_count(pop, scenario.simulation.start_hour * HOUR_S + t))
     rates = (online * pop.session.actions_per_minute / 60.0)[:, None] * share[None, :]
     for sp in pop.spikes:

@@ -1,0 +1,154 @@
+"""Resilience policies, shown: the four judged cases, each with a figure and a table.
+
+    python benchmarks/bench_policies.py                 # all cases -> benchmarks/policies/*.png
+    python benchmarks/bench_policies.py --case storm    # hang, storm, priorities, autoscaling
+
+* ``hang``: the fraud service hangs; the edge calls it with timeout + breaker (only deposits
+  fail), with the reference's defaults, and with no policy (the edge's workers fill, bets fail);
+* ``storm``: ``scenarios/retry_storm.yaml``: a short trigger; internal retries without a
+  budget keep the wallet down after it ends (metastable), a retry budget or a breaker recover;
+* ``priorities``: a saturated wallet; FIFO against a priority queue shedding reporting;
+* ``autoscaling``: a load step; replicas added after the provisioning delay, cooldown and
+  maximum respected.
+
+Every figure comes from ``sim.run`` (replications, 95% t-intervals); the tests in
+``tests/sim/test_policies.py`` assert the same behaviour on the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "policies"
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from sim.model.scenario import Scenario, load_scenario  # noqa: E402
+from sim.reports.results import Results  # noqa: E402
+from sim.runner import run  # noqa: E402
+
+CASE_FILES = {
+    "hang": CASES / "fraud_hang.yaml",
+    "storm": ROOT / "scenarios" / "retry_storm.yaml",
+    "priorities": CASES / "priorities.yaml",
+    "autoscaling": CASES / "autoscaling.yaml",
+}
+
+
+def windows(res: Results, width_s: float) -> pd.DataFrame:
+    """Per deployment, operation and window of ``width_s``: availability (share of requests
+    answered without error) and the median over replications of the successful requests'
+    p99, next to each other (shedding cannot make a deployment look faster)."""
+    ts = res.timeseries.copy()
+    ts["window_s"] = (ts["t_s"] // width_s) * width_s
+    g = ts.groupby(["architecture", "operation", "window_s"]).agg(
+        requests=("requests", "sum"), errors=("errors", "sum"), p99_ms=("p99_ms", "median"))
+    g["availability"] = 1.0 - g["errors"] / g["requests"]
+    return g.reset_index()
+
+
+def availability_after(res: Results, t_s: float, operation: str | None = None
+                       ) -> dict[str, float]:
+    """Share of requests answered without error after ``t_s``, per deployment."""
+    ts = res.timeseries
+    ts = ts[ts["t_s"] >= t_s]
+    if operation is not None:
+        ts = ts[ts["operation"] == operation]
+    g = ts.groupby("architecture")[["requests", "errors"]].sum()
+    return {a: 1.0 - r.errors / r.requests if r.requests else math.nan
+            for a, r in g.iterrows()}
+
+
+def run_case(name: str, overrides: list[str] | None = None,
+             replications: int | None = None) -> tuple[Scenario, Results]:
+    scen = load_scenario(CASE_FILES[name], overrides)
+    return scen, run(scen, replications=replications, jobs=1)
+
+
+def plot_windows(res: Results, title: str, path: Path, width_s: float, operation: str) -> None:
+    """Per deployment, one line each: availability of all its requests per window, and the
+    p99 of ``operation``'s successful requests; the scenario's spike windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = windows(res, width_s)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for arch, g in w.groupby("architecture", sort=False):
+        tot = g.groupby("window_s")[["requests", "errors"]].sum()
+        ax1.plot(tot.index, 1.0 - tot["errors"] / tot["requests"], marker=".", label=arch)
+        op = g[g["operation"] == operation]
+        ax2.plot(op["window_s"], op["p99_ms"], marker=".", label=arch)
+    for ax in (ax1, ax2):
+        for win in res.meta.get("windows", []):
+            ax.axvspan(win["start_s"], win["end_s"], color="grey", alpha=0.2)
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("availability (all operations)")
+    ax2.set_ylabel(f"{operation}: p99 of successes (ms)")
+    ax2.set_yscale("log")
+    ax2.set_xlabel(f"simulated time (s), windows of {width_s:g} s")
+    ax1.set_title(title, fontsize=10)
+    ax1.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def policy_table(res: Results, names: tuple[str, ...]) -> str:
+    rows = ["| deployment | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for dep, counts in res.meta["policies"].items():
+        cells = []
+        for n in names:
+            m, h = counts.get(n, [math.nan, math.nan])
+            if m is None or math.isnan(m):
+                cells.append("-")
+                continue
+            cells.append(f"{m:,.3g}" + ("" if h is None or math.isnan(h) else f" ± {h:,.2g}"))
+        rows.append(f"| {dep} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def summary_table(res: Results) -> str:
+    s = res.summary
+    rows = ["| deployment | operation | error rate | p99 ms (successes) |", "|---|---|---|---|"]
+    for _, r in s.iterrows():
+        rows.append(f"| {r.architecture} | {r.operation} | {r.error_rate:.3f} | "
+                    f"{r.p99_ms:,.1f} ± {r.p99_ms_ci if not math.isnan(r.p99_ms_ci) else 0:,.1f} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=sorted(CASE_FILES), action="append",
+                    help="run only this case (repeatable); default: all")
+    args = ap.parse_args()
+    cases = args.case or list(CASE_FILES)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    for name in cases:
+        scen, res = run_case(name)
+        fig = CASES / f"{name}.png"
+        plot_windows(res, f"{scen.name}: {scen.description}", fig,
+                     width_s=max(2.0, scen.simulation.duration_s / 30), operation="bet")
+        print(f"\n## {name} ({CASE_FILES[name].relative_to(ROOT)}), figure {fig.relative_to(ROOT)}"
+              f", wall {res.meta['wall_s']} s\n")
+        print(summary_table(res))
+        print()
+        print(policy_table(res, ("retry_amplification", "timeouts", "shed", "rejected",
+                                 "breaker_opens", "budget_denied", "replicas_added")))
+        if name == "storm":
+            print("\navailability after the trigger + 60 s:",
+                  {k: round(v, 4) for k, v in availability_after(res, 100.0).items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
