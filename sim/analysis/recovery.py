@@ -180,8 +180,8 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
 
     ``p99_ok_ms`` is the producer's p99 of the successful requests over the fault and its
     recovery (the latency next to the availability); ``operation`` names the requests the
-    bins hold (``all``, or one operation judged against its own target). Returns a dict with the per-run fields of
-    :data:`RECOVERY_COLUMNS` (no ``*_ci``; ``recovered`` a bool).
+    bins hold (``all``, or one operation judged against its own target). Returns a dict with
+    the per-run fields of :data:`RECOVERY_COLUMNS` (no ``*_ci``; ``recovered`` a bool).
     """
     _check_bins(bins)
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
