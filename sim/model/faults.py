@@ -201,6 +201,7 @@ class BrokerOutage(_Fault):
         return "broker"
 
 
+FAULT_KINDS = ("crash", "hang", "db_failover", "slowdown", "network", "broker_outage")
 Fault = Annotated[Crash | Hang | DbFailover | Slowdown | Network | BrokerOutage,
                   Field(discriminator="kind")]
 
