@@ -31,6 +31,7 @@ from typing import Any
 import simpy
 from simpy.events import Event
 
+from sim.engine.output import OK, SHED, TIMED_OUT
 from sim.model.policies import (
     BUDGET_BUCKETS,
     PRIORITIES,
@@ -175,7 +176,7 @@ class Client:
         self.stats = stats
 
 
-Attempt = Callable[..., Generator[Event, Any, bool]]
+Attempt = Callable[[], Generator[Event, Any, int]]  # one attempt of a call -> its outcome
 
 
 class CallPolicies:
@@ -201,10 +202,11 @@ class CallPolicies:
         return cl
 
     def call(self, rep: Any, caller: int, callee: int, spec: CallPolicySpec, priority: int,
-             idempotent: bool, attempt: Callable[[], Generator[Event, Any, bool]]
-             ) -> Generator[Event, Any, bool]:
+             idempotent: bool, attempt: Attempt) -> Generator[Event, Any, int]:
         """One call under ``spec`` from replica ``rep`` of service ``caller``; ``attempt()``
-        starts one attempt (hop, callee's worker and work, hop back); ``True`` on success."""
+        starts one attempt (hop, callee's worker and work, hop back). The call's outcome
+        (``sim.engine.output``): OK, SHED when the bulkhead or the breaker rejected it,
+        TIMED_OUT when the caller stopped waiting, else the last attempt's."""
         env = self.env
         cl = self._client(rep, caller, callee, spec)
         st = cl.stats
@@ -221,35 +223,32 @@ class CallPolicies:
             n += 1
             if cl.in_flight >= limit:
                 st.shed += 1
-                return False
+                return SHED
             if br is not None and not br.allow(env.now):
                 st.rejected += 1
-                return False
+                return SHED
             st.attempts += 1
             cl.in_flight += 1
             if spec.timeout_s is None:
-                ok = yield from attempt()
-                timed_out = False
+                outcome = yield from attempt()
             else:
                 proc = env.process(attempt())
-                timer = env.timeout(spec.timeout_s)
-                yield proc | timer
-                timed_out = not proc.triggered
-                ok = (not timed_out) and bool(proc.value)
+                yield proc | env.timeout(spec.timeout_s)
+                outcome = proc.value if proc.triggered else TIMED_OUT
             cl.in_flight -= 1
             if br is not None:
-                br.record(not ok, env.now)
-            if ok:
-                return True
-            if timed_out:
+                br.record(outcome != OK, env.now)
+            if outcome == OK:
+                return OK
+            if outcome == TIMED_OUT:
                 st.timeouts += 1
             else:
                 st.failures += 1
             if not idempotent or n > spec.retries:
-                return False
+                return outcome
             if cl.budget is not None and not cl.budget.withdraw(env.now):
                 st.budget_denied += 1
-                return False
+                return outcome
             st.retries += 1
             yield env.timeout(spec.backoff_s(n, self.pyrng.random()))
 

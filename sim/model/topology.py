@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import reduce as _fold
 
+from sim.model import faults as F
 from sim.model.distributions import Distribution
 from sim.model.policies import (
     PRIORITIES,
@@ -42,6 +43,7 @@ class StepSpec:
     cache: int | None = None             # index into Topology.caches, looked up first
     calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
     idempotent: bool = True              # a call to it may be retried
+    external_name: str | None = None     # the demand named as ``external`` (faults slow it)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class ServiceSpec:
     queue_limit_by_priority: tuple[int | None, ...] = ()  # per priority; None: queue_limit
     call_policies: tuple[CallPolicySpec | None, ...] = ()  # per callee service index
     autoscaling: AutoscalingSpec | None = None
+    health_interval_s: float = 2.0       # load balancer's health check (crash detection)
+    health_fall: int = 3
+    health_rise: int = 2
 
     @property
     def max_replicas(self) -> int:
@@ -90,6 +95,7 @@ class DatabaseSpec:
     cores: int
     read_replicas: int = 0
     replication_lag_s: float = 0.0
+    sync_s: float = 0.0                  # synchronous replication: replica round trip per write
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ class Topology:
     load_balancing: str
     reduce_factor: int
     caches: tuple[CacheSpec, ...] = ()
+    faults: tuple[F.FaultSpec, ...] = ()
+    retry: F.RetrySpec | None = None     # players' retries on errors and timeouts
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -149,6 +157,9 @@ def reduce_refusal(scenario: Scenario) -> str | None:
     """
     if not scenario.simulation.reduce:
         return None
+    by_faults = F.reduce_refusal(scenario.faults)
+    if by_faults is not None:
+        return by_faults
     for d in scenario.deployments:
         scaled = [s.name for s in d.services if s.autoscaling is not None]
         if scaled:
@@ -214,13 +225,17 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
                 compile_call_policy(s.call_policies.get(callee.name, deployment.call_policy))
                 for callee in deployment.services),
             autoscaling=compile_autoscaling(s.autoscaling),
+            health_interval_s=s.health_check.interval_s,
+            health_fall=s.health_check.failure_threshold,
+            health_rise=s.health_check.rise,
         )
         for s in deployment.services
     )
     databases = tuple(
         DatabaseSpec(name=d.name, shards=d.shards // k, full_shards=d.shards, cores=d.cores,
                      read_replicas=d.read_replicas,
-                     replication_lag_s=d.replication_lag_ms / 1000.0)
+                     replication_lag_s=d.replication_lag_ms / 1000.0,
+                     sync_s=d.sync_round_trip_ms / 1000.0 if d.replication == "sync" else 0.0)
         for d in deployment.databases
     )
     cache_names = [c.name for c in deployment.caches]
@@ -249,6 +264,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             cache=cache_names.index(st.cache) if st.cache else None,
             calls=tuple(step_spec(c) for c in st.calls),
             idempotent=st.idempotent,
+            external_name=st.external if isinstance(st.external, str) else None,
         )
 
     routes = []
@@ -282,4 +298,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
+        faults=F.compile_faults(scenario.faults, deployment, list(scenario.operations),
+                                scenario.players, k),
+        retry=F.compile_retry(scenario.players),
     )
