@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.model import limits as L
 from sim.model.distributions import BetSize, Constant, Distribution
-from sim.model.faults import FAULT_KINDS, Fault, HealthCheck, Players, RecoverySettings, fault_problems
+from sim.model.faults import (
+    FAULT_KINDS,
+    Fault,
+    HealthCheck,
+    Players,
+    RecoverySettings,
+    fault_problems,
+)
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")
