@@ -100,7 +100,8 @@ def errors_in(out: Any, ops: list[str], t0: float, t1: float) -> dict[str, int]:
       "loss": 1.5}, "less than or equal to 1"),
     ({"kind": "db_failover", "target": "other", "at_s": 5, "duration_s": 5},
      "no database 'other'"),
-    ({"kind": "meteor", "target": "x", "at_s": 5, "duration_s": 5}, "faults[0]: Input tag 'meteor'"),
+    ({"kind": "meteor", "target": "x", "at_s": 5, "duration_s": 5},
+     "faults[0]: Input tag 'meteor'"),
     ({"kind": "crash", "target": "wallet", "at_s": 5, "duration_s": 5, "reconnect":
       {"operation": "nope"}}, "reconnect.operation: no operation 'nope'"),
 ])
@@ -187,7 +188,7 @@ def test_async_failover_loses_transactions_and_sync_none() -> None:
 
 
 def test_hang_queues_instead_of_failing() -> None:
-    out, ops = run_once(base("monolith", [{"kind": "hang", "target": "app", "at_s": 20,
+    out, _ = run_once(base("monolith", [{"kind": "hang", "target": "app", "at_s": 20,
                                            "duration_s": 3}]))
     assert not out.error.any()
     at = (out.t >= 20) & (out.t < 20.5)
