@@ -61,6 +61,15 @@ def test_analysis_formulas_do_not_need_simpy() -> None:
             assert not m.startswith(("simpy", "sim.engine")), (f, m)
 
 
+def test_recovery_metrics_are_pure() -> None:
+    """Measured drills use the recovery metrics: numpy, pandas, output analysis, the schema."""
+    allowed = ("numpy", "pandas", "math", "dataclasses", "collections", "__future__",
+               "sim.analysis.output_analysis", "sim.reports.results")
+    bad = [(f, m) for f, m in _imports("sim/analysis") if f.endswith("recovery.py")
+           and not any(m == a or m.startswith(a + ".") for a in allowed)]
+    assert not bad, bad
+
+
 def test_reports_do_not_import_the_engine() -> None:
     """Reports read results, simulated or measured, never the engine that made them."""
     bad = [(f, m) for f, m in _imports("sim/reports")

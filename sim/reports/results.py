@@ -6,7 +6,9 @@ A :class:`Results` holds four tables and a ``meta`` dict:
   percentiles, each with its 95% confidence half-width (``*_ci``, NaN when unknown);
 * ``stations``: one row per (architecture, station): utilisation, mean queue, mean wait;
 * ``timeseries``: one row per (architecture, replication, t_s bin, operation);
-* ``station_timeseries``: one row per (architecture, replication, t_s bin, station).
+* ``station_timeseries``: one row per (architecture, replication, t_s bin, station);
+* ``recovery``: one row per (architecture, fault): recovery figures with 95% half-widths
+  (:data:`RECOVERY_COLUMNS`, computed by ``sim.analysis.recovery``); empty without faults.
 
 Columns are checked on construction (a missing one raises :class:`ValueError` naming it) and
 cast to canonical dtypes, so a saved and reloaded result equals the original. Extra columns
@@ -51,6 +53,23 @@ TIMESERIES_COLUMNS: tuple[str, ...] = (
 STATION_TIMESERIES_COLUMNS: tuple[str, ...] = (
     "architecture", "replication", "t_s", "station", "utilisation", "queue",
 )
+#: Request outcomes; a request's outcome code is its index here (0 ok). ``error`` = not ok.
+OUTCOMES: tuple[str, ...] = ("ok", "failed", "timed_out", "shed")
+#: Per-bin input of the recovery metrics (``sim.analysis.recovery``), simulated or measured.
+BIN_COLUMNS: tuple[str, ...] = ("t_s", *OUTCOMES, "window_p99_ms")
+#: Averaged recovery figures; each gets a ``*_ci`` 95% half-width in the recovery table.
+RECOVERY_METRICS: tuple[str, ...] = (
+    "detect_s", "resume_s", "slo_restored_s", "drained_s", "failed", "timed_out", "shed",
+    "lost_transactions", "retry_amplification", "peak_queue", "replicas_added",
+    "availability_before", "availability_fault", "availability_recovery",
+    "availability_after", "p99_ok_ms",
+)
+RECOVERY_COLUMNS: tuple[str, ...] = (
+    "architecture", "fault", "kind", "target", "start_s", "end_s", "slo_p99_ms", "window_s",
+    "replications", "recovered_share",
+    *[c for m in RECOVERY_METRICS for c in (m, f"{m}_ci")],
+    "peak_queue_station",
+)
 STATION_KINDS: frozenset[str] = frozenset(
     {"workers", "cpu", "db_pool", "db_cpu", "db_replica_cpu", "cache_cpu", "lock", "broker",
      "external"}
@@ -90,6 +109,8 @@ _STATION_TYPES = _dtypes(STATION_COLUMNS, {"architecture", "station", "kind"}, {
 _TS_TYPES = _dtypes(TIMESERIES_COLUMNS, {"architecture", "operation"},
                     {"replication", "requests", "errors"})
 _STS_TYPES = _dtypes(STATION_TIMESERIES_COLUMNS, {"architecture", "station"}, {"replication"})
+RECOVERY_TYPES = _dtypes(RECOVERY_COLUMNS, {"architecture", "fault", "kind", "target",
+                                            "peak_queue_station"}, {"replications"})
 
 
 def _canonical(df: pd.DataFrame, name: str, types: dict[str, str]) -> pd.DataFrame:
@@ -205,6 +226,7 @@ class Results:
     stations: pd.DataFrame
     timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
     station_timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __post_init__(self) -> None:
         if not isinstance(self.meta, dict):
@@ -214,6 +236,7 @@ class Results:
         self.timeseries = _canonical(self.timeseries, "timeseries", _TS_TYPES)
         self.station_timeseries = _canonical(self.station_timeseries, "station_timeseries",
                                              _STS_TYPES)
+        self.recovery = _canonical(self.recovery, "recovery", RECOVERY_TYPES)
         bad = sorted(set(self.stations["kind"]) - STATION_KINDS)
         if bad:
             raise ValueError(f"stations.kind: unknown kind(s) {', '.join(bad)} "
@@ -306,7 +329,8 @@ class Results:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``summary.json`` (meta, summary and stations; NaN as null), ``summary.csv``,
-        ``stations.csv``, ``timeseries.parquet`` and ``station_timeseries.parquet``."""
+        ``stations.csv``, ``timeseries.parquet``, ``station_timeseries.parquet`` and
+        ``recovery.parquet`` (empty without faults)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         doc = {
@@ -323,6 +347,7 @@ class Results:
         self.stations.to_csv(out / "stations.csv", index=False)
         self.timeseries.to_parquet(out / "timeseries.parquet", index=False)
         self.station_timeseries.to_parquet(out / "station_timeseries.parquet", index=False)
+        self.recovery.to_parquet(out / "recovery.parquet", index=False)
         return out
 
     @classmethod
@@ -342,6 +367,8 @@ class Results:
                            ("station_timeseries", STATION_TIMESERIES_COLUMNS)):
             p = folder / f"{name}.parquet"
             frames[name] = pd.read_parquet(p) if p.is_file() else pd.DataFrame(columns=cols)
+        rec = folder / "recovery.parquet"
+        frames["recovery"] = pd.read_parquet(rec) if rec.is_file() else pd.DataFrame()
         try:
             return cls(
                 meta=doc["meta"],
