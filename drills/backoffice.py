@@ -22,8 +22,8 @@ import psutil
 import yaml
 
 from drills.faults import public_role, topology_roles
-from drills.procs import DrillError, ProcessGroup, free_port_block, wait_port
 from drills.limits import STARTUP_TIMEOUT_S
+from drills.procs import DrillError, ProcessGroup, free_port_block, wait_port
 from reference_impl.deployments.registry import ROLES
 
 SPEC_ENV = "TESTBED_CHILD_SPEC"  # what reference_impl.deployments.spec puts in a child's env

@@ -12,6 +12,7 @@ no proxy sits in the data path and nothing in the back office knows about drills
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -92,10 +93,8 @@ class PgNode:
         except psutil.NoSuchProcess:
             return
         for p in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(family, timeout=10)
         if self.proc is not None:
             self.proc.wait(timeout=10)

@@ -4,6 +4,7 @@ is left, descendants included) when the drill ends, whichever way it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -99,7 +100,7 @@ class ProcessGroup:
         try:
             proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env=env, preexec_fn=death_signal_hook(),  # noqa: PLW1509
+                                    env=env, preexec_fn=death_signal_hook(),
                                     **ids)
         finally:
             log.close()
@@ -133,10 +134,8 @@ class ProcessGroup:
         for p in family:
             _signal(p.pid, signal.SIGCONT)
         _signal(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
         for p in family:
             _signal(p.pid, signal.SIGKILL)
         proc.poll()
@@ -164,7 +163,5 @@ class ProcessGroup:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,0 +1,147 @@
+"""``testbed drill``: a fault drill on the real back office (attached by testbed/cli.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from drills.faults import FaultSpecError, check_together, parse_fault
+from drills.limits import (
+    DEFAULT_TIMEOUT_S,
+    MAX_DURATION_S,
+    MAX_FAULTS,
+    MAX_RATE_RPS,
+    MAX_TIMEOUT_S,
+    RECOVERY_WINDOW_S,
+)
+
+DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "baseline_day.yaml"
+MAX_PLAYERS = 100_000
+
+
+def _finite(lo: float, hi: float) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not (math.isfinite(value) and lo < value <= hi):
+            raise click.BadParameter(f"must be a finite number in ({lo:g}, {hi:g}]", ctx, param)
+        return value
+    return check
+
+
+@click.command()
+@click.option("--topology", type=click.Choice(["monolith", "microservices", "hybrid"]),
+              required=True, help="the deployment under drill")
+@click.option("--db", type=click.Choice(["postgresql", "sqlite"]), default="postgresql",
+              show_default=True, help="its own PostgreSQL cluster, or a SQLite file")
+@click.option("--fault", "faults", multiple=True, required=True, metavar="SPEC",
+              help="kill:SERVICE@T, hang:SERVICE@T+D, db-failover@T, db-restart@T[+D], "
+                   "broker-down@T+D, latency:FROM->TO@T+D:MS (seconds from the window's "
+                   "start; repeatable)")
+@click.option("--rate", default=100.0, show_default=True, type=float,
+              callback=_finite(0, MAX_RATE_RPS), help="open-loop requests per second (Poisson)")
+@click.option("--duration", "duration_s", default=30.0, show_default=True, type=float,
+              callback=_finite(0, MAX_DURATION_S),
+              help="measured seconds (players' set-up excluded)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="results folder (sim.load_results(DIR) reads it)")
+@click.option("--replication", type=click.Choice(["sync", "async"]), default="sync",
+              show_default=True, help="of the replica a db-failover promotes")
+@click.option("--broker", type=click.Choice(["redis", "nats"]), default="redis",
+              show_default=True, help="event broker of microservices/hybrid")
+@click.option("--scenario", default=str(DEFAULT_SCENARIO), show_default=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="whose players, operation mix and SLOs the drill uses")
+@click.option("--players", default=100, show_default=True, type=click.IntRange(1, MAX_PLAYERS),
+              help="players created and funded before the window")
+@click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True,
+              type=float, callback=_finite(0, MAX_TIMEOUT_S),
+              help="an answer later than this counts as timed out")
+@click.option("--window", "window_s", default=RECOVERY_WINDOW_S, show_default=True,
+              type=float, callback=_finite(0, MAX_DURATION_S),
+              help="trailing window (s) of the p99 that must be back under the SLO")
+@click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="internal-call policy YAML for testbed serve (microservices/hybrid)")
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
+def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
+          out_dir: str, replication: str, broker: str, scenario: str, players: int,
+          timeout_s: float, window_s: float, rpc_policy: str | None, seed: int) -> None:
+    """Break the real back office under load, on purpose, and measure how it recovers.
+
+    \b
+    Starts an environment the drill owns and may break without touching anything else on
+    this machine: its own PostgreSQL cluster (initdb in a temporary directory, free ports;
+    a streaming replica from pg_basebackup when a fault fails it over), its own Redis or
+    NATS server, `testbed serve` of the topology with credentials, and a TCP proxy in front
+    of a service a latency fault slows. Drives it with the open-loop generator of
+    `testbed load --rate`, injects the faults at their times, checks the ledger, and tears
+    everything down (also on Ctrl-C and SIGTERM).
+
+    \b
+    Faults (T, D in seconds from the start of the measured window, MS milliseconds):
+      kill:SERVICE@T           kill -9 a service (the supervisor restarts it)
+      hang:SERVICE@T+D         SIGSTOP, SIGCONT D seconds later
+      db-failover@T            kill the primary, promote the replica (--replication)
+      db-restart@T[+D]         the database goes away for D s (default 2) and comes back
+      broker-down@T+D          the broker stops, restarts D seconds later
+      latency:FROM->TO@T+D:MS  MS ms added to the hop FROM->TO (e.g. gateway->wallet)
+
+    \b
+    Writes the results in the simulator's schema (summary.json with source: measurement,
+    the recovery table), report.md and drill_timeline.png; exit 1 when a ledger check
+    failed (audit, ledger verify, a lost acknowledged write with synchronous replication).
+
+    \b
+    Examples:
+      testbed drill --topology microservices --fault kill:wallet@10 --duration 30 \\
+          --rate 100 --out reports/drill_kill_wallet
+      testbed drill --topology hybrid --fault db-failover@10 --replication async --out d
+      testbed drill --topology monolith --db sqlite --fault db-restart@5+3 --out d
+    """
+    if len(faults) > MAX_FAULTS:
+        raise click.BadParameter(f"at most {MAX_FAULTS} faults", param_hint="--fault")
+    try:
+        parsed = tuple(parse_fault(f, topology=topology, db=db, duration_s=duration_s)
+                       for f in faults)
+        check_together(list(parsed))
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from exc
+    from sim.model.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from exc
+    from drills.procs import DrillError
+    from drills.report import write_drill_report
+    from drills.run import DrillConfig, run_drill
+
+    cfg = DrillConfig(sc, topology, db, broker, replication, parsed, rate, duration_s, players,
+                      timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "
+               f"{rate:g} req/s for {duration_s:g} s", err=True)
+    try:
+        result = run_drill(cfg, logs=out / "logs")
+    except DrillError as exc:
+        click.echo(f"drill failed: {exc} (servers' logs in {out / 'logs'})", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("drill interrupted: everything it started is stopped", err=True)
+        sys.exit(130)
+    report = write_drill_report(result.results, out)
+    result.requests.to_parquet(out / "requests.parquet", index=False)
+    led = result.ledger
+    for r in result.results.recovery.itertuples():
+        click.echo(f"  {r.fault}: success resumes {r.resume_s:.2f} s, p99 back under SLO "
+                   f"{r.slo_restored_s:.2f} s, failed {r.failed:g}, timed out {r.timed_out:g}")
+    click.echo(f"  ledger: {led.acknowledged} acknowledged, {len(led.lost)} lost; audit "
+               f"{'ok' if led.audit_ok else 'FAILED'}; ledger verify exit "
+               f"{led.ledger_verify_exit}; report {report}")
+    sync_loss = led.lost and not (any(f.kind == "db-failover" for f in parsed)
+                                  and replication == "async")
+    if not led.ok or sync_loss or result.errors:
+        sys.exit(1)

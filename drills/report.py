@@ -1,0 +1,135 @@
+"""The drill's report: the simulator's report of the measurement (same schema), then the
+drill's own section (faults as they happened, recovery, per-operation view, ledger checks)
+and the timeline plot with the fault windows shaded."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim.reports.report import format_number, markdown_table, write_report
+from sim.reports.results import Results
+
+TIMELINE_PNG = "drill_timeline.png"
+_COLOURS = ("tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
+
+
+def plot_timeline(res: Results, path: Path) -> Path:
+    """Answered per second (ok, failed, timed out) and p99 of the successful requests per
+    second, the SLO as a dashed line, each fault window shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = res.timeseries
+    per_s = ts.groupby("t_s").agg(requests=("requests", "sum"), errors=("errors", "sum"))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    ax1.plot(per_s.index, per_s["requests"] - per_s["errors"], label="ok/s", color="tab:green")
+    ax1.plot(per_s.index, per_s["errors"], label="errors/s", color="tab:red")
+    ax1.set_ylabel("requests per second")
+    for op, g in ts.groupby("operation"):
+        ax2.plot(g["t_s"], g["p99_ms"], label=f"{op} p99", lw=1)
+    slo = res.meta.get("drill", {}).get("slo_operation", "bet")
+    target = res.slo_targets().get(slo, {}).get("p99_ms")
+    if target is not None and math.isfinite(target):
+        ax2.axhline(target, color="red", ls="--", lw=1, label=f"{slo} p99 SLO")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("p99 per second (ms, all answers)")
+    ax2.set_xlabel("seconds into the measured window")
+    for ax in (ax1, ax2):
+        for i, w in enumerate(res.meta.get("windows") or []):
+            ax.axvspan(w["start_s"], max(w["end_s"], w["start_s"] + 0.3),
+                       color=_COLOURS[i % len(_COLOURS)], alpha=0.2, lw=0, label=w["name"])
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Drill: {res.architectures[0] if res.architectures else ''} — "
+                 + ", ".join(res.meta.get("drill", {}).get("faults", [])))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _num(x: Any, unit: str = "") -> str:
+    try:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "—"
+    except TypeError:
+        return str(x)
+    return format_number(x, unit)
+
+
+def recovery_markdown(res: Results) -> str:
+    rec = res.recovery
+    if rec.empty:
+        return "_No fault took effect._"
+    rows = [[r.fault, "yes" if r.recovered_share >= 1 else "NO", _num(r.detect_s, " s"),
+             _num(r.resume_s, " s"), _num(r.slo_restored_s, " s"), _num(r.failed),
+             _num(r.timed_out), _num(r.lost_transactions),
+             _num(r.availability_fault), _num(r.p99_ok_ms, " ms")]
+            for r in rec.itertuples()]
+    return markdown_table(["fault", "recovered", "detect", "success resumes",
+                           "p99 back under SLO", "failed", "timed out",
+                           "lost acknowledged writes", "availability in fault",
+                           "success p99 from fault on"], rows)
+
+
+def drill_markdown(res: Results) -> str:
+    d = res.meta["drill"]
+    led = d["ledger"]
+    lines = ["## Fault drill", "",
+             f"Topology **{d['topology']}** over **{d['db']}**"
+             + (f", broker {d['broker']}" if d["topology"] != "monolith" else "")
+             + (f", {d['replication']} replication" if d.get("replication") else "")
+             + f"; faults: {', '.join(f'`{f}`' for f in d['faults'])}. Recovery is measured "
+             f"against the `{d['slo_operation']}` p99 SLO over a trailing {d['window_s']:g} s "
+             f"window of successful requests; a request answered after {d['timeout_s']:g} s "
+             "(or never) counts as timed out. Times are seconds from the fault's end "
+             "(for a kill or failover: the moment `/health` answered 200 again).", "",
+             "### Recovery (generator's view)", "", recovery_markdown(res), "",
+             "### What the injector did", "",
+             markdown_table(["t (s)", "fault", "action", "detail"],
+                            [[e["t_s"], e["fault"], e["action"], e["detail"]]
+                             for e in d["events"]]), ""]
+    if d["errors"]:
+        lines += ["**Injector errors:** " + "; ".join(d["errors"]), ""]
+    if d.get("monolith_restarts_by_drill"):
+        lines += [f"The drill's watcher restarted the monolith "
+                  f"{d['monolith_restarts_by_drill']} time(s).", ""]
+    ops = pd.DataFrame(d["per_operation"])
+    if not ops.empty:
+        lines += ["### Per operation, before / during / after the faults", "",
+                  markdown_table(["phase", "operation", "requests", "failed", "timed out",
+                                  "success p99"],
+                                 [[r.phase, r.operation, r.requests, r.failed, r.timed_out,
+                                   _num(r.p99_ok_ms, " ms")] for r in ops.itertuples()]), ""]
+    verdict = "ok" if led["audit_ok"] else "FAILED"
+    lines += ["### Ledger (the database's view)", "",
+              f"- acknowledged money operations: {led['acknowledged']}; absent from the "
+              f"ledger (lost): **{led['lost']}**"
+              + (f" (of which in the journal: {led['lost_in_journal']})" if led["lost"] else ""),
+              f"- `GET /audit/verify`: **{verdict}**",
+              f"- `testbed ledger verify`: exit **{led['ledger_verify_exit']}** "
+              f"({led['ledger_verify']})", ""]
+    if led["lost"]:
+        lines += ["Lost ids (first 50): " + ", ".join(led["lost_ids"]), ""]
+    lines += [f"![timeline]({TIMELINE_PNG})", ""]
+    return "\n".join(lines)
+
+
+def write_drill_report(res: Results, out: Path) -> Path:
+    """``report.md`` (the simulator's report plus the drill's section) and the plots."""
+    res.save(out)
+    title = f"Fault drill: {res.architectures[0] if res.architectures else ''}"
+    path = write_report(res, out, title=title)
+    plot_timeline(res, out / TIMELINE_PNG)
+    text = path.read_text()
+    head, sep, rest = text.partition("\n\n")
+    path.write_text(head + sep + drill_markdown(res) + "\n" + rest)
+    return path
+
+

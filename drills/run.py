@@ -1,0 +1,146 @@
+"""One drill from start to report: the environment up, the players set up, the open-loop
+window with the faults injected at their times, the ledger checked, the results written in
+the simulator's schema (``summary.json`` with ``source: measurement``, the ``recovery``
+table), ``report.md`` and the timeline with the fault windows shaded."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drills.acks import Acks, acking_source
+from drills.checks import LedgerCheck, check_ledger
+from drills.environment import EnvConfig, Environment
+from drills.faults import Fault
+from drills.inject import Event, Injector
+from drills.measure import per_operation, recovery_table
+from drills.procs import DrillError
+from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
+from loadgen.record import RunInfo, merge, to_results
+from loadgen.signing import load_credentials
+from sim.analysis.recovery import FaultWindow
+from sim.model.scenario import Scenario
+from sim.reports.results import Results
+
+HEALTH_WAIT_S = 60.0
+"""After the window: how long the back office may take to be healthy before the checks."""
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    """Everything ``testbed drill`` needs."""
+
+    scenario: Scenario
+    topology: str
+    db: str
+    broker: str
+    replication: str
+    faults: tuple[Fault, ...]
+    rate: float
+    duration_s: float
+    players: int
+    timeout_s: float
+    window_s: float
+    seed: int = 1
+    rpc_policy: Path | None = None
+    slo_operation: str = "bet"
+
+    @property
+    def architecture(self) -> str:
+        return f"{self.topology}/{self.db}"
+
+
+@dataclass
+class Drill:
+    """What a drill produced."""
+
+    results: Results
+    requests: pd.DataFrame  # every request: t_s, latency_ms, operation, code
+    ledger: LedgerCheck
+    events: list[Event]
+    errors: list[str]
+
+
+def fault_windows(faults: tuple[Fault, ...], events: list[Event]) -> list[FaultWindow]:
+    """Each fault's window as it happened: from its start action to its end action (or to
+    the moment the back office answered again after an instant fault)."""
+    out = []
+    for f in faults:
+        mine = [e for e in events if e.fault == f.text]
+        start = next((e.t_s for e in mine if e.action == "start"), None)
+        if start is None:
+            continue
+        end = next((e.t_s for e in mine if e.action in ("end", "ready")), start)
+        out.append(FaultWindow(name=f.text, kind=f.kind,
+                               target=f.service or ("database" if "db" in f.kind else
+                                                    "broker"),
+                               start_s=start, end_s=max(start, end)))
+    return out
+
+
+def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
+    """Run the drill; the environment is gone when this returns (or raises)."""
+    env_cfg = EnvConfig(cfg.topology, cfg.db, cfg.broker, cfg.replication, cfg.faults,
+                        cfg.rpc_policy)
+    with Environment(env_cfg, keep=logs) as env:
+        assert env.office is not None
+        acks = Acks()
+        injector = Injector(env, list(cfg.faults))
+        ocfg = OpenLoopConfig(env.office.url, cfg.rate, cfg.duration_s, cfg.players, cfg.seed,
+                              f"drill-{secrets.token_hex(3)}-", credentials=load_credentials(
+                                  env.creds.path), keep_requests=True)
+        try:
+            parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(injector.start, lambda: None),
+                                  source=acking_source(acks))
+        finally:
+            injector.stop()
+        try:
+            env.office.wait_healthy(HEALTH_WAIT_S)
+        except DrillError as exc:
+            injector.errors.append(f"after the window: {exc}")
+        ledger = check_ledger(env, acks)
+        restarts = len(env.office.restarts)
+    part = parts[0]
+    rec = merge([part["recorder"]])
+    assert rec.log is not None
+    windows = fault_windows(cfg.faults, injector.events)
+    slo = cfg.scenario.slos.latency_ms.get(cfg.slo_operation)
+    slo_p99 = slo.p99 if slo is not None and slo.p99 is not None else math.nan
+    if not math.isfinite(slo_p99):
+        raise DrillError(f"the scenario has no p99 SLO for {cfg.slo_operation!r}")
+    recovery = recovery_table(rec.log, windows, cfg.architecture, cfg.duration_s,
+                              cfg.timeout_s, cfg.window_s, slo_p99, len(ledger.lost))
+    extra: dict[str, Any] = {
+        "target": "drill", "mode": "open", "target_rate_rps": cfg.rate,
+        "achieved_rate_rps": part["sent"] / cfg.duration_s, "players": cfg.players,
+        "drill": {
+            "topology": cfg.topology, "db": cfg.db, "broker": cfg.broker,
+            "replication": cfg.replication if any(f.kind == "db-failover"
+                                                  for f in cfg.faults) else None,
+            "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
+            "window_s": cfg.window_s, "slo_operation": cfg.slo_operation,
+            "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
+            "monolith_restarts_by_drill": restarts,
+            "ledger": ledger.to_json(),
+            "per_operation": per_operation(rec.log, windows, cfg.duration_s,
+                                           cfg.timeout_s).to_dict("records"),
+        },
+        "generator": {"cpu_s": round(part["cpu_s"], 3),
+                      "max_cpu_share_of_a_core": round(part["cpu_s"] / part["wall_s"], 3)},
+    }
+    notes = [f"Timed out: answered after {cfg.timeout_s:g} s or never."]
+    info = RunInfo(cfg.scenario, cfg.architecture, cfg.duration_s, extra, notes)
+    results = to_results(rec, info)
+    results.meta["windows"] = [{"name": w.name, "start_s": w.start_s, "end_s": w.end_s}
+                               for w in windows]
+    results = replace(results, recovery=recovery)  # checked and cast by the schema
+    log = pd.DataFrame({"t_s": np.frombuffer(rec.log.t_s, dtype=float),
+                        "latency_ms": np.frombuffer(rec.log.latency_s, dtype=float) * 1000,
+                        "operation": rec.log.op, "code": rec.log.code})
+    return Drill(results, log, ledger, injector.events, injector.errors)
