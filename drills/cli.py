@@ -62,12 +62,16 @@ def _finite(lo: float, hi: float) -> Any:
 @click.option("--window", "window_s", default=RECOVERY_WINDOW_S, show_default=True,
               type=float, callback=_finite(0, MAX_DURATION_S),
               help="trailing window (s) of the p99 that must be back under the SLO")
+@click.option("--slo-p99-ms", default=None, type=float, callback=_finite(0, 3_600_000),
+              help="p99 target (ms) recovery is measured against [default: the scenario's "
+                   "bet p99 SLO]")
 @click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
               help="internal-call policy YAML for testbed serve (microservices/hybrid)")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
 def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
           out_dir: str, replication: str, broker: str, scenario: str, players: int,
-          timeout_s: float, window_s: float, rpc_policy: str | None, seed: int) -> None:
+          timeout_s: float, window_s: float, slo_p99_ms: float | None, rpc_policy: str | None,
+          seed: int) -> None:
     """Break the real back office under load, on purpose, and measure how it recovers.
 
     \b
@@ -119,7 +123,8 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
     from drills.run import DrillConfig, run_drill
 
     cfg = DrillConfig(sc, topology, db, broker, replication, parsed, rate, duration_s, players,
-                      timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None)
+                      timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None,
+                      slo_p99_ms=slo_p99_ms)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "

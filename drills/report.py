@@ -33,10 +33,9 @@ def plot_timeline(res: Results, path: Path) -> Path:
     ax1.set_ylabel("requests per second")
     for op, g in ts.groupby("operation"):
         ax2.plot(g["t_s"], g["p99_ms"], label=f"{op} p99", lw=1)
-    slo = res.meta.get("drill", {}).get("slo_operation", "bet")
-    target = res.slo_targets().get(slo, {}).get("p99_ms")
+    target = res.meta.get("drill", {}).get("slo_p99_ms")
     if target is not None and math.isfinite(target):
-        ax2.axhline(target, color="red", ls="--", lw=1, label=f"{slo} p99 SLO")
+        ax2.axhline(target, color="red", ls="--", lw=1, label="p99 target")
     ax2.set_yscale("log")
     ax2.set_ylabel("p99 per second (ms, all answers)")
     ax2.set_xlabel("seconds into the measured window")
@@ -86,8 +85,10 @@ def drill_markdown(res: Results) -> str:
              + (f", broker {d['broker']}" if d["topology"] != "monolith" else "")
              + (f", {d['replication']} replication" if d.get("replication") else "")
              + f"; faults: {', '.join(f'`{f}`' for f in d['faults'])}. Recovery is measured "
-             f"against the `{d['slo_operation']}` p99 SLO over a trailing {d['window_s']:g} s "
-             f"window of successful requests; a request answered after {d['timeout_s']:g} s "
+             f"against a p99 of {d['slo_p99_ms']:g} ms (p99 of the successful requests "
+             f"before the first fault: {_num(d['baseline_p99_ms'], ' ms')}) over a trailing "
+             f"{d['window_s']:g} s window of successful requests, errors within 1%; a "
+             f"request answered after {d['timeout_s']:g} s "
              "(or never) counts as timed out. Times are seconds from the fault's end "
              "(for a kill or failover: the moment `/health` answered 200 again).", "",
              "### Recovery (generator's view)", "", recovery_markdown(res), "",

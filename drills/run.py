@@ -19,7 +19,7 @@ from drills.checks import LedgerCheck, check_ledger
 from drills.environment import EnvConfig, Environment
 from drills.faults import Fault
 from drills.inject import Event, Injector
-from drills.measure import per_operation, recovery_table
+from drills.measure import per_operation, recovery_table, success_p99_ms
 from drills.procs import DrillError
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.record import RunInfo, merge, to_results
@@ -50,6 +50,7 @@ class DrillConfig:
     seed: int = 1
     rpc_policy: Path | None = None
     slo_operation: str = "bet"
+    slo_p99_ms: float | None = None  # instead of the scenario's p99 of slo_operation
 
     @property
     def architecture(self) -> str:
@@ -65,6 +66,15 @@ class Drill:
     ledger: LedgerCheck
     events: list[Event]
     errors: list[str]
+
+
+def scenario_slo(cfg: DrillConfig) -> float:
+    """The scenario's p99 target of the drill's SLO operation (ms)."""
+    slo = cfg.scenario.slos.latency_ms.get(cfg.slo_operation)
+    if slo is None or slo.p99 is None or not math.isfinite(slo.p99):
+        raise DrillError(f"the scenario has no p99 SLO for {cfg.slo_operation!r}: give "
+                         "--slo-p99-ms")
+    return float(slo.p99)
 
 
 def fault_windows(faults: tuple[Fault, ...], events: list[Event]) -> list[FaultWindow]:
@@ -110,10 +120,9 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
     rec = merge([part["recorder"]])
     assert rec.log is not None
     windows = fault_windows(cfg.faults, injector.events)
-    slo = cfg.scenario.slos.latency_ms.get(cfg.slo_operation)
-    slo_p99 = slo.p99 if slo is not None and slo.p99 is not None else math.nan
-    if not math.isfinite(slo_p99):
-        raise DrillError(f"the scenario has no p99 SLO for {cfg.slo_operation!r}")
+    slo_p99 = cfg.slo_p99_ms if cfg.slo_p99_ms is not None else scenario_slo(cfg)
+    first = min((w.start_s for w in windows), default=cfg.duration_s)
+    baseline = success_p99_ms(rec.log, 0.0, first, cfg.timeout_s)
     recovery = recovery_table(rec.log, windows, cfg.architecture, cfg.duration_s,
                               cfg.timeout_s, cfg.window_s, slo_p99, len(ledger.lost))
     extra: dict[str, Any] = {
@@ -125,6 +134,7 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                                                   for f in cfg.faults) else None,
             "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
             "window_s": cfg.window_s, "slo_operation": cfg.slo_operation,
+            "slo_p99_ms": slo_p99, "baseline_p99_ms": baseline,
             "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
             "monolith_restarts_by_drill": restarts,
             "ledger": ledger.to_json(),
@@ -135,6 +145,11 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                       "max_cpu_share_of_a_core": round(part["cpu_s"] / part["wall_s"], 3)},
     }
     notes = [f"Timed out: answered after {cfg.timeout_s:g} s or never."]
+    if baseline > slo_p99:
+        notes.append(f"Before the first fault the p99 of successful requests was "
+                     f"{baseline:.0f} ms, already above the {slo_p99:g} ms SLO the recovery is "
+                     "measured against: 'p99 back under SLO' cannot happen (lower the rate, "
+                     "or give --slo-p99-ms).")
     info = RunInfo(cfg.scenario, cfg.architecture, cfg.duration_s, extra, notes)
     results = to_results(rec, info)
     results.meta["windows"] = [{"name": w.name, "start_s": w.start_s, "end_s": w.end_s}
