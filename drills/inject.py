@@ -80,12 +80,13 @@ class Injector:
         for at, _, fault, phase in actions:
             if self._stop.wait(max(0.0, at - self.now())):
                 return
+            began = round(self.now(), 3)  # the action's moment, however long it takes
             try:
                 detail = self._do(fault, phase)
             except (DrillError, OSError, sqlite3.Error) as exc:
                 self.errors.append(f"{fault.text} {phase}: {exc}")
                 detail = f"FAILED: {exc}"
-            self.events.append(Event(fault.text, phase, round(self.now(), 3), detail))
+            self.events.append(Event(fault.text, phase, began, detail))
             if fault.kind in INSTANT and not self._stop.is_set():
                 self._wait_ready()
                 self.events.append(Event(fault.text, "ready", round(self.now(), 3),
