@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from drills.acks import Acks
 from drills.environment import Environment
+from drills.traffic import Acks
 
 AUDIT_TIMEOUT_S = 120.0
 

@@ -65,13 +65,17 @@ def _finite(lo: float, hi: float) -> Any:
 @click.option("--slo-p99-ms", default=None, type=float, callback=_finite(0, 3_600_000),
               help="p99 target (ms) recovery is measured against [default: the scenario's "
                    "bet p99 SLO]")
+@click.option("--staff-share", default=0.0, show_default=True,
+              type=click.FloatRange(0, 0.5),
+              help="share of the arrivals that are back-office staff reading GET "
+                   "/fraud/alerts (the synchronous call to fraud in microservices/hybrid)")
 @click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
               help="internal-call policy YAML for testbed serve (microservices/hybrid)")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
 def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
           out_dir: str, replication: str, broker: str, scenario: str, players: int,
-          timeout_s: float, window_s: float, slo_p99_ms: float | None, rpc_policy: str | None,
-          seed: int) -> None:
+          timeout_s: float, window_s: float, slo_p99_ms: float | None, staff_share: float,
+          rpc_policy: str | None, seed: int) -> None:
     """Break the real back office under load, on purpose, and measure how it recovers.
 
     \b
@@ -124,7 +128,7 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
 
     cfg = DrillConfig(sc, topology, db, broker, replication, parsed, rate, duration_s, players,
                       timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None,
-                      slo_p99_ms=slo_p99_ms)
+                      slo_p99_ms=slo_p99_ms, staff_share=staff_share)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drills.acks import Acks, acking_source
 from drills.checks import LedgerCheck, check_ledger
 from drills.environment import EnvConfig, Environment
 from drills.faults import Fault
 from drills.inject import Event, Injector
 from drills.measure import per_operation, recovery_table, success_p99_ms
 from drills.procs import DrillError
+from drills.sampler import PolicySampler
+from drills.traffic import Acks, acking_source
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.record import RunInfo, merge, to_results
 from loadgen.signing import load_credentials
@@ -51,6 +53,7 @@ class DrillConfig:
     rpc_policy: Path | None = None
     slo_operation: str = "bet"
     slo_p99_ms: float | None = None  # instead of the scenario's p99 of slo_operation
+    staff_share: float = 0.0  # of arrivals: staff reading fraud alerts
 
     @property
     def architecture(self) -> str:
@@ -102,13 +105,21 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
         assert env.office is not None
         acks = Acks()
         injector = Injector(env, list(cfg.faults))
+        sampler = PolicySampler(env.office.url, env.creds.staff_token, 0.0)
+
+        def window_starts() -> None:
+            injector.start()
+            sampler.t0 = time.perf_counter()
+            if cfg.topology != "monolith":
+                sampler.start()
         ocfg = OpenLoopConfig(env.office.url, cfg.rate, cfg.duration_s, cfg.players, cfg.seed,
                               f"drill-{secrets.token_hex(3)}-", credentials=load_credentials(
                                   env.creds.path), keep_requests=True)
         try:
-            parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(injector.start, lambda: None),
-                                  source=acking_source(acks))
+            parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(window_starts, sampler.stop),
+                                  source=acking_source(acks, cfg.staff_share))
         finally:
+            sampler.stop()
             injector.stop()
         try:
             env.office.wait_healthy(HEALTH_WAIT_S)
@@ -134,10 +145,11 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                                                   for f in cfg.faults) else None,
             "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
             "window_s": cfg.window_s, "slo_operation": cfg.slo_operation,
-            "slo_p99_ms": slo_p99, "baseline_p99_ms": baseline,
+            "slo_p99_ms": slo_p99, "staff_share": cfg.staff_share, "baseline_p99_ms": baseline,
             "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
             "monolith_restarts_by_drill": restarts,
             "ledger": ledger.to_json(),
+            "rpc_policy_per_second": sampler.increments(),
             "per_operation": per_operation(rec.log, windows, cfg.duration_s,
                                            cfg.timeout_s).to_dict("records"),
         },
