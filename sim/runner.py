@@ -25,14 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.analysis.fault_runs import recovery_rows
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
+from sim.analysis.recovery import aggregate_recovery
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
 from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
 from sim.engine.sources import plan_sources
 from sim.engine.waits import segment_of, wait_percentiles_ms
 from sim.model.cost import deployment_cost
+from sim.model.faults import compile_faults
 from sim.model.load import offered_load
 from sim.model.scenario import Scenario
 from sim.model.topology import (
@@ -63,6 +66,7 @@ class RepStats:
     station_timeseries: pd.DataFrame
     wall_s: float = 0.0
     requests: int = 0
+    recovery: list[dict[str, Any]] | None = None   # per fault and operation (faults only)
 
 
 def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
@@ -71,12 +75,14 @@ def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
 
 
 def stationary_horizon(scenario: Scenario) -> float:
-    """End of the part of the window before the first spike (where a warm-up may be sought).
+    """End of the part of the window before the first spike or fault (where a warm-up may be
+    sought).
 
-    MSER-5 assumes the output settles to one steady state; a spike is a planned change of
-    level, not a transient, so the cut is searched only before the first spike starts.
+    MSER-5 assumes the output settles to one steady state; a spike or a fault is a planned
+    change, not a transient, so the cut is searched only before the first one starts.
     """
     starts = [sp.start_s for sp in scenario.population.spikes]
+    starts += [f.at_s for f in scenario.faults]
     return min([scenario.simulation.duration_s, *starts])
 
 
@@ -217,6 +223,7 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
+        stats.recovery = recovery_rows(out, topo.faults, scenario, k, stats.station_timeseries)
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
     return results
@@ -316,12 +323,18 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         "saturation": saturation(scenario, order, pd.DataFrame(st_rows)),
     }
     meta |= comparison_meta(scenario, reps, order)
+    meta["faults"] = [f.model_dump(exclude_none=True) | {"label": f.label()}
+                      for f in scenario.faults]
+    rec = [{"architecture": r.deployment, "replication": r.replication, **row}
+           for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
+           for row in r.recovery or []]
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),
         stations=pd.DataFrame(st_rows),
         timeseries=pd.concat(ts, ignore_index=True) if ts else pd.DataFrame(),
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
+        recovery=aggregate_recovery(rec),
     )
 
 
@@ -399,6 +412,11 @@ def language_notes(scenario: Scenario, deployments: list[str]) -> list[str]:
         for c in dep.caches:
             notes.append(f"{name}: cache {c.name} hit ratio {c.hit_ratio:g} (given, not "
                          f"derived from the access pattern).")
+    for name in deployments:
+        topo_faults = compile_faults(scenario.faults, scenario.deployment(name),
+                                     list(scenario.operations), scenario.players)
+        notes += [f"{name}: fault {f.name} does nothing here: {f.inert}." for f in topo_faults
+                  if f.inert is not None]
     for wl in scenario.workloads:
         what = (f"{wl.users} closed users" if wl.users is not None
                 else "an explicit rate" if wl.rate_table is None else "a rate table")

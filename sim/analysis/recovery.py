@@ -175,12 +175,13 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
                  error_threshold: float = DEFAULT_ERROR_THRESHOLD,
                  lost_transactions: int = 0, replicas_added: float = 0.0,
                  queues: pd.DataFrame | None = None,
-                 p99_ok_ms: float = math.nan) -> dict[str, object]:
+                 p99_ok_ms: float = math.nan, operation: str = "all") -> dict[str, object]:
     """Recovery figures of one fault in one run (see the module's definitions).
 
     ``p99_ok_ms`` is the producer's p99 of the successful requests over the fault and its
-    recovery (the latency next to the availability). Returns a dict with the per-run fields of
-    :data:`RECOVERY_COLUMNS` (no ``*_ci``; ``recovered`` a bool).
+    recovery (the latency next to the availability); ``operation`` names the requests the
+    bins hold (``all``, or one operation judged against its own target). Returns a dict with
+    the per-run fields of :data:`RECOVERY_COLUMNS` (no ``*_ci``; ``recovered`` a bool).
     """
     _check_bins(bins)
     if not (math.isfinite(slo_p99_ms) and slo_p99_ms > 0):
@@ -249,7 +250,7 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
         return _ratio(float(ok[a:b].sum()), float(total[a:b].sum()))
 
     return {
-        "fault": fault.name, "kind": fault.kind, "target": fault.target,
+        "fault": fault.name, "operation": operation, "kind": fault.kind, "target": fault.target,
         "start_s": fault.start_s, "end_s": fault.end_s, "slo_p99_ms": float(slo_p99_ms),
         "window_s": float(window_s), "recovered": recovered,
         "detect_s": detect, "resume_s": resume, "slo_restored_s": restored,
@@ -277,7 +278,8 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 def aggregate_recovery(rows: pd.DataFrame | list[Mapping[str, object]]) -> pd.DataFrame:
     """The ``recovery`` table: per-replication rows (each with ``architecture`` and the fields
-    of :func:`recovery_row`) -> one row per (architecture, fault), means and 95% half-widths.
+    of :func:`recovery_row`) -> one row per (architecture, fault, operation), means and 95%
+    half-widths.
 
     Recovery times (``slo_restored_s``, ``drained_s``) are averaged over the replications that
     recovered; ``recovered_share`` says how many did.
@@ -286,11 +288,13 @@ def aggregate_recovery(rows: pd.DataFrame | list[Mapping[str, object]]) -> pd.Da
     if df.empty:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in RECOVERY_COLUMNS})
     out = []
-    for (arch, name), g in df.groupby(["architecture", "fault"], sort=False):
+    if "operation" not in df.columns:
+        df = df.assign(operation="all")
+    for (arch, name, op), g in df.groupby(["architecture", "fault", "operation"], sort=False):
         first = g.iloc[0]
         rec = g["recovered"].to_numpy(dtype=bool)
         row: dict[str, object] = {
-            "architecture": arch, "fault": name, "kind": first["kind"],
+            "architecture": arch, "fault": name, "operation": op, "kind": first["kind"],
             "target": first["target"], "start_s": float(first["start_s"]),
             "end_s": float(first["end_s"]), "slo_p99_ms": float(first["slo_p99_ms"]),
             "window_s": float(first["window_s"]), "replications": len(g),

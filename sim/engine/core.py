@@ -8,7 +8,8 @@ The parts a reader looks for live in their own modules:
   prepared once per step;
 * :mod:`sim.engine.sources`: open arrivals, closed-loop users, phantom writers;
 * :mod:`sim.engine.sampling`: the draws (one factory, where a keyed stream plugs in);
-* :mod:`sim.engine.output`: the raw output of a run.
+* :mod:`sim.engine.output`: the raw output of a run;
+* :mod:`sim.engine.faults`: the scenario's faults, one process each, through the path's hooks.
 
 The engine is lean on purpose (no SimPy ``Resource`` objects, batched random draws, one
 timer per processor-sharing station) so that it stays close to a minimal hand-written SimPy
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.engine.faults import start_faults
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
 from sim.engine.sampling import BatchDraws, DrawFactory, Sampler
@@ -102,7 +104,8 @@ class Engine:
         self.replicas, self.shards, self.locks, self.broker = (st.replicas, st.shards, st.locks,
                                                                st.broker)
         self.recorder = Recorder()
-        self.path = RequestPath(self.env, topo, st, self.draws, self.pyrng, self.recorder.record)
+        self.path = RequestPath(self.env, topo, st, self.draws, self.pyrng, self.recorder.record,
+                                self.recorder.att.append)
         self._series = [(st, StationSeries(st.name, st.kind, st.servers))
                         for st in self.stations()]
 
@@ -156,10 +159,10 @@ class Engine:
                 sub = np.random.default_rng(self.rng.integers(0, 2**63))
                 player = None if group.players is None else int(group.players[u])
                 env.process(closed_user(env, u, group.users, th, group.weights, duration, sub,
-                                        self.path.request, player, group.ops,
+                                        self.path.walk, player, group.ops,
                                         key0=(len(plan.open) + g) * KEY_STRIDE))
         for j, chunks in enumerate(plan.open):
-            env.process(open_source(env, chunks, duration, self.path.request,
+            env.process(open_source(env, chunks, duration, self.path.walk,
                                     key0=j * KEY_STRIDE))
         if plan.op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
             start_phantom_writers(env, self.topo, self.locks, plan.op_rate, duration, self.rng,
@@ -181,9 +184,10 @@ class Engine:
             if isinstance(st, Pool | PSCpu):
                 st.waits = WaitHistogram(duration)
         self.env.process(self._sample_stations(duration))
+        logs = start_faults(self.env, self.topo, self.st, self.path, duration)
         self.env.run(until=duration)
         for st, ser in self._series:
             if isinstance(st, Pool | PSCpu) and st.waits is not None:
                 ser.wait_counts = st.waits.counts()
         return self.recorder.output(self.topo.deployment, duration, self.bin_s,
-                                    [ser for _, ser in self._series])
+                                    [ser for _, ser in self._series], logs)

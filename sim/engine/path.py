@@ -18,9 +18,17 @@ on the replica's cores), its external wait, and its database time (a cache looku
 the step names a cache, the database only on a miss; a pooled connection held, the row lock
 of a hot account if any, the shard's cores, or a read replica's for a read).
 
-Policies today: the service's ``queue_limit`` (503 when the worker queue is full) and the
-connection pool's timeout (the request fails). Every draw is prepared once per step
+Policies today: the service's ``queue_limit`` (503 when the worker queue is full: shed) and
+the connection pool's timeout (timed out). Every draw is prepared once per step
 (:class:`PreparedStep`), keyed by the request's arrival index.
+
+Each request ends with an outcome code (``sim.engine.output``: OK, FAILED, TIMED_OUT, SHED).
+Faults (``sim.engine.faults``) act through small hooks: a replica's ``down``/``epoch`` (a
+crash), the load balancer's view of live replicas (``targets``), a shard's ``down``/``epoch``
+and commit log (a failover), ``links`` (network latency and loss between services),
+``external_slow`` (a slowed dependency), the broker's ``down`` event; players' retries wrap
+the request (:meth:`RequestPath.request_retrying`). Without faults every hook is a cheap
+attribute test.
 """
 
 from __future__ import annotations
@@ -33,11 +41,14 @@ from typing import Any
 import simpy
 from simpy.events import Event
 
+from sim.engine.output import FAILED, OK, SHED, TIMED_OUT
 from sim.engine.sampling import Draw, DrawFactory
-from sim.engine.stations import REJECTED, Replica, Shard, Stations
+from sim.engine.stations import DEAD, REJECTED, Replica, Shard, Stations
 from sim.model.topology import ServiceSpec, StepSpec, Topology
 
-Record = Callable[[float, int, float, bool], None]
+Record = Callable[[float, int, float, int], None]
+CONSUMER_RETRY_S = 0.1
+"""How often a message with no live consumer replica is offered again (s)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class PreparedStep:
     lookup: Draw | None
     hit: Draw | None
     calls: tuple[PreparedStep, ...]
+    sync_s: float = 0.0            # a write's wait for the replica (synchronous replication)
+    external_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,10 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
         hit=draws.uniform(f"{site}:hit") if cache is not None else None,
         calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c)
                     for i, c in enumerate(st.calls)),
+        sync_s=(topo.databases[topo.services[st.service].database].sync_s
+                if st.db is not None and not st.read
+                and topo.services[st.service].database is not None else 0.0),
+        external_name=st.external_name,
     )
 
 
@@ -116,16 +133,19 @@ class RequestPath:
     """Walks requests along their prepared routes through a deployment's stations."""
 
     def __init__(self, env: simpy.Environment, topo: Topology, stations: Stations,
-                 draws: DrawFactory, pyrng: random.Random, record: Record):
+                 draws: DrawFactory, pyrng: random.Random, record: Record,
+                 record_attempts: Callable[[int], None] | None = None):
         self.env = env
         self.topo = topo
-        self.replicas = stations.replicas
+        # the load balancer's view: replicas it sends to (faults take dead ones out)
+        self.targets = [list(reps) for reps in stations.replicas]
         self.shards = stations.shards
         self.locks = stations.locks
         self.caches = stations.caches
         self.broker = stations.broker
         self.pyrng = pyrng
         self.record = record
+        self.recorded_attempts = record_attempts or (lambda _n: None)
         self.routes = prepare_routes(topo, draws)
         self._hop = draws.demand(topo.network_hop, "network_hop")
         self._rpc = draws.demand(topo.rpc_cpu, "rpc_cpu")
@@ -133,18 +153,28 @@ class RequestPath:
         self._rr = [0] * len(topo.services)
         self._lb = topo.load_balancing
         self._k = topo.reduce_factor
+        # fault hooks (sim.engine.faults sets them; empty without faults)
+        self.links: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self.external_slow: dict[str, float] = {}
+        self.failed_players: set[int] | None = None   # collected for a reconnect storm
+        # what a source starts per arrival: players retry failed requests when told to
+        self.walk = self.request_retrying if topo.retry is not None else self.request
 
     # ------------------------------------------------------------------ choices
 
-    def pick(self, service: int) -> Replica:
-        """A replica of ``service`` by the deployment's load-balancing policy."""
-        reps = self.replicas[service]
-        if len(reps) == 1:
+    def pick(self, service: int) -> Replica | None:
+        """A replica of ``service`` by the deployment's load-balancing policy (None when the
+        load balancer has no live replica left)."""
+        reps = self.targets[service]
+        n = len(reps)
+        if n == 1:
             return reps[0]
+        if n == 0:
+            return None
         lb = self._lb
         if lb == "round_robin":
-            i = self._rr[service]
-            self._rr[service] = (i + 1) % len(reps)
+            i = self._rr[service] % n
+            self._rr[service] = i + 1
             return reps[i]
         if lb == "least_outstanding":
             return min(reps, key=lambda r: r.workers.busy + len(r.workers.waiting))
@@ -158,46 +188,91 @@ class RequestPath:
 
     def request(self, op: int, player: int, key: int) -> Generator[Event, Any, None]:
         """One client request: enter, walk the route, record the response time."""
+        t0 = self.env.now
+        outcome, end = yield from self._attempt(op, player, key)
+        self.record(t0, op, end - t0, outcome)
+        if outcome and self.failed_players is not None:
+            self.failed_players.add(player)
+
+    def _attempt(self, op: int, player: int, key: int
+                 ) -> Generator[Event, Any, tuple[int, float]]:
+        """One try of a request: (outcome, time the client learnt it)."""
         env = self.env
-        t0 = env.now
         route = self.routes[op]
         rep = self.pick(route.entry)
+        if rep is None or rep.down:
+            return FAILED, env.now  # no live replica, or a dead one (connection refused)
+        epoch = rep.epoch
         w = rep.workers
         ev = w.acquire()
         if ev is not None:
             if ev is REJECTED:
-                self.record(t0, op, 0.0, True)
-                return
-            yield ev
+                return SHED, env.now
+            if (yield ev) is DEAD:
+                return FAILED, env.now
         if route.gateway_cpu is not None:
             yield rep.cpu.serve(route.gateway_cpu(key))
-        ok = yield from self._steps(rep, route.entry, route.steps, player, key)
+        outcome = yield from self._steps(rep, route.entry, route.steps, player, key)
         w.release()
-        self.record(t0, op, env.now - t0, not ok)
+        if rep.epoch != epoch:  # the replica crashed under the request
+            return FAILED, rep.crashed_at
+        return outcome, env.now
+
+    def request_retrying(self, op: int, player: int, key: int) -> Generator[Event, Any, None]:
+        """A request whose player retries errors and timeouts (``topo.retry``): recorded once,
+        from the first try to the last answer, with its number of attempts."""
+        retry = self.topo.retry
+        assert retry is not None
+        env = self.env
+        t0 = env.now
+        n = 0
+        while True:
+            n += 1
+            outcome, end = yield from self._attempt(op, player, key)
+            if outcome == OK or n >= retry.max_attempts:
+                break
+            if end > env.now:
+                yield env.timeout(end - env.now)
+            wait = min(retry.cap_s, retry.backoff_s * retry.multiplier ** (n - 1))
+            if retry.jitter == "full":
+                wait *= self.pyrng.random()
+            elif retry.jitter == "equal":
+                wait *= 0.5 + 0.5 * self.pyrng.random()
+            yield env.timeout(wait)
+        self.record(t0, op, end - t0, outcome)
+        self.recorded_attempts(n)
+        if outcome and self.failed_players is not None:
+            self.failed_players.add(player)
 
     def _steps(self, rep: Replica, here: int, steps: tuple[PreparedStep, ...], player: int,
-               key: int) -> Generator[Event, Any, bool]:
-        """Take ``steps`` in order from replica ``rep`` of service ``here``; ``False`` as soon
-        as one fails."""
+               key: int) -> Generator[Event, Any, int]:
+        """Take ``steps`` in order from replica ``rep`` of service ``here``; the outcome of
+        the first that fails, else OK."""
         for step in steps:
             if step.branch is not None and step.branch(key) >= step.probability:
                 continue  # branch not taken
             if step.is_async:
                 if not (yield from self._publish_step(rep, here, step, player, key)):
-                    return False
+                    return FAILED
                 continue
             if step.service == here:
-                ok = yield from self._work(rep, step, player, key)
+                outcome = yield from self._work(rep, step, player, key)
             else:
-                ok = yield from self._call(rep, step, player, key)
-            if not ok:
-                return False
-        return True
+                outcome = yield from self._call(rep, here, step, player, key)
+            if outcome:
+                return outcome
+        return OK
 
     def _publish_step(self, rep: Replica, here: int, step: PreparedStep, player: int,
                       key: int) -> Generator[Event, Any, bool]:
         """Hand an async step to the broker; ``False`` if the broker refused it (full)."""
-        if not self.broker.put():  # full: refused
+        broker = self.broker
+        if broker.down is not None:  # an outage: publishers keep messages, then wait
+            if broker.held >= broker.hold_limit:
+                yield broker.down
+            else:
+                broker.held += 1
+        if not broker.put():  # full: refused
             return False
         if step.service == here:
             self.env.process(self._consume(step, player, key, rep))
@@ -208,13 +283,16 @@ class RequestPath:
         return True
 
     def _work(self, rep: Replica, step: PreparedStep, player: int,
-              key: int) -> Generator[Event, Any, bool]:
+              key: int) -> Generator[Event, Any, int]:
         """CPU, external wait and database work of a step on replica ``rep``."""
         env = self.env
         if step.cpu is not None:
             yield rep.cpu.serve(step.cpu(key))
         if step.external is not None:
-            yield env.timeout(step.external(key))
+            wait = step.external(key)
+            if self.external_slow:
+                wait *= self.external_slow.get(step.external_name or "", 1.0)
+            yield env.timeout(wait)
         if step.db is not None and not (
                 step.cache is not None and (yield from self._cache_hit(step, player, key))):
             svc = step.svc
@@ -231,7 +309,13 @@ class RequestPath:
                     yield ev | env.timeout(timeout)
                     if not ev.triggered:
                         pool.cancel(ev)
-                        return False
+                        return TIMED_OUT
+            shard = self._shard(svc.database, player)
+            on_primary = not (step.read and shard.read_replicas)
+            if shard.down and on_primary:  # failover in progress: connections refused
+                pool.release()
+                return FAILED
+            epoch = shard.epoch
             lock = None
             if step.lock is not None:
                 subs = self.locks[step.lock]
@@ -240,18 +324,23 @@ class RequestPath:
                 if lev is not None:
                     assert lev is not REJECTED, f"{lock.name}: lock queue over its bound"
                     yield lev
-            shard = self._shard(svc.database, player)
             cpu = shard.cpu
             if step.read and shard.read_replicas:
                 reps = shard.read_replicas
                 cpu = reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
             yield cpu.serve(step.db(key))
+            if step.sync_s:
+                yield env.timeout(step.sync_s)
             if lock is not None:
                 lock.release()
             pool.release()
+            if shard.epoch != epoch and on_primary:
+                return FAILED  # the primary failed under the transaction
+            if shard.commits is not None and not step.read:
+                shard.commits.append(env.now)
         if step.calls:
             return (yield from self._steps(rep, step.service, step.calls, player, key))
-        return True
+        return OK
 
     def _cache_hit(self, step: PreparedStep, player: int,
                    key: int) -> Generator[Event, Any, bool]:
@@ -262,40 +351,65 @@ class RequestPath:
         yield cpu.serve(step.lookup(key))
         return step.hit(key) < step.hit_ratio
 
-    def _call(self, caller: Replica, step: PreparedStep, player: int,
-              key: int) -> Generator[Event, Any, bool]:
+    def _call(self, caller: Replica, here: int, step: PreparedStep, player: int,
+              key: int) -> Generator[Event, Any, int]:
         """A synchronous call to another service: hop, callee worker, work, hop back."""
         env = self.env
         yield caller.cpu.serve(self._rpc(key))
-        yield env.timeout(self._hop(key))
+        extra = 0.0
+        if self.links:
+            link = self.links.get((here, step.service))
+            if link is not None:
+                extra, loss, lost_wait = link
+                if loss and self.pyrng.random() < 2.0 * loss - loss * loss:
+                    yield env.timeout(lost_wait)  # request or answer lost: wait it out
+                    return TIMED_OUT
+        yield env.timeout(self._hop(key) + extra)
         callee = self.pick(step.service)
+        if callee is None or callee.down:
+            yield env.timeout(self._hop(key) + extra)
+            return FAILED
+        epoch = callee.epoch
         w = callee.workers
         ev = w.acquire()
         if ev is not None:
             if ev is REJECTED:
-                yield env.timeout(self._hop(key))
-                return False
-            yield ev
+                yield env.timeout(self._hop(key) + extra)
+                return SHED
+            if (yield ev) is DEAD:
+                return FAILED
         yield callee.cpu.serve(self._rpc(key))
-        ok = yield from self._work(callee, step, player, key)
+        outcome = yield from self._work(callee, step, player, key)
         w.release()
-        yield env.timeout(self._hop(key))
-        return ok
+        if callee.epoch != epoch:
+            return FAILED
+        yield env.timeout(self._hop(key) + extra)
+        return outcome
 
     def _consume(self, step: PreparedStep, player: int, key: int,
                  rep: Replica | None) -> Generator[Event, Any, None]:
-        """An async step taken from the broker by a consumer worker.
+        """An async step taken from the broker by a consumer worker (at-least-once: a message
+        whose consumer died before taking it is delivered again).
 
         A message waiting for a consumer worker is still in the broker's backlog, so this
         queue is bounded by the broker's (``acquire_unbounded``).
         """
+        env = self.env
+        if self.broker.down is not None:
+            yield self.broker.down  # the broker is out: delivered when it is back
+        if rep is not None and rep.down:
+            rep = None  # the publishing replica died: another consumer takes it
         remote = rep is None
         if rep is None:
             rep = self.pick(step.service)
+            while rep is None or rep.down:  # no live consumer: the message waits in the broker
+                yield env.timeout(CONSUMER_RETRY_S)
+                rep = self.pick(step.service)
         w = rep.workers
         ev = w.acquire_unbounded()
-        if ev is not None:
-            yield ev
+        if ev is not None and (yield ev) is DEAD:
+            env.process(self._consume(step, player, key, None))  # redelivered elsewhere
+            return
         self.broker.take()
         if remote:
             yield rep.cpu.serve(self._rpc(key))

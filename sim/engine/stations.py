@@ -55,6 +55,18 @@ class _Rejected:
 REJECTED = _Rejected()
 
 
+class _Dead:
+    """Value a waiter's event is granted with when its station died (a crash): fail."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEAD"
+
+
+DEAD = _Dead()
+
+
 class Station(Protocol):
     """What the engine's output needs of any station."""
 
@@ -153,10 +165,36 @@ class Pool:
             self.waiting.remove(ev)
             self._since.pop(ev, None)
 
+    def fail_waiting(self) -> int:
+        """Fault hook (a crash): every waiter is granted :data:`DEAD` (it fails, holding
+        nothing); answers how many."""
+        self._account()
+        n = 0
+        while self.waiting:
+            ev = self.waiting.popleft()
+            self._since.pop(ev, None)
+            if not ev.triggered:
+                ev.succeed(DEAD)
+                n += 1
+        return n
+
+    def set_capacity(self, capacity: int) -> None:
+        """Fault hook (a hang and its end): serve with ``capacity`` units from now on; units
+        in use above it finish their work; freed ones go to the waiters in FIFO order."""
+        self._account()
+        self.capacity = capacity
+        while self.busy < capacity and self.waiting:
+            self.busy += 1
+            self.completions -= 1  # release() counts a completion; none happened here
+            self.release()
+
     def release(self) -> None:
         """Give a unit back, handing it to the first waiter if any."""
         self._account()
         self.completions += 1
+        if self.busy > self.capacity:  # capacity lowered (a hang): this unit is gone
+            self.busy -= 1
+            return
         waiting = self.waiting
         while waiting:
             ev = waiting.popleft()
@@ -191,7 +229,8 @@ class PSCpu:
     __slots__ = (
         "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy",
         "area_excess", "area_jobs",
-        "completions", "cores", "env", "kind", "max_jobs", "n", "name", "never_shares", "waits",
+        "completions", "cores", "env", "kind", "max_jobs", "n", "name", "never_shares", "slow",
+        "waits",
     )
 
     def __init__(self, env: simpy.Environment, name: str, kind: str, cores: int, max_jobs: int):
@@ -201,6 +240,7 @@ class PSCpu:
         self.cores = cores
         self.max_jobs = max_jobs
         self.never_shares = max_jobs <= cores
+        self.slow = 1.0   # demand multiplier (faults: slowdown, cold start); exact when 1
         self.n = 0
         self._heap: list[tuple[float, int, Event, float, float]] = []  # + start, work
         self.waits: WaitHistogram | None = None  # set by the engine for a run
@@ -237,7 +277,9 @@ class PSCpu:
             self._last = now
 
     def serve(self, work: float) -> Event:
-        """An event that fires when ``work`` seconds of CPU have been given to this job."""
+        """An event that fires when ``work`` seconds of CPU (times ``slow``) have been given to
+        this job."""
+        work = work * self.slow
         self._advance()
         self.n += 1
         assert self.n <= self.max_jobs, f"{self.name}: more jobs than max_jobs={self.max_jobs}"
@@ -312,8 +354,8 @@ class PSCpu:
 class Backlog:
     """The broker: counts messages published and not yet taken by a consumer (bounded)."""
 
-    __slots__ = ("_last", "area_busy", "area_queue", "backlog", "capacity", "completions", "env",
-                 "kind", "limit", "name")
+    __slots__ = ("_last", "area_busy", "area_queue", "backlog", "capacity", "completions", "down",
+                 "env", "held", "hold_limit", "kind", "limit", "name")
 
     def __init__(self, env: simpy.Environment, name: str, limit: int = BROKER_MAX_BACKLOG):
         self.env = env
@@ -326,6 +368,9 @@ class Backlog:
         self.area_queue = 0.0
         self.completions = 0
         self._last = 0.0
+        self.down: Event | None = None  # an outage: fires when the broker is back
+        self.held = 0                   # messages publishers keep during an outage
+        self.hold_limit = 0             # at most this many, then publishers wait
 
     @property
     def servers(self) -> int:
@@ -358,19 +403,32 @@ class Backlog:
 
 @dataclass
 class Replica:
-    """One replica of a service: its workers, its cores and its connection pool."""
+    """One replica of a service: its workers, its cores and its connection pool.
+
+    Fault state: ``down`` (dead: new requests fail at once), ``epoch`` (bumped by each crash:
+    a request that entered in an earlier epoch failed with it, at ``crashed_at``)."""
 
     workers: Pool
     cpu: PSCpu
     db_pool: Pool | None
+    down: bool = False
+    epoch: int = 0
+    crashed_at: float = 0.0
 
 
 @dataclass
 class Shard:
-    """One database shard: the primary's cores and its read replicas' cores."""
+    """One database shard: the primary's cores and its read replicas' cores.
+
+    Fault state: ``down`` (primary unavailable: database work fails), ``epoch`` (bumped by a
+    failure: work in flight then fails), ``commits`` (recent write times, kept only when an
+    asynchronous failover may lose them)."""
 
     cpu: PSCpu
     read_replicas: tuple[PSCpu, ...] = ()
+    down: bool = False
+    epoch: int = 0
+    commits: deque[float] | None = None
 
 
 @dataclass

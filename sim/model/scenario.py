@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.model import limits as L
 from sim.model.distributions import BetSize, Constant, Distribution
+from sim.model.faults import Fault, HealthCheck, Players, RecoverySettings, fault_problems
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")
@@ -241,6 +242,10 @@ class Service(_Model):
         description="requests waiting for a worker beyond which new ones get 503",
     )
     db_pool_timeout_ms: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    health_check: HealthCheck = Field(
+        default_factory=HealthCheck,
+        description="how the load balancer notices a crashed replica (used by faults)",
+    )
 
 
 class Database(_Model):
@@ -258,8 +263,16 @@ class Database(_Model):
     replication_lag_ms: float = Field(
         default=0.0, ge=0, le=3_600_000,
         description="asynchronous replication lag: a read from a replica may miss the writes "
-        "of this many last milliseconds (stated in the results)",
+        "of this many last milliseconds (stated in the results); a db_failover loses the "
+        "writes committed within it",
     )
+    replication: Literal["async", "sync"] = Field(
+        default="async",
+        description="sync: every write waits for a replica's acknowledgement "
+        "(sync_round_trip_ms) and a failover loses nothing; async: no wait, a failover loses "
+        "the writes of the last replication_lag_ms",
+    )
+    sync_round_trip_ms: float = Field(default=1.0, ge=0, le=L.MAX_DEMAND_MS)
 
 
 class Cache(_Model):
@@ -480,10 +493,27 @@ class Scenario(_Model):
         default_factory=list, description="open or closed workloads next to the population"
     )
     slos: SLOs = Field(default_factory=SLOs)
+    faults: list[Fault] = Field(
+        default_factory=list, description="faults injected during the run (sim/model/faults.py)"
+    )
+    players: Players | None = Field(
+        default=None, description="players' reaction to errors: retries, reconnect storms"
+    )
+    recovery: RecoverySettings = Field(
+        default_factory=RecoverySettings, description="how recovery from faults is judged"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
         problems: list[str] = []
+        externals = {st.external for op in self.operations.values()
+                     for _w, st, _d in op.steps_walk("") if isinstance(st.external, str)}
+        problems += fault_problems(self.faults, self.deployments, self.operations, externals,
+                                   self.players)
+        for i, f in enumerate(self.faults):
+            if f.at_s >= self.simulation.duration_s:
+                problems.append(f"faults[{i}] ({f.label()}).at_s: {f.at_s:g} s is not within "
+                                f"the run (duration_s {self.simulation.duration_s:g})")
         for op_name, op in self.operations.items():
             for where, st, depth in op.steps_walk(op_name):
                 if depth > MAX_CALL_DEPTH + 1:

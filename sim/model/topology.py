@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import reduce as _fold
 
+from sim.model import faults as F
 from sim.model.distributions import Distribution
 from sim.model.scenario import Deployment, Scenario, Step
 
@@ -34,6 +35,7 @@ class StepSpec:
     read: bool = False                   # database work served by a read replica if any
     cache: int | None = None             # index into Topology.caches, looked up first
     calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
+    external_name: str | None = None     # the demand named as ``external`` (faults slow it)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class ServiceSpec:
     database: int | None
     queue_limit: int | None
     pool_timeout_s: float | None
+    health_interval_s: float = 2.0       # load balancer's health check (crash detection)
+    health_fall: int = 3
+    health_rise: int = 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class DatabaseSpec:
     cores: int
     read_replicas: int = 0
     replication_lag_s: float = 0.0
+    sync_s: float = 0.0                  # synchronous replication: replica round trip per write
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class Topology:
     load_balancing: str
     reduce_factor: int
     caches: tuple[CacheSpec, ...] = ()
+    faults: tuple[F.FaultSpec, ...] = ()
+    retry: F.RetrySpec | None = None     # players' retries on errors and timeouts
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -130,6 +138,9 @@ def reduce_refusal(scenario: Scenario) -> str | None:
     """
     if not scenario.simulation.reduce:
         return None
+    by_faults = F.reduce_refusal(scenario.faults)
+    if by_faults is not None:
+        return by_faults
     for d in scenario.deployments:
         pooled = [s.name for s in d.services if s.replicas > 1]
         if d.load_balancing == "least_outstanding" and pooled:
@@ -183,13 +194,17 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             database=db_index[s.database] if s.database else None,
             queue_limit=s.queue_limit,
             pool_timeout_s=s.db_pool_timeout_ms / 1000.0 if s.db_pool_timeout_ms else None,
+            health_interval_s=s.health_check.interval_s,
+            health_fall=s.health_check.failure_threshold,
+            health_rise=s.health_check.rise,
         )
         for s in deployment.services
     )
     databases = tuple(
         DatabaseSpec(name=d.name, shards=d.shards // k, full_shards=d.shards, cores=d.cores,
                      read_replicas=d.read_replicas,
-                     replication_lag_s=d.replication_lag_ms / 1000.0)
+                     replication_lag_s=d.replication_lag_ms / 1000.0,
+                     sync_s=d.sync_round_trip_ms / 1000.0 if d.replication == "sync" else 0.0)
         for d in deployment.databases
     )
     cache_names = [c.name for c in deployment.caches]
@@ -217,6 +232,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             read=st.read,
             cache=cache_names.index(st.cache) if st.cache else None,
             calls=tuple(step_spec(c) for c in st.calls),
+            external_name=st.external if isinstance(st.external, str) else None,
         )
 
     routes = []
@@ -249,4 +265,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
+        faults=F.compile_faults(scenario.faults, deployment, list(scenario.operations),
+                                scenario.players, k),
+        retry=F.compile_retry(scenario.players),
     )

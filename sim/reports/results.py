@@ -7,7 +7,7 @@ A :class:`Results` holds four tables and a ``meta`` dict:
 * ``stations``: one row per (architecture, station): utilisation, mean queue, mean wait;
 * ``timeseries``: one row per (architecture, replication, t_s bin, operation);
 * ``station_timeseries``: one row per (architecture, replication, t_s bin, station);
-* ``recovery``: one row per (architecture, fault): recovery figures with 95% half-widths
+* ``recovery``: one row per (architecture, fault, operation): recovery figures with 95% half-widths
   (:data:`RECOVERY_COLUMNS`, computed by ``sim.analysis.recovery``); empty without faults.
 
 Columns are checked on construction (a missing one raises :class:`ValueError` naming it) and
@@ -65,7 +65,8 @@ RECOVERY_METRICS: tuple[str, ...] = (
     "availability_after", "p99_ok_ms",
 )
 RECOVERY_COLUMNS: tuple[str, ...] = (
-    "architecture", "fault", "kind", "target", "start_s", "end_s", "slo_p99_ms", "window_s",
+    "architecture", "fault", "operation", "kind", "target", "start_s", "end_s", "slo_p99_ms",
+    "window_s",
     "replications", "recovered_share",
     *[c for m in RECOVERY_METRICS for c in (m, f"{m}_ci")],
     "peak_queue_station",
@@ -109,8 +110,8 @@ _STATION_TYPES = _dtypes(STATION_COLUMNS, {"architecture", "station", "kind"}, {
 _TS_TYPES = _dtypes(TIMESERIES_COLUMNS, {"architecture", "operation"},
                     {"replication", "requests", "errors"})
 _STS_TYPES = _dtypes(STATION_TIMESERIES_COLUMNS, {"architecture", "station"}, {"replication"})
-RECOVERY_TYPES = _dtypes(RECOVERY_COLUMNS, {"architecture", "fault", "kind", "target",
-                                            "peak_queue_station"}, {"replications"})
+RECOVERY_TYPES = _dtypes(RECOVERY_COLUMNS, {"architecture", "fault", "operation", "kind",
+                                            "target", "peak_queue_station"}, {"replications"})
 
 
 def _canonical(df: pd.DataFrame, name: str, types: dict[str, str]) -> pd.DataFrame:
