@@ -11,6 +11,7 @@ import click
 
 from drills.faults import FaultSpecError, check_together, parse_fault
 from drills.limits import (
+    DEFAULT_HOLD_S,
     DEFAULT_TIMEOUT_S,
     MAX_DURATION_S,
     MAX_FAULTS,
@@ -62,6 +63,9 @@ def _finite(lo: float, hi: float) -> Any:
 @click.option("--window", "window_s", default=RECOVERY_WINDOW_S, show_default=True,
               type=float, callback=_finite(0, MAX_DURATION_S),
               help="trailing window (s) of the p99 that must be back under the SLO")
+@click.option("--hold", "hold_s", default=DEFAULT_HOLD_S, show_default=True, type=float,
+              callback=_finite(0, MAX_DURATION_S),
+              help="the p99 counts as back under its target once it stays there this long")
 @click.option("--slo-p99-ms", default=None, type=float, callback=_finite(0, 3_600_000),
               help="p99 target (ms) recovery is measured against [default: the scenario's "
                    "bet p99 SLO]")
@@ -74,7 +78,8 @@ def _finite(lo: float, hi: float) -> Any:
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
 def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
           out_dir: str, replication: str, broker: str, scenario: str, players: int,
-          timeout_s: float, window_s: float, slo_p99_ms: float | None, staff_share: float,
+          timeout_s: float, window_s: float, hold_s: float, slo_p99_ms: float | None,
+          staff_share: float,
           rpc_policy: str | None, seed: int) -> None:
     """Break the real back office under load, on purpose, and measure how it recovers.
 
@@ -128,7 +133,7 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
 
     cfg = DrillConfig(sc, topology, db, broker, replication, parsed, rate, duration_s, players,
                       timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None,
-                      slo_p99_ms=slo_p99_ms, staff_share=staff_share)
+                      slo_p99_ms=slo_p99_ms, staff_share=staff_share, hold_s=hold_s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "
@@ -145,6 +150,8 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
     result.requests.to_parquet(out / "requests.parquet", index=False)
     led = result.ledger
     for r in result.results.recovery.itertuples():
+        if r.operation != "all":
+            continue
         click.echo(f"  {r.fault}: success resumes {r.resume_s:.2f} s, p99 back under SLO "
                    f"{r.slo_restored_s:.2f} s, failed {r.failed:g}, timed out {r.timed_out:g}")
     click.echo(f"  ledger: {led.acknowledged} acknowledged, {len(led.lost)} lost; audit "

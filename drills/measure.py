@@ -39,26 +39,38 @@ def drill_bins(log: RequestLog, duration_s: float, timeout_s: float, window_s: f
     return bins_from_requests(t, lat_ms, code, duration_s, window_s)
 
 
-def success_p99_ms(log: RequestLog, t0: float, t1: float, timeout_s: float) -> float:
-    """p99 of the successful requests that arrived in [t0, t1)."""
+def success_p99_ms(log: RequestLog, t0: float, t1: float, timeout_s: float,
+                   ops: set[str] | None = None) -> float:
+    """p99 of the successful requests (of ``ops`` when given) that arrived in [t0, t1)."""
     t = np.frombuffer(log.t_s, dtype=float)
     lat_ms = np.frombuffer(log.latency_s, dtype=float) * 1000.0
     sel = (t >= t0) & (t < t1) & (outcomes(log, timeout_s) == OK)
+    if ops is not None:
+        sel &= np.array([o in ops for o in log.op], dtype=bool)
     return float(np.percentile(lat_ms[sel], 99.0)) if sel.any() else math.nan
 
 
 def recovery_table(log: RequestLog, windows: list[FaultWindow], architecture: str,
                    duration_s: float, timeout_s: float, window_s: float, slo_p99_ms: float,
-                   lost: int) -> pd.DataFrame:
-    """The ``recovery`` table of the drill (one replication: no confidence intervals), over
-    the players' requests (staff reads of fraud alerts are shown per operation only)."""
-    bins = drill_bins(log, duration_s, timeout_s, window_s,
-                      ops={op for op in log.op if op != STAFF_OPERATION})
+                   lost: int, op_targets: dict[str, float] | None = None,
+                   hold_s: float | None = None) -> pd.DataFrame:
+    """The ``recovery`` table of the drill (one replication: no confidence intervals): per
+    fault, a row over all the players' requests against ``slo_p99_ms`` (operation ``all``;
+    staff reads of fraud alerts left out), then a row per operation of ``op_targets``
+    against its own p99 target."""
+    players = {op for op in log.op if op != STAFF_OPERATION}
+    groups = [("all", players, slo_p99_ms)] + [
+        (op, {op}, target) for op, target in (op_targets or {}).items() if op in players]
     rows = []
-    for w in windows:
-        row = recovery_row(bins, w, slo_p99_ms, window_s, lost_transactions=lost,
-                           p99_ok_ms=success_p99_ms(log, w.start_s, duration_s, timeout_s))
-        rows.append({"architecture": architecture, **row})
+    for name, ops, target in groups:
+        bins = drill_bins(log, duration_s, timeout_s, window_s, ops=ops)
+        for w in windows:
+            row = recovery_row(bins, w, target, window_s, hold_s=hold_s,
+                               lost_transactions=lost if name == "all" else 0,
+                               p99_ok_ms=success_p99_ms(log, w.start_s, duration_s,
+                                                        timeout_s, ops),
+                               operation=name)
+            rows.append({"architecture": architecture, **row})
     return aggregate_recovery(rows)
 
 

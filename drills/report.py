@@ -27,7 +27,14 @@ def plot_timeline(res: Results, path: Path) -> Path:
 
     ts = res.timeseries
     per_s = ts.groupby("t_s").agg(requests=("requests", "sum"), errors=("errors", "sum"))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    policy = _policy_frame(res)
+    rows = 3 if not policy.empty else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), sharex=True)
+    ax1, ax2 = axes[0], axes[1]
+    if not policy.empty:
+        for col in policy.columns:
+            axes[2].step(policy.index, policy[col], where="post", label=col)
+        axes[2].set_ylabel("internal calls per second")
     ax1.plot(per_s.index, per_s["requests"] - per_s["errors"], label="ok/s", color="tab:green")
     ax1.plot(per_s.index, per_s["errors"], label="errors/s", color="tab:red")
     ax1.set_ylabel("requests per second")
@@ -39,7 +46,7 @@ def plot_timeline(res: Results, path: Path) -> Path:
     ax2.set_yscale("log")
     ax2.set_ylabel("p99 per second (ms, all answers)")
     ax2.set_xlabel("seconds into the measured window")
-    for ax in (ax1, ax2):
+    for ax in axes:
         for i, w in enumerate(res.meta.get("windows") or []):
             ax.axvspan(w["start_s"], max(w["end_s"], w["start_s"] + 0.3),
                        color=_COLOURS[i % len(_COLOURS)], alpha=0.2, lw=0, label=w["name"])
@@ -51,6 +58,15 @@ def plot_timeline(res: Results, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _policy_frame(res: Results) -> pd.DataFrame:
+    """Per-second increments of the public process's policy counters that ever moved."""
+    rows = res.meta.get("drill", {}).get("rpc_policy_per_second") or []
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).set_index("t_s").fillna(0.0)
+    return df.loc[:, (df != 0).any()]
 
 
 def _num(x: Any, unit: str = "") -> str:
@@ -66,12 +82,14 @@ def recovery_markdown(res: Results) -> str:
     rec = res.recovery
     if rec.empty:
         return "_No fault took effect._"
-    rows = [[r.fault, "yes" if r.recovered_share >= 1 else "NO", _num(r.detect_s, " s"),
+    rows = [[r.fault, r.operation, _num(r.slo_p99_ms, " ms"),
+             "yes" if r.recovered_share >= 1 else "NO", _num(r.detect_s, " s"),
              _num(r.resume_s, " s"), _num(r.slo_restored_s, " s"), _num(r.failed),
              _num(r.timed_out), _num(r.lost_transactions),
              _num(r.availability_fault), _num(r.p99_ok_ms, " ms")]
             for r in rec.itertuples()]
-    return markdown_table(["fault", "recovered", "detect", "success resumes",
+    return markdown_table(["fault", "operation", "p99 target", "recovered", "detect",
+                           "success resumes",
                            "p99 back under SLO", "failed", "timed out",
                            "lost acknowledged writes", "availability in fault",
                            "success p99 from fault on"], rows)
@@ -87,7 +105,9 @@ def drill_markdown(res: Results) -> str:
              + f"; faults: {', '.join(f'`{f}`' for f in d['faults'])}. Recovery is measured "
              f"against a p99 of {d['slo_p99_ms']:g} ms (p99 of the successful requests "
              f"before the first fault: {_num(d['baseline_p99_ms'], ' ms')}) over a trailing "
-             f"{d['window_s']:g} s window of successful requests, errors within 1%; a "
+             f"{d['window_s']:g} s window of successful requests, errors within 1%, holding "
+             f"{_num(d.get('hold_s'), ' s')} (operation `all`: the players' requests; the "
+             "other rows: each operation against its own p99 target); a "
              f"request answered after {d['timeout_s']:g} s "
              "(or never) counts as timed out. Times are seconds from the fault's end "
              "(for a kill or failover: the moment `/health` answered 200 again).", "",
@@ -108,6 +128,14 @@ def drill_markdown(res: Results) -> str:
                                   "success p99"],
                                  [[r.phase, r.operation, r.requests, r.failed, r.timed_out,
                                    _num(r.p99_ok_ms, " ms")] for r in ops.itertuples()]), ""]
+    policy = _policy_frame(res)
+    if not policy.empty:
+        lines += ["### The public process's internal-call policies (from its /metrics)", "",
+                  "Calls shed (the caller's bulkhead to that dependency was full), refused by "
+                  "an open breaker, or retried, over the window:", "",
+                  markdown_table(["counter", "total", "peak per second"],
+                                 [[c, _num(policy[c].sum()), _num(policy[c].max())]
+                                  for c in policy.columns]), ""]
     verdict = "ok" if led["audit_ok"] else "FAILED"
     lines += ["### Ledger (the database's view)", "",
               f"- acknowledged money operations: {led['acknowledged']}; absent from the "

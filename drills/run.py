@@ -54,6 +54,7 @@ class DrillConfig:
     slo_operation: str = "bet"
     slo_p99_ms: float | None = None  # instead of the scenario's p99 of slo_operation
     staff_share: float = 0.0  # of arrivals: staff reading fraud alerts
+    hold_s: float | None = None  # how long p99 must stay under target (None: to the end)
 
     @property
     def architecture(self) -> str:
@@ -134,8 +135,11 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
     slo_p99 = cfg.slo_p99_ms if cfg.slo_p99_ms is not None else scenario_slo(cfg)
     first = min((w.start_s for w in windows), default=cfg.duration_s)
     baseline = success_p99_ms(rec.log, 0.0, first, cfg.timeout_s)
+    targets = {op: float(t.p99) for op, t in cfg.scenario.slos.latency_ms.items()
+               if t.p99 is not None}
     recovery = recovery_table(rec.log, windows, cfg.architecture, cfg.duration_s,
-                              cfg.timeout_s, cfg.window_s, slo_p99, len(ledger.lost))
+                              cfg.timeout_s, cfg.window_s, slo_p99, len(ledger.lost),
+                              targets, cfg.hold_s)
     extra: dict[str, Any] = {
         "target": "drill", "mode": "open", "target_rate_rps": cfg.rate,
         "achieved_rate_rps": part["sent"] / cfg.duration_s, "players": cfg.players,
@@ -144,7 +148,8 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
             "replication": cfg.replication if any(f.kind == "db-failover"
                                                   for f in cfg.faults) else None,
             "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
-            "window_s": cfg.window_s, "slo_operation": cfg.slo_operation,
+            "window_s": cfg.window_s, "hold_s": cfg.hold_s,
+            "slo_operation": cfg.slo_operation,
             "slo_p99_ms": slo_p99, "staff_share": cfg.staff_share, "baseline_p99_ms": baseline,
             "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
             "monolith_restarts_by_drill": restarts,

@@ -42,7 +42,9 @@ def _drill(out: Path, *args: str) -> sim.Results:
     assert led["acknowledged"] > 0 and led["lost"] == 0, led
     assert not res.meta["drill"]["errors"]
     assert (out / "report.md").is_file() and (out / "drill_timeline.png").is_file()
-    assert len(res.recovery) == len([a for a in args if a == "--fault"])
+    overall = res.recovery[res.recovery["operation"] == "all"]
+    assert len(overall) == len([a for a in args if a == "--fault"])
+    assert {"bet", "win"} <= set(res.recovery["operation"])  # each against its own target
     return res
 
 
@@ -50,6 +52,7 @@ def test_monolith_sqlite_kill(tmp_path: Path) -> None:
     res = _drill(tmp_path, "--topology", "monolith", "--db", "sqlite",
                  "--fault", "kill:monolith@3", "--duration", "10", "--rate", "40")
     row = res.recovery.iloc[0]
+    assert row["operation"] == "all"
     assert row["failed"] + row["timed_out"] > 0  # the kill was seen by the generator
     assert math.isfinite(row["resume_s"])  # and success came back
     assert row["end_s"] > row["start_s"]  # ended when /health answered again
