@@ -21,17 +21,20 @@ trigger ended, e.g. the crashed replica serves again):
 * ``detect_s``: from start_s to detection: the producer's own time when it knows one
   (health check noticing, breaker opening), else the first bad bin at or after start_s
   (NaN: nothing ever looked wrong);
-* ``resume_s``: from end_s to the first bin at or after end_s with successes and an error
-  ratio within ``error_threshold``;
-* ``slo_restored_s``: from end_s to the end of the first bin from which every bin holds,
-  either to the end of the data (``hold_s`` None) or for ``hold_s``; the stretch must last at
-  least ``window_s`` (else it cannot be told from noise). ``recovered`` is whether such a bin
-  exists: the system came back after the trigger ended;
-* ``drained_s``: from end_s to the first bin whose total queue is back to
-  max(``DRAIN_FACTOR`` x the pre-fault mean, ``DRAIN_FLOOR``) (needs queues);
-* counts (``failed``, ``timed_out``, ``shed``) and ``retry_amplification`` (attempts per
-  user request) over the fault and its recovery, [start_s, end_s + slo_restored_s), or to the
-  end of the data when the system did not recover;
+* ``resume_s``: from start_s to the end of the first good bin (successes, error ratio within
+  ``error_threshold``) after the first bad one (0 when no bin went bad);
+* ``slo_restored_s``: from start_s to the end of the first bin from which every bin holds,
+  either to the end of the data (``hold_s`` None) or for ``hold_s``, and still holds at
+  end_s (with ``hold_s``: a stretch that reaches end_s or starts after it); the stretch must
+  last at least ``window_s`` (else it cannot be told from noise). ``recovered`` is whether
+  such a bin exists: the system came back after the trigger ended. A load balancer routing
+  around a crashed replica can restore the SLOs before the replica is back (< end_s - start_s);
+* ``drained_s``: from end_s (the restart) to the first bin whose total queue is back to
+  max(``DRAIN_FACTOR`` x the pre-fault mean, ``DRAIN_FLOOR``) (needs queues): the fluid
+  model's recovery time lambda D / (mu - lambda);
+* counts (``failed``, ``timed_out``, ``shed``), ``peak_queue`` and ``retry_amplification``
+  (attempts per user request) over the fault and its recovery, from start_s to the later of
+  end_s and the SLOs' restoration, or to the end of the data when the system did not recover;
 * ``availability_*``: ok / all requests before the fault, during it, during the recovery
   and after it.
 
@@ -146,9 +149,10 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def _hold_start(holds: np.ndarray, start: int, need: int, hold_bins: int | None) -> int | None:
-    """First index >= start from which ``holds`` is true for ``hold_bins`` bins (or to the end,
-    at least ``need`` bins)."""
+def _hold_start(holds: np.ndarray, start: int, end: int, need: int,
+                hold_bins: int | None) -> int | None:
+    """First index >= start from which ``holds`` is true to the end (at least ``need`` bins),
+    or for ``hold_bins`` bins in a stretch that reaches index ``end`` or starts after it."""
     n = len(holds)
     if hold_bins is None:
         bad = np.flatnonzero(~holds[start:])
@@ -157,8 +161,8 @@ def _hold_start(holds: np.ndarray, start: int, need: int, hold_bins: int | None)
     run = 0
     for i in range(start, n):
         run = run + 1 if holds[i] else 0
-        if run >= hold_bins:
-            return i - hold_bins + 1
+        if run >= hold_bins and i >= end:
+            return i - run + 1
     return None
 
 
@@ -215,14 +219,18 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
         j = _first(bad[i_start:])
         detect = math.nan if j is None else t[i_start + j] + bin_s - fault.start_s
     good = (ok > 0) & (err <= error_threshold)
-    j = _first(good[i_end:])
-    resume = math.nan if j is None else max(0.0, t[i_end + j] - fault.end_s)
+    first_bad = _first(bad[i_start:])
+    if first_bad is None:
+        resume = 0.0
+    else:
+        j = _first(good[i_start + first_bad:])
+        resume = math.nan if j is None else t[i_start + first_bad + j] + bin_s - fault.start_s
     hold_bins = None if hold_s is None else max(1, round(hold_s / bin_s))
-    k = _hold_start(holds, i_end, w, hold_bins)
+    k = _hold_start(holds, i_start, i_end, w, hold_bins)
     recovered = k is not None
     # the bin holds from its end: its trailing window ends there
-    restored = math.nan if k is None else max(0.0, t[k] + bin_s - fault.end_s)
-    i_rec = len(t) if k is None else k + 1
+    restored = math.nan if k is None else t[k] + bin_s - fault.start_s
+    i_rec = len(t) if k is None else max(k + 1, i_end + 1)  # the fault's window at least
     span = slice(i_start, i_rec)
 
     drained = math.nan

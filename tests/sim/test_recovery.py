@@ -40,11 +40,11 @@ def test_crash_like_run() -> None:
     f = FaultWindow("crash", "crash", "wallet", 10.0, 20.0)
     r = recovery_row(b, f, SLO, window_s=5.0)
     assert r["detect_s"] == 1.0              # the first bad bin, at its end
-    assert r["resume_s"] == 0.0              # successes in the bin the fault ends
+    assert r["resume_s"] == 11.0             # bins 10..19 fail; bin 20 succeeds (slowly)
     assert r["recovered"] is True
     # bins 20..29 are over the target; from bin 30 the trailing 5 s window is still failing
-    # nothing (errors stopped at 19), so bin 30 holds: restored at its end, 11 s after 20
-    assert r["slo_restored_s"] == 11.0
+    # nothing (errors stopped at 19), so bin 30 holds: restored at its end, 21 s after 10
+    assert r["slo_restored_s"] == 21.0
     assert r["failed"] == 1000.0
     assert r["availability_fault"] == 0.0
     assert r["availability_before"] == 1.0
@@ -59,7 +59,7 @@ def test_error_window_delays_restoration() -> None:
     b.loc[10:19, "failed"] = 100
     f = FaultWindow("x", "crash", "wallet", 10.0, 20.0)
     r = recovery_row(b, f, SLO, window_s=5.0)
-    assert r["slo_restored_s"] == 5.0        # bin 24 is the first whose window excludes 19
+    assert r["slo_restored_s"] == 15.0       # bin 24 is the first whose window excludes 19
 
 
 def test_producer_detection_time_wins() -> None:
@@ -88,6 +88,7 @@ def test_nothing_wrong_detects_nothing() -> None:
     r = recovery_row(b, FaultWindow("x", "slowdown", "s", 10.0, 20.0), SLO, 5.0)
     assert math.isnan(r["detect_s"])
     assert r["slo_restored_s"] == 1.0 and r["recovered"] is True
+    assert r["resume_s"] == 0.0
 
 
 def test_hold_period() -> None:
@@ -96,9 +97,9 @@ def test_hold_period() -> None:
     b.loc[10:19, "window_p99_ms"] = 500.0
     b.loc[30:34, "window_p99_ms"] = 500.0
     f = FaultWindow("x", "hang", "s", 10.0, 20.0)
-    assert recovery_row(b, f, SLO, 5.0, hold_s=5.0)["slo_restored_s"] == 1.0
-    assert recovery_row(b, f, SLO, 5.0, hold_s=20.0)["slo_restored_s"] == 16.0
-    assert recovery_row(b, f, SLO, 5.0, hold_s=None)["slo_restored_s"] == 16.0
+    assert recovery_row(b, f, SLO, 5.0, hold_s=5.0)["slo_restored_s"] == 11.0
+    assert recovery_row(b, f, SLO, 5.0, hold_s=20.0)["slo_restored_s"] == 26.0
+    assert recovery_row(b, f, SLO, 5.0, hold_s=None)["slo_restored_s"] == 26.0
     short = recovery_row(b.iloc[:45], f, SLO, 5.0, hold_s=30.0)
     assert short["recovered"] is False
 
@@ -172,7 +173,7 @@ def test_aggregate_and_round_trip(tmp_path) -> None:
     assert list(table.columns) == list(RECOVERY_COLUMNS)
     mono = table[table["architecture"] == "monolith"].iloc[0]
     assert mono["replications"] == 3 and mono["recovered_share"] == 1.0
-    assert mono["slo_restored_s"] == pytest.approx(2.0)   # restored at 1, 2, 3 s
+    assert mono["slo_restored_s"] == pytest.approx(12.0)   # 11, 12, 13 s after the start
     assert mono["slo_restored_s_ci"] > 0
     res = Results(meta={}, summary=pd.DataFrame(), stations=pd.DataFrame(), recovery=table)
     res.save(tmp_path)
