@@ -109,8 +109,9 @@ def drill_markdown(res: Results) -> str:
              f"{_num(d.get('hold_s'), ' s')} (operation `all`: the players' requests; the "
              "other rows: each operation against its own p99 target); a "
              f"request answered after {d['timeout_s']:g} s "
-             "(or never) counts as timed out. Times are seconds from the fault's end "
-             "(for a kill or failover: the moment `/health` answered 200 again).", "",
+             "(or never) counts as timed out. Times are seconds from the fault's start; a "
+             "fault's window ends when its trigger ended (for a kill or failover: the moment "
+             "`/health` answered 200 again).", "",
              "### Recovery (generator's view)", "", recovery_markdown(res), "",
              "### What the injector did", "",
              markdown_table(["t (s)", "fault", "action", "detail"],
