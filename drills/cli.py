@@ -73,13 +73,18 @@ def _finite(lo: float, hi: float) -> Any:
               type=click.FloatRange(0, 0.5),
               help="share of the arrivals that are back-office staff reading GET "
                    "/fraud/alerts (the synchronous call to fraud in microservices/hybrid)")
+@click.option("--predict", "predict_scenario", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="also simulate this scenario (its deployment named like --topology) with "
+                   "the drill's faults, rate and duration; predicted and measured recovery "
+                   "side by side in the report")
 @click.option("--rpc-policy", default=None, type=click.Path(exists=True, dir_okay=False),
               help="internal-call policy YAML for testbed serve (microservices/hybrid)")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
 def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
           out_dir: str, replication: str, broker: str, scenario: str, players: int,
           timeout_s: float, window_s: float, hold_s: float, slo_p99_ms: float | None,
-          staff_share: float,
+          staff_share: float, predict_scenario: str | None,
           rpc_policy: str | None, seed: int) -> None:
     """Break the real back office under load, on purpose, and measure how it recovers.
 
@@ -148,6 +153,8 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
         sys.exit(130)
     report = write_drill_report(result.results, out)
     result.requests.to_parquet(out / "requests.parquet", index=False)
+    if predict_scenario is not None:
+        _predict(cfg, result.results, Path(predict_scenario), out, report)
     led = result.ledger
     for r in result.results.recovery.itertuples():
         if r.operation != "all":
@@ -161,3 +168,34 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
                                   and replication == "async")
     if not led.ok or sync_loss or result.errors:
         sys.exit(1)
+
+
+def _predict(cfg: Any, measured: Any, scenario: Path, out: Path, report: Path) -> None:
+    """Simulate the drill's mirror of ``scenario``; its results in ``out/predicted`` and
+    the comparison appended to the report."""
+    from drills.predict import predict, side_by_side
+    from drills.report import prediction_markdown
+    from sim.analysis.recovery import FaultWindow
+    from sim.model.scenario import ScenarioError
+
+    windows = [FaultWindow(name=w["name"], kind="", target="", start_s=w["start_s"],
+                           end_s=w["end_s"]) for w in measured.meta.get("windows", [])]
+    slo = (cfg.slo_operation, cfg.slo_p99_ms) if cfg.slo_p99_ms is not None else None
+    failover = any(f.kind == "db-failover" for f in cfg.faults)
+    click.echo(f"  predicting with {scenario} ...", err=True)
+    try:
+        predicted = predict(scenario, cfg.topology, cfg.faults, windows, cfg.rate,
+                            cfg.duration_s, cfg.window_s, cfg.hold_s,
+                            cfg.replication if failover else None, slo)
+    except ScenarioError as exc:
+        click.echo(f"prediction failed: {exc}", err=True)
+        sys.exit(2)
+    predicted.save(out / "predicted")
+    table = side_by_side(measured.recovery, predicted.recovery)
+    table.to_csv(out / "predicted_vs_measured.csv", index=False)
+    reps = int(predicted.recovery["replications"].max()) if len(predicted.recovery) else 0
+    with report.open("a") as fh:
+        fh.write("\n" + prediction_markdown(table, str(scenario), reps))
+    for r in table[table["metric"] == "resume_s"].itertuples():
+        click.echo(f"  {r.fault} {r.operation}: success resumes after {r.measured:.2f} s "
+                   f"measured, {r.predicted:.2f} s predicted ({r.error:+.0%})")
