@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
     except KeyboardInterrupt:
         click.echo("drill interrupted: everything it started is stopped", err=True)
         sys.exit(130)
+    result.results.meta["command"] = shlex.join(["testbed", *sys.argv[1:]])
     report = write_drill_report(result.results, out)
     result.requests.to_parquet(out / "requests.parquet", index=False)
     if predict_scenario is not None:
