@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,3 +75,4 @@ def test_kill_9_of_the_drill_leaves_nothing() -> None:
     proc.kill()
     proc.wait(10)
     _gone(info)
+    shutil.rmtree(info["root"], ignore_errors=True)  # no one was left to remove it
