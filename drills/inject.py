@@ -144,8 +144,10 @@ class Injector:
         if f.kind == "db-failover":
             assert env.pg is not None
             t = time.perf_counter()
-            env.pg.failover()
-            return f"primary killed, replica promoted in {time.perf_counter() - t:.2f} s"
+            lag = env.pg.failover()
+            return (f"primary killed ({env.pg.replica_mode} replication; just before: "
+                    f"{lag or 'no standby'}), replica promoted in "
+                    f"{time.perf_counter() - t:.2f} s")
         if f.kind == "db-restart":
             return self._db_restart(phase)
         raise DrillError(f"unknown fault kind {f.kind}")

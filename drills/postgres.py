@@ -174,12 +174,20 @@ class PgCluster:
             time.sleep(0.1)
         raise DrillError("the replica did not start streaming within 60 s")
 
-    def failover(self) -> None:
-        """Crash the primary and promote the replica."""
+    def failover(self) -> str:
+        """Crash the primary and promote the replica; the replication lag just before."""
         if self.replica is None:
             raise DrillError("db-failover needs the replica (started with --replication)")
+        try:
+            lag = self.primary.psql(
+                "SELECT coalesce(replay_lag::text, '0') || ' replay lag, ' || "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) || ' bytes behind' "
+                f"FROM pg_stat_replication WHERE application_name = '{REPLICA_NAME}'").strip()
+        except DrillError:
+            lag = "lag unknown"
         self.primary.crash()
         self.replica.promote()
+        return lag
 
     def current_primary(self) -> PgNode:
         """The node that takes writes now."""
