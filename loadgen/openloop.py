@@ -72,6 +72,7 @@ class OpenLoopConfig:
     prefix: str
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     credentials: Credentials | None = None
+    keep_requests: bool = False  # every request in the export (``recorder["requests"]``)
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and self.rate < float("inf")):
@@ -123,7 +124,7 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
     in_flight = 0
     draining_over = False
     t0 = pc()
-    rec = Recorder(t0)
+    rec = Recorder(t0, keep_requests=cfg.keep_requests)
     cpu0 = time.process_time()
     if hooks is not None:
         hooks.on_start()
@@ -211,7 +212,8 @@ def run_open_loop(scenario: Scenario, cfg: OpenLoopConfig, processes: int = 1,
         return [uvloop.run(_run(scenario, cfg, 0, hooks=hooks, source=source))]
     share = OpenLoopConfig(cfg.target, cfg.rate / processes, cfg.duration_s,
                            max(1, cfg.players // processes), cfg.seed, cfg.prefix,
-                           max(1, cfg.max_in_flight // processes), cfg.credentials)
+                           max(1, cfg.max_in_flight // processes), cfg.credentials,
+                           cfg.keep_requests)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Barrier(processes + 1)  # the generators and this process
     out = ctx.Queue()

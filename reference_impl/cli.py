@@ -84,11 +84,16 @@ def _check_db(db: str | None) -> None:
               help="YAML mapping of internal-call policy fields to change from the defaults "
                    "(timeouts, retries, circuit breaker, bulkhead: see README) "
                    "[default: the defaults; microservices/hybrid only]")
+@click.option("--peer", "peers", multiple=True, metavar="SERVICE=URL",
+              help="the public process calls internal SERVICE at URL instead of its own "
+                   "port, e.g. through a TCP proxy (testbed drill's latency faults); "
+                   "repeatable [microservices/hybrid only]")
 def serve(
     topology: str, db: str | None, host: str, port: int, workers: int, broker: str,
     internal_base_port: int | None, concurrency: str, hot_account_shards: int, pool_size: int,
     rules: str | None, log_level: str, credentials: str | None, rate_per_credential: float,
     rate_per_player: float, max_body_bytes: int, rpc_policy: str | None,
+    peers: tuple[str, ...],
 ) -> None:
     """Start the reference back office; Ctrl-C or SIGTERM stops it cleanly.
 
@@ -146,6 +151,9 @@ def serve(
     )
     where = f"db: {db or 'sqlite:///data/wallet.db'}, {concurrency}"
     if topology == "monolith":
+        if peers:
+            raise click.BadParameter("the monolith makes no internal calls",
+                                     param_hint="--peer")
         config = ServeConfig(office=office, host=host, port=port, workers=workers,
                              log_level=log_level, edge=edge)
         click.echo(f"serving the monolith back office on http://{host}:{port} ({where})",
@@ -156,16 +164,34 @@ def serve(
         check_broker_url(broker)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--broker") from exc
-    from reference_impl.deployments.distributed import DistributedConfig, serve_distributed
+    from reference_impl.deployments.distributed import (
+        DistributedConfig,
+        plan,
+        serve_distributed,
+    )
 
+    peer_urls = tuple(_peer(p) for p in peers)
     click.echo(f"serving the {topology} back office on http://{host}:{port} "
                f"({where}, broker {broker})", err=True)
-    sys.exit(serve_distributed(DistributedConfig(
+    config = DistributedConfig(
         topology=topology, office=office, host=host, port=port, workers=workers,
         broker=broker, internal_base_port=internal_base_port, log_level=log_level,
-        edge=edge,
-        rpc_policy=policy,
-    )))
+        edge=edge, rpc_policy=policy, peer_urls=peer_urls,
+    )
+    try:
+        plan(config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--peer") from exc
+    sys.exit(serve_distributed(config))
+
+
+def _peer(text: str) -> tuple[str, str]:
+    """``SERVICE=http://127.0.0.1:PORT`` of ``--peer``."""
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{text!r}: expected SERVICE=http://host:port",
+                                 param_hint="--peer")
+    return name, url.rstrip("/")
 
 
 OPEN_WARNING = """\

@@ -28,6 +28,8 @@ def cli() -> None:
       serve      start the reference back office (monolith | microservices | hybrid)
       load       drive a running back office with a scenario's players (open or closed loop)
       ledger     verify the reference back office's ledger, rebuild balances from the journal
+      drill      break the real back office under load (kill, hang, failover...) and measure
+                 its recovery
 
     \b
     Typical first run:
@@ -49,7 +51,9 @@ def _attach() -> None:
     except ImportError:  # reference back office not installed in this checkout
         return
     register_ref(cli)
+    from drills.cli import drill
 
+    cli.add_command(drill)
 
 
 def _joined_validate(analytic: click.Command, measured: click.Command) -> click.Command:

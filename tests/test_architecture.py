@@ -23,9 +23,9 @@ def _imports(folder: str) -> list[tuple[str, str]]:
 
 
 RULES = [
-    ("sim", ("reference_impl", "loadgen")),
-    ("reference_impl", ("sim", "loadgen")),
-    ("loadgen", ("reference_impl",)),
+    ("sim", ("reference_impl", "loadgen", "drills")),
+    ("reference_impl", ("sim", "loadgen", "drills")),
+    ("loadgen", ("reference_impl", "drills")),
     ("reference_impl/domain", ("reference_impl.storage", "reference_impl.services",
                                "reference_impl.transport", "reference_impl.http",
                                "reference_impl.deployments", "asyncio", "sqlite3", "asyncpg",
@@ -146,3 +146,23 @@ def test_call_policies_are_plain_state_machines() -> None:
                                      "reference_impl.transport.rpc")), (f, m)
     users = {f for f, m in _imports("reference_impl") if m.startswith("tenacity")}
     assert users == {"reference_impl/transport/rpc.py"}, users
+
+
+DRILLS_MAY_IMPORT_FROM_REFERENCE_IMPL = frozenset({
+    "reference_impl.deployments.registry",    # the roles and topologies (data)
+    "reference_impl.deployments.supervisor",  # death_signal_hook: no orphan servers
+})
+
+
+def test_drills_drive_the_back_office_as_processes() -> None:
+    """drills starts the back office as processes (``testbed serve``), talks to it over HTTP
+    and reads the databases it owns: of reference_impl it knows the role names and the
+    parent-death hook only. It loads load and results through loadgen and sim; only
+    testbed/cli.py imports it."""
+    bad = [(f, m) for f, m in _imports("drills")
+           if (m == "reference_impl" or m.startswith("reference_impl."))
+           and m not in DRILLS_MAY_IMPORT_FROM_REFERENCE_IMPL]
+    assert not bad, bad
+    users = {f for folder in ("sim", "reference_impl", "loadgen", "testbed")
+             for f, m in _imports(folder) if m == "drills" or m.startswith("drills.")}
+    assert users <= {"testbed/cli.py"}, users

@@ -33,6 +33,7 @@ class DistributedConfig:
     log_level: str = "warning"
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     rpc_policy: CallPolicy = DEFAULT_POLICY  # internal calls of the public process
+    peer_urls: tuple[tuple[str, str], ...] = ()  # (role, URL) the public process calls instead
 
 
 def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
@@ -47,6 +48,11 @@ def plan(config: DistributedConfig) -> list[list[ChildSpec]]:
     else:
         ports = dict(zip(internal, free_ports(len(internal), avoid={config.port}), strict=True))
     peers = {r: f"http://127.0.0.1:{p}" for r, p in ports.items()}
+    for name, url in config.peer_urls:  # e.g. through a proxy (testbed drill's latency)
+        if name not in peers:
+            raise ValueError(f"peer {name!r}: not an internal service of {config.topology} "
+                             f"({', '.join(sorted(peers))})")
+        peers[name] = url
     prefix = broker_prefix(config.office.db)
     token = secrets.token_hex(32)  # internal services accept RPC only with it
 

@@ -31,7 +31,7 @@ RESTARTS_BEFORE_BACKOFF = 3
 BACKOFF_S = 2.0
 
 
-def _death_signal_hook() -> Callable[[], None] | None:
+def death_signal_hook() -> Callable[[], None] | None:
     """A preexec hook asking the kernel to SIGKILL the child when this process dies."""
     if not sys.platform.startswith("linux"):
         return None
@@ -72,7 +72,7 @@ class Supervisor:
         self.restart, self.startup_timeout_s = restart, startup_timeout_s
         self.log = log or sys.stderr
         self._stopping = False
-        self._hook = _death_signal_hook()
+        self._hook = death_signal_hook()
 
     @property
     def children(self) -> list[Child]:

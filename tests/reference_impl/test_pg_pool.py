@@ -53,3 +53,31 @@ def test_capacity_reuse_and_discard() -> None:
                 pass
 
     asyncio.run(main())
+
+
+def test_idle_connections_the_server_closed_are_not_handed_out() -> None:
+    """After a database restart or failover every idle connection is dead; each one must
+    not cost a failed request (found by ``testbed drill --fault db-failover``)."""
+    async def main() -> None:
+        pool = LeanPool(PG_ADMIN, 3)
+
+        async def pid() -> int:
+            async with pool.acquire() as conn:
+                await asyncio.sleep(0.02)  # all three open at once
+                value: int = await conn.fetchval("SELECT pg_backend_pid()")
+                return value
+
+        pids = set(await asyncio.gather(pid(), pid(), pid()))
+        assert len(pids) == 3 and pool.open_connections == 3
+        import asyncpg
+
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p",
+                            list(pids))
+        await admin.close()
+        await asyncio.sleep(0.2)  # the client sees the sockets close
+        for _ in range(3):
+            assert await pid() not in pids  # a fresh connection each time, no error
+        await pool.close()
+
+    asyncio.run(main())

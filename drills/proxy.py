@@ -1,0 +1,107 @@
+"""A TCP proxy the drill puts in front of one service's port (``python -m drills.proxy``):
+forwards bytes both ways, and holds each chunk the caller sends for the current delay
+before passing it on (order kept; the answer is not delayed). The delay in milliseconds is
+read from the control file on SIGUSR1, so the drill turns a latency fault on and off
+without touching the network of the machine.
+
+The proxy is in place for the whole drill (its own cost is in the baseline, not only in
+the fault window). Each connection's chunks wait in a queue of at most
+:data:`MAX_PENDING_CHUNKS`; past that the proxy stops reading from the caller (TCP
+back-pressure), it never drops bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+MAX_PENDING_CHUNKS = 1024
+CHUNK_BYTES = 65_536
+
+
+class Delay:
+    """The delay in force, re-read from ``control`` on SIGUSR1."""
+
+    def __init__(self, control: Path) -> None:
+        self.control, self.seconds = control, 0.0
+
+    def reload(self) -> None:
+        try:
+            ms = float(self.control.read_text().strip() or 0)
+        except (OSError, ValueError):
+            ms = 0.0
+        self.seconds = max(0.0, ms) / 1000.0
+
+
+async def _pipe_back(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(CHUNK_BYTES):
+            dst.write(data)
+            await dst.drain()
+    except OSError:
+        pass
+    finally:
+        dst.close()
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: int,
+                 delay: Delay) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", target)
+    except OSError:
+        writer.close()
+        return
+    pending: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(MAX_PENDING_CHUNKS)
+
+    async def read_caller() -> None:
+        try:
+            while data := await reader.read(CHUNK_BYTES):
+                await pending.put((loop.time() + delay.seconds, data))
+        except OSError:
+            pass
+        await pending.put(None)
+
+    async def forward() -> None:
+        try:
+            while (item := await pending.get()) is not None:
+                due, data = item
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                up_w.write(data)
+                await up_w.drain()
+        except OSError:
+            pass
+        finally:
+            up_w.close()
+
+    await asyncio.gather(read_caller(), forward(), _pipe_back(up_r, writer))
+
+
+async def main_async(listen: int, target: int, control: Path) -> None:
+    delay = Delay(control)
+    delay.reload()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, delay.reload)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, target, delay),
+                                        "127.0.0.1", listen)
+    async with server:
+        await stop.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", type=int, required=True)
+    ap.add_argument("--target", type=int, required=True)
+    ap.add_argument("--control", type=Path, required=True)
+    a = ap.parse_args()
+    asyncio.run(main_async(a.listen, a.target, a.control))
+
+
+if __name__ == "__main__":
+    main()
