@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.engine.contention import ContentionOutput
+
 
 @dataclass
 class StationSeries:
@@ -33,6 +35,7 @@ class RunOutput:
     latency: np.ndarray    # response time (s)
     error: np.ndarray      # bool: the request failed (rejected, pool timeout)
     stations: list[StationSeries]
+    contention: ContentionOutput | None = None  # when some step locks or version-checks rows
 
 
 class Recorder:

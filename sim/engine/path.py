@@ -33,8 +33,9 @@ from typing import Any
 import simpy
 from simpy.events import Event
 
+from sim.engine.contention import Contention
 from sim.engine.sampling import Draw, DrawFactory
-from sim.engine.stations import REJECTED, Replica, Shard, Stations
+from sim.engine.stations import REJECTED, Pool, PSCpu, Replica, Shard, Stations
 from sim.model.topology import ServiceSpec, StepSpec, Topology
 
 Record = Callable[[float, int, float, bool], None]
@@ -60,6 +61,8 @@ class PreparedStep:
     lookup: Draw | None
     hit: Draw | None
     calls: tuple[PreparedStep, ...]
+    op: int = -1                   # the operation whose route holds the step
+    contended: bool = False        # rows locked or version-checked (sim/engine/contention.py)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     """Resolve every route's draws once (never per request)."""
     out = []
     for oi, route in enumerate(topo.routes):
-        steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st)
+        steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st, oi)
                       for i, st in enumerate(route.steps))
         gw = (draws.demand(route.gateway_cpu, f"{route.operation}/gateway:cpu")
               if route.gateway_cpu is not None else None)
@@ -86,7 +89,7 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
 
 
 def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
-                  st: StepSpec) -> PreparedStep:
+                  st: StepSpec, op: int) -> PreparedStep:
     def d(dist: Any, what: str) -> Draw | None:
         return draws.demand(dist, f"{site}:{what}") if dist is not None else None
 
@@ -107,8 +110,10 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str,
         hit_ratio=cache.hit_ratio if cache is not None else 0.0,
         lookup=d(cache.lookup, "cache") if cache is not None else None,
         hit=draws.uniform(f"{site}:hit") if cache is not None else None,
-        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c)
+        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, op)
                     for i, c in enumerate(st.calls)),
+        op=op,
+        contended=st.contended,
     )
 
 
@@ -116,7 +121,8 @@ class RequestPath:
     """Walks requests along their prepared routes through a deployment's stations."""
 
     def __init__(self, env: simpy.Environment, topo: Topology, stations: Stations,
-                 draws: DrawFactory, pyrng: random.Random, record: Record):
+                 draws: DrawFactory, pyrng: random.Random, record: Record,
+                 contention: Contention | None = None):
         self.env = env
         self.topo = topo
         self.replicas = stations.replicas
@@ -126,6 +132,7 @@ class RequestPath:
         self.broker = stations.broker
         self.pyrng = pyrng
         self.record = record
+        self.contention = contention
         self.routes = prepare_routes(topo, draws)
         self._hop = draws.demand(topo.network_hop, "network_hop")
         self._rpc = draws.demand(topo.rpc_cpu, "rpc_cpu")
@@ -220,38 +227,45 @@ class RequestPath:
             svc = step.svc
             pool = rep.db_pool
             assert pool is not None and svc.database is not None
-            ev = pool.acquire()
-            if ev is not None:
-                # bounded by construction: every waiter holds one of the service's workers
-                assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
-                timeout = svc.pool_timeout_s
-                if timeout is None:
-                    yield ev
-                else:
-                    yield ev | env.timeout(timeout)
-                    if not ev.triggered:
-                        pool.cancel(ev)
-                        return False
-            lock = None
-            if step.lock is not None:
-                subs = self.locks[step.lock]
-                lock = subs[self.pyrng.randrange(len(subs))] if len(subs) > 1 else subs[0]
-                lev = lock.acquire()
-                if lev is not None:
-                    assert lev is not REJECTED, f"{lock.name}: lock queue over its bound"
-                    yield lev
-            shard = self._shard(svc.database, player)
-            cpu = shard.cpu
-            if step.read and shard.read_replicas:
-                reps = shard.read_replicas
-                cpu = reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
-            yield cpu.serve(step.db(key))
-            if lock is not None:
-                lock.release()
-            pool.release()
+            if not (yield from self._connect(pool, svc)):
+                return False
+            if step.contended:  # written rows locked or version-checked, retried if lost
+                assert self.contention is not None
+                if not (yield from self.contention.transact(step, key, player, pool,
+                                                            self._connect, self._db_cpu)):
+                    return False
+            else:
+                yield self._db_cpu(step, player).serve(step.db(key))
+                pool.release()
         if step.calls:
             return (yield from self._steps(rep, step.service, step.calls, player, key))
         return True
+
+    def _connect(self, pool: Pool, svc: ServiceSpec) -> Generator[Event, Any, bool]:
+        """Take a connection of ``pool``; ``False`` when the pool's timeout passed first."""
+        ev = pool.acquire()
+        if ev is not None:
+            # bounded by construction: every waiter holds one of the service's workers
+            assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
+            timeout = svc.pool_timeout_s
+            if timeout is None:
+                yield ev
+            else:
+                yield ev | self.env.timeout(timeout)
+                if not ev.triggered:
+                    pool.cancel(ev)
+                    return False
+        return True
+
+    def _db_cpu(self, step: PreparedStep, player: int) -> PSCpu:
+        """The cores serving ``step``'s database work: the player's shard, or one of its read
+        replicas (at random) for a read."""
+        assert step.svc.database is not None
+        shard = self._shard(step.svc.database, player)
+        if step.read and shard.read_replicas:
+            reps = shard.read_replicas
+            return reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
+        return shard.cpu
 
     def _cache_hit(self, step: PreparedStep, player: int,
                    key: int) -> Generator[Event, Any, bool]:

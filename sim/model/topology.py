@@ -34,6 +34,12 @@ class StepSpec:
     read: bool = False                   # database work served by a read replica if any
     cache: int | None = None             # index into Topology.caches, looked up first
     calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
+    player_row: str | None = None        # writes the player's row: "pessimistic"/"optimistic"
+
+    @property
+    def contended(self) -> bool:
+        """The step's database work writes a row others write too (a lock or a version)."""
+        return self.db is not None and (self.lock is not None or self.player_row is not None)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,16 @@ class LockSpec:
 
     name: str
     sub_accounts: int
+    optimistic: bool = False   # version-checked at commit instead of locked
+
+
+@dataclass(frozen=True)
+class ConflictRetrySpec:
+    """Retries after a lost optimistic version check (seconds; see ``ConflictRetry``)."""
+
+    max_attempts: int = 50
+    backoff_base_s: float = 0.0005
+    backoff_cap_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,12 @@ class Topology:
     load_balancing: str
     reduce_factor: int
     caches: tuple[CacheSpec, ...] = ()
+    conflict_retry: ConflictRetrySpec = ConflictRetrySpec()
+
+    @property
+    def contended(self) -> bool:
+        """Some step locks or version-checks a row (the contention model is needed)."""
+        return any(st.contended for r in self.routes for st, _ in walk_steps(r.steps))
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -199,7 +221,10 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         for c in deployment.caches
     )
     locks = tuple(
-        LockSpec(name=n, sub_accounts=deployment.hot_accounts[n].sub_accounts) for n in lock_names
+        LockSpec(name=n, sub_accounts=h.sub_accounts,
+                 optimistic=(h.concurrency or deployment.concurrency_of(h.database))
+                 == "optimistic")
+        for n, h in deployment.hot_accounts.items()
     )
     gateway = scenario.demands.get(GATEWAY_COMPONENT)
     def step_spec(st: Step) -> StepSpec:
@@ -217,6 +242,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             read=st.read,
             cache=cache_names.index(st.cache) if st.cache else None,
             calls=tuple(step_spec(c) for c in st.calls),
+            player_row=deployment.concurrency_of(svc.database) if st.player_row else None,
         )
 
     routes = []
@@ -249,4 +275,8 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
+        conflict_retry=ConflictRetrySpec(
+            max_attempts=deployment.conflict_retry.max_attempts,
+            backoff_base_s=deployment.conflict_retry.backoff_base_ms / 1000.0,
+            backoff_cap_s=deployment.conflict_retry.backoff_cap_ms / 1000.0),
     )

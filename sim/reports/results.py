@@ -52,8 +52,8 @@ STATION_TIMESERIES_COLUMNS: tuple[str, ...] = (
     "architecture", "replication", "t_s", "station", "utilisation", "queue",
 )
 STATION_KINDS: frozenset[str] = frozenset(
-    {"workers", "cpu", "db_pool", "db_cpu", "db_replica_cpu", "cache_cpu", "lock", "broker",
-     "external"}
+    {"workers", "cpu", "db_pool", "db_cpu", "db_replica_cpu", "cache_cpu", "lock", "row_lock",
+     "broker", "external"}
 )
 
 #: SLO percentile labels (as in a scenario's ``slos``) -> summary column.
