@@ -28,10 +28,11 @@ import pandas as pd
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
 from sim.analysis.saturation import is_growing, queue_growth
+from sim.engine.contention import CONTENTION_METRICS
 from sim.engine.core import Engine, RunOutput
 from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
 from sim.engine.sources import plan_sources
-from sim.engine.waits import segment_of, wait_percentiles_ms
+from sim.engine.waits import WAIT_SEGMENTS, segment_of, wait_percentiles_ms
 from sim.model.cost import deployment_cost
 from sim.model.load import offered_load
 from sim.model.scenario import Scenario
@@ -114,6 +115,12 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
         else:
             row.update(dict.fromkeys(PCTS, math.nan))
         op_stats[name] = row
+    if out.contention is not None:
+        first_seg = segment_of(cut, out.duration_s)
+        since = out.t >= first_seg * out.duration_s / WAIT_SEGMENTS  # the counted segments
+        for i, name in enumerate(ops):
+            n = int((since & (out.op == i)).sum())
+            op_stats[name] |= out.contention.per_operation(i, first_seg, n)
 
     nb = len(out.stations[0].busy) if out.stations else 0
     edges = np.minimum(np.arange(1, nb + 1) * out.bin_s, out.duration_s)
@@ -247,7 +254,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         for op in scenario.operations:
             row: dict[str, Any] = {"architecture": dep, "operation": op}
             row["requests"] = float(np.mean([r.ops[op]["requests"] for r in rs]))
-            for m in OP_METRICS:
+            for m in (*OP_METRICS, *[c for c in CONTENTION_METRICS if c in rs[0].ops[op]]):
                 mean, hw = _ci([r.ops[op][m] for r in rs])
                 row[m], row[f"{m}_ci"] = mean, hw
             slo = scenario.slos.latency_ms.get(op)

@@ -31,6 +31,7 @@ dropped (:class:`ContentionStats`).
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Generator
@@ -42,7 +43,13 @@ import simpy
 from simpy.events import Event
 
 from sim.engine.stations import DEFAULT_QUEUE_LIMIT, REJECTED, Pool, PSCpu
-from sim.engine.waits import WAIT_BUCKETS, WAIT_SEGMENTS, WaitHistogram, segment_index
+from sim.engine.waits import (
+    WAIT_BUCKETS,
+    WAIT_SEGMENTS,
+    WaitHistogram,
+    segment_index,
+    wait_percentiles_ms,
+)
 from sim.model.topology import ConflictRetrySpec, StepSpec
 
 PHANTOM_LIMIT = DEFAULT_QUEUE_LIMIT
@@ -213,6 +220,15 @@ class ContentionStats:
         return ContentionOutput(self.counts.copy(), waits)
 
 
+CONTENTION_METRICS = ("lock_wait_p50_ms", "lock_wait_p99_ms", "aborts_per_request",
+                      "retries_per_request", "gave_up_per_request", "lost_ms_per_request")
+"""Per-operation contention estimates of one replication (summary columns, each with a
+``_ci``): lock wait percentiles per transaction (one contended database step of a request:
+the waits of all its attempts, zero waits included; NaN when the operation took no lock),
+then per request of the operation the aborts, retries, give-ups (failed requests) and the
+time lost to aborts (wasted database work plus backoff)."""
+
+
 @dataclass
 class ContentionOutput:
     """What a run says about contention: ``counts[segment, op, field]`` (fields
@@ -220,6 +236,23 @@ class ContentionOutput:
 
     counts: np.ndarray
     waits: np.ndarray
+
+    def per_operation(self, op: int, first_segment: int, requests: int) -> dict[str, float]:
+        """:data:`CONTENTION_METRICS` of operation ``op`` from segment ``first_segment`` on
+        (after the warm-up), ``requests`` being the operation's requests that arrived in those
+        segments; NaN for an operation without contended transactions."""
+        c = self.counts[first_segment:, op].sum(axis=0)
+        if c[TX] <= 0 or requests <= 0:
+            return dict.fromkeys(CONTENTION_METRICS, math.nan)
+        p50, p99 = wait_percentiles_ms(self.waits[op], first_segment)
+        return {
+            "lock_wait_p50_ms": p50,
+            "lock_wait_p99_ms": p99,
+            "aborts_per_request": c[ABORTS] / requests,
+            "retries_per_request": c[RETRIES] / requests,
+            "gave_up_per_request": c[GAVE_UP] / requests,
+            "lost_ms_per_request": c[LOST_S] / requests * 1000.0,
+        }
 
 
 Connect = Callable[[Pool, Any], Generator[Event, Any, bool]]
