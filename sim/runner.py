@@ -323,6 +323,9 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         "saturation": saturation(scenario, order, pd.DataFrame(st_rows)),
     }
     meta |= comparison_meta(scenario, reps, order)
+    concurrency = concurrency_meta(scenario, order)
+    if concurrency:
+        meta["concurrency"] = concurrency
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),
@@ -386,6 +389,27 @@ def saturation(scenario: Scenario, deployments: list[str],
                           "queue_growth_ci": r.queue_growth_ci, "mean_queue": r.mean_queue})
     return {"unstable": bool(before or after), "saturated_before_run": before,
             "growing_after_run": after}
+
+
+def concurrency_meta(scenario: Scenario, deployments: list[str]) -> dict[str, str]:
+    """How each deployment controls writes to contended rows (``meta["concurrency"]``; empty
+    when no step of any deployment locks or version-checks a row)."""
+    out = {}
+    for name in deployments:
+        dep = scenario.deployment(name)
+        if not compile_topology(scenario, dep).contended:
+            continue
+        parts = [dep.concurrency]
+        parts += [f"database {d.name} {d.concurrency}" for d in dep.databases
+                  if d.concurrency not in (None, dep.concurrency)]
+        parts += [f"hot account {h} {a.concurrency}" for h, a in dep.hot_accounts.items()
+                  if a.concurrency not in (None, dep.concurrency_of(a.database))]
+        r = dep.conflict_retry
+        if "optimistic" in " ".join(parts):
+            parts.append(f"at most {r.max_attempts} attempts, backoff {r.backoff_base_ms:g}-"
+                         f"{r.backoff_cap_ms:g} ms")
+        out[name] = "; ".join(parts)
+    return out
 
 
 def language_notes(scenario: Scenario, deployments: list[str]) -> list[str]:
