@@ -15,8 +15,10 @@ A step may be a branch (taken with its ``probability``) and may make nested ``ca
 the same way from the step's own service after its work, each holding the step's worker (and
 so every caller's up the chain) until it returns. A step's work is its CPU (processor sharing
 on the replica's cores), its external wait, and its database time (a cache lookup first if
-the step names a cache, the database only on a miss; a pooled connection held, the row lock
-of a hot account if any, the shard's cores, or a read replica's for a read).
+the step names a cache, the database only on a miss; a pooled connection held, the shard's
+cores, or a read replica's for a read). A step writing a contended row (the player's, a hot
+account's) runs its database work as a transaction of :mod:`sim.engine.contention`: row locks
+(pessimistic) or a version check at commit with retries (optimistic).
 
 Policies today: the service's ``queue_limit`` (503 when the worker queue is full) and the
 connection pool's timeout (the request fails). Every draw is prepared once per step
