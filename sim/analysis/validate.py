@@ -9,7 +9,9 @@ Cases: M/M/1 and M/M/c (Erlang C) mean wait and response, and the p50/p99 of the
 (stations' wait histograms); an M/M/1 processor-sharing station simulated past 2^14 s (the
 float clock's resolution exceeds 1e-12 s there); an open Jackson network of three
 processor-sharing stations with probabilistic routing (product form, BCMP); a closed network
-with think time solved by exact mean value analysis.
+with think time solved by exact mean value analysis; the scenario language's cases
+(``validate_language.py``) and contention's (``validate_contention.py``: locked rows as M/G/1
+queues on their locks, optimistic aborts by the dead-time formula).
 """
 
 from __future__ import annotations
@@ -231,9 +233,11 @@ def cases(quick: bool = False, seed: int = 7) -> list[Case]:
     for n, rho in ((5, 0.5), (20, 0.8), (40, 0.95)):
         out += _mva_case(n, rho, 600.0 * scale, 5, seed + 3)
     out += _ps_day_case(0.5, int(8_500 * scale), 5, seed + 4)
+    from sim.analysis.validate_contention import contention_cases
     from sim.analysis.validate_language import language_cases
 
     out += language_cases(scale, seed)
+    out += contention_cases(scale, seed)
     return out
 
 

@@ -65,6 +65,7 @@ def _station(res: Results, name: str) -> Any:
 # ---------------------------------------------------------------------- theory
 
 
+@pytest.mark.heavy
 def test_one_hot_row_under_pessimistic_locking_is_an_mm1_on_the_lock() -> None:
     lam, mean = 300.0, 0.002                       # rho = 0.6
     res = run(_scenario({"component": "wallet", "db": {"kind": "exponential", "mean_ms": 2},
