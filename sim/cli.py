@@ -155,6 +155,7 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
 
 
 def _summary_text(res: object) -> str:
+    from sim.reports.contention import contention_lines
     from sim.reports.report import UNSTABLE, saturation_lines
 
     df = res.summary  # type: ignore[attr-defined]
@@ -167,6 +168,7 @@ def _summary_text(res: object) -> str:
         lines.append(f"{r.architecture:<16}{r.operation:<12}{r.throughput_rps:>10.0f}"
                      f"{r.p50_ms:>10.2f}{r.p99_ms:>9.2f}{ci:>7}{r.error_rate:>9.2%}  {slo}")
     lines += _stations_text(res)
+    lines += contention_lines(res)  # type: ignore[arg-type]
     meta = res.meta  # type: ignore[attr-defined]
     if (meta.get("saturation") or {}).get("unstable"):
         lines.append(f"UNSTABLE ({UNSTABLE}):")

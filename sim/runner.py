@@ -30,10 +30,11 @@ from sim.analysis.output_analysis import confidence_interval, mser5_time, replic
 from sim.analysis.paired import paired_differences
 from sim.analysis.recovery import aggregate_recovery
 from sim.analysis.saturation import is_growing, queue_growth
+from sim.engine.contention import CONTENTION_METRICS
 from sim.engine.core import Engine, RunOutput
 from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
 from sim.engine.sources import plan_sources
-from sim.engine.waits import segment_of, wait_percentiles_ms
+from sim.engine.waits import WAIT_SEGMENTS, segment_of, wait_percentiles_ms
 from sim.model.cost import deployment_cost
 from sim.model.faults import compile_faults
 from sim.model.load import offered_load
@@ -121,6 +122,12 @@ def summarise(out: RunOutput, scenario: Scenario, k: int, replication: int,
         else:
             row.update(dict.fromkeys(PCTS, math.nan))
         op_stats[name] = row
+    if out.contention is not None:
+        first_seg = segment_of(cut, out.duration_s)
+        since = out.t >= first_seg * out.duration_s / WAIT_SEGMENTS  # the counted segments
+        for i, name in enumerate(ops):
+            n = int((since & (out.op == i)).sum())
+            op_stats[name] |= out.contention.per_operation(i, first_seg, n)
 
     nb = len(out.stations[0].busy) if out.stations else 0
     edges = np.minimum(np.arange(1, nb + 1) * out.bin_s, out.duration_s)
@@ -275,7 +282,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         for op in scenario.operations:
             row: dict[str, Any] = {"architecture": dep, "operation": op}
             row["requests"] = float(np.mean([r.ops[op]["requests"] for r in rs]))
-            for m in OP_METRICS:
+            for m in (*OP_METRICS, *[c for c in CONTENTION_METRICS if c in rs[0].ops[op]]):
                 mean, hw = _ci([r.ops[op][m] for r in rs])
                 row[m], row[f"{m}_ci"] = mean, hw
             slo = scenario.slos.latency_ms.get(op)
@@ -350,6 +357,9 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     rec = [{"architecture": r.deployment, "replication": r.replication, **row}
            for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
            for row in r.recovery or []]
+    concurrency = concurrency_meta(scenario, order)
+    if concurrency:
+        meta["concurrency"] = concurrency
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),
@@ -414,6 +424,27 @@ def saturation(scenario: Scenario, deployments: list[str],
                           "queue_growth_ci": r.queue_growth_ci, "mean_queue": r.mean_queue})
     return {"unstable": bool(before or after), "saturated_before_run": before,
             "growing_after_run": after}
+
+
+def concurrency_meta(scenario: Scenario, deployments: list[str]) -> dict[str, str]:
+    """How each deployment controls writes to contended rows (``meta["concurrency"]``; empty
+    when no step of any deployment locks or version-checks a row)."""
+    out = {}
+    for name in deployments:
+        dep = scenario.deployment(name)
+        if not compile_topology(scenario, dep).contended:
+            continue
+        parts = [dep.concurrency]
+        parts += [f"database {d.name} {d.concurrency}" for d in dep.databases
+                  if d.concurrency not in (None, dep.concurrency)]
+        parts += [f"hot account {h} {a.concurrency}" for h, a in dep.hot_accounts.items()
+                  if a.concurrency not in (None, dep.concurrency_of(a.database))]
+        r = dep.conflict_retry
+        if "optimistic" in " ".join(parts):
+            parts.append(f"at most {r.max_attempts} attempts, backoff {r.backoff_base_ms:g}-"
+                         f"{r.backoff_cap_ms:g} ms")
+        out[name] = "; ".join(parts)
+    return out
 
 
 def language_notes(scenario: Scenario, deployments: list[str]) -> list[str]:

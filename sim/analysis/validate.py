@@ -11,7 +11,9 @@ float clock's resolution exceeds 1e-12 s there); an open Jackson network of thre
 processor-sharing stations with probabilistic routing (product form, BCMP); a closed network
 with think time solved by exact mean value analysis; the fluid check of a hung station
 (M/M/1 at rho stopped for D seconds drains its backlog lambda D at mu - lambda: back in
-lambda D / (mu - lambda) after the restart, within 10%).
+lambda D / (mu - lambda) after the restart, within 10%); the scenario language's cases
+(``validate_language.py``) and contention's (``validate_contention.py``: locked rows as M/G/1
+queues on their locks, optimistic aborts by the dead-time formula).
 """
 
 from __future__ import annotations
@@ -267,9 +269,11 @@ def cases(quick: bool = False, seed: int = 7) -> list[Case]:
         out += _mva_case(n, rho, 600.0 * scale, 5, seed + 3)
     out += _ps_day_case(0.5, int(8_500 * scale), 5, seed + 4)
     out.append(fluid_case(0.5, 30.0 if quick else 60.0, 5 if quick else 10, seed + 5))
+    from sim.analysis.validate_contention import contention_cases
     from sim.analysis.validate_language import language_cases
 
     out += language_cases(scale, seed)
+    out += contention_cases(scale, seed)
     return out
 
 

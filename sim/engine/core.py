@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.engine.contention import Contention, RowLockTable
 from sim.engine.faults import start_faults
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
@@ -50,7 +51,7 @@ from sim.engine.stations import (
 )
 from sim.engine.waits import WaitHistogram
 from sim.model.distributions import Distribution
-from sim.model.topology import Topology
+from sim.model.topology import Topology, walk_steps
 
 __all__ = ["Engine", "PSCpu", "Pool", "RunOutput", "Sampler", "StationSeries"]
 
@@ -100,6 +101,17 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
     return Stations(replicas, shards, locks, caches, Backlog(env, "broker"))
 
 
+def build_contention(env: simpy.Environment, topo: Topology, stations: Stations,
+                     pyrng: random.Random) -> Contention | None:
+    """The contention model of a topology whose steps lock or version-check rows (None when
+    none does: the request path then skips it entirely)."""
+    if not topo.contended:
+        return None
+    connections = sum(s.db_pool * s.replicas for s in topo.services)
+    return Contention(env, stations.locks, [lk.optimistic for lk in topo.locks],
+                      topo.conflict_retry, len(topo.routes), connections, pyrng)
+
+
 class Engine:
     """Simulates one deployment for one replication."""
 
@@ -117,8 +129,9 @@ class Engine:
         self.replicas, self.shards, self.locks, self.broker = (st.replicas, st.shards, st.locks,
                                                                st.broker)
         self.recorder = Recorder()
+        self.contention = build_contention(self.env, topo, st, self.pyrng)
         self.path = RequestPath(self.env, topo, st, self.draws, self.pyrng, self.recorder.record,
-                                self.recorder.att.append)
+                                self.recorder.att.append, self.contention)
         self._series = [(st, StationSeries(st.name, st.kind, st.servers))
                         for st in self.stations()]
         self.autoscalers = [
@@ -141,6 +154,10 @@ class Engine:
                 yield from sh.read_replicas
         for locks in self.locks:
             yield from locks
+        if self.contention is not None and any(
+                st.player_row == "pessimistic" for r in self.topo.routes
+                for st, _ in walk_steps(r.steps)):
+            yield self.contention.players
         for caches in self.st.caches:
             yield from caches
         yield self.broker
@@ -182,9 +199,10 @@ class Engine:
         for j, chunks in enumerate(plan.open):
             env.process(open_source(env, chunks, duration, self.path.walk,
                                     key0=j * KEY_STRIDE))
-        if plan.op_rate is not None and self.topo.reduce_factor > 1 and self.locks:
-            start_phantom_writers(env, self.topo, self.locks, plan.op_rate, duration, self.rng,
-                                  self.pyrng)
+        if plan.op_rate is not None and self.topo.reduce_factor > 1 and \
+                self.contention is not None:
+            start_phantom_writers(env, self.topo, self.contention.phantom, plan.op_rate,
+                                  duration, self.rng, self.pyrng)
         for a in self.autoscalers:
             env.process(a.run(duration))
         return self._run(duration)
@@ -203,11 +221,13 @@ class Engine:
         for st, _ in self._series:
             if isinstance(st, Pool | PSCpu):
                 st.waits = WaitHistogram(duration)
+        if self.contention is not None:
+            self.contention.start(duration)
         self.env.process(self._sample_stations(duration))
         logs = start_faults(self.env, self.topo, self.st, self.path, duration)
         self.env.run(until=duration)
         for st, ser in self._series:
-            if isinstance(st, Pool | PSCpu) and st.waits is not None:
+            if isinstance(st, Pool | PSCpu | RowLockTable) and st.waits is not None:
                 ser.wait_counts = st.waits.counts()
         out = self.recorder.output(self.topo.deployment, duration, self.bin_s,
                                    [ser for _, ser in self._series], logs)
@@ -219,4 +239,6 @@ class Engine:
         if self.autoscalers:
             out.policy["replicas_added"] = float(sum(a.added for a in self.autoscalers))
         out.scale_events = [e for a in self.autoscalers for e in a.events]
+        if self.contention is not None:
+            out.contention = self.contention.output()
         return out

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.engine.contention import ContentionOutput
 from sim.reports.results import OUTCOMES
 
 OK, FAILED, TIMED_OUT, SHED = (OUTCOMES.index(n) for n in ("ok", "failed", "timed_out", "shed"))
@@ -44,6 +45,7 @@ class RunOutput:
     faults: list[FaultLog] = field(default_factory=list)
     policy: dict[str, float] = field(default_factory=dict)  # sim.engine.policies counts
     scale_events: list[Any] = field(default_factory=list)   # autoscaler ScaleEvents
+    contention: ContentionOutput | None = None  # when some step locks or version-checks rows
 
 
 @dataclass

@@ -15,8 +15,10 @@ A step may be a branch (taken with its ``probability``) and may make nested ``ca
 the same way from the step's own service after its work, each holding the step's worker (and
 so every caller's up the chain) until it returns. A step's work is its CPU (processor sharing
 on the replica's cores), its external wait, and its database time (a cache lookup first if
-the step names a cache, the database only on a miss; a pooled connection held, the row lock
-of a hot account if any, the shard's cores, or a read replica's for a read).
+the step names a cache, the database only on a miss; a pooled connection held, the shard's
+cores, or a read replica's for a read). A step writing a contended row (the player's, a hot
+account's) runs its database work as a transaction of :mod:`sim.engine.contention`: row locks
+(pessimistic) or a version check at commit with retries (optimistic).
 
 Policies: the service's ``queue_limit`` (503 when the worker queue is full: shed; per
 priority with ``queue: priority``, high first), the connection pool's timeout (timed out),
@@ -45,10 +47,11 @@ from typing import Any
 import simpy
 from simpy.events import Event
 
+from sim.engine.contention import Contention
 from sim.engine.output import FAILED, OK, SHED, TIMED_OUT
 from sim.engine.policies import CallPolicies
 from sim.engine.sampling import Draw, DrawFactory
-from sim.engine.stations import DEAD, REJECTED, Replica, Shard, Stations
+from sim.engine.stations import DEAD, REJECTED, Pool, PSCpu, Replica, Shard, Stations
 from sim.model.policies import CallPolicySpec
 from sim.model.topology import ServiceSpec, StepSpec, Topology
 
@@ -82,6 +85,8 @@ class PreparedStep:
     policy: CallPolicySpec | None = None  # the caller's policy for a call to this step
     priority: int = 1                  # the operation's (0 high .. 2 low)
     idempotent: bool = True
+    op: int = -1                   # the operation whose route holds the step
+    contended: bool = False        # rows locked or version-checked (sim/engine/contention.py)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     out = []
     for oi, route in enumerate(topo.routes):
         steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st, route.entry,
-                                    route.priority)
+                                    route.priority, oi)
                       for i, st in enumerate(route.steps))
         gw = (draws.demand(route.gateway_cpu, f"{route.operation}/gateway:cpu")
               if route.gateway_cpu is not None else None)
@@ -111,7 +116,7 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
 
 
 def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, caller: int,
-                  priority: int) -> PreparedStep:
+                  priority: int, op: int) -> PreparedStep:
     def d(dist: Any, what: str) -> Draw | None:
         return draws.demand(dist, f"{site}:{what}") if dist is not None else None
 
@@ -132,7 +137,7 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, c
         hit_ratio=cache.hit_ratio if cache is not None else 0.0,
         lookup=d(cache.lookup, "cache") if cache is not None else None,
         hit=draws.uniform(f"{site}:hit") if cache is not None else None,
-        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, st.service, priority)
+        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, st.service, priority, op)
                     for i, c in enumerate(st.calls)),
         policy=(topo.services[caller].call_policies[st.service]
                 if st.service != caller and not st.is_async
@@ -143,6 +148,8 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, c
                 if st.db is not None and not st.read
                 and topo.services[st.service].database is not None else 0.0),
         external_name=st.external_name,
+        op=op,
+        contended=st.contended,
     )
 
 
@@ -151,7 +158,8 @@ class RequestPath:
 
     def __init__(self, env: simpy.Environment, topo: Topology, stations: Stations,
                  draws: DrawFactory, pyrng: random.Random, record: Record,
-                 record_attempts: Callable[[int], None] | None = None):
+                 record_attempts: Callable[[int], None] | None = None,
+                 contention: Contention | None = None):
         self.env = env
         self.topo = topo
         # the load balancer's view: live replicas it sends to (faults take dead ones out,
@@ -167,6 +175,7 @@ class RequestPath:
         self.pyrng = pyrng
         self.record = record
         self.recorded_attempts = record_attempts or (lambda _n: None)
+        self.contention = contention
         self.routes = prepare_routes(topo, draws)
         self._hop = draws.demand(topo.network_hop, "network_hop")
         self._rpc = draws.demand(topo.rpc_cpu, "rpc_cpu")
@@ -339,42 +348,24 @@ class RequestPath:
             svc = step.svc
             pool = rep.db_pool
             assert pool is not None and svc.database is not None
-            ev = pool.acquire()
-            if ev is not None:
-                # bounded by construction: every waiter holds one of the service's workers
-                assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
-                timeout = svc.pool_timeout_s
-                if timeout is None:
-                    yield ev
-                else:
-                    yield ev | env.timeout(timeout)
-                    if not ev.triggered:
-                        pool.cancel(ev)
-                        return TIMED_OUT
+            if not (yield from self._connect(pool, svc)):
+                return TIMED_OUT
             shard = self._shard(svc.database, player)
             on_primary = not (step.read and shard.read_replicas)
             if shard.down and on_primary:  # failover in progress: connections refused
                 pool.release()
                 return FAILED
             epoch = shard.epoch
-            lock = None
-            if step.lock is not None:
-                subs = self.locks[step.lock]
-                lock = subs[self.pyrng.randrange(len(subs))] if len(subs) > 1 else subs[0]
-                lev = lock.acquire()
-                if lev is not None:
-                    assert lev is not REJECTED, f"{lock.name}: lock queue over its bound"
-                    yield lev
-            cpu = shard.cpu
-            if step.read and shard.read_replicas:
-                reps = shard.read_replicas
-                cpu = reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
-            yield cpu.serve(step.db(key))
-            if step.sync_s:
-                yield env.timeout(step.sync_s)
-            if lock is not None:
-                lock.release()
-            pool.release()
+            if step.contended:  # written rows locked or version-checked, retried if lost
+                assert self.contention is not None
+                if not (yield from self.contention.transact(step, key, player, pool,
+                                                            self._connect, self._db_cpu)):
+                    return FAILED
+            else:
+                yield self._db_cpu(step, player).serve(step.db(key))
+                if step.sync_s:
+                    yield env.timeout(step.sync_s)
+                pool.release()
             if shard.epoch != epoch and on_primary:
                 return FAILED  # the primary failed under the transaction
             if shard.commits is not None and not step.read:
@@ -382,6 +373,32 @@ class RequestPath:
         if step.calls:
             return (yield from self._steps(rep, step.service, step.calls, player, key))
         return OK
+
+    def _connect(self, pool: Pool, svc: ServiceSpec) -> Generator[Event, Any, bool]:
+        """Take a connection of ``pool``; ``False`` when the pool's timeout passed first."""
+        ev = pool.acquire()
+        if ev is not None:
+            # bounded by construction: every waiter holds one of the service's workers
+            assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
+            timeout = svc.pool_timeout_s
+            if timeout is None:
+                yield ev
+            else:
+                yield ev | self.env.timeout(timeout)
+                if not ev.triggered:
+                    pool.cancel(ev)
+                    return False
+        return True
+
+    def _db_cpu(self, step: PreparedStep, player: int) -> PSCpu:
+        """The cores serving ``step``'s database work: the player's shard, or one of its read
+        replicas (at random) for a read."""
+        assert step.svc.database is not None
+        shard = self._shard(step.svc.database, player)
+        if step.read and shard.read_replicas:
+            reps = shard.read_replicas
+            return reps[self.pyrng.randrange(len(reps))] if len(reps) > 1 else reps[0]
+        return shard.cpu
 
     def _cache_hit(self, step: PreparedStep, player: int,
                    key: int) -> Generator[Event, Any, bool]:

@@ -23,7 +23,6 @@ import simpy
 from simpy.events import Event
 
 from sim.engine.sampling import Draw, Sampler
-from sim.engine.stations import REJECTED, Pool
 from sim.model.distributions import Distribution
 from sim.model.population import ArrivalStream
 from sim.model.scenario import Scenario
@@ -159,14 +158,22 @@ def closed_user(env: simpy.Environment, user: int, users: int, think: Draw,
         key += users
 
 
-def start_phantom_writers(env: simpy.Environment, topo: Topology, locks: list[list[Pool]],
+PhantomWrite = Callable[[int, int, float], Generator[Event, Any, None]]
+"""(hot account, sub-account, database time) -> one phantom write
+(``sim.engine.contention.Contention.phantom``: a lock held, or a version-checked commit)."""
+
+
+def start_phantom_writers(env: simpy.Environment, topo: Topology, write: PhantomWrite,
                           op_rate: Callable[[np.ndarray], np.ndarray], duration: float,
                           rng: np.random.Generator, pyrng: random.Random) -> None:
     """Writers of the other k - 1 partitions of each hot account, for a reduced run.
 
     ``op_rate(t)`` is the represented partition's arrival rate per operation; each locked
-    step gets a Poisson writer at k - 1 times that rate, holding the row lock for a sampled
-    database time.
+    step gets a Poisson writer at k - 1 times that rate, writing a sub-account (at random)
+    for a sampled database time: holding its row lock (pessimistic) or committing a version
+    (optimistic, retried on a conflict), so the partition meets the whole system's
+    contention either way. Players' own rows need no phantom: a player's requests all fall
+    in the player's partition.
     """
     k = topo.reduce_factor
     grid = np.linspace(0.0, duration, PHANTOM_GRID_POINTS)
@@ -181,14 +188,16 @@ def start_phantom_writers(env: simpy.Environment, topo: Topology, locks: list[li
             seed = int(rng.integers(0, 2**63))
             sub = np.random.default_rng(seed)
             hold = Sampler(step.db, sub)
-            env.process(_phantom_writer(env, locks[step.lock], hold, grid, lam, duration, sub,
-                                        pyrng))
+            env.process(_phantom_writer(env, step.lock, topo.locks[step.lock].sub_accounts,
+                                        write, hold, grid, lam, duration, sub, pyrng))
 
 
-def _phantom_writer(env: simpy.Environment, subs: list[Pool], hold: Draw, grid: np.ndarray,
-                    lam: np.ndarray, duration: float, rng: np.random.Generator,
+def _phantom_writer(env: simpy.Environment, lock: int, subs: int, write: PhantomWrite,
+                    hold: Draw, grid: np.ndarray, lam: np.ndarray, duration: float,
+                    rng: np.random.Generator,
                     pyrng: random.Random) -> Generator[Event, Any, None]:
-    """Non-homogeneous Poisson writers by thinning: lock, hold for a database time, release."""
+    """Non-homogeneous Poisson writers by thinning: each writes a sub-account for a
+    database time."""
     lam_max = float(lam.max())
     t = 0.0
     while True:
@@ -201,16 +210,5 @@ def _phantom_writer(env: simpy.Environment, subs: list[Pool], hold: Draw, grid: 
             if u * lam_max > float(np.interp(t, grid, lam)):
                 continue  # thinning: accepted with probability rate(t) / max rate
             yield env.timeout(t - env.now)
-            lock = subs[pyrng.randrange(len(subs))] if len(subs) > 1 else subs[0]
-            env.process(_phantom_hold(env, lock, hold(0)))
-
-
-def _phantom_hold(env: simpy.Environment, lock: Pool, hold: float) -> Generator:
-    """Hold the lock for ``hold`` seconds; a phantom finding the lock's queue full is dropped."""
-    ev = lock.acquire()
-    if ev is REJECTED:
-        return
-    if ev is not None:
-        yield ev
-    yield env.timeout(hold)
-    lock.release()
+            sub = pyrng.randrange(subs) if subs > 1 else 0
+            env.process(write(lock, sub, hold(0)))

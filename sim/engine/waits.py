@@ -40,7 +40,7 @@ class WaitHistogram:
 
     def record(self, now: float, wait: float) -> None:
         """Count a wait that ended at simulated time ``now``."""
-        seg = min(int(now / self._seg_s), WAIT_SEGMENTS - 1) if self._seg_s > 0 else 0
+        seg = min(int(now / self._seg_s), WAIT_SEGMENTS - 1) if self._seg_s > 0 else 0  # inline
         counts = self._counts[seg]
         if counts is None:
             counts = self._counts[seg] = [0] * WAIT_BUCKETS
@@ -57,6 +57,12 @@ class WaitHistogram:
             if c is not None:
                 out[s] = c
         return out
+
+
+def segment_index(now: float, seg_s: float) -> int:
+    """The segment (of ``seg_s`` seconds each) simulated time ``now`` falls in (the same
+    rule as :meth:`WaitHistogram.record`, which inlines it: it runs for every wait)."""
+    return min(int(now / seg_s), WAIT_SEGMENTS - 1) if seg_s > 0 else 0
 
 
 def bucket_values_s() -> np.ndarray:

@@ -59,6 +59,12 @@ MAX_SHARDS = 10_000
 MAX_SUB_ACCOUNTS = 10_000
 MAX_QUEUE_LIMIT = 100_000_000
 
+# concurrency control (optimistic retries)
+MAX_CONFLICT_ATTEMPTS = 1_000
+"""Attempts of one transaction under optimistic concurrency (the reference back office: 50)."""
+MAX_BACKOFF_MS = 60_000.0
+"""Backoff between optimistic attempts: a minute at most (base and cap)."""
+
 # run settings
 MAX_REPLICATIONS = 1_000
 MAX_SEED = 2**63 - 1

@@ -159,6 +159,12 @@ class Step(_Model):
     cpu: DemandRef | None = None
     db: DemandRef | None = None
     lock: str | None = None
+    player_row: bool = Field(
+        default=False,
+        description="the database work writes the player's balance row: under pessimistic "
+        "concurrency the row is locked for the database time (a player's concurrent requests "
+        "queue on it), under optimistic its version is checked at commit",
+    )
     external: DemandRef | None = None
     probability: float = Field(
         default=1.0, gt=0, le=1,
@@ -191,6 +197,10 @@ class Step(_Model):
             raise ValueError("a step needs at least one of cpu, db, external or calls")
         if self.lock is not None and self.db is None:
             raise ValueError("a lock is held during database time: give db as well")
+        if self.player_row and self.db is None:
+            raise ValueError("player_row is a database write: give db as well")
+        if self.player_row and self.read:
+            raise ValueError("player_row writes the player's row: a read (read: true) cannot")
         if self.read and self.db is None:
             raise ValueError("a read is database work: give db as well")
         if self.cache is not None and self.db is None:
@@ -296,10 +306,36 @@ class Service(_Model):
         return self
 
 
+Concurrency = Literal["pessimistic", "optimistic"]
+CONCURRENCY_DOC = (
+    "pessimistic: a written row (a player's balance, a hot account) is locked for the "
+    "transaction's database time; optimistic: no lock, the row's version is checked at commit "
+    "and a loser aborts, backs off and retries (conflict_retry)"
+)
+
+
+class ConflictRetry(_Model):
+    """Retries of a transaction that lost an optimistic version check.
+
+    The defaults are the reference back office's (``SqlStorage.retrying``): at most 50
+    attempts, each retry after a full-jitter backoff ``U(0, min(cap, base * 2^min(n, 7)))``
+    with base 0.5 ms and cap 50 ms; the last loser gives up and the request fails.
+    """
+
+    max_attempts: int = Field(default=50, ge=1, le=L.MAX_CONFLICT_ATTEMPTS,
+                              description="attempts per transaction, the first included")
+    backoff_base_ms: float = Field(default=0.5, ge=0, le=L.MAX_BACKOFF_MS)
+    backoff_cap_ms: float = Field(default=50.0, ge=0, le=L.MAX_BACKOFF_MS)
+
+
 class Database(_Model):
     """A database server (or cluster of identical shards partitioned by player)."""
 
     name: str
+    concurrency: Concurrency | None = Field(
+        default=None, description="this database's concurrency control (default: the "
+        f"deployment's); {CONCURRENCY_DOC}",
+    )
     cores: int = Field(default=8, ge=1, le=L.MAX_CORES)
     max_connections: int = Field(default=200, ge=1, le=L.MAX_CONNECTIONS)
     shards: int = Field(default=1, ge=1, le=L.MAX_SHARDS)
@@ -339,7 +375,14 @@ class HotAccount(_Model):
     """A shared account (house, jackpot) written by many requests: one row or N sub-accounts."""
 
     sub_accounts: int = Field(default=1, ge=1, le=L.MAX_SUB_ACCOUNTS)
-    database: str | None = None
+    database: str | None = Field(
+        default=None, description="database holding the account (its concurrency applies)")
+    concurrency: Concurrency | None = Field(
+        default=None, description="this account's concurrency control (default: its "
+        "database's, else the deployment's); the reference back office's optimistic mode "
+        "version-checks the player row only and increments hot accounts in place (a row lock "
+        "until commit): model it with optimistic on the deployment and pessimistic here",
+    )
 
 
 class Broker(_Model):
@@ -367,6 +410,12 @@ class Deployment(_Model):
         description="CPU spent by the caller and by the callee on each call between services "
         "(serialisation, HTTP handling) and by the publisher on each broker message",
     )
+    concurrency: Concurrency = Field(
+        default="pessimistic",
+        description=f"concurrency control of every database write (the reference back "
+        f"office's default, pessimistic); {CONCURRENCY_DOC}",
+    )
+    conflict_retry: ConflictRetry = Field(default_factory=ConflictRetry)
     services: list[Service] = Field(min_length=1)
     databases: list[Database] = Field(default_factory=list)
     hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
@@ -406,6 +455,10 @@ class Deployment(_Model):
         cnames = [c.name for c in self.caches]
         if len(set(cnames)) != len(cnames):
             raise ValueError(f"cache names must be unique, got {cnames}")
+        for hname, acct in self.hot_accounts.items():
+            if acct.database is not None and acct.database not in dbs:
+                raise ValueError(f"hot_accounts.{hname}: database {acct.database!r} is not "
+                                 f"among databases {sorted(dbs)}")
         if self.entry is not None and self.entry not in names:
             raise ValueError(f"entry {self.entry!r} is not a service: {names}")
         for i, d in enumerate(self.databases):
@@ -416,6 +469,13 @@ class Deployment(_Model):
                     f"max_connections x shards = {d.max_connections * d.shards}"
                 )
         return self
+
+    def concurrency_of(self, database: str | None) -> str:
+        """The concurrency control of writes to ``database`` (the deployment's if unset)."""
+        for d in self.databases:
+            if d.name == database and d.concurrency is not None:
+                return d.concurrency
+        return self.concurrency
 
     def service_of(self, component: str) -> Service | None:
         """The service hosting ``component``, if any."""

@@ -44,6 +44,12 @@ class StepSpec:
     calls: tuple[StepSpec, ...] = ()     # nested calls, holding this step's worker
     idempotent: bool = True              # a call to it may be retried
     external_name: str | None = None     # the demand named as ``external`` (faults slow it)
+    player_row: str | None = None        # writes the player's row: "pessimistic"/"optimistic"
+
+    @property
+    def contended(self) -> bool:
+        """The step's database work writes a row others write too (a lock or a version)."""
+        return self.db is not None and (self.lock is not None or self.player_row is not None)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,16 @@ class LockSpec:
 
     name: str
     sub_accounts: int
+    optimistic: bool = False   # version-checked at commit instead of locked
+
+
+@dataclass(frozen=True)
+class ConflictRetrySpec:
+    """Retries after a lost optimistic version check (seconds; see ``ConflictRetry``)."""
+
+    max_attempts: int = 50
+    backoff_base_s: float = 0.0005
+    backoff_cap_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,12 @@ class Topology:
     caches: tuple[CacheSpec, ...] = ()
     faults: tuple[F.FaultSpec, ...] = ()
     retry: F.RetrySpec | None = None     # players' retries on errors and timeouts
+    conflict_retry: ConflictRetrySpec = ConflictRetrySpec()
+
+    @property
+    def contended(self) -> bool:
+        """Some step locks or version-checks a row (the contention model is needed)."""
+        return any(st.contended for r in self.routes for st, _ in walk_steps(r.steps))
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -245,7 +267,10 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         for c in deployment.caches
     )
     locks = tuple(
-        LockSpec(name=n, sub_accounts=deployment.hot_accounts[n].sub_accounts) for n in lock_names
+        LockSpec(name=n, sub_accounts=h.sub_accounts,
+                 optimistic=(h.concurrency or deployment.concurrency_of(h.database))
+                 == "optimistic")
+        for n, h in deployment.hot_accounts.items()
     )
     gateway = scenario.demands.get(GATEWAY_COMPONENT)
     def step_spec(st: Step) -> StepSpec:
@@ -265,6 +290,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             calls=tuple(step_spec(c) for c in st.calls),
             idempotent=st.idempotent,
             external_name=st.external if isinstance(st.external, str) else None,
+            player_row=deployment.concurrency_of(svc.database) if st.player_row else None,
         )
 
     routes = []
@@ -301,4 +327,8 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         faults=F.compile_faults(scenario.faults, deployment, list(scenario.operations),
                                 scenario.players, k),
         retry=F.compile_retry(scenario.players),
+        conflict_retry=ConflictRetrySpec(
+            max_attempts=deployment.conflict_retry.max_attempts,
+            backoff_base_s=deployment.conflict_retry.backoff_base_ms / 1000.0,
+            backoff_cap_s=deployment.conflict_retry.backoff_cap_ms / 1000.0),
     )

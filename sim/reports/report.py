@@ -572,7 +572,7 @@ def stations_markdown(res: Results) -> str:
 
 
 _META_SHOWN = ("scenario", "description", "source", "engine", "seed", "replications",
-               "warmup_s", "reduce_factor", "duration_s", "start_hour", "created_at",
+               "concurrency", "warmup_s", "reduce_factor", "duration_s", "start_hour", "created_at",
                "notes", "windows", "slos", "saturation")
 
 
@@ -606,6 +606,9 @@ def meta_markdown(res: Results) -> str:
     add("Engine", m.get("engine"))
     add("Seed", m.get("seed"))
     add("Replications", per_arch(m.get("replications")))
+    conc = m.get("concurrency")
+    if isinstance(conc, dict):
+        add("Concurrency control", "; ".join(f"{a}: {v}" for a, v in conc.items()))
     add("Warm-up cut", per_arch(m.get("warmup_s"), " s"))
     span_label = "Measured span" if m.get("source") == "measurement" else "Simulated span"
     add(span_label, per_arch(m.get("duration_s"), " s"))
@@ -646,6 +649,7 @@ def meta_markdown(res: Results) -> str:
 def write_report(results: Results, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir``; return the report's path."""
     from sim.reports.comparison import cost_markdown, paired_markdown  # it imports this module
+    from sim.reports.contention import contention_markdown  # it imports this module
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -675,6 +679,7 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
         "## Architectures compared\n\n" + compare_markdown(results),
         "## Cost next to latency\n\n" + cost_markdown(results),
         "## Paired differences\n\n" + paired_markdown(results),
+        "## Contention\n\n" + contention_markdown(results),
         f"## Busiest stations (top {TABLE_TOP_STATIONS} per architecture)\n\n"
         + stations_markdown(results),
         "## Run\n\n" + meta_markdown(results),

@@ -3,7 +3,8 @@
 A :class:`Results` holds four tables and a ``meta`` dict:
 
 * ``summary``: one row per (architecture, operation): throughput, error rate and latency
-  percentiles, each with its 95% confidence half-width (``*_ci``, NaN when unknown);
+  percentiles, each with its 95% confidence half-width (``*_ci``, NaN when unknown); when
+  some step locks or version-checks rows, also the :data:`CONTENTION_COLUMNS`;
 * ``stations``: one row per (architecture, station): utilisation, mean queue, mean wait;
 * ``timeseries``: one row per (architecture, replication, t_s bin, operation);
 * ``station_timeseries``: one row per (architecture, replication, t_s bin, station);
@@ -41,6 +42,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "p99_ms", "p99_ms_ci", "p999_ms", "p999_ms_ci",
     "slo_p99_ms", "slo_met", "replications",
 )
+CONTENTION_COLUMNS: tuple[str, ...] = tuple(
+    c for m in ("lock_wait_p50_ms", "lock_wait_p99_ms", "aborts_per_request", "retries_per_request",
+                "gave_up_per_request", "lost_ms_per_request") for c in (m, f"{m}_ci"))
+"""Optional summary columns of a run whose steps lock or version-check rows (floats; see
+``sim.engine.contention.CONTENTION_METRICS``): lock wait p50/p99 per transaction, then per
+request the aborts, retries, give-ups and the ms lost to aborts."""
 STATION_COLUMNS: tuple[str, ...] = (
     "architecture", "station", "kind", "servers",
     "utilisation", "utilisation_ci", "mean_queue", "mean_queue_ci",
@@ -72,8 +79,8 @@ RECOVERY_COLUMNS: tuple[str, ...] = (
     "peak_queue_station",
 )
 STATION_KINDS: frozenset[str] = frozenset(
-    {"workers", "cpu", "db_pool", "db_cpu", "db_replica_cpu", "cache_cpu", "lock", "broker",
-     "external"}
+    {"workers", "cpu", "db_pool", "db_cpu", "db_replica_cpu", "cache_cpu", "lock", "row_lock",
+     "broker", "external"}
 )
 
 #: SLO percentile labels (as in a scenario's ``slos``) -> summary column.
@@ -114,8 +121,10 @@ RECOVERY_TYPES = _dtypes(RECOVERY_COLUMNS, {"architecture", "fault", "operation"
                                             "target", "peak_queue_station"}, {"replications"})
 
 
-def _canonical(df: pd.DataFrame, name: str, types: dict[str, str]) -> pd.DataFrame:
-    """Check ``df`` has the schema's columns and cast them; schema columns first, extras kept."""
+def _canonical(df: pd.DataFrame, name: str, types: dict[str, str],
+               optional: dict[str, str] | None = None) -> pd.DataFrame:
+    """Check ``df`` has the schema's columns and cast them; schema columns first, extras kept
+    (``optional`` ones cast to their type when present)."""
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
     if df.shape == (0, 0):
@@ -127,6 +136,9 @@ def _canonical(df: pd.DataFrame, name: str, types: dict[str, str]) -> pd.DataFra
     df = df.loc[:, [*types, *extras]].reset_index(drop=True)
     for col, kind in types.items():
         df[col] = _cast(df[col], f"{name}.{col}", kind)
+    for col, kind in (optional or {}).items():
+        if col in df.columns:
+            df[col] = _cast(df[col], f"{name}.{col}", kind)
     return df
 
 
@@ -232,7 +244,8 @@ class Results:
     def __post_init__(self) -> None:
         if not isinstance(self.meta, dict):
             raise ValueError(f"meta: expected a dict, got {type(self.meta).__name__}")
-        self.summary = _canonical(self.summary, "summary", _SUMMARY_TYPES)
+        self.summary = _canonical(self.summary, "summary", _SUMMARY_TYPES,
+                                  dict.fromkeys(CONTENTION_COLUMNS, _FLOAT))
         self.stations = _canonical(self.stations, "stations", _STATION_TYPES)
         self.timeseries = _canonical(self.timeseries, "timeseries", _TS_TYPES)
         self.station_timeseries = _canonical(self.station_timeseries, "station_timeseries",

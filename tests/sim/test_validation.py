@@ -72,3 +72,14 @@ def test_language_cases_match_theory_at_validation_scale() -> None:
     table = evaluate(language_cases(0.15, seed=7), jobs=2)
     failed = table[~table["pass"]]
     assert failed.empty, failed.to_string()
+
+
+def test_contention_cases_match_theory() -> None:
+    """Locked rows (hot account, player) against M/G/1 and M/M/1, optimistic aborts against
+    the dead-time formula: the contention cases of `testbed validate --analytic`."""
+    from sim.analysis.validate_contention import contention_cases
+
+    table = evaluate(contention_cases(0.1, seed=7), jobs=2)
+    print("\n" + table.to_string())
+    assert len(table) == 4
+    assert table["pass"].all(), table[~table["pass"]].to_string()
