@@ -30,12 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from hdrh.histogram import HdrHistogram
 
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import CpuWatch, database_processes
-from loadgen.record import merge
+from loadgen.record import HIGHEST_US, LOWEST_US, merge
 from loadgen.run import Plan, server_watch
 from sim.model.scenario import Scenario, parse_scenario
 
@@ -53,6 +55,13 @@ DATABASE = "database"
 operation's player or wallet step (time holding a pooled connection)."""
 MIN_OFF_CPU_MS = 0.01
 """Off-CPU time per request below this is left out of the call path."""
+QUANTILES = tuple((i + 0.5) / 2 for i in range(200))
+"""Percentiles of the lowest rate's latency kept per operation: the empirical off-CPU wait."""
+CPU_CV = 1.0
+"""Shape of a request's CPU demand: psutil gives CPU totals, not per request, so the spread
+is assumed exponential-like; the measured latency spread is in the off-CPU wait."""
+FACTOR_MIN, FACTOR_MAX = 0.05, 20.0
+"""Bounds of a calibrated CPU factor (inside the scenario's ``cpu_by_rate`` range)."""
 DB_POOL = 16
 """Connections per process in the calibrated deployment (`testbed serve --pool-size`)."""
 """Fed by the broker's events in microservices and hybrid (never on the request path)."""
@@ -89,6 +98,25 @@ class Level:
     latency_cv: float
     p99_ms: float
     errors: int
+    quantiles_ms: list[float] = field(default_factory=list)
+    """Latency at :data:`QUANTILES` (the off-CPU wait's shape)."""
+
+
+@dataclass
+class MixLevel:
+    """The scenario's mix at one rate: what changes with load."""
+
+    rate: float
+    requests: int
+    cpu_ms: dict[str, float]
+    """Server CPU ms per request of the mix, by role."""
+    generator_cores: float
+    """Cores the load generator used (its CPU seconds over the window's wall seconds)."""
+    other_cores: float
+    """Cores the rest of the machine wanted: the mean run queue less the server's and the
+    generator's use."""
+    p50_ms: float
+    p99_ms: float
 
 
 @dataclass
@@ -96,22 +124,14 @@ class Calibration:
     topology: str
     target: str
     levels: list[Level] = field(default_factory=list)
+    mixes: list[MixLevel] = field(default_factory=list)
 
 
 def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
             database: str | None = None) -> Level:
     """One calibration run: ``op`` alone at ``rate`` for the plan's duration; with
     ``database`` (a PostgreSQL database name) its backends' CPU is the role ``database``."""
-    watch = server_watch(plan)
-    if watch is None:
-        raise RuntimeError(f"calibrate needs the back office on this machine: no process "
-                           f"listens on {plan.target}")
-    if database is not None:
-        backends = database_processes(database)
-        if not backends:
-            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
-        watch.processes += backends
-        watch.names.update({b.pid: DATABASE for b in backends})
+    watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
                          f"{plan.prefix}{op}{int(rate)}-", credentials=plan.credentials)
 
@@ -128,8 +148,55 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
     h = rec.total[op]
     mean = h.get_mean_value()
     return Level(op, rate, counts, cpu, mean / 1000, h.get_stddev() / mean if mean else 0.0,
-                 h.get_value_at_percentile(99) / 1000, sum(sum(c.values())
-                                                           for c in rec.codes.values()))
+                 h.get_value_at_percentile(99) / 1000,
+                 sum(sum(c.values()) for c in rec.codes.values()),
+                 [h.get_value_at_percentile(q) / 1000 for q in QUANTILES])
+
+
+def _watch(plan: Plan, database: str | None) -> CpuWatch:
+    """The back office's processes (and, with ``database``, its PostgreSQL backends)."""
+    watch = server_watch(plan)
+    if watch is None:
+        raise RuntimeError(f"calibrate needs the back office on this machine: no process "
+                           f"listens on {plan.target}")
+    if database is not None:
+        backends = database_processes(database)
+        if not backends:
+            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
+        watch.processes += backends
+        watch.names.update({b.pid: DATABASE for b in backends})
+    return watch
+
+
+def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLevel:
+    """The scenario's whole mix at ``rate``: server CPU per request by role, the generator's
+    and the rest of the machine's cores, p50 and p99 of every request."""
+    watch = _watch(plan, database)
+    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
+                         f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials)
+    part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
+    rec = merge([part["recorder"]])
+    n = sum(h.get_total_count() for h in rec.total.values())
+    if n == 0:
+        raise RuntimeError(f"calibrating the mix at {rate}/s: no request answered")
+    cpu: dict[str, float] = {}
+    for name, used in watch.used.items():
+        cpu[_role(name)] = cpu.get(_role(name), 0.0) + 1000 * used / n
+    gen_cores = part["cpu_s"] / part["wall_s"]
+    other = max(0.0, watch.besides(plan.duration_s) - gen_cores)
+    whole = next(iter(rec.total.values()))
+    for h in list(rec.total.values())[1:]:
+        whole = _added(whole, h)
+    return MixLevel(rate, n, cpu, gen_cores, other,
+                    whole.get_value_at_percentile(50) / 1000,
+                    whole.get_value_at_percentile(99) / 1000)
+
+
+def _added(a: HdrHistogram, b: HdrHistogram) -> HdrHistogram:
+    out = HdrHistogram(LOWEST_US, HIGHEST_US, 3)
+    out.add(a)
+    out.add(b)
+    return out
 
 
 def _attributed(watch: CpuWatch, counts: dict[str, int], op: str,
@@ -152,8 +219,10 @@ def _role(label: str) -> str:
 
 def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
               progress: Callable[[str], None] = lambda s: None,
-              database: str | None = None) -> Calibration:
-    """Measure every operation of the plan's scenario at every rate."""
+              database: str | None = None,
+              mix_rates: tuple[float, ...] = ()) -> Calibration:
+    """Measure every operation of the plan's scenario at every rate, then the whole mix at
+    every rate of ``mix_rates`` (what changes with load: CPU per request, the machine)."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
     cal = Calibration(topology, plan.target)
@@ -167,6 +236,13 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
             progress(f"{op:<11} {rate:7.1f}/s  cpu ms/request "
                      + ", ".join(f"{k} {v:.3f}" for k, v in lv.cpu_ms.items())
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
+    for rate in mix_rates:
+        mx = measure_mix(plan, rate, database)
+        cal.mixes.append(mx)
+        progress(f"{'mix':<11} {rate:7.1f}/s  cpu ms/request "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in mx.cpu_ms.items())
+                 + f"  generator {mx.generator_cores:.2f} cores, others "
+                 f"{mx.other_cores:.2f} cores; p50 {mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms")
     return cal
 
 
@@ -183,16 +259,14 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     """(raw scenario mapping, header comment) for the measurements at ``use_rate``."""
     raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     lowest = min(lv.rate for lv in cal.levels)
-    shape_cv = {lv.op: lv.latency_cv for lv in cal.levels if lv.rate == lowest}
-    off_cpu = {lv.op: max(0.0, lv.latency_mean_ms - sum(lv.cpu_ms.values()))
-               for lv in cal.levels if lv.rate == lowest}
+    off_cpu = {lv.op: _off_cpu(lv) for lv in cal.levels if lv.rate == lowest}
     demands: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     roles: set[str] = set()
+    cv = CPU_CV
     for lv in (lv for lv in cal.levels if lv.rate == use_rate):
         total = sum(lv.cpu_ms.values())
         steps = []
-        cv = min(max(shape_cv.get(lv.op, 1.0), 0.05), 5.0)
         for role, ms in sorted(lv.cpu_ms.items()):
             if total <= 0 or ms < MIN_SHARE * total or role == DATABASE:
                 continue
@@ -213,11 +287,11 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
-        if off_cpu.get(lv.op, 0.0) >= MIN_OFF_CPU_MS:
+        off = off_cpu.get(lv.op)
+        if off is not None and off.get("samples_ms") and \
+                sum(off["samples_ms"]) / len(off["samples_ms"]) >= MIN_OFF_CPU_MS:
             owner = "player" if lv.op == "login" else "wallet"
-            demands[f"{lv.op}_off_cpu"] = {"kind": "gamma",
-                                           "mean_ms": round(off_cpu[lv.op], 4),
-                                           "cv": round(cv, 3)}
+            demands[f"{lv.op}_off_cpu"] = off
             steps.insert(0, {"component": owner, "external": f"{lv.op}_off_cpu"})
         steps.sort(key=lambda s: (s.get("mode") == "async", s["component"] != "gateway"))
         operations[lv.op] = {"weight": base.operations[lv.op].weight, "steps": steps}
@@ -226,7 +300,14 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
                           f"the {cal.topology} reference back office.").strip()
     raw["demands"] = demands
     raw["operations"] = operations
-    raw["deployments"] = [_deployment(cal.topology, roles, operations)]
+    dep = _deployment(cal.topology, roles, operations)
+    if cal.mixes:
+        dep["host"] = host_model(cal.mixes)
+        for svc in dep["services"]:
+            table = cpu_by_rate(cal, svc, operations, use_rate)
+            if table:
+                svc["cpu_by_rate"] = table
+    raw["deployments"] = [dep]
     raw["simulation"]["reduce"] = False
     raw["population"]["spikes"] = []
     for name in list(raw["slos"]["latency_ms"]):
@@ -234,6 +315,61 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             del raw["slos"]["latency_ms"][name]
     header = _header(cal, use_rate, command)
     return raw, header
+
+
+def _off_cpu(lv: Level) -> dict[str, Any]:
+    """What a request waited off the server's CPU at the lowest rate: its latency quantiles
+    less the CPU (and database CPU) it cost there, as an empirical distribution."""
+    cpu = sum(lv.cpu_ms.values())
+    return {"kind": "empirical",
+            "samples_ms": [round(max(0.0, q - cpu), 4) for q in lv.quantiles_ms]}
+
+
+def host_model(mixes: list[MixLevel]) -> dict[str, Any]:
+    """The machine: its cores, the load generator's CPU as a fixed part plus a part per
+    request (least squares over the mix levels), and what the rest of the machine used."""
+    rates = np.array([m.rate for m in mixes])
+    gen = np.array([m.generator_cores for m in mixes])
+    if len(mixes) >= 2 and np.ptp(rates) > 0:
+        per_req, fixed = np.polyfit(rates, gen, 1)
+    else:
+        per_req, fixed = float(gen.mean() / rates.mean()), 0.0
+    per_req, fixed = max(0.0, float(per_req)), max(0.0, float(fixed))
+    cores = os.cpu_count() or 1
+    background = min(float(cores), fixed + float(np.mean([m.other_cores for m in mixes])))
+    return {"cores": cores, "background_cores": round(background, 3),
+            "client_ms_per_request": round(1000 * per_req, 4)}
+
+
+def _service_of(role: str, topology: str, services: list[dict[str, Any]]) -> str | None:
+    if topology == "monolith":
+        return services[0]["name"] if role != DATABASE else None
+    comp = _component(role, topology, "bet")
+    return next((s["name"] for s in services if comp in s["components"]), None) \
+        if role in COMPONENTS or role == "public" else None
+
+
+def cpu_by_rate(cal: Calibration, svc: dict[str, Any], operations: dict[str, Any],
+                use_rate: float) -> list[dict[str, float]]:
+    """The service's CPU per request at each mix level over its CPU at ``use_rate`` (the
+    level its demands were measured at), against the requests per second entering it."""
+    weights = {op: spec["weight"] for op, spec in operations.items()}
+    total_w = sum(weights.values()) or 1.0
+    visits = sum(w for op, w in weights.items()
+                 if any(s["component"] in svc["components"] for s in operations[op]["steps"]))
+    share = 1.0 if svc.get("components") and "gateway" in svc["components"] \
+        else visits / total_w
+    mixes = sorted(cal.mixes, key=lambda m: m.rate)
+    cpu = [sum(v for r, v in m.cpu_ms.items()
+               if _service_of(r, cal.topology, [svc]) == svc["name"]) for m in mixes]
+    if share <= 0 or not any(c > 0 for c in cpu):
+        return []
+    at_use = float(np.interp(use_rate, [m.rate for m in mixes], cpu))
+    if at_use <= 0:
+        return []
+    return [{"rps": round(m.rate * share, 3),
+             "factor": round(min(max(c / at_use, FACTOR_MIN), FACTOR_MAX), 4)}
+            for m, c in zip(mixes, cpu, strict=True) if c > 0]
 
 
 def _deployment(topology: str, roles: set[str], operations: dict[str, Any]) -> dict[str, Any]:

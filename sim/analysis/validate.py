@@ -231,9 +231,11 @@ def cases(quick: bool = False, seed: int = 7) -> list[Case]:
     for n, rho in ((5, 0.5), (20, 0.8), (40, 0.95)):
         out += _mva_case(n, rho, 600.0 * scale, 5, seed + 3)
     out += _ps_day_case(0.5, int(8_500 * scale), 5, seed + 4)
+    from sim.analysis.validate_host import host_cases
     from sim.analysis.validate_language import language_cases
 
     out += language_cases(scale, seed)
+    out += host_cases(scale, seed)
     return out
 
 

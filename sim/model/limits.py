@@ -59,6 +59,14 @@ MAX_SHARDS = 10_000
 MAX_SUB_ACCOUNTS = 10_000
 MAX_QUEUE_LIMIT = 100_000_000
 
+# host model and load-dependent demand (issue 8)
+MAX_SPEED_FACTOR = 100.0
+"""A CPU demand multiplier of ``cpu_by_rate``, at most (and above 1 / this, at least)."""
+MAX_FACTOR_POINTS = 1_000
+"""Points of a ``cpu_by_rate`` table, at most."""
+MAX_HOST_CORES = MAX_CORES
+"""Cores of a shared host."""
+
 # run settings
 MAX_REPLICATIONS = 1_000
 MAX_SEED = 2**63 - 1

@@ -225,6 +225,30 @@ class Operation(_Model):
 # --------------------------------------------------------------------------- deployment
 
 
+class RateFactor(_Model):
+    """One point of a load-dependent CPU demand: at ``rps`` requests per second into a
+    replica, its CPU demands are multiplied by ``factor`` (batching, group commit)."""
+
+    rps: float = Field(ge=0, le=MAX_RATE_RPS)
+    factor: float = Field(ge=1 / L.MAX_SPEED_FACTOR, le=L.MAX_SPEED_FACTOR)
+
+
+class Host(_Model):
+    """The machine every process of a deployment runs on: its CPU stations (each service
+    replica's cores, each database shard's, caches') draw from ``cores`` shared cores, by
+    processor sharing, beside ``background_cores`` busy with other work and the load
+    generator's ``client_ms_per_request`` of CPU for each request it sends."""
+
+    cores: int = Field(ge=1, le=L.MAX_HOST_CORES)
+    background_cores: float = Field(
+        default=0.0, ge=0, le=L.MAX_HOST_CORES,
+        description="cores wanted on average by processes outside the deployment (their "
+        "threads running or ready to run: the load they add to the run queue)")
+    client_ms_per_request: float = Field(
+        default=0.0, ge=0, le=L.MAX_DEMAND_MS,
+        description="CPU of the load generator on the same host per request it sends")
+
+
 class Service(_Model):
     """A deployable unit hosting one or more components."""
 
@@ -241,6 +265,17 @@ class Service(_Model):
         description="requests waiting for a worker beyond which new ones get 503",
     )
     db_pool_timeout_ms: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    cpu_by_rate: list[RateFactor] | None = Field(
+        default=None, min_length=1, max_length=L.MAX_FACTOR_POINTS,
+        description="load-dependent CPU demand: multiplier of every CPU demand on a replica "
+        "against the requests per second entering it (linear between points, held beyond)")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Service:
+        if self.cpu_by_rate is not None and any(
+                b.rps <= a.rps for a, b in pairwise(self.cpu_by_rate)):
+            raise ValueError("cpu_by_rate: rps must increase from point to point")
+        return self
 
 
 class Database(_Model):
@@ -311,6 +346,8 @@ class Deployment(_Model):
     hot_accounts: dict[str, HotAccount] = Field(default_factory=dict)
     broker: Broker = Field(default_factory=Broker)
     caches: list[Cache] = Field(default_factory=list)
+    host: Host | None = Field(
+        default=None, description="one machine whose cores every CPU station shares")
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:

@@ -59,6 +59,7 @@ class ServiceSpec:
     database: int | None
     queue_limit: int | None
     pool_timeout_s: float | None
+    cpu_by_rate: tuple[tuple[float, float], ...] = ()  # (requests/s into a replica, factor)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,15 @@ class LockSpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """One machine whose cores every CPU station of the deployment shares."""
+
+    cores: int
+    background_cores: float = 0.0
+    client_s_per_request: float = 0.0
+
+
+@dataclass(frozen=True)
 class Topology:
     """Everything an engine needs to simulate one deployment."""
 
@@ -108,6 +118,7 @@ class Topology:
     load_balancing: str
     reduce_factor: int
     caches: tuple[CacheSpec, ...] = ()
+    host: HostSpec | None = None
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -131,6 +142,10 @@ def reduce_refusal(scenario: Scenario) -> str | None:
     if not scenario.simulation.reduce:
         return None
     for d in scenario.deployments:
+        if d.host is not None:
+            return (f"deployment {d.name!r} runs on one host whose cores all its processes "
+                    "share, which a partition of its replicas cannot reproduce; simulated at "
+                    "full size")
         pooled = [s.name for s in d.services if s.replicas > 1]
         if d.load_balancing == "least_outstanding" and pooled:
             return (f"deployment {d.name!r} balances {', '.join(pooled)} by least outstanding "
@@ -183,6 +198,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             database=db_index[s.database] if s.database else None,
             queue_limit=s.queue_limit,
             pool_timeout_s=s.db_pool_timeout_ms / 1000.0 if s.db_pool_timeout_ms else None,
+            cpu_by_rate=tuple((p.rps, p.factor) for p in s.cpu_by_rate or ()),
         )
         for s in deployment.services
     )
@@ -249,4 +265,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
+        host=None if deployment.host is None else HostSpec(
+            deployment.host.cores, deployment.host.background_cores,
+            deployment.host.client_ms_per_request / 1000.0),
     )
