@@ -8,24 +8,27 @@ alternate a bet and the operation, and the bet's CPU, measured at the same rate,
 out. The latency distribution of the lowest rate gives each demand's shape (coefficient of
 variation); its mean is the measured CPU per request: a gamma distribution by moments.
 
-What a request waits off the server's CPU at the lowest rate (its mean latency there minus
-the CPU it cost: loopback TCP, the client, event-loop turns, fsync, and on a shared machine
-the other processes' CPU) becomes an ``external`` step of the operation (a wait that holds a
-worker, not a core): measured, not guessed, and it does not grow with load.
+What a request waits off the server's CPU at the lowest rate (its latency quantiles there,
+scaled by the share of a core the machine gave the server then, minus the on-path CPU it
+cost: loopback TCP, the client's send lag, event-loop turns, fsync) becomes an empirical
+``external`` step of the operation (a wait that holds a worker, not a core).
 
-Demands are not constant (batching and group commit amortise work as load grows): every
-level is written in the scenario's header, and the demand used is the one measured at
-``use_level`` (by default the middle rate). The scenario language has no load-dependent
-demand yet, nor a host model of shared cores: the calibrated deployment gives each Python
-process one core (the GIL) and says in its comments that the processes, the database and
-the generator share this machine's cores.
+Demands are not constant: the whole mix is measured at several rates too. Each process
+role's CPU per second is fitted as a fixed part plus a part per request: the fixed part
+(timers, in-process consumers, checkpoints: work done whatever the load, which makes the CPU
+per request look three times higher at light load) joins the host's background; what is
+left per request, on the requests' path, gives the demands (at ``use_rate``) and each
+service's ``cpu_by_rate`` (what batching still changes). The deployment's ``host`` is this
+machine: its cores, the generator's CPU, the other processes' load (see
+:meth:`loadgen.probe.CpuWatch.besides`) and a scheduler slice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,13 @@ QUANTILES = tuple((i + 0.5) / 2 for i in range(200))
 CPU_CV = 1.0
 """Shape of a request's CPU demand: psutil gives CPU totals, not per request, so the spread
 is assumed exponential-like; the measured latency spread is in the off-CPU wait."""
+ON_PATH_FLOOR = 0.05
+"""At least this share of a request's measured CPU is on its path (the fixed-part fit is
+least squares over a few noisy levels)."""
+SLICE_MS = 3.0
+"""The host's scheduler slice written by calibrate: Linux EEVDF's base slice (0.75 ms,
+times 1 + log2 of the cores, capped at 8) is 1.5-3 ms on small machines; 3 ms is the
+figure used, a stated assumption (not measured here)."""
 FACTOR_MIN, FACTOR_MAX = 0.05, 20.0
 """Bounds of a calibrated CPU factor (inside the scenario's ``cpu_by_rate`` range)."""
 DB_POOL = 16
@@ -100,6 +110,8 @@ class Level:
     errors: int
     quantiles_ms: list[float] = field(default_factory=list)
     """Latency at :data:`QUANTILES` (the off-CPU wait's shape)."""
+    besides_cores: float = 0.0
+    """What the rest of the machine wanted meanwhile (:meth:`CpuWatch.besides`)."""
 
 
 @dataclass
@@ -150,7 +162,8 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
     return Level(op, rate, counts, cpu, mean / 1000, h.get_stddev() / mean if mean else 0.0,
                  h.get_value_at_percentile(99) / 1000,
                  sum(sum(c.values()) for c in rec.codes.values()),
-                 [h.get_value_at_percentile(q) / 1000 for q in QUANTILES])
+                 [h.get_value_at_percentile(q) / 1000 for q in QUANTILES],
+                 watch.besides(plan.duration_s))
 
 
 def _watch(plan: Plan, database: str | None) -> CpuWatch:
@@ -259,7 +272,8 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     """(raw scenario mapping, header comment) for the measurements at ``use_rate``."""
     raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     lowest = min(lv.rate for lv in cal.levels)
-    off_cpu = {lv.op: _off_cpu(lv) for lv in cal.levels if lv.rate == lowest}
+    loads = role_loads(cal.mixes) if cal.mixes else {}
+    off_cpu = {lv.op: _off_cpu(lv, loads) for lv in cal.levels if lv.rate == lowest}
     demands: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     roles: set[str] = set()
@@ -271,6 +285,7 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             if total <= 0 or ms < MIN_SHARE * total or role == DATABASE:
                 continue
             name = f"{lv.op}_{role}_cpu"
+            ms *= loads[role].share(use_rate) if role in loads else 1.0
             demands[name] = {"kind": "gamma", "mean_ms": round(ms, 4), "cv": round(cv, 3)}
             comp = _component(role, cal.topology, lv.op)
             step: dict[str, Any] = {"component": comp, "cpu": name}
@@ -280,7 +295,8 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             roles.add(role)
         if not steps:
             raise RuntimeError(f"{lv.op}: no process spent measurable CPU on it")
-        db_ms = lv.cpu_ms.get(DATABASE, 0.0)
+        db_ms = lv.cpu_ms.get(DATABASE, 0.0) * (
+            loads[DATABASE].share(use_rate) if DATABASE in loads else 1.0)
         if db_ms > 0:
             owner = "player" if lv.op == "login" else "wallet"
             step = next((s for s in steps if s["component"] == owner), steps[0])
@@ -302,9 +318,9 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     raw["operations"] = operations
     dep = _deployment(cal.topology, roles, operations)
     if cal.mixes:
-        dep["host"] = host_model(cal.mixes)
+        dep["host"] = host_model(cal.mixes, loads)
         for svc in dep["services"]:
-            table = cpu_by_rate(cal, svc, operations, use_rate)
+            table = cpu_by_rate(cal, svc, operations, use_rate, loads)
             if table:
                 svc["cpu_by_rate"] = table
     raw["deployments"] = [dep]
@@ -317,17 +333,61 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     return raw, header
 
 
-def _off_cpu(lv: Level) -> dict[str, Any]:
-    """What a request waited off the server's CPU at the lowest rate: its latency quantiles
-    less the CPU (and database CPU) it cost there, as an empirical distribution."""
-    cpu = sum(lv.cpu_ms.values())
+@dataclass
+class RoleLoad:
+    """A process role's CPU against the mix's rate: a fixed part (ms per second, whatever
+    the load: event-loop timers, in-process consumers, checkpoints) and the rest, on the
+    requests' path (ms per request at each mix rate)."""
+
+    fixed_ms_per_s: float
+    rates: list[float]
+    on_path_ms: list[float]
+    total_ms: list[float]
+
+    def share(self, rate: float) -> float:
+        """Share of the CPU per request that is on the requests' path at ``rate``."""
+        on = float(np.interp(rate, self.rates, self.on_path_ms))
+        tot = float(np.interp(rate, self.rates, self.total_ms))
+        return on / tot if tot > 0 else 1.0
+
+
+def role_loads(mixes: list[MixLevel]) -> dict[str, RoleLoad]:
+    """Each role's fixed CPU per second (the intercept of CPU per second against the rate,
+    least squares) and its CPU per request on the path at each mix rate."""
+    mixes = sorted(mixes, key=lambda m: m.rate)
+    rates = [m.rate for m in mixes]
+    out = {}
+    for role in sorted({r for m in mixes for r in m.cpu_ms}):
+        per_req = [m.cpu_ms.get(role, 0.0) for m in mixes]
+        fixed = 0.0
+        if len(mixes) >= 2:
+            _, intercept = np.polyfit(rates, [c * r for c, r in zip(per_req, rates,
+                                                                     strict=True)], 1)
+            fixed = max(0.0, float(intercept))
+        on_path = [max(c - fixed / r, ON_PATH_FLOOR * c) for c, r in zip(per_req, rates,
+                                                                          strict=True)]
+        out[role] = RoleLoad(fixed, rates, on_path, per_req)
+    return out
+
+
+def _off_cpu(lv: Level, loads: dict[str, RoleLoad]) -> dict[str, Any]:
+    """What a request waited off the server's CPU at the lowest rate, as the machine would
+    give it without the other processes: its latency quantiles scaled by the share of a
+    core the host gave then (the generator, the kernel's loopback and the server's event
+    loop all waited for cores too), less the on-path CPU it cost there; an empirical
+    distribution. The host model adds the sharing back at the rate simulated."""
+    cores = os.cpu_count() or 1
+    speed = min(1.0, cores / (1.0 + lv.besides_cores))
+    cpu = sum(ms * (loads[r].share(lv.rate) if r in loads else 1.0)
+              for r, ms in lv.cpu_ms.items())
     return {"kind": "empirical",
-            "samples_ms": [round(max(0.0, q - cpu), 4) for q in lv.quantiles_ms]}
+            "samples_ms": [round(max(0.0, q * speed - cpu), 4) for q in lv.quantiles_ms]}
 
 
-def host_model(mixes: list[MixLevel]) -> dict[str, Any]:
+def host_model(mixes: list[MixLevel], loads: dict[str, RoleLoad]) -> dict[str, Any]:
     """The machine: its cores, the load generator's CPU as a fixed part plus a part per
-    request (least squares over the mix levels), and what the rest of the machine used."""
+    request (least squares over the mix levels), what the rest of the machine wanted, and
+    the back office's own fixed CPU (every role's, off the requests' path)."""
     rates = np.array([m.rate for m in mixes])
     gen = np.array([m.generator_cores for m in mixes])
     if len(mixes) >= 2 and np.ptp(rates) > 0:
@@ -336,9 +396,10 @@ def host_model(mixes: list[MixLevel]) -> dict[str, Any]:
         per_req, fixed = float(gen.mean() / rates.mean()), 0.0
     per_req, fixed = max(0.0, float(per_req)), max(0.0, float(fixed))
     cores = os.cpu_count() or 1
-    background = min(float(cores), fixed + float(np.mean([m.other_cores for m in mixes])))
+    own_fixed = sum(ld.fixed_ms_per_s for ld in loads.values()) / 1000.0
+    background = fixed + own_fixed + float(np.mean([m.other_cores for m in mixes]))
     return {"cores": cores, "background_cores": round(background, 3),
-            "client_ms_per_request": round(1000 * per_req, 4)}
+            "client_ms_per_request": round(1000 * per_req, 4), "slice_ms": SLICE_MS}
 
 
 def _service_of(role: str, topology: str, services: list[dict[str, Any]]) -> str | None:
@@ -350,9 +411,10 @@ def _service_of(role: str, topology: str, services: list[dict[str, Any]]) -> str
 
 
 def cpu_by_rate(cal: Calibration, svc: dict[str, Any], operations: dict[str, Any],
-                use_rate: float) -> list[dict[str, float]]:
-    """The service's CPU per request at each mix level over its CPU at ``use_rate`` (the
-    level its demands were measured at), against the requests per second entering it."""
+                use_rate: float, loads: dict[str, RoleLoad]) -> list[dict[str, float]]:
+    """The service's CPU per request on the path at each mix level over that at
+    ``use_rate`` (the level its demands were measured at), against the requests per second
+    entering it."""
     weights = {op: spec["weight"] for op, spec in operations.items()}
     total_w = sum(weights.values()) or 1.0
     visits = sum(w for op, w in weights.items()
@@ -360,7 +422,8 @@ def cpu_by_rate(cal: Calibration, svc: dict[str, Any], operations: dict[str, Any
     share = 1.0 if svc.get("components") and "gateway" in svc["components"] \
         else visits / total_w
     mixes = sorted(cal.mixes, key=lambda m: m.rate)
-    cpu = [sum(v for r, v in m.cpu_ms.items()
+    cpu = [sum(v * (loads[r].share(m.rate) if r in loads else 1.0)
+               for r, v in m.cpu_ms.items()
                if _service_of(r, cal.topology, [svc]) == svc["name"]) for m in mixes]
     if share <= 0 or not any(c > 0 for c in cpu):
         return []
@@ -413,11 +476,15 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lv.cpu_ms.items()))
         lines.append(f"  {lv.op:<10} {lv.rate:7.1f}/s: {cpu}; latency mean "
                      f"{lv.latency_mean_ms:.2f} p99 {lv.p99_ms:.2f} ms; errors {lv.errors}")
+    for mx in cal.mixes:
+        cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(mx.cpu_ms.items()))
+        lines.append(f"  mix        {mx.rate:7.1f}/s: {cpu}; generator {mx.generator_cores:.2f} "
+                     f"cores, others {mx.other_cores:.2f}; p50 {mx.p50_ms:.2f} p99 "
+                     f"{mx.p99_ms:.2f} ms")
     lines += [
-        "Not modelled yet (the scenario language lacks the concept): demand that falls with",
-        "load (use the level nearest the operating point), and a host whose cores are shared",
-        f"by every server process, the database and the load generator ({os.cpu_count()} here);",
-        "each Python process is given one core (the GIL). SQLite time is in-process CPU.",
+        "Mix levels: each role's CPU per second = fixed + per request x rate (least squares);",
+        "the fixed part is host background, the rest each service's cpu_by_rate; the host",
+        f"has this machine's {os.cpu_count()} cores, a {SLICE_MS:g} ms scheduler slice (assumed).",
     ]
     return "\n".join("# " + ln for ln in lines) + "\n"
 
@@ -429,3 +496,15 @@ def write_scenario(raw: dict[str, Any], header: str, path: Path) -> Scenario:
     path.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=100))
     return sc
 
+
+
+def write_levels(cal: Calibration, path: Path) -> None:
+    """Every level measured, as JSON (``read_levels`` loads it back)."""
+    path.write_text(json.dumps(asdict(cal), indent=1))
+
+
+def read_levels(path: Path) -> Calibration:
+    """A calibration written by :func:`write_levels`."""
+    d = json.loads(path.read_text())
+    return Calibration(d["topology"], d["target"], [Level(**lv) for lv in d["levels"]],
+                       [MixLevel(**m) for m in d["mixes"]])

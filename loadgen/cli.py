@@ -245,9 +245,11 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
+        cal_mod.write_levels(cal, Path(out_file).with_suffix(".levels.json"))
     except ScenarioError as exc:
         raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
-    click.echo(f"wrote {out_file}", err=True)
+    click.echo(f"wrote {out_file} (and every measured level: "
+               f"{Path(out_file).with_suffix('.levels.json')})", err=True)
 
 
 @click.command("validate")

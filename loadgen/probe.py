@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import psutil
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -202,6 +203,16 @@ class CpuWatch:
         if waited == 0 and used > 0 and self.waited:
             return 0.0
         return max(0.0, self.runnable - used / wall_s)
+
+    def stations(self, architecture: str, wall_s: float) -> pd.DataFrame:
+        """One ``cpu`` station per process: utilisation = CPU seconds / wall seconds (a
+        share of one core; threads can take a process above 1)."""
+        rows = [{"architecture": architecture, "station": name, "kind": "cpu", "servers": 1,
+                 "utilisation": used / wall_s, "utilisation_ci": math.nan,
+                 "mean_queue": math.nan, "mean_queue_ci": math.nan,
+                 "mean_wait_ms": math.nan, "mean_wait_ms_ci": math.nan}
+                for name, used in self.used.items()]
+        return pd.DataFrame(rows)
 
 
 def saturation(cpu_share: list[float], p99_lag_ms: float | None) -> list[str]:

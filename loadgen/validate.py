@@ -51,6 +51,8 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
+MAX_BACKGROUND = 1024.0
+"""Background cores given to a prediction, at most (the scenario's host range)."""
 
 
 @dataclass
@@ -151,7 +153,7 @@ def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
         for dep in raw["deployments"]:
             host = dep.get("host")
             if host is not None:
-                host["background_cores"] = round(min(float(host["cores"]), besides_cores), 4)
+                host["background_cores"] = round(min(MAX_BACKGROUND, besides_cores), 4)
                 host["client_ms_per_request"] = 0.0
     pop = raw["population"]
     pop["online_curve"] = [1.0] * 24

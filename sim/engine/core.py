@@ -44,12 +44,15 @@ from sim.model.topology import Topology
 __all__ = ["Engine", "PSCpu", "Pool", "RunOutput", "Sampler", "StationSeries"]
 
 
-def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
+def build_stations(env: simpy.Environment, topo: Topology,
+                   rng: np.random.Generator | None = None) -> Stations:
     """Every station of a topology: replicas, database shards (primary and read replicas),
     hot-account locks, cache servers, the broker; with the topology's host, every CPU station
     shares its cores, and replicas with ``cpu_by_rate`` scale their CPU by their request rate
     (:mod:`sim.engine.host`)."""
     host = Host(topo.host) if topo.host is not None else None
+    if host is not None:
+        host.start(env, rng if rng is not None else np.random.default_rng(0))
     entries = {r.entry for r in topo.routes}
     replicas: list[list[Replica]] = []
     for si, s in enumerate(topo.services):
@@ -113,7 +116,8 @@ class Engine:
         self.pyrng = random.Random(int(rng.integers(0, 2**63)))
         self.bin_s = bin_s
         self.draws = draws if draws is not None else BatchDraws(rng)
-        st = self.st = build_stations(self.env, topo)
+        host_rng = np.random.default_rng(int(rng.integers(0, 2**63))) if topo.host else None
+        st = self.st = build_stations(self.env, topo, host_rng)
         self.replicas, self.shards, self.locks, self.broker = (st.replicas, st.shards, st.locks,
                                                                st.broker)
         self.recorder = Recorder()

@@ -12,15 +12,23 @@
   has, every running job slows by ``host cores / wanted``. The stations are
   :class:`sim.engine.stations.PSCpu`; the host advances and re-arms them whenever one of them
   gains or loses a job (one timer per station, as without a host).
+  With a scheduler slice, the background does not slow the jobs smoothly: the deployment
+  runs for exponential slices of mean ``slice`` and stalls (speed 0) between them for
+  exponential times of mean ``slice (1 / s - 1)``, ``s`` being processor sharing's share
+  ``min(1, cores / (1 + background))``: the same share of time, in whole slices, as a
+  process that the kernel deschedules; the stations' sharing among themselves stays smooth.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from itertools import pairwise
 from typing import Protocol
+
+import numpy as np
+import simpy
 
 from sim.model.topology import HostSpec
 
@@ -92,20 +100,49 @@ class HostMember(Protocol):
 class Host:
     """The cores every CPU station of one deployment shares."""
 
-    __slots__ = ("background", "client_s", "cores", "members", "meter", "speed")
+    __slots__ = ("background", "client_s", "cores", "members", "meter", "paused", "slice",
+                 "speed")
 
     def __init__(self, spec: HostSpec) -> None:
         self.cores = spec.cores
         self.background = spec.background_cores
         self.client_s = spec.client_s_per_request
+        self.slice = spec.slice_s
         self.members: list[HostMember] = []
         self.meter = RateMeter()  # requests entering the deployment (the generator's load)
         self.speed = 1.0
+        self.paused = False
+
+    def others(self, now: float) -> float:
+        """Cores the rest of the machine wants now: background and the load generator."""
+        return self.background + self.client_s * self.meter.rate(now)
 
     def wanted(self, now: float) -> float:
-        """Cores wanted now: running jobs (at most each station's cores) and background."""
+        """Cores wanted now: running jobs (at most each station's cores), and the others
+        when they share smoothly (no slice)."""
         running = sum(min(m.n, m.cores) for m in self.members)
-        return running + self.background + self.client_s * self.meter.rate(now)
+        return running + (0.0 if self.slice > 0 else self.others(now))
+
+    def start(self, env: simpy.Environment, rng: np.random.Generator) -> None:
+        """Begin the slices (nothing to do for smooth sharing)."""
+        if self.slice > 0:
+            env.process(self._slices(env, rng))
+
+    def _slices(self, env: simpy.Environment, rng: np.random.Generator) -> Generator:
+        while True:
+            yield env.timeout(rng.exponential(self.slice))
+            share = min(1.0, self.cores / (1.0 + self.others(env.now)))
+            if share >= 1.0:
+                continue
+            self._pause(True, env.now)
+            yield env.timeout(rng.exponential(self.slice * (1.0 / share - 1.0)))
+            self._pause(False, env.now)
+
+    def _pause(self, paused: bool, now: float) -> None:
+        self.advance_all()
+        self.paused = paused
+        if self.members:
+            self.respeed(self.members[0], now)
 
     def advance_all(self) -> None:
         """Bring every station's virtual time to now at the speed it had (before a change)."""
@@ -116,8 +153,8 @@ class Host:
         """After ``changed`` gained or lost jobs: the new speed for every station; re-arm the
         timers of the stations whose speed moved, and of ``changed``."""
         wanted = self.wanted(now)
-        speed = min(1.0, self.cores / wanted) if wanted > 0 else 1.0
-        assert 0.0 < speed <= 1.0, speed
+        speed = 0.0 if self.paused else min(1.0, self.cores / wanted) if wanted > 0 else 1.0
+        assert 0.0 <= speed <= 1.0, speed
         moved = speed != self.speed
         self.speed = speed
         for m in self.members:

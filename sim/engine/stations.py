@@ -312,6 +312,10 @@ class PSCpu:
         n = self.n
         full = n <= self.cores
         rate = (1.0 if full else self.cores / n) * self._speed
+        if rate <= 0.0:  # the host is stalled: no job progresses until it runs again
+            self._timer_vt = -1.0
+            self._gen += 1
+            return
         target = heap[0][0]
         delay = (target - self._vtime) / rate
         self._timer_vt = target

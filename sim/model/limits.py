@@ -66,6 +66,8 @@ MAX_FACTOR_POINTS = 1_000
 """Points of a ``cpu_by_rate`` table, at most."""
 MAX_HOST_CORES = MAX_CORES
 """Cores of a shared host."""
+MAX_SLICE_MS = 1_000.0
+"""A scheduler time slice of the host model, at most one second."""
 
 # run settings
 MAX_REPLICATIONS = 1_000

@@ -247,6 +247,12 @@ class Host(_Model):
     client_ms_per_request: float = Field(
         default=0.0, ge=0, le=L.MAX_DEMAND_MS,
         description="CPU of the load generator on the same host per request it sends")
+    slice_ms: float = Field(
+        default=0.0, ge=0, le=L.MAX_SLICE_MS,
+        description="0: the background slows the deployment's jobs smoothly (processor "
+        "sharing); > 0: the deployment loses the cores to the background in whole scheduler "
+        "slices: runs of mean slice_ms alternate with stalls sized so that the share of time "
+        "is processor sharing's (the 5-10 ms stalls that lift p99 on a busy machine)")
 
 
 class Service(_Model):

@@ -100,6 +100,7 @@ class HostSpec:
     cores: int
     background_cores: float = 0.0
     client_s_per_request: float = 0.0
+    slice_s: float = 0.0  # 0: smooth sharing with the background; else stalls of slices
 
 
 @dataclass(frozen=True)
@@ -267,5 +268,5 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         caches=caches,
         host=None if deployment.host is None else HostSpec(
             deployment.host.cores, deployment.host.background_cores,
-            deployment.host.client_ms_per_request / 1000.0),
+            deployment.host.client_ms_per_request / 1000.0, deployment.host.slice_ms / 1000.0),
     )
