@@ -26,6 +26,7 @@ machine: its cores, the generator's CPU, the other processes' load (see
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import CpuWatch, database_processes
 from loadgen.record import HIGHEST_US, LOWEST_US, merge
 from loadgen.run import Plan, server_watch
+from loadgen.validate import predict
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -66,10 +68,17 @@ is assumed exponential-like; the measured latency spread is in the off-CPU wait.
 ON_PATH_FLOOR = 0.05
 """At least this share of a request's measured CPU is on its path (the fixed-part fit is
 least squares over a few noisy levels)."""
-SLICE_MS = 3.0
-"""The host's scheduler slice written by calibrate: Linux EEVDF's base slice (0.75 ms,
-times 1 + log2 of the cores, capped at 8) is 1.5-3 ms on small machines; 3 ms is the
-figure used, a stated assumption (not measured here)."""
+SLICES_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+"""Scheduler slices tried by :func:`fit_slice` (0: smooth sharing). Linux EEVDF's base slice
+is 0.75 ms times 1 + log2 of the cores (at most 8): 1.5 ms on 2 cores, longer runs when
+nobody preempts; what the back office sees is fitted, not assumed."""
+SLICE_OPS = ("bet", "win", "balance")
+"""Operations whose p50 and p99 the slice is fitted to (the bulk of the mix)."""
+SATURATED_P50 = 10.0
+"""A mix level whose p50 exceeds this multiple of the lowest level's was saturated (its
+queue grew through the window): left out of the slice fit."""
+SLICE_SIM_S = 20.0
+"""Simulated seconds per mix level and candidate slice."""
 FACTOR_MIN, FACTOR_MAX = 0.05, 20.0
 """Bounds of a calibrated CPU factor (inside the scenario's ``cpu_by_rate`` range)."""
 DB_POOL = 16
@@ -129,6 +138,8 @@ class MixLevel:
     generator's use."""
     p50_ms: float
     p99_ms: float
+    by_op: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(p50, p99) ms of each operation."""
 
 
 @dataclass
@@ -200,9 +211,11 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
     whole = next(iter(rec.total.values()))
     for h in list(rec.total.values())[1:]:
         whole = _added(whole, h)
+    by_op = {op: (h.get_value_at_percentile(50) / 1000, h.get_value_at_percentile(99) / 1000)
+             for op, h in rec.total.items() if h.get_total_count()}
     return MixLevel(rate, n, cpu, gen_cores, other,
                     whole.get_value_at_percentile(50) / 1000,
-                    whole.get_value_at_percentile(99) / 1000)
+                    whole.get_value_at_percentile(99) / 1000, by_op)
 
 
 def _added(a: HdrHistogram, b: HdrHistogram) -> HdrHistogram:
@@ -351,10 +364,18 @@ class RoleLoad:
         return on / tot if tot > 0 else 1.0
 
 
+def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
+    """The mix levels the back office kept up with: p50 within :data:`SATURATED_P50` times
+    the lowest level's (a saturated level's queue grew through its window)."""
+    floor = min(mx.p50_ms for mx in mixes)
+    return [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
+
+
 def role_loads(mixes: list[MixLevel]) -> dict[str, RoleLoad]:
     """Each role's fixed CPU per second (the intercept of CPU per second against the rate,
-    least squares) and its CPU per request on the path at each mix rate."""
-    mixes = sorted(mixes, key=lambda m: m.rate)
+    least squares) and its CPU per request on the path at each mix rate, over the levels
+    the back office kept up with (:func:`kept_up`)."""
+    mixes = sorted(kept_up(mixes), key=lambda m: m.rate)
     rates = [m.rate for m in mixes]
     out = {}
     for role in sorted({r for m in mixes for r in m.cpu_ms}):
@@ -399,7 +420,7 @@ def host_model(mixes: list[MixLevel], loads: dict[str, RoleLoad]) -> dict[str, A
     own_fixed = sum(ld.fixed_ms_per_s for ld in loads.values()) / 1000.0
     background = fixed + own_fixed + float(np.mean([m.other_cores for m in mixes]))
     return {"cores": cores, "background_cores": round(background, 3),
-            "client_ms_per_request": round(1000 * per_req, 4), "slice_ms": SLICE_MS}
+            "client_ms_per_request": round(1000 * per_req, 4), "slice_ms": 0.0}
 
 
 def _service_of(role: str, topology: str, services: list[dict[str, Any]]) -> str | None:
@@ -484,7 +505,8 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
     lines += [
         "Mix levels: each role's CPU per second = fixed + per request x rate (least squares);",
         "the fixed part is host background, the rest each service's cpu_by_rate; the host",
-        f"has this machine's {os.cpu_count()} cores, a {SLICE_MS:g} ms scheduler slice (assumed).",
+        f"has this machine's {os.cpu_count()} cores and the scheduler slice that best predicts",
+        "the mix levels' p50 and p99 (fitted: testbed calibrate tries each of SLICES_MS).",
     ]
     return "\n".join("# " + ln for ln in lines) + "\n"
 
@@ -508,3 +530,33 @@ def read_levels(path: Path) -> Calibration:
     d = json.loads(path.read_text())
     return Calibration(d["topology"], d["target"], [Level(**lv) for lv in d["levels"]],
                        [MixLevel(**m) for m in d["mixes"]])
+
+
+def fit_slice(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]
+              ) -> tuple[float, dict[float, float]]:
+    """The host's scheduler slice that best predicts the mix levels: for each candidate, the
+    calibrated scenario is simulated at each mix rate on a host with the background measured
+    there (other processes and generator), and the error is the mean absolute log ratio of
+    predicted to measured p50 and p99 of :data:`SLICE_OPS`. Returns (slice, error by slice).
+    Only the calibration's own levels are used (never a validation's), and only those the
+    back office kept up with (p50 within :data:`SATURATED_P50` times the lowest)."""
+    errors: dict[float, float] = {}
+    kept = kept_up(cal.mixes)
+    for slice_ms in SLICES_MS:
+        trial = json.loads(json.dumps(raw))
+        trial["deployments"][0]["host"]["slice_ms"] = slice_ms
+        sc = parse_scenario(trial, "slice fit")
+        logs = []
+        for mx in kept:
+            pred = predict(sc, cal.topology, mx.rate, SLICE_SIM_S, 1,
+                           mx.other_cores + mx.generator_cores).summary.set_index("operation")
+            for op in SLICE_OPS:
+                if op in mx.by_op and op in pred.index:
+                    for k, col in enumerate(("p50_ms", "p99_ms")):
+                        p, m = float(pred.loc[op, col]), mx.by_op[op][k]
+                        if p > 0 and m > 0 and math.isfinite(p):
+                            logs.append(abs(math.log(p / m)))
+        errors[slice_ms] = float(np.mean(logs)) if logs else math.inf
+        progress(f"slice {slice_ms:g} ms: mean |log(predicted/measured)| {errors[slice_ms]:.3f}")
+    best = min(errors, key=lambda s: errors[s])
+    return best, errors

@@ -243,6 +243,11 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                + (f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}" if mix_rates else "")
                + (f" --database {database}" if database else ""))
     raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
+    if cal.mixes:
+        best, errors = cal_mod.fit_slice(raw, cal, lambda s: click.echo(s, err=True))
+        raw["deployments"][0]["host"]["slice_ms"] = best
+        header += "".join(f"# slice {s:g} ms: mean |log(predicted/measured)| {e:.3f}"
+                          f"{' <- used' if s == best else ''}\n" for s, e in errors.items())
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
         cal_mod.write_levels(cal, Path(out_file).with_suffix(".levels.json"))

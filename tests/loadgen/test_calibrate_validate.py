@@ -3,6 +3,7 @@ simulates at, the USL fit, the joined `testbed validate` command."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from loadgen.calibrate import (
 )
 from loadgen.validate import at_rate, fit_usl, usl
 from sim.model.population import ArrivalStream
-from sim.model.scenario import load_scenario
+from sim.model.scenario import load_scenario, parse_scenario
 from testbed.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +169,28 @@ def test_mix_levels_split_fixed_cpu_from_the_requests_and_make_the_host(tmp_path
               if s.cpu is not None)
     assert cpu == pytest.approx(0.9 * share, rel=1e-3)
     assert "mix" in header and "50.0/s" not in header.split("mix")[0][-10:]
+
+
+def test_the_slice_fit_finds_the_slice_that_made_the_measurements(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # "measurements" simulated with 6 ms slices on a busy host: of 0 and 6 ms, the fit must
+    # pick 6 (smooth sharing has no stalls and misses the p99)
+    from loadgen import calibrate as cal_mod
+    from loadgen.validate import predict
+
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    for mx in cal.mixes:
+        mx.other_cores = 3.0  # a busy machine: the server gets half a core's share
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    truth = copy.deepcopy(raw)
+    truth["deployments"][0]["host"]["slice_ms"] = 6.0
+    sc = parse_scenario(truth)
+    for mx in cal.mixes:
+        s = predict(sc, "monolith", mx.rate, 8.0, 1,
+                    mx.other_cores + mx.generator_cores).summary.set_index("operation")
+        mx.by_op = {op: (float(s.loc[op, "p50_ms"]), float(s.loc[op, "p99_ms"]))
+                    for op in ("bet", "win", "balance")}
+    monkeypatch.setattr(cal_mod, "SLICES_MS", (0.0, 6.0))
+    monkeypatch.setattr(cal_mod, "SLICE_SIM_S", 8.0)
+    best, errors = cal_mod.fit_slice(raw, cal, lambda s: None)
+    assert best == 6.0 and errors[6.0] < errors[0.0]
