@@ -40,7 +40,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.probe import CpuWatch, database_processes
+from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
 from loadgen.record import HIGHEST_US, LOWEST_US, merge
 from loadgen.run import Plan, server_watch
 from loadgen.validate import predict
@@ -55,7 +55,7 @@ SETTLED = ("win", "rollback")
 TOPOLOGIES = ("monolith", "microservices", "hybrid")
 COMPONENTS = ("player", "wallet", "fraud", "analytics")
 ASYNC_COMPONENTS = frozenset({"fraud", "analytics"})
-DATABASE = "database"
+DATABASE = SHARED_PREFIX
 """Role of the PostgreSQL backends: their CPU per request becomes the ``db`` demand of the
 operation's player or wallet step (time holding a pooled connection)."""
 MIN_OFF_CPU_MS = 0.01

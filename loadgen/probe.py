@@ -101,6 +101,9 @@ def _cpu(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+SHARED_PREFIX = "database"
+"""Label of watched processes that belong to a shared server (PostgreSQL backends): their
+scheduling (another nice level, other clients) does not say what the back office got."""
 RUNQUEUE_PERIOD_S = 0.05
 """How often the run queue is sampled during a watched window."""
 PROC_STAT = Path("/proc/stat")
@@ -192,11 +195,14 @@ class CpuWatch:
     def besides(self, wall_s: float) -> float:
         """Cores wanted by everything but the watched processes, in processor-sharing terms:
         the watched processes got a share ``s`` of a core while they wanted one (CPU over
-        CPU plus time ready but waiting, Linux schedstat; this counts nice weights too), and
+        CPU plus time ready but waiting, Linux schedstat; this counts nice weights too; the
+        shared database's backends, labelled :data:`SHARED_PREFIX`, are left out), and
         on ``h`` cores one process sharing fairly with ``b`` others gets ``h / (1 + b)``,
         so ``b = h / s - 1`` (at least 0). Without schedstat: the mean run queue less the
         watched processes' CPU."""
-        used, waited = sum(self.used.values()), sum(self.waited.values())
+        own = [k for k in self.used if not k.startswith(SHARED_PREFIX)]
+        used = sum(self.used[k] for k in own)
+        waited = sum(self.waited.get(k, 0.0) for k in own)
         cores = psutil.cpu_count() or 1
         if waited > 0 and used > 0:
             return max(0.0, cores * (used + waited) / used - 1.0)
