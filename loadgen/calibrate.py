@@ -8,35 +8,42 @@ alternate a bet and the operation, and the bet's CPU, measured at the same rate,
 out. The latency distribution of the lowest rate gives each demand's shape (coefficient of
 variation); its mean is the measured CPU per request: a gamma distribution by moments.
 
-What a request waits off the server's CPU at the lowest rate (its mean latency there minus
-the CPU it cost: loopback TCP, the client, event-loop turns, fsync, and on a shared machine
-the other processes' CPU) becomes an ``external`` step of the operation (a wait that holds a
-worker, not a core): measured, not guessed, and it does not grow with load.
+What a request waits off the server's CPU at the lowest rate (its latency quantiles there,
+scaled by the share of a core the machine gave the server then, minus the on-path CPU it
+cost: loopback TCP, the client's send lag, event-loop turns, fsync) becomes an empirical
+``external`` step of the operation (a wait that holds a worker, not a core).
 
-Demands are not constant (batching and group commit amortise work as load grows): every
-level is written in the scenario's header, and the demand used is the one measured at
-``use_level`` (by default the middle rate). The scenario language has no load-dependent
-demand yet, nor a host model of shared cores: the calibrated deployment gives each Python
-process one core (the GIL) and says in its comments that the processes, the database and
-the generator share this machine's cores.
+Demands are not constant: the whole mix is measured at several rates too. Each process
+role's CPU per second is fitted as a fixed part plus a part per request: the fixed part
+(timers, in-process consumers, checkpoints: work done whatever the load, which makes the CPU
+per request look three times higher at light load) joins the host's background; what is
+left per request, on the requests' path, gives the demands (at ``use_rate``) and each
+service's ``cpu_by_rate`` (what batching still changes). The deployment's ``host`` is this
+machine: its cores, the generator's CPU, the other processes' load (see
+:meth:`loadgen.probe.CpuWatch.besides`) and a scheduler slice.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from hdrh.histogram import HdrHistogram
 
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.probe import CpuWatch, database_processes
-from loadgen.record import merge
+from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
+from loadgen.record import HIGHEST_US, LOWEST_US, merge
 from loadgen.run import Plan, server_watch
+from loadgen.validate import predict
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -48,11 +55,32 @@ SETTLED = ("win", "rollback")
 TOPOLOGIES = ("monolith", "microservices", "hybrid")
 COMPONENTS = ("player", "wallet", "fraud", "analytics")
 ASYNC_COMPONENTS = frozenset({"fraud", "analytics"})
-DATABASE = "database"
+DATABASE = SHARED_PREFIX
 """Role of the PostgreSQL backends: their CPU per request becomes the ``db`` demand of the
 operation's player or wallet step (time holding a pooled connection)."""
 MIN_OFF_CPU_MS = 0.01
 """Off-CPU time per request below this is left out of the call path."""
+QUANTILES = tuple((i + 0.5) / 2 for i in range(200))
+"""Percentiles of the lowest rate's latency kept per operation: the empirical off-CPU wait."""
+CPU_CV = 1.0
+"""Shape of a request's CPU demand: psutil gives CPU totals, not per request, so the spread
+is assumed exponential-like; the measured latency spread is in the off-CPU wait."""
+ON_PATH_FLOOR = 0.05
+"""At least this share of a request's measured CPU is on its path (the fixed-part fit is
+least squares over a few noisy levels)."""
+SLICES_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+"""Scheduler slices tried by :func:`fit_slice` (0: smooth sharing). Linux EEVDF's base slice
+is 0.75 ms times 1 + log2 of the cores (at most 8): 1.5 ms on 2 cores, longer runs when
+nobody preempts; what the back office sees is fitted, not assumed."""
+SLICE_OPS = ("bet", "win", "balance")
+"""Operations whose p50 and p99 the slice is fitted to (the bulk of the mix)."""
+SATURATED_P50 = 10.0
+"""A mix level whose p50 exceeds this multiple of the lowest level's was saturated (its
+queue grew through the window): left out of the slice fit."""
+SLICE_SIM_S = 20.0
+"""Simulated seconds per mix level and candidate slice."""
+FACTOR_MIN, FACTOR_MAX = 0.05, 20.0
+"""Bounds of a calibrated CPU factor (inside the scenario's ``cpu_by_rate`` range)."""
 DB_POOL = 16
 """Connections per process in the calibrated deployment (`testbed serve --pool-size`)."""
 """Fed by the broker's events in microservices and hybrid (never on the request path)."""
@@ -89,6 +117,29 @@ class Level:
     latency_cv: float
     p99_ms: float
     errors: int
+    quantiles_ms: list[float] = field(default_factory=list)
+    """Latency at :data:`QUANTILES` (the off-CPU wait's shape)."""
+    besides_cores: float = 0.0
+    """What the rest of the machine wanted meanwhile (:meth:`CpuWatch.besides`)."""
+
+
+@dataclass
+class MixLevel:
+    """The scenario's mix at one rate: what changes with load."""
+
+    rate: float
+    requests: int
+    cpu_ms: dict[str, float]
+    """Server CPU ms per request of the mix, by role."""
+    generator_cores: float
+    """Cores the load generator used (its CPU seconds over the window's wall seconds)."""
+    other_cores: float
+    """Cores the rest of the machine wanted: the mean run queue less the server's and the
+    generator's use."""
+    p50_ms: float
+    p99_ms: float
+    by_op: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(p50, p99) ms of each operation."""
 
 
 @dataclass
@@ -96,22 +147,14 @@ class Calibration:
     topology: str
     target: str
     levels: list[Level] = field(default_factory=list)
+    mixes: list[MixLevel] = field(default_factory=list)
 
 
 def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
             database: str | None = None) -> Level:
     """One calibration run: ``op`` alone at ``rate`` for the plan's duration; with
     ``database`` (a PostgreSQL database name) its backends' CPU is the role ``database``."""
-    watch = server_watch(plan)
-    if watch is None:
-        raise RuntimeError(f"calibrate needs the back office on this machine: no process "
-                           f"listens on {plan.target}")
-    if database is not None:
-        backends = database_processes(database)
-        if not backends:
-            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
-        watch.processes += backends
-        watch.names.update({b.pid: DATABASE for b in backends})
+    watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
                          f"{plan.prefix}{op}{int(rate)}-", credentials=plan.credentials)
 
@@ -128,8 +171,58 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
     h = rec.total[op]
     mean = h.get_mean_value()
     return Level(op, rate, counts, cpu, mean / 1000, h.get_stddev() / mean if mean else 0.0,
-                 h.get_value_at_percentile(99) / 1000, sum(sum(c.values())
-                                                           for c in rec.codes.values()))
+                 h.get_value_at_percentile(99) / 1000,
+                 sum(sum(c.values()) for c in rec.codes.values()),
+                 [h.get_value_at_percentile(q) / 1000 for q in QUANTILES],
+                 watch.besides(plan.duration_s))
+
+
+def _watch(plan: Plan, database: str | None) -> CpuWatch:
+    """The back office's processes (and, with ``database``, its PostgreSQL backends)."""
+    watch = server_watch(plan)
+    if watch is None:
+        raise RuntimeError(f"calibrate needs the back office on this machine: no process "
+                           f"listens on {plan.target}")
+    if database is not None:
+        backends = database_processes(database)
+        if not backends:
+            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
+        watch.processes += backends
+        watch.names.update({b.pid: DATABASE for b in backends})
+    return watch
+
+
+def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLevel:
+    """The scenario's whole mix at ``rate``: server CPU per request by role, the generator's
+    and the rest of the machine's cores, p50 and p99 of every request."""
+    watch = _watch(plan, database)
+    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
+                         f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials)
+    part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
+    rec = merge([part["recorder"]])
+    n = sum(h.get_total_count() for h in rec.total.values())
+    if n == 0:
+        raise RuntimeError(f"calibrating the mix at {rate}/s: no request answered")
+    cpu: dict[str, float] = {}
+    for name, used in watch.used.items():
+        cpu[_role(name)] = cpu.get(_role(name), 0.0) + 1000 * used / n
+    gen_cores = part["cpu_s"] / part["wall_s"]
+    other = max(0.0, watch.besides(plan.duration_s) - gen_cores)
+    whole = next(iter(rec.total.values()))
+    for h in list(rec.total.values())[1:]:
+        whole = _added(whole, h)
+    by_op = {op: (h.get_value_at_percentile(50) / 1000, h.get_value_at_percentile(99) / 1000)
+             for op, h in rec.total.items() if h.get_total_count()}
+    return MixLevel(rate, n, cpu, gen_cores, other,
+                    whole.get_value_at_percentile(50) / 1000,
+                    whole.get_value_at_percentile(99) / 1000, by_op)
+
+
+def _added(a: HdrHistogram, b: HdrHistogram) -> HdrHistogram:
+    out = HdrHistogram(LOWEST_US, HIGHEST_US, 3)
+    out.add(a)
+    out.add(b)
+    return out
 
 
 def _attributed(watch: CpuWatch, counts: dict[str, int], op: str,
@@ -152,8 +245,10 @@ def _role(label: str) -> str:
 
 def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
               progress: Callable[[str], None] = lambda s: None,
-              database: str | None = None) -> Calibration:
-    """Measure every operation of the plan's scenario at every rate."""
+              database: str | None = None,
+              mix_rates: tuple[float, ...] = ()) -> Calibration:
+    """Measure every operation of the plan's scenario at every rate, then the whole mix at
+    every rate of ``mix_rates`` (what changes with load: CPU per request, the machine)."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
     cal = Calibration(topology, plan.target)
@@ -167,6 +262,13 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
             progress(f"{op:<11} {rate:7.1f}/s  cpu ms/request "
                      + ", ".join(f"{k} {v:.3f}" for k, v in lv.cpu_ms.items())
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
+    for rate in mix_rates:
+        mx = measure_mix(plan, rate, database)
+        cal.mixes.append(mx)
+        progress(f"{'mix':<11} {rate:7.1f}/s  cpu ms/request "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in mx.cpu_ms.items())
+                 + f"  generator {mx.generator_cores:.2f} cores, others "
+                 f"{mx.other_cores:.2f} cores; p50 {mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms")
     return cal
 
 
@@ -183,20 +285,20 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     """(raw scenario mapping, header comment) for the measurements at ``use_rate``."""
     raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     lowest = min(lv.rate for lv in cal.levels)
-    shape_cv = {lv.op: lv.latency_cv for lv in cal.levels if lv.rate == lowest}
-    off_cpu = {lv.op: max(0.0, lv.latency_mean_ms - sum(lv.cpu_ms.values()))
-               for lv in cal.levels if lv.rate == lowest}
+    loads = role_loads(cal.mixes) if cal.mixes else {}
+    off_cpu = {lv.op: _off_cpu(lv, loads) for lv in cal.levels if lv.rate == lowest}
     demands: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     roles: set[str] = set()
+    cv = CPU_CV
     for lv in (lv for lv in cal.levels if lv.rate == use_rate):
         total = sum(lv.cpu_ms.values())
         steps = []
-        cv = min(max(shape_cv.get(lv.op, 1.0), 0.05), 5.0)
         for role, ms in sorted(lv.cpu_ms.items()):
             if total <= 0 or ms < MIN_SHARE * total or role == DATABASE:
                 continue
             name = f"{lv.op}_{role}_cpu"
+            ms *= loads[role].share(use_rate) if role in loads else 1.0
             demands[name] = {"kind": "gamma", "mean_ms": round(ms, 4), "cv": round(cv, 3)}
             comp = _component(role, cal.topology, lv.op)
             step: dict[str, Any] = {"component": comp, "cpu": name}
@@ -206,18 +308,19 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             roles.add(role)
         if not steps:
             raise RuntimeError(f"{lv.op}: no process spent measurable CPU on it")
-        db_ms = lv.cpu_ms.get(DATABASE, 0.0)
+        db_ms = lv.cpu_ms.get(DATABASE, 0.0) * (
+            loads[DATABASE].share(use_rate) if DATABASE in loads else 1.0)
         if db_ms > 0:
             owner = "player" if lv.op == "login" else "wallet"
             step = next((s for s in steps if s["component"] == owner), steps[0])
             demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
-        if off_cpu.get(lv.op, 0.0) >= MIN_OFF_CPU_MS:
+        off = off_cpu.get(lv.op)
+        if off is not None and off.get("samples_ms") and \
+                sum(off["samples_ms"]) / len(off["samples_ms"]) >= MIN_OFF_CPU_MS:
             owner = "player" if lv.op == "login" else "wallet"
-            demands[f"{lv.op}_off_cpu"] = {"kind": "gamma",
-                                           "mean_ms": round(off_cpu[lv.op], 4),
-                                           "cv": round(cv, 3)}
+            demands[f"{lv.op}_off_cpu"] = off
             steps.insert(0, {"component": owner, "external": f"{lv.op}_off_cpu"})
         steps.sort(key=lambda s: (s.get("mode") == "async", s["component"] != "gateway"))
         operations[lv.op] = {"weight": base.operations[lv.op].weight, "steps": steps}
@@ -226,7 +329,14 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
                           f"the {cal.topology} reference back office.").strip()
     raw["demands"] = demands
     raw["operations"] = operations
-    raw["deployments"] = [_deployment(cal.topology, roles, operations)]
+    dep = _deployment(cal.topology, roles, operations)
+    if cal.mixes:
+        dep["host"] = host_model(cal.mixes, loads)
+        for svc in dep["services"]:
+            table = cpu_by_rate(cal, svc, operations, use_rate, loads)
+            if table:
+                svc["cpu_by_rate"] = table
+    raw["deployments"] = [dep]
     raw["simulation"]["reduce"] = False
     raw["population"]["spikes"] = []
     for name in list(raw["slos"]["latency_ms"]):
@@ -234,6 +344,116 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             del raw["slos"]["latency_ms"][name]
     header = _header(cal, use_rate, command)
     return raw, header
+
+
+@dataclass
+class RoleLoad:
+    """A process role's CPU against the mix's rate: a fixed part (ms per second, whatever
+    the load: event-loop timers, in-process consumers, checkpoints) and the rest, on the
+    requests' path (ms per request at each mix rate)."""
+
+    fixed_ms_per_s: float
+    rates: list[float]
+    on_path_ms: list[float]
+    total_ms: list[float]
+
+    def share(self, rate: float) -> float:
+        """Share of the CPU per request that is on the requests' path at ``rate``."""
+        on = float(np.interp(rate, self.rates, self.on_path_ms))
+        tot = float(np.interp(rate, self.rates, self.total_ms))
+        return on / tot if tot > 0 else 1.0
+
+
+def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
+    """The mix levels the back office kept up with: p50 within :data:`SATURATED_P50` times
+    the lowest level's (a saturated level's queue grew through its window)."""
+    floor = min(mx.p50_ms for mx in mixes)
+    return [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
+
+
+def role_loads(mixes: list[MixLevel]) -> dict[str, RoleLoad]:
+    """Each role's fixed CPU per second (the intercept of CPU per second against the rate,
+    least squares) and its CPU per request on the path at each mix rate, over the levels
+    the back office kept up with (:func:`kept_up`)."""
+    mixes = sorted(kept_up(mixes), key=lambda m: m.rate)
+    rates = [m.rate for m in mixes]
+    out = {}
+    for role in sorted({r for m in mixes for r in m.cpu_ms}):
+        per_req = [m.cpu_ms.get(role, 0.0) for m in mixes]
+        fixed = 0.0
+        if len(mixes) >= 2:
+            _, intercept = np.polyfit(rates, [c * r for c, r in zip(per_req, rates,
+                                                                     strict=True)], 1)
+            fixed = max(0.0, float(intercept))
+        on_path = [max(c - fixed / r, ON_PATH_FLOOR * c) for c, r in zip(per_req, rates,
+                                                                          strict=True)]
+        out[role] = RoleLoad(fixed, rates, on_path, per_req)
+    return out
+
+
+def _off_cpu(lv: Level, loads: dict[str, RoleLoad]) -> dict[str, Any]:
+    """What a request waited off the server's CPU at the lowest rate, as the machine would
+    give it without the other processes: its latency quantiles scaled by the share of a
+    core the host gave then (the generator, the kernel's loopback and the server's event
+    loop all waited for cores too), less the on-path CPU it cost there; an empirical
+    distribution. The host model adds the sharing back at the rate simulated."""
+    cores = os.cpu_count() or 1
+    speed = min(1.0, cores / (1.0 + lv.besides_cores))
+    cpu = sum(ms * (loads[r].share(lv.rate) if r in loads else 1.0)
+              for r, ms in lv.cpu_ms.items())
+    return {"kind": "empirical",
+            "samples_ms": [round(max(0.0, q * speed - cpu), 4) for q in lv.quantiles_ms]}
+
+
+def host_model(mixes: list[MixLevel], loads: dict[str, RoleLoad]) -> dict[str, Any]:
+    """The machine: its cores, the load generator's CPU as a fixed part plus a part per
+    request (least squares over the mix levels), what the rest of the machine wanted, and
+    the back office's own fixed CPU (every role's, off the requests' path)."""
+    rates = np.array([m.rate for m in mixes])
+    gen = np.array([m.generator_cores for m in mixes])
+    if len(mixes) >= 2 and np.ptp(rates) > 0:
+        per_req, fixed = np.polyfit(rates, gen, 1)
+    else:
+        per_req, fixed = float(gen.mean() / rates.mean()), 0.0
+    per_req, fixed = max(0.0, float(per_req)), max(0.0, float(fixed))
+    cores = os.cpu_count() or 1
+    own_fixed = sum(ld.fixed_ms_per_s for ld in loads.values()) / 1000.0
+    background = fixed + own_fixed + float(np.mean([m.other_cores for m in mixes]))
+    return {"cores": cores, "background_cores": round(background, 3),
+            "client_ms_per_request": round(1000 * per_req, 4), "slice_ms": 0.0}
+
+
+def _service_of(role: str, topology: str, services: list[dict[str, Any]]) -> str | None:
+    if topology == "monolith":
+        return services[0]["name"] if role != DATABASE else None
+    comp = _component(role, topology, "bet")
+    return next((s["name"] for s in services if comp in s["components"]), None) \
+        if role in COMPONENTS or role == "public" else None
+
+
+def cpu_by_rate(cal: Calibration, svc: dict[str, Any], operations: dict[str, Any],
+                use_rate: float, loads: dict[str, RoleLoad]) -> list[dict[str, float]]:
+    """The service's CPU per request on the path at each mix level over that at
+    ``use_rate`` (the level its demands were measured at), against the requests per second
+    entering it."""
+    weights = {op: spec["weight"] for op, spec in operations.items()}
+    total_w = sum(weights.values()) or 1.0
+    visits = sum(w for op, w in weights.items()
+                 if any(s["component"] in svc["components"] for s in operations[op]["steps"]))
+    share = 1.0 if svc.get("components") and "gateway" in svc["components"] \
+        else visits / total_w
+    mixes = sorted(cal.mixes, key=lambda m: m.rate)
+    cpu = [sum(v * (loads[r].share(m.rate) if r in loads else 1.0)
+               for r, v in m.cpu_ms.items()
+               if _service_of(r, cal.topology, [svc]) == svc["name"]) for m in mixes]
+    if share <= 0 or not any(c > 0 for c in cpu):
+        return []
+    at_use = float(np.interp(use_rate, [m.rate for m in mixes], cpu))
+    if at_use <= 0:
+        return []
+    return [{"rps": round(m.rate * share, 3),
+             "factor": round(min(max(c / at_use, FACTOR_MIN), FACTOR_MAX), 4)}
+            for m, c in zip(mixes, cpu, strict=True) if c > 0]
 
 
 def _deployment(topology: str, roles: set[str], operations: dict[str, Any]) -> dict[str, Any]:
@@ -277,11 +497,16 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lv.cpu_ms.items()))
         lines.append(f"  {lv.op:<10} {lv.rate:7.1f}/s: {cpu}; latency mean "
                      f"{lv.latency_mean_ms:.2f} p99 {lv.p99_ms:.2f} ms; errors {lv.errors}")
+    for mx in cal.mixes:
+        cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(mx.cpu_ms.items()))
+        lines.append(f"  mix        {mx.rate:7.1f}/s: {cpu}; generator {mx.generator_cores:.2f} "
+                     f"cores, others {mx.other_cores:.2f}; p50 {mx.p50_ms:.2f} p99 "
+                     f"{mx.p99_ms:.2f} ms")
     lines += [
-        "Not modelled yet (the scenario language lacks the concept): demand that falls with",
-        "load (use the level nearest the operating point), and a host whose cores are shared",
-        f"by every server process, the database and the load generator ({os.cpu_count()} here);",
-        "each Python process is given one core (the GIL). SQLite time is in-process CPU.",
+        "Mix levels: each role's CPU per second = fixed + per request x rate (least squares);",
+        "the fixed part is host background, the rest each service's cpu_by_rate; the host",
+        f"has this machine's {os.cpu_count()} cores and the scheduler slice that best predicts",
+        "the mix levels' p50 and p99 (fitted: testbed calibrate tries each of SLICES_MS).",
     ]
     return "\n".join("# " + ln for ln in lines) + "\n"
 
@@ -293,3 +518,45 @@ def write_scenario(raw: dict[str, Any], header: str, path: Path) -> Scenario:
     path.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=100))
     return sc
 
+
+
+def write_levels(cal: Calibration, path: Path) -> None:
+    """Every level measured, as JSON (``read_levels`` loads it back)."""
+    path.write_text(json.dumps(asdict(cal), indent=1))
+
+
+def read_levels(path: Path) -> Calibration:
+    """A calibration written by :func:`write_levels`."""
+    d = json.loads(path.read_text())
+    return Calibration(d["topology"], d["target"], [Level(**lv) for lv in d["levels"]],
+                       [MixLevel(**m) for m in d["mixes"]])
+
+
+def fit_slice(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]
+              ) -> tuple[float, dict[float, float]]:
+    """The host's scheduler slice that best predicts the mix levels: for each candidate, the
+    calibrated scenario is simulated at each mix rate on a host with the background measured
+    there (other processes and generator), and the error is the mean absolute log ratio of
+    predicted to measured p50 and p99 of :data:`SLICE_OPS`. Returns (slice, error by slice).
+    Only the calibration's own levels are used (never a validation's), and only those the
+    back office kept up with (p50 within :data:`SATURATED_P50` times the lowest)."""
+    errors: dict[float, float] = {}
+    kept = kept_up(cal.mixes)
+    for slice_ms in SLICES_MS:
+        trial = json.loads(json.dumps(raw))
+        trial["deployments"][0]["host"]["slice_ms"] = slice_ms
+        sc = parse_scenario(trial, "slice fit")
+        logs = []
+        for mx in kept:
+            pred = predict(sc, cal.topology, mx.rate, SLICE_SIM_S, 1,
+                           mx.other_cores + mx.generator_cores).summary.set_index("operation")
+            for op in SLICE_OPS:
+                if op in mx.by_op and op in pred.index:
+                    for k, col in enumerate(("p50_ms", "p99_ms")):
+                        p, m = float(pred.loc[op, col]), mx.by_op[op][k]
+                        if p > 0 and m > 0 and math.isfinite(p):
+                            logs.append(abs(math.log(p / m)))
+        errors[slice_ms] = float(np.mean(logs)) if logs else math.inf
+        progress(f"slice {slice_ms:g} ms: mean |log(predicted/measured)| {errors[slice_ms]:.3f}")
+    best = min(errors, key=lambda s: errors[s])
+    return best, errors

@@ -157,6 +157,11 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
     return tuple(sorted(rates))
 
 
+def _rates_or_none(ctx: click.Context, param: click.Parameter, value: str | None
+                   ) -> tuple[float, ...] | None:
+    return None if value is None else _rates(ctx, param, value)
+
+
 @click.command()
 @click.option("--target", default="http://127.0.0.1:8000", show_default=True,
               help="base URL of the running back office, on this machine")
@@ -171,6 +176,10 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
               help="load levels, requests/s of one operation at a time")
 @click.option("--use-rate", type=float, default=None, callback=_finite_positive,
               help="level whose demands the scenario uses [default: the middle one]")
+@click.option("--mix-rates", default=None, callback=_rates_or_none,
+              help="rates of the whole mix measured after the operations: CPU per request "
+                   "against load (cpu_by_rate) and the host (generator, other processes) "
+                   "[default: --rates]")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
 @click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
@@ -180,14 +189,19 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
-              use_rate: float | None, seconds: float, players: int, database: str | None,
-              credentials: str | None) -> None:
+              use_rate: float | None, mix_rates: tuple[float, ...] | None, seconds: float,
+              players: int, database: str | None, credentials: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
 
     \b
     Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
-    process spent (psutil) is divided by the requests answered. The scenario written keeps
+    process spent (psutil) is divided by the requests answered. Then the whole mix runs at
+    each --mix-rates: the server's CPU per request against load becomes each service's
+    cpu_by_rate (batching and group commit make it fall), and the machine becomes the
+    deployment's host (its cores; the load generator's CPU, fixed and per request; the
+    other processes' CPU). What a request waited off the CPU at the lowest rate becomes an
+    empirical external wait per operation. The scenario written keeps
     the base scenario's mix, population and SLOs, replaces demands and call paths by the
     measured ones and its deployments by one mirroring what runs; its header lists every
     level measured and the command that produced it.
@@ -219,20 +233,28 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                     prefix=f"cal{secrets.token_hex(3)}-")
     try:
         cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True),
-                                database)
+                                database, mix_rates if mix_rates is not None else rates)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
     command = (f"testbed calibrate --target {target} --topology {topology} --out {out_file} "
                f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
                f"--use-rate {chosen:g} --seconds {seconds:g}"
+               + (f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}" if mix_rates else "")
                + (f" --database {database}" if database else ""))
     raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
+    if cal.mixes:
+        best, errors = cal_mod.fit_slice(raw, cal, lambda s: click.echo(s, err=True))
+        raw["deployments"][0]["host"]["slice_ms"] = best
+        header += "".join(f"# slice {s:g} ms: mean |log(predicted/measured)| {e:.3f}"
+                          f"{' <- used' if s == best else ''}\n" for s, e in errors.items())
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
+        cal_mod.write_levels(cal, Path(out_file).with_suffix(".levels.json"))
     except ScenarioError as exc:
         raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
-    click.echo(f"wrote {out_file}", err=True)
+    click.echo(f"wrote {out_file} (and every measured level: "
+               f"{Path(out_file).with_suffix('.levels.json')})", err=True)
 
 
 @click.command("validate")

@@ -9,7 +9,9 @@ elsewhere the run says the server's CPU was not measured.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -99,6 +101,65 @@ def _cpu(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+SHARED_PREFIX = "database"
+"""Label of watched processes that belong to a shared server (PostgreSQL backends): their
+scheduling (another nice level, other clients) does not say what the back office got."""
+RUNQUEUE_PERIOD_S = 0.05
+"""How often the run queue is sampled during a watched window."""
+PROC_STAT = Path("/proc/stat")
+
+
+def runnable() -> float:
+    """Threads running or ready to run on this machine now (Linux ``procs_running``; else the
+    one-minute load average)."""
+    try:
+        for line in PROC_STAT.read_text().splitlines():
+            if line.startswith("procs_running "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(psutil.getloadavg()[0])
+
+
+class RunQueue:
+    """Mean of :func:`runnable` over a window, sampled by a daemon thread."""
+
+    def __init__(self) -> None:
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(RUNQUEUE_PERIOD_S):
+            self._samples.append(runnable() - 1.0)  # not counting this sampler
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return max(0.0, sum(self._samples) / len(self._samples)) if self._samples else math.nan
+
+
+def host_busy() -> float:
+    """CPU seconds this machine has spent busy since boot, all cores (not idle, not iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
+        - getattr(t, "guest_nice", 0.0)
+
+
+def _waited(p: psutil.Process) -> float:
+    """Seconds the process's main thread has waited for a core (Linux schedstat), or 0."""
+    try:
+        return int(Path(f"/proc/{p.pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 @dataclass
 class CpuWatch:
     """CPU seconds each watched process spent between :meth:`start` and :meth:`stop`."""
@@ -107,13 +168,47 @@ class CpuWatch:
     names: dict[int, str] = field(default_factory=dict)
     _start: dict[int, float] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
+    host_busy_s: float = math.nan
+    """CPU seconds the whole machine spent (every process, every core) in the window."""
+    runnable: float = math.nan
+    """Mean threads running or waiting for a core in the window (every process)."""
+    waited: dict[str, float] = field(default_factory=dict)
+    """Seconds each watched process waited for a core in the window (ready, not running)."""
+    _host_start: float = math.nan
+    _queue: RunQueue = field(default_factory=RunQueue)
+    _wait_start: dict[int, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self._start = {p.pid: _cpu(p) for p in self.processes}
+        self._wait_start = {p.pid: _waited(p) for p in self.processes}
+        self._host_start = host_busy()
+        self._queue.start()
 
     def stop(self) -> dict[str, float]:
+        self.runnable = self._queue.stop()
         self.used = {_label(p, self.names): _cpu(p) - self._start[p.pid] for p in self.processes}
+        self.waited = {_label(p, self.names): _waited(p) - self._wait_start[p.pid]
+                       for p in self.processes}
+        self.host_busy_s = host_busy() - self._host_start
         return self.used
+
+    def besides(self, wall_s: float) -> float:
+        """Cores wanted by everything but the watched processes, in processor-sharing terms:
+        the watched processes got a share ``s`` of a core while they wanted one (CPU over
+        CPU plus time ready but waiting, Linux schedstat; this counts nice weights too; the
+        shared database's backends, labelled :data:`SHARED_PREFIX`, are left out), and
+        on ``h`` cores one process sharing fairly with ``b`` others gets ``h / (1 + b)``,
+        so ``b = h / s - 1`` (at least 0). Without schedstat: the mean run queue less the
+        watched processes' CPU."""
+        own = [k for k in self.used if not k.startswith(SHARED_PREFIX)]
+        used = sum(self.used[k] for k in own)
+        waited = sum(self.waited.get(k, 0.0) for k in own)
+        cores = psutil.cpu_count() or 1
+        if waited > 0 and used > 0:
+            return max(0.0, cores * (used + waited) / used - 1.0)
+        if waited == 0 and used > 0 and self.waited:
+            return 0.0
+        return max(0.0, self.runnable - used / wall_s)
 
     def stations(self, architecture: str, wall_s: float) -> pd.DataFrame:
         """One ``cpu`` station per process: utilisation = CPU seconds / wall seconds (a

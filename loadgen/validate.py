@@ -51,6 +51,8 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
+MAX_BACKGROUND = 1024.0
+"""Background cores given to a prediction, at most (the scenario's host range)."""
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Step:
     offered: float
     results: Results
     rec: Recorder
+    besides_cores: float | None = None
+    """Cores wanted by anything but the back office during the step (mean run queue less
+    the back office's use; the load generator included): the host's background in the
+    prediction at this rate."""
 
     @property
     def achieved(self) -> float:
@@ -100,7 +106,11 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str) -> Step:
     gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
     lag = rec.lag.get_value_at_percentile(99) / 1000 if rec.lag.get_total_count() else None
     res = finish(p, rec, watch, {"mode": "open", "target_rate_rps": rate}, gen, lag)
-    return Step(rate, res, rec)
+    besides = None
+    if watch is not None and math.isfinite(watch.runnable):
+        besides = watch.besides(seconds)
+        res.meta["host_besides_back_office_cores"] = round(besides, 3)
+    return Step(rate, res, rec, besides)
 
 
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
@@ -133,9 +143,18 @@ def capacity(steps: list[Step]) -> float:
     return max(good) if good else max(s.achieved for s in steps)
 
 
-def at_rate(scenario: Scenario, rate: float, sim_seconds: float) -> Scenario:
-    """``scenario`` as a flat population whose actions add up to ``rate`` per second."""
+def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
+            besides_cores: float | None = None) -> Scenario:
+    """``scenario`` as a flat population whose actions add up to ``rate`` per second; with
+    ``besides_cores`` (measured), each deployment's host has that background and no separate
+    generator CPU (the measurement includes the generator)."""
     raw = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if besides_cores is not None:
+        for dep in raw["deployments"]:
+            host = dep.get("host")
+            if host is not None:
+                host["background_cores"] = round(min(MAX_BACKGROUND, besides_cores), 4)
+                host["client_ms_per_request"] = 0.0
     pop = raw["population"]
     pop["online_curve"] = [1.0] * 24
     pop["peak_online"] = SIM_PLAYERS
@@ -157,8 +176,8 @@ def deployment_for(scenario: Scenario, topology: str) -> str:
 
 
 def predict(scenario: Scenario, topology: str, rate: float, sim_seconds: float,
-            jobs: int | None) -> Results:
-    sc = at_rate(scenario, rate, sim_seconds)
+            jobs: int | None, besides_cores: float | None = None) -> Results:
+    sc = at_rate(scenario, rate, sim_seconds, besides_cores)
     return sim.run(sc, deployments=[deployment_for(scenario, topology)], jobs=jobs)
 
 
@@ -301,7 +320,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         f"{usl_fit['peak_throughput']:.0f}/s")
     sim_cap = 0.0
     for s in steps[:len(good) + 1]:  # the steps that kept up and the first that did not
-        pred = predict(plan.scenario, topology, s.offered, sim_s, jobs)
+        pred = predict(plan.scenario, topology, s.offered, sim_s, jobs, s.besides_cores)
         thr = float(pred.summary["throughput_rps"].sum())
         if thr >= KEEP_UP * s.offered:
             sim_cap = max(sim_cap, thr)
@@ -310,15 +329,17 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         rate = level * cap
         st = measure_at(plan, rate, level_s, f"l{round(level * 100)}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
-        pred = predict(plan.scenario, topology, rate, sim_s, jobs)
+        pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
         t = compare(level, rate, st.results, pred)
+        t["besides_back_office_cores"] = st.besides_cores
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
             b = bet.iloc[0]
             say(f"{level:.0%} ({rate:.0f}/s): bet p50 {b.measured_p50_ms:.2f} measured, "
                 f"{b.predicted_p50_ms:.2f} predicted; p99 {b.measured_p99_ms:.2f} measured, "
-                f"{b.predicted_p99_ms:.2f} predicted")
+                f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
+                f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores")
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
     ramp_rows = pd.DataFrame([{"offered_rps": s.offered,

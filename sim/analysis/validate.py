@@ -270,10 +270,12 @@ def cases(quick: bool = False, seed: int = 7) -> list[Case]:
     out += _ps_day_case(0.5, int(8_500 * scale), 5, seed + 4)
     out.append(fluid_case(0.5, 30.0 if quick else 60.0, 5 if quick else 10, seed + 5))
     from sim.analysis.validate_contention import contention_cases
+    from sim.analysis.validate_host import host_cases
     from sim.analysis.validate_language import language_cases
 
     out += language_cases(scale, seed)
     out += contention_cases(scale, seed)
+    out += host_cases(scale, seed)
     return out
 
 

@@ -27,6 +27,7 @@ import simpy
 
 from sim.engine.contention import Contention, RowLockTable
 from sim.engine.faults import start_faults
+from sim.engine.host import CpuByRate, Host, RateMeter
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
 from sim.engine.policies import Autoscaler
@@ -56,21 +57,35 @@ from sim.model.topology import Topology, walk_steps
 __all__ = ["Engine", "PSCpu", "Pool", "RunOutput", "Sampler", "StationSeries"]
 
 
-def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
+def build_stations(env: simpy.Environment, topo: Topology,
+                   rng: np.random.Generator | None = None) -> Stations:
     """Every station of a topology: replicas, database shards (primary and read replicas),
-    hot-account locks, cache servers, the broker."""
+    hot-account locks, cache servers, the broker; with the topology's host, every CPU station
+    shares its cores, and replicas with ``cpu_by_rate`` scale their CPU by their request rate
+    (:mod:`sim.engine.host`)."""
+    host = Host(topo.host) if topo.host is not None else None
+    if host is not None:
+        host.start(env, rng if rng is not None else np.random.default_rng(0))
+    entries = {r.entry for r in topo.routes}
     replicas: list[list[Replica]] = []
-    for s in topo.services:
+    for si, s in enumerate(topo.services):
         reps = []
         for r in range(s.max_replicas):  # the live ones are the first (RequestPath.live)
             tag = f"{s.name}[{r}]"
+            workers = (PriorityPool(env, f"{tag}.workers", "workers", s.workers,
+                                    s.queue_limit, s.queue_limit_by_priority)
+                       if s.priority_queue
+                       else Pool(env, f"{tag}.workers", "workers", s.workers, s.queue_limit))
+            feeds_host = host is not None and si in entries
+            if s.cpu_by_rate or feeds_host:
+                workers.meter = RateMeter(host.meter if feeds_host and host else None)
+            scale = CpuByRate(s.cpu_by_rate, workers.meter) \
+                if s.cpu_by_rate and workers.meter is not None else None
             reps.append(
                 Replica(
-                    workers=PriorityPool(env, f"{tag}.workers", "workers", s.workers,
-                                         s.queue_limit, s.queue_limit_by_priority)
-                    if s.priority_queue
-                    else Pool(env, f"{tag}.workers", "workers", s.workers, s.queue_limit),
-                    cpu=PSCpu(env, f"{tag}.cpu", "cpu", s.cores, max_jobs=s.workers),
+                    workers=workers,
+                    cpu=PSCpu(env, f"{tag}.cpu", "cpu", s.cores, max_jobs=s.workers,
+                              host=host, scale=scale),
                     db_pool=Pool(env, f"{tag}.db_pool", "db_pool", s.db_pool)
                     if s.db_pool
                     else None,
@@ -82,9 +97,11 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
         conns = sum(s.db_pool * s.max_replicas for s in topo.services if s.database == di)
         shards.append(
             [
-                Shard(PSCpu(env, f"{d.name}[{i}].cpu", "db_cpu", d.cores, max_jobs=conns),
+                Shard(PSCpu(env, f"{d.name}[{i}].cpu", "db_cpu", d.cores, max_jobs=conns,
+                            host=host),
                       tuple(PSCpu(env, f"{d.name}[{i}].replica{r}.cpu", "db_replica_cpu",
-                                  d.cores, max_jobs=conns) for r in range(d.read_replicas)))
+                                  d.cores, max_jobs=conns, host=host)
+                            for r in range(d.read_replicas)))
                 for i in range(d.shards)
             ]
         )
@@ -94,7 +111,8 @@ def build_stations(env: simpy.Environment, topo: Topology) -> Stations:
     ]
     workers = sum(s.workers * s.max_replicas for s in topo.services)
     caches = [
-        [PSCpu(env, f"cache:{c.name}[{i}].cpu", "cache_cpu", c.cores, max_jobs=workers)
+        [PSCpu(env, f"cache:{c.name}[{i}].cpu", "cache_cpu", c.cores, max_jobs=workers,
+               host=host)
          for i in range(c.shards)]
         for c in topo.caches
     ]
@@ -125,7 +143,8 @@ class Engine:
         self.pyrng = random.Random(int(rng.integers(0, 2**63)))
         self.bin_s = bin_s
         self.draws = draws if draws is not None else BatchDraws(rng)
-        st = self.st = build_stations(self.env, topo)
+        host_rng = np.random.default_rng(int(rng.integers(0, 2**63))) if topo.host else None
+        st = self.st = build_stations(self.env, topo, host_rng)
         self.replicas, self.shards, self.locks, self.broker = (st.replicas, st.shards, st.locks,
                                                                st.broker)
         self.recorder = Recorder()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from typing import Protocol
@@ -37,6 +38,7 @@ from typing import Protocol
 import simpy
 from simpy.events import Event
 
+from sim.engine.host import Host, RateMeter
 from sim.engine.waits import WaitHistogram
 
 DEFAULT_QUEUE_LIMIT = 1_000_000  # waiters per pool when the scenario sets no queue_limit
@@ -95,7 +97,7 @@ class Pool:
 
     __slots__ = (
         "_last", "_since", "area_busy", "area_queue", "busy", "capacity", "completions", "env",
-        "kind", "limit", "name", "waiting", "waits",
+        "kind", "limit", "meter", "name", "waiting", "waits",
     )
 
     def __init__(self, env: simpy.Environment, name: str, kind: str, capacity: int,
@@ -113,6 +115,7 @@ class Pool:
         self._last = 0.0
         self.waits: WaitHistogram | None = None  # set by the engine for a run
         self._since: dict[Event, float] = {}     # waiting request -> when it started waiting
+        self.meter: RateMeter | None = None      # counts requests entering (load-dependent CPU)
 
     @property
     def servers(self) -> int:
@@ -130,6 +133,8 @@ class Pool:
         """Take a unit: ``None`` if granted at once, ``REJECTED`` if the queue is full, else
         an event granted in FIFO order (``priority`` matters to a :class:`PriorityPool`)."""
         self._account()
+        if self.meter is not None:
+            self.meter.tick(self.env.now)
         if self.busy < self.capacity:
             self.busy += 1
             if self.waits is not None:
@@ -150,6 +155,8 @@ class Pool:
         """Like :meth:`acquire` for a caller whose queue is bounded elsewhere (a consumer
         whose message still counts in the broker's bounded backlog)."""
         self._account()
+        if self.meter is not None:
+            self.meter.tick(self.env.now)
         if self.busy < self.capacity:
             self.busy += 1
             if self.waits is not None:
@@ -289,23 +296,34 @@ class PSCpu:
     start plus its work, so one heap and one live timer serve the whole station. When the
     jobs can never outnumber the cores (``max_jobs <= cores``), each job is a plain timeout.
     At most ``max_jobs`` jobs are present (the workers or connections that reach the station).
+
+    Two optional hooks (:mod:`sim.engine.host`): ``scale`` multiplies each job's work by a
+    load-dependent factor (the replica's ``cpu_by_rate``); ``host`` is the machine whose cores
+    this station shares with the deployment's other CPU stations: every job then also
+    progresses at the host's speed (1, or host cores / cores wanted when oversubscribed).
     """
 
     __slots__ = (
-        "_gen", "_heap", "_last", "_seq", "_timer_rate1", "_timer_vt", "_vtime", "area_busy",
-        "area_excess", "area_jobs",
-        "completions", "cores", "env", "kind", "max_jobs", "n", "name", "never_shares", "slow",
-        "waits",
+        "_gen", "_heap", "_last", "_seq", "_speed", "_timer_rate1", "_timer_vt", "_vtime",
+        "area_busy", "area_excess", "area_jobs",
+        "completions", "cores", "env", "host", "kind", "max_jobs", "n", "name", "never_shares",
+        "scale", "slow", "waits",
     )
 
-    def __init__(self, env: simpy.Environment, name: str, kind: str, cores: int, max_jobs: int):
+    def __init__(self, env: simpy.Environment, name: str, kind: str, cores: int, max_jobs: int,
+                 host: Host | None = None, scale: Callable[[float], float] | None = None):
         self.env = env
         self.name = name
         self.kind = kind
         self.cores = cores
         self.max_jobs = max_jobs
-        self.never_shares = max_jobs <= cores
+        self.host = host
+        self.scale = scale
+        self._speed = 1.0
+        self.never_shares = max_jobs <= cores and host is None
         self.slow = 1.0   # demand multiplier (faults: slowdown, cold start); exact when 1
+        if host is not None:
+            host.members.append(self)
         self.n = 0
         self._heap: list[tuple[float, int, Event, float, float]] = []  # + start, work
         self.waits: WaitHistogram | None = None  # set by the engine for a run
@@ -331,12 +349,13 @@ class PSCpu:
             n = self.n
             if n:
                 c = self.cores
+                s = self._speed
                 if n <= c:
-                    self._vtime += dt
-                    self.area_busy += n * dt
+                    self._vtime += dt * s
+                    self.area_busy += n * dt * s
                 else:
-                    self._vtime += dt * c / n
-                    self.area_busy += c * dt
+                    self._vtime += dt * c / n * s
+                    self.area_busy += c * dt * s
                     self.area_excess += (n - c) * dt
                 self.area_jobs += n * dt
             self._last = now
@@ -345,6 +364,11 @@ class PSCpu:
         """An event that fires when ``work`` seconds of CPU (times ``slow``) have been given to
         this job."""
         work = work * self.slow
+        if self.scale is not None:
+            work *= self.scale(self.env.now)
+        host = self.host
+        if host is not None:
+            return self._serve_on_host(host, work)
         self._advance()
         self.n += 1
         assert self.n <= self.max_jobs, f"{self.name}: more jobs than max_jobs={self.max_jobs}"
@@ -362,6 +386,25 @@ class PSCpu:
         self._schedule()
         return ev
 
+    def _serve_on_host(self, host: Host, work: float) -> Event:
+        host.advance_all()
+        self.n += 1
+        assert self.n <= self.max_jobs, f"{self.name}: more jobs than max_jobs={self.max_jobs}"
+        ev = Event(self.env)
+        heapq.heappush(self._heap, (self._vtime + work, next(self._seq), ev, self.env.now, work))
+        host.respeed(self, self.env.now)
+        return ev
+
+    def advance(self) -> None:
+        """Bring the virtual time to now (the host calls it before the speed changes)."""
+        self._advance()
+
+    def set_speed(self, speed: float, force: bool) -> None:
+        """The host's speed from now on; re-arm the timer when it moved (or ``force``)."""
+        if force or speed != self._speed:
+            self._speed = speed
+            self._schedule()
+
     def _done_plain(self, _ev: Event) -> None:
         self._advance()
         self.n -= 1
@@ -374,7 +417,11 @@ class PSCpu:
             return
         n = self.n
         full = n <= self.cores
-        rate = 1.0 if full else self.cores / n
+        rate = (1.0 if full else self.cores / n) * self._speed
+        if rate <= 0.0:  # the host is stalled: no job progresses until it runs again
+            self._timer_vt = -1.0
+            self._gen += 1
+            return
         target = heap[0][0]
         delay = (target - self._vtime) / rate
         self._timer_vt = target
@@ -408,7 +455,11 @@ class PSCpu:
             if waits is not None:  # time lost to sharing the cores
                 waits.record(now, max(0.0, now - start - work))
             ev.succeed()
-        self._schedule()
+        if self.host is not None:
+            self.host.advance_all()
+            self.host.respeed(self, now)
+        else:
+            self._schedule()
 
     def snapshot(self) -> tuple[float, float, int]:
         """Cumulative (busy core-time, excess-jobs time, completions) up to now."""

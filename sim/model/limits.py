@@ -64,6 +64,15 @@ MAX_CONFLICT_ATTEMPTS = 1_000
 """Attempts of one transaction under optimistic concurrency (the reference back office: 50)."""
 MAX_BACKOFF_MS = 60_000.0
 """Backoff between optimistic attempts: a minute at most (base and cap)."""
+# host model and load-dependent demand (issue 8)
+MAX_SPEED_FACTOR = 100.0
+"""A CPU demand multiplier of ``cpu_by_rate``, at most (and above 1 / this, at least)."""
+MAX_FACTOR_POINTS = 1_000
+"""Points of a ``cpu_by_rate`` table, at most."""
+MAX_HOST_CORES = MAX_CORES
+"""Cores of a shared host."""
+MAX_SLICE_MS = 1_000.0
+"""A scheduler time slice of the host model, at most one second."""
 
 # run settings
 MAX_REPLICATIONS = 1_000

@@ -254,6 +254,36 @@ class Operation(_Model):
 # --------------------------------------------------------------------------- deployment
 
 
+class RateFactor(_Model):
+    """One point of a load-dependent CPU demand: at ``rps`` requests per second into a
+    replica, its CPU demands are multiplied by ``factor`` (batching, group commit)."""
+
+    rps: float = Field(ge=0, le=MAX_RATE_RPS)
+    factor: float = Field(ge=1 / L.MAX_SPEED_FACTOR, le=L.MAX_SPEED_FACTOR)
+
+
+class Host(_Model):
+    """The machine every process of a deployment runs on: its CPU stations (each service
+    replica's cores, each database shard's, caches') draw from ``cores`` shared cores, by
+    processor sharing, beside ``background_cores`` busy with other work and the load
+    generator's ``client_ms_per_request`` of CPU for each request it sends."""
+
+    cores: int = Field(ge=1, le=L.MAX_HOST_CORES)
+    background_cores: float = Field(
+        default=0.0, ge=0, le=L.MAX_HOST_CORES,
+        description="cores wanted on average by processes outside the deployment (their "
+        "threads running or ready to run: the load they add to the run queue)")
+    client_ms_per_request: float = Field(
+        default=0.0, ge=0, le=L.MAX_DEMAND_MS,
+        description="CPU of the load generator on the same host per request it sends")
+    slice_ms: float = Field(
+        default=0.0, ge=0, le=L.MAX_SLICE_MS,
+        description="0: the background slows the deployment's jobs smoothly (processor "
+        "sharing); > 0: the deployment loses the cores to the background in whole scheduler "
+        "slices: runs of mean slice_ms alternate with stalls sized so that the share of time "
+        "is processor sharing's (the 5-10 ms stalls that lift p99 on a busy machine)")
+
+
 class Service(_Model):
     """A deployable unit hosting one or more components."""
 
@@ -270,6 +300,17 @@ class Service(_Model):
         description="requests waiting for a worker beyond which new ones get 503",
     )
     db_pool_timeout_ms: float | None = Field(default=None, gt=0, le=L.MAX_DEMAND_MS)
+    cpu_by_rate: list[RateFactor] | None = Field(
+        default=None, min_length=1, max_length=L.MAX_FACTOR_POINTS,
+        description="load-dependent CPU demand: multiplier of every CPU demand on a replica "
+        "against the requests per second entering it (linear between points, held beyond)")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Service:
+        if self.cpu_by_rate is not None and any(
+                b.rps <= a.rps for a, b in pairwise(self.cpu_by_rate)):
+            raise ValueError("cpu_by_rate: rps must increase from point to point")
+        return self
     health_check: HealthCheck = Field(
         default_factory=HealthCheck,
         description="how the load balancer notices a crashed replica (used by faults)",
@@ -427,6 +468,8 @@ class Deployment(_Model):
         "breaker, bulkhead); default: the reference back office's "
         "(reference_impl/transport/resilience.py); null: none",
     )
+    host: Host | None = Field(
+        default=None, description="one machine whose cores every CPU station shares")
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:

@@ -76,6 +76,7 @@ class ServiceSpec:
     database: int | None
     queue_limit: int | None
     pool_timeout_s: float | None
+    cpu_by_rate: tuple[tuple[float, float], ...] = ()  # (requests/s into a replica, factor)
     priority_queue: bool = False
     queue_limit_by_priority: tuple[int | None, ...] = ()  # per priority; None: queue_limit
     call_policies: tuple[CallPolicySpec | None, ...] = ()  # per callee service index
@@ -134,6 +135,16 @@ class ConflictRetrySpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """One machine whose cores every CPU station of the deployment shares."""
+
+    cores: int
+    background_cores: float = 0.0
+    client_s_per_request: float = 0.0
+    slice_s: float = 0.0  # 0: smooth sharing with the background; else stalls of slices
+
+
+@dataclass(frozen=True)
 class Topology:
     """Everything an engine needs to simulate one deployment."""
 
@@ -149,6 +160,7 @@ class Topology:
     load_balancing: str
     reduce_factor: int
     caches: tuple[CacheSpec, ...] = ()
+    host: HostSpec | None = None
     faults: tuple[F.FaultSpec, ...] = ()
     retry: F.RetrySpec | None = None     # players' retries on errors and timeouts
     conflict_retry: ConflictRetrySpec = ConflictRetrySpec()
@@ -188,6 +200,10 @@ def reduce_refusal(scenario: Scenario) -> str | None:
             return (f"deployment {d.name!r} autoscales {', '.join(scaled)}: the autoscaler adds "
                     "whole replicas from the utilisation of all of them, which a partition "
                     "of 1/k of the replicas cannot reproduce; simulated at full size")
+        if d.host is not None:
+            return (f"deployment {d.name!r} runs on one host whose cores all its processes "
+                    "share, which a partition of its replicas cannot reproduce; simulated at "
+                    "full size")
         pooled = [s.name for s in d.services if s.replicas > 1]
         if d.load_balancing == "least_outstanding" and pooled:
             return (f"deployment {d.name!r} balances {', '.join(pooled)} by least outstanding "
@@ -250,6 +266,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             health_interval_s=s.health_check.interval_s,
             health_fall=s.health_check.failure_threshold,
             health_rise=s.health_check.rise,
+            cpu_by_rate=tuple((p.rps, p.factor) for p in s.cpu_by_rate or ()),
         )
         for s in deployment.services
     )
@@ -331,4 +348,7 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             max_attempts=deployment.conflict_retry.max_attempts,
             backoff_base_s=deployment.conflict_retry.backoff_base_ms / 1000.0,
             backoff_cap_s=deployment.conflict_retry.backoff_cap_ms / 1000.0),
+        host=None if deployment.host is None else HostSpec(
+            deployment.host.cores, deployment.host.background_cores,
+            deployment.host.client_ms_per_request / 1000.0, deployment.host.slice_ms / 1000.0),
     )

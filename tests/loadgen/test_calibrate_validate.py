@@ -3,6 +3,7 @@ simulates at, the USL fit, the joined `testbed validate` command."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,17 @@ import pytest
 from click.testing import CliRunner
 
 from loadgen.behaviour import Players
-from loadgen.calibrate import Calibration, Level, OneOperation, calibrated_scenario, write_scenario
+from loadgen.calibrate import (
+    Calibration,
+    Level,
+    MixLevel,
+    OneOperation,
+    calibrated_scenario,
+    write_scenario,
+)
 from loadgen.validate import at_rate, fit_usl, usl
 from sim.model.population import ArrivalStream
-from sim.model.scenario import load_scenario
+from sim.model.scenario import load_scenario, parse_scenario
 from testbed.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,12 +29,20 @@ BASE = load_scenario(ROOT / "scenarios" / "baseline_day.yaml")
 OPS = [o for o, spec in BASE.operations.items() if spec.weight > 0]
 
 
-def _cal(topology: str, roles: dict[str, float]) -> Calibration:
+QUANTILES_MS = [1.5 + i / 199 for i in range(200)]  # latency 1.5-2.5 ms, mean 2.0
+
+
+def _cal(topology: str, roles: dict[str, float], mixes: bool = False) -> Calibration:
     cal = Calibration(topology, "http://127.0.0.1:1")
     for rate, factor in ((20.0, 1.5), (60.0, 1.0)):
         for op in OPS:
             cal.levels.append(Level(op, rate, {op: 100}, {r: ms * factor for r, ms in
-                                                          roles.items()}, 2.0, 0.8, 9.0, 0))
+                                                          roles.items()}, 2.0, 0.8, 9.0, 0,
+                                    QUANTILES_MS, 0.0))
+    if mixes:  # CPU per second = 50 ms fixed + 0.3 ms per request, for each role
+        for rate in (20.0, 60.0, 200.0):
+            cal.mixes.append(MixLevel(rate, int(rate * 4), {r: 50 / rate + 0.3 for r in roles},
+                                      0.01 + rate * 2e-5, 0.2, 1.0, 5.0))
     return cal
 
 
@@ -50,8 +66,9 @@ def test_calibrated_scenario_is_valid_and_mirrors_the_measurements(
     kept = sum(ms for ms in roles.values() if ms >= 0.02 * sum(roles.values()))
     assert total == pytest.approx(kept, rel=1e-3)  # measured at 60/s, not the 20/s level
     wait = next(s for s in bet.steps if s.external is not None)
-    off_cpu = 2.0 - 1.5 * sum(roles.values())  # latency minus CPU at the lowest rate
-    assert sc.demand(wait.external).mean_s() * 1000 == pytest.approx(off_cpu, rel=1e-3)
+    # latency quantiles minus the CPU at the lowest rate (none below zero)
+    off = [max(0.0, q - 1.5 * sum(roles.values())) for q in QUANTILES_MS]
+    assert sc.demand(wait.external).mean_s() * 1000 == pytest.approx(np.mean(off), rel=1e-3)
     if topology == "microservices":
         modes = {s.component: s.mode for s in bet.steps if s.cpu is not None}
         assert modes["fraud"] == "async" and modes["gateway"] == "sync"
@@ -129,3 +146,51 @@ def test_validate_analytic_still_reaches_the_simulators_check(
     out = CliRunner().invoke(cli, ["validate", "--analytic", "--quick"])
     assert out.exit_code == 0, out.output
     assert "1 passed, 0 failed" in out.output and seen == {"quick": True}
+
+
+def test_mix_levels_split_fixed_cpu_from_the_requests_and_make_the_host(tmp_path: Path) -> None:
+    # the server spends 50 ms/s whatever the load plus 0.3 ms per request: per request it
+    # looks like 2.8 ms at 20/s and 0.55 at 200/s; calibrate must find the fixed part (host
+    # background), keep 0.3 ms on the path (flat cpu_by_rate) and put the generator on the host
+    raw, header = calibrated_scenario(BASE, _cal("monolith", {"serve": 0.9}, mixes=True),
+                                      60.0, "x")
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    dep = sc.deployments[0]
+    assert dep.host is not None
+    assert dep.host.cores >= 1
+    assert dep.host.client_ms_per_request == pytest.approx(0.02, rel=1e-2)
+    assert dep.host.background_cores == pytest.approx(0.01 + 0.2 + 0.05, abs=2e-3)
+    table = dep.services[0].cpu_by_rate
+    assert table is not None and [p.rps for p in table] == [20.0, 60.0, 200.0]
+    assert all(p.factor == pytest.approx(1.0, rel=1e-3) for p in table)
+    share = 0.3 / (50 / 60 + 0.3)  # on the path at the use rate
+    bet = sc.operations["bet"]
+    cpu = sum(sc.demand(s.cpu).mean_s() * 1000 for s in bet.steps  # type: ignore[union-attr]
+              if s.cpu is not None)
+    assert cpu == pytest.approx(0.9 * share, rel=1e-3)
+    assert "mix" in header and "50.0/s" not in header.split("mix")[0][-10:]
+
+
+def test_the_slice_fit_finds_the_slice_that_made_the_measurements(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # "measurements" simulated with 6 ms slices on a busy host: of 0 and 6 ms, the fit must
+    # pick 6 (smooth sharing has no stalls and misses the p99)
+    from loadgen import calibrate as cal_mod
+    from loadgen.validate import predict
+
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    for mx in cal.mixes:
+        mx.other_cores = 3.0  # a busy machine: the server gets half a core's share
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    truth = copy.deepcopy(raw)
+    truth["deployments"][0]["host"]["slice_ms"] = 6.0
+    sc = parse_scenario(truth)
+    for mx in cal.mixes:
+        s = predict(sc, "monolith", mx.rate, 8.0, 1,
+                    mx.other_cores + mx.generator_cores).summary.set_index("operation")
+        mx.by_op = {op: (float(s.loc[op, "p50_ms"]), float(s.loc[op, "p99_ms"]))
+                    for op in ("bet", "win", "balance")}
+    monkeypatch.setattr(cal_mod, "SLICES_MS", (0.0, 6.0))
+    monkeypatch.setattr(cal_mod, "SLICE_SIM_S", 8.0)
+    best, errors = cal_mod.fit_slice(raw, cal, lambda s: None)
+    assert best == 6.0 and errors[6.0] < errors[0.0]

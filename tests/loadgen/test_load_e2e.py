@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from hdrh.histogram import HdrHistogram
 
 import sim
@@ -162,3 +163,31 @@ def test_the_run_ends_once_the_last_answer_is_in(server: Server) -> None:
         part = run_open_loop(load_scenario(SCENARIO_PATH), cfg)[0]
         assert part["wall_s"] < 5.0, part["wall_s"]
         assert part["sent"] > 0
+
+
+def test_shape_replays_the_scenarios_spike_in_compressed_time(server: Server,
+                                                               tmp_path: Path) -> None:
+    # a 60 s window whose middle third is a 4x spike, replayed in 9 s with at most 8 users
+    # thinking 50 ms: users (and so throughput) go about 2 -> 8 -> 2 over the run
+    raw = yaml.safe_load(SCENARIO_PATH.read_text())
+    raw["simulation"]["duration_s"] = 60
+    raw["simulation"]["closed"] = {"users": 8,
+                                   "think_time": {"kind": "constant", "value_ms": 50}}
+    raw["population"]["spikes"] = [{"name": "goal", "start_s": 20, "duration_s": 20,
+                                    "multiplier": 4}]
+    scenario = tmp_path / "spiky.yaml"
+    scenario.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TESTBED_CREDENTIALS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "testbed", "load", str(scenario), "--target", server.url,
+         "--out", str(out), "--players", "50", "--users", "8", "--shape", "--duration", "9"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    res = sim.load_results(str(out))
+    assert res.meta["mode"] == "closed"
+    per_s = res.timeseries.groupby("t_s")["requests"].sum().sort_index()
+    first, middle = per_s.iloc[1:3].mean(), per_s.iloc[4:6].mean()
+    print(per_s.to_dict())
+    assert middle > 2.0 * first

@@ -83,3 +83,11 @@ def test_contention_cases_match_theory() -> None:
     print("\n" + table.to_string())
     assert len(table) == 4
     assert table["pass"].all(), table[~table["pass"]].to_string()
+def test_host_and_load_dependent_cpu_cases_match_theory() -> None:
+    """Host background, roomy host, generator on the host, cpu_by_rate flat and sloped."""
+    from sim.analysis.validate_host import host_cases
+
+    table = evaluate(host_cases(0.05, seed=7), jobs=2)
+    assert len(table) == 5
+    failed = table[~table["pass"]]
+    assert failed.empty, failed.to_string()

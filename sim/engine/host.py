@@ -1,0 +1,162 @@
+"""What changes with load on a real machine (issue 8): a shared host and load-dependent CPU.
+
+* :class:`RateMeter`: requests per second into a replica, an exponentially weighted count of
+  arrivals (time constant :data:`RATE_TAU_S`), read at any instant;
+* :class:`CpuByRate`: a replica's CPU demand multiplier as a function of that rate (linear
+  between the calibrated points, held beyond them): the server's CPU per request falls as
+  batching and group commit amortise work;
+* :class:`Host`: one machine whose cores every CPU station of the deployment shares. Each
+  station keeps its own processor sharing over its own cores (a Python process uses at most
+  its cores); on top, when the stations' running jobs plus the background (other processes
+  and the load generator's CPU at the current request rate) want more cores than the host
+  has, every running job slows by ``host cores / wanted``. The stations are
+  :class:`sim.engine.stations.PSCpu`; the host advances and re-arms them whenever one of them
+  gains or loses a job (one timer per station, as without a host).
+  With a scheduler slice, the background does not slow the jobs smoothly: the deployment
+  runs for exponential slices of mean ``slice`` and stalls (speed 0) between them for
+  exponential times of mean ``slice (1 / s - 1)``, ``s`` being processor sharing's share
+  ``min(1, cores / (1 + background))``: the same share of time, in whole slices, as a
+  process that the kernel deschedules; the stations' sharing among themselves stays smooth.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Generator, Sequence
+from itertools import pairwise
+from typing import Protocol
+
+import numpy as np
+import simpy
+
+from sim.model.topology import HostSpec
+
+RATE_TAU_S = 1.0
+"""Time constant of the rate meters (s): long enough to smooth Poisson arrivals at a few
+requests per second, short against the calibrated load levels' durations."""
+
+
+class RateMeter:
+    """Arrivals per second, exponentially weighted over :data:`RATE_TAU_S`; ticks a parent
+    meter too (a replica's meter feeds its host's)."""
+
+    __slots__ = ("last", "level", "parent")
+
+    def __init__(self, parent: RateMeter | None = None) -> None:
+        self.level = 0.0
+        self.last = 0.0
+        self.parent = parent
+
+    def tick(self, now: float) -> None:
+        self.level = self.level * math.exp((self.last - now) / RATE_TAU_S) + 1.0
+        self.last = now
+        if self.parent is not None:
+            self.parent.tick(now)
+
+    def rate(self, now: float) -> float:
+        return self.level * math.exp((self.last - now) / RATE_TAU_S) / RATE_TAU_S
+
+
+class CpuByRate:
+    """CPU demand multiplier against a meter's rate: linear between points, held beyond."""
+
+    __slots__ = ("factors", "meter", "rates")
+
+    def __init__(self, points: Sequence[tuple[float, float]], meter: RateMeter) -> None:
+        assert points and all(b[0] > a[0] for a, b in pairwise(points)), \
+            "cpu_by_rate: rates must increase"
+        assert all(f > 0 for _, f in points), "cpu_by_rate: factors must be positive"
+        self.rates = [r for r, _ in points]
+        self.factors = [f for _, f in points]
+        self.meter = meter
+
+    def __call__(self, now: float) -> float:
+        return interpolate(self.rates, self.factors, self.meter.rate(now))
+
+
+def interpolate(xs: list[float], ys: list[float], x: float) -> float:
+    """``ys`` at ``x``, linear between the points of increasing ``xs``, held beyond them."""
+    i = bisect.bisect_right(xs, x)
+    if i == 0:
+        return ys[0]
+    if i == len(xs):
+        return ys[-1]
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+class HostMember(Protocol):
+    """What the host needs of a CPU station (``PSCpu``)."""
+
+    n: int
+    cores: int
+
+    def advance(self) -> None: ...
+
+    def set_speed(self, speed: float, force: bool) -> None: ...
+
+
+class Host:
+    """The cores every CPU station of one deployment shares."""
+
+    __slots__ = ("background", "client_s", "cores", "members", "meter", "paused", "slice",
+                 "speed")
+
+    def __init__(self, spec: HostSpec) -> None:
+        self.cores = spec.cores
+        self.background = spec.background_cores
+        self.client_s = spec.client_s_per_request
+        self.slice = spec.slice_s
+        self.members: list[HostMember] = []
+        self.meter = RateMeter()  # requests entering the deployment (the generator's load)
+        self.speed = 1.0
+        self.paused = False
+
+    def others(self, now: float) -> float:
+        """Cores the rest of the machine wants now: background and the load generator."""
+        return self.background + self.client_s * self.meter.rate(now)
+
+    def wanted(self, now: float) -> float:
+        """Cores wanted now: running jobs (at most each station's cores), and the others
+        when they share smoothly (no slice)."""
+        running = sum(min(m.n, m.cores) for m in self.members)
+        return running + (0.0 if self.slice > 0 else self.others(now))
+
+    def start(self, env: simpy.Environment, rng: np.random.Generator) -> None:
+        """Begin the slices (nothing to do for smooth sharing)."""
+        if self.slice > 0:
+            env.process(self._slices(env, rng))
+
+    def _slices(self, env: simpy.Environment, rng: np.random.Generator) -> Generator:
+        while True:
+            yield env.timeout(rng.exponential(self.slice))
+            share = min(1.0, self.cores / (1.0 + self.others(env.now)))
+            if share >= 1.0:
+                continue
+            self._pause(True, env.now)
+            yield env.timeout(rng.exponential(self.slice * (1.0 / share - 1.0)))
+            self._pause(False, env.now)
+
+    def _pause(self, paused: bool, now: float) -> None:
+        self.advance_all()
+        self.paused = paused
+        if self.members:
+            self.respeed(self.members[0], now)
+
+    def advance_all(self) -> None:
+        """Bring every station's virtual time to now at the speed it had (before a change)."""
+        for m in self.members:
+            m.advance()
+
+    def respeed(self, changed: HostMember, now: float) -> None:
+        """After ``changed`` gained or lost jobs: the new speed for every station; re-arm the
+        timers of the stations whose speed moved, and of ``changed``."""
+        wanted = self.wanted(now)
+        speed = 0.0 if self.paused else min(1.0, self.cores / wanted) if wanted > 0 else 1.0
+        assert 0.0 <= speed <= 1.0, speed
+        moved = speed != self.speed
+        self.speed = speed
+        for m in self.members:
+            if moved or m is changed:
+                m.set_speed(speed, m is changed)
