@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sim.analysis.output_analysis import confidence_interval
 from sim.engine.contention import CONTENTION_METRICS, RowLockTable, VersionTable
 from sim.model.scenario import ScenarioError, load_scenario, parse_scenario
-from sim.reports.contention import contention_lines, contention_markdown
+from sim.reports.contention import contention_lines, contention_markdown, has_contention
+from sim.reports.report import write_report
 from sim.reports.results import CONTENTION_COLUMNS, Results
 from sim.runner import run
 
@@ -397,7 +398,9 @@ def test_contention_columns_survive_save_and_load(tmp_path: Path) -> None:
         np.testing.assert_array_equal(back.summary[c].to_numpy(), res.summary[c].to_numpy())
     assert back.meta["concurrency"] == {"d": "optimistic; at most 50 attempts, backoff "
                                              "0.5-50 ms"}
-    assert "Aborts / request" in contention_markdown(back)
+    assert "Aborts / request" in contention_markdown(back) and has_contention(back)
+    report = write_report(back, tmp_path / "report").read_text()
+    assert "## Contention" in report and "Concurrency control" in report
     assert contention_lines(back)[1].startswith("d ")
 
 
@@ -408,6 +411,7 @@ def test_no_contention_no_columns() -> None:
     assert "concurrency" not in res.meta
     assert contention_lines(res) == []
     assert "No step locks" in contention_markdown(res)
+    assert not has_contention(res)
 
 
 # ---------------------------------------------------------------------- the judged comparison
