@@ -19,7 +19,10 @@ office runs its money operations (``reference_impl/storage/sql_storage.py``,
   and the request fails (the reference raises "gave up after 50 attempts").
 
 A commit is the instant the database work ends (the model does not split the script into the
-version-checked update and the inserts after it). Memory is bounded by the requests in flight:
+version-checked update and the inserts after it). Within one step, locks are taken before
+versions are read: a step that locks a hot account and version-checks the player's row sees
+the player's row move only through writers not behind the same lock (model the reference's
+read-then-update order with two steps). Memory is bounded by the requests in flight:
 a player's lock exists only while some request holds it, a row's version entry only while some
 transaction has read it (:class:`RowLockTable`, :class:`VersionTable`, both asserted).
 
@@ -310,7 +313,10 @@ class Contention:
         player_mode = spec.player_row
         lock_i = spec.lock
         hot_opt = lock_i is not None and self.lock_optimistic[lock_i]
+        hot = self.hot_versions[lock_i] if lock_i is not None and hot_opt else None
+        locking = player_mode == "pessimistic" or (lock_i is not None and not hot_opt)
         attempt = 0
+        waited = 0.0
         stats.add(env.now, op, TX)
         while True:
             t0 = env.now
@@ -329,10 +335,9 @@ class Contention:
                     if lev is not None:
                         assert lev is not REJECTED, f"{lock.name}: lock queue over its bound"
                         yield lev
-            if player_mode == "pessimistic" or lock is not None:
-                stats.wait(env.now, op, env.now - t0)
+            waited += env.now - t0
             pv = self.player_versions.read(player) if player_mode == "optimistic" else 0
-            hv = self.hot_versions[lock_i].read(sub) if hot_opt else 0  # type: ignore[index]
+            hv = hot.read(sub) if hot is not None else 0
             started = env.now
             yield db_cpu(step, player).serve(step.db(key))
             if step.sync_s:  # synchronous replication: the commit waits for the replica
@@ -340,22 +345,24 @@ class Contention:
             moved = False
             if player_mode == "optimistic":
                 moved = self.player_versions.moved(player, pv)
-            if hot_opt and not moved:
-                moved = self.hot_versions[lock_i].moved(sub, hv)  # type: ignore[index]
+            if hot is not None and not moved:
+                moved = hot.moved(sub, hv)
             if player_mode == "optimistic":
                 if not moved:
                     self.player_versions.commit(player)
                 self.player_versions.forget(player)
-            if hot_opt:
+            if hot is not None:
                 if not moved:
-                    self.hot_versions[lock_i].commit(sub)  # type: ignore[index]
-                self.hot_versions[lock_i].forget(sub)  # type: ignore[index]
+                    hot.commit(sub)
+                hot.forget(sub)
             if lock is not None:
                 lock.release()
             if player_mode == "pessimistic":
                 self.players.release(player)
             pool.release()
             if not moved:
+                if locking:
+                    stats.wait(env.now, op, waited)
                 return True
             now = env.now
             stats.add(now, op, ABORTS)
@@ -363,6 +370,8 @@ class Contention:
             attempt += 1
             if attempt >= self.retry.max_attempts:
                 stats.add(now, op, GAVE_UP)
+                if locking:
+                    stats.wait(now, op, waited)
                 return False
             stats.add(now, op, RETRIES)
             pause = self.backoff(attempt - 1)
@@ -370,7 +379,9 @@ class Contention:
                 yield env.timeout(pause)
                 stats.add(env.now, op, LOST_S, pause)
             if not (yield from connect(pool, step.svc)):
-                return False
+                if locking:
+                    stats.wait(env.now, op, waited)
+                return False  # no connection for the retry within the pool's timeout
 
     def phantom(self, lock_i: int, sub: int, hold: float) -> Generator[Event, Any, None]:
         """A phantom writer (another partition's, in a reduced run) of sub-account ``sub`` of

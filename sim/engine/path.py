@@ -348,7 +348,8 @@ class RequestPath:
             svc = step.svc
             pool = rep.db_pool
             assert pool is not None and svc.database is not None
-            if not (yield from self._connect(pool, svc)):
+            ev = pool.acquire()  # free at once (the common case): no generator entered
+            if ev is not None and not (yield from self._wait_connection(pool, ev, svc)):
                 return TIMED_OUT
             shard = self._shard(svc.database, player)
             on_primary = not (step.read and shard.read_replicas)
@@ -377,17 +378,24 @@ class RequestPath:
     def _connect(self, pool: Pool, svc: ServiceSpec) -> Generator[Event, Any, bool]:
         """Take a connection of ``pool``; ``False`` when the pool's timeout passed first."""
         ev = pool.acquire()
-        if ev is not None:
-            # bounded by construction: every waiter holds one of the service's workers
-            assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
-            timeout = svc.pool_timeout_s
-            if timeout is None:
-                yield ev
-            else:
-                yield ev | self.env.timeout(timeout)
-                if not ev.triggered:
-                    pool.cancel(ev)
-                    return False
+        if ev is None:
+            return True
+        return (yield from self._wait_connection(pool, ev, svc))
+
+    def _wait_connection(self, pool: Pool, ev: Event | Any,
+                         svc: ServiceSpec) -> Generator[Event, Any, bool]:
+        """Wait for the connection ``ev`` of ``pool`` promised; ``False`` (and the request
+        withdrawn) when the pool's timeout passes first."""
+        # bounded by construction: every waiter holds one of the service's workers
+        assert ev is not REJECTED, f"{pool.name}: connection queue over its bound"
+        timeout = svc.pool_timeout_s
+        if timeout is None:
+            yield ev
+        else:
+            yield ev | self.env.timeout(timeout)
+            if not ev.triggered:
+                pool.cancel(ev)
+                return False
         return True
 
     def _db_cpu(self, step: PreparedStep, player: int) -> PSCpu:

@@ -148,10 +148,12 @@ class Step(_Model):
     """One call an operation makes: where it runs and what it costs there.
 
     ``cpu`` is time on the hosting service's cores; ``db`` is time on the database while a
-    pooled connection is held; ``lock`` names a hot account whose row lock is held during
-    the database time; ``mode: async`` sends the step through the broker (the caller does
-    not wait); an ``external`` step waits on an outside dependency (payments provider)
-    while holding the caller's worker.
+    pooled connection is held; ``lock`` names a hot account and ``player_row`` says the
+    database work writes the player's balance row: either row is locked for the database
+    time, or version-checked at commit, by the deployment's ``concurrency``; ``mode:
+    async`` sends the step through the broker (the caller does not wait); an ``external``
+    step waits on an outside dependency (payments provider) while holding the caller's
+    worker.
     """
 
     component: str

@@ -27,6 +27,11 @@ def contended_rows(res: Results) -> pd.DataFrame:
     return s[s["aborts_per_request"].notna()]
 
 
+def has_contention(res: Results) -> bool:
+    """Some operation ran contended transactions (the report then gets its section)."""
+    return not contended_rows(res).empty
+
+
 def contention_markdown(res: Results) -> str:
     """Per operation: lock wait p50/p99 per transaction, aborts, retries, give-ups and ms lost
     per request (95% CIs); then the lock stations with the longest waits."""

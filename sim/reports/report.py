@@ -649,7 +649,10 @@ def meta_markdown(res: Results) -> str:
 def write_report(results: Results, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir``; return the report's path."""
     from sim.reports.comparison import cost_markdown, paired_markdown  # it imports this module
-    from sim.reports.contention import contention_markdown  # it imports this module
+    from sim.reports.contention import (  # it imports this module
+        contention_markdown,
+        has_contention,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -679,7 +682,8 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
         "## Architectures compared\n\n" + compare_markdown(results),
         "## Cost next to latency\n\n" + cost_markdown(results),
         "## Paired differences\n\n" + paired_markdown(results),
-        "## Contention\n\n" + contention_markdown(results),
+        *(["## Contention\n\n" + contention_markdown(results)]
+          if has_contention(results) else []),
         f"## Busiest stations (top {TABLE_TOP_STATIONS} per architecture)\n\n"
         + stations_markdown(results),
         "## Run\n\n" + meta_markdown(results),

@@ -6,7 +6,10 @@ NaN when unknown), ``lower``, ``upper``, ``target`` (the SLO, NaN if none), ``ve
 missed / uncertain / no data; empty without a target), ``station`` (for the busiest-station
 row), ``cores`` and ``connections`` (the deployment's cost at that point) and ``replications``.
 
-Per operation: throughput_rps, error_rate, mean_ms, p50_ms, p95_ms, p99_ms, p999_ms. Per
+Per operation: throughput_rps, error_rate, mean_ms, p50_ms, p95_ms, p99_ms, p999_ms, and when
+some step locks or version-checks rows the contention metrics (lock_wait_p50_ms,
+lock_wait_p99_ms, aborts_per_request, retries_per_request, gave_up_per_request,
+lost_ms_per_request). Per
 deployment (operation ``*``): ``busiest_utilisation`` (the station with the highest utilisation)
 and ``throughput_rps`` (all operations).
 """
@@ -22,7 +25,7 @@ import pandas as pd
 
 from sim.model.cost import deployment_cost
 from sim.model.scenario import Scenario
-from sim.reports.results import Results, verdict
+from sim.reports.results import CONTENTION_COLUMNS, Results, verdict
 from sim.sweep.grid import Dimension, Point
 
 OP_METRICS = ("throughput_rps", "error_rate", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms")
@@ -53,8 +56,10 @@ def point_rows(point: Point, scenario: Scenario, res: Results) -> list[dict[str,
         extra = {"cores": cost[arch].cores, "connections": cost[arch].connections,
                  "replications": int(res.meta["replications"][arch])}
         summ = res.summary[res.summary["architecture"] == arch]
+        metrics = (*OP_METRICS, *[m for m in CONTENTION_COLUMNS
+                                  if not m.endswith("_ci") and m in summ.columns])
         for r in summ.itertuples(index=False):
-            for m in OP_METRICS:
+            for m in metrics:
                 rows.append(_row(base, arch, r.operation, m, float(getattr(r, m)),
                                  float(getattr(r, f"{m}_ci")),
                                  targets.get(r.operation, {}).get(m, math.nan)) | extra)

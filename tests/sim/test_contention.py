@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sim.analysis.output_analysis import confidence_interval
 from sim.engine.contention import CONTENTION_METRICS, RowLockTable, VersionTable
 from sim.model.scenario import ScenarioError, load_scenario, parse_scenario
-from sim.reports.contention import contention_lines, contention_markdown
+from sim.reports.contention import contention_lines, contention_markdown, has_contention
+from sim.reports.report import write_report
 from sim.reports.results import CONTENTION_COLUMNS, Results
 from sim.runner import run
 
@@ -397,7 +398,9 @@ def test_contention_columns_survive_save_and_load(tmp_path: Path) -> None:
         np.testing.assert_array_equal(back.summary[c].to_numpy(), res.summary[c].to_numpy())
     assert back.meta["concurrency"] == {"d": "optimistic; at most 50 attempts, backoff "
                                              "0.5-50 ms"}
-    assert "Aborts / request" in contention_markdown(back)
+    assert "Aborts / request" in contention_markdown(back) and has_contention(back)
+    report = write_report(back, tmp_path / "report").read_text()
+    assert "## Contention" in report and "Concurrency control" in report
     assert contention_lines(back)[1].startswith("d ")
 
 
@@ -408,6 +411,7 @@ def test_no_contention_no_columns() -> None:
     assert "concurrency" not in res.meta
     assert contention_lines(res) == []
     assert "No step locks" in contention_markdown(res)
+    assert not has_contention(res)
 
 
 # ---------------------------------------------------------------------- the judged comparison
@@ -440,3 +444,39 @@ def test_optimistic_against_pessimistic_on_jackpot_night_reports_aborts_and_lock
     hyb_o = opt.summary.set_index(["architecture", "operation"]).loc[("hybrid", "bet")]
     # one jackpot row (monolith) against 8 sub-accounts (hybrid): far more conflicts
     assert mono_o.aborts_per_request > 5 * hyb_o.aborts_per_request
+
+
+def test_the_reference_optimistic_mode_checks_players_and_locks_hot_accounts() -> None:
+    """Optimistic deployment, pessimistic hot account (the reference's optimistic mode: the
+    player's version is checked, the jackpot incremented in place under a row lock): bets
+    wait for the jackpot's lock and abort when the player's row moved.
+
+    (Within one step the model takes locks before it reads versions, so a step holding the
+    only jackpot lock never sees its player's row move: the two are separate steps here.)"""
+    scen = _scenario({"component": "wallet", "player_row": True,
+                      "db": {"kind": "exponential", "mean_ms": 2}}, rate=300, duration=20,
+                     players=2, concurrency="optimistic", bin_s=1.0,
+                     hot={"jackpot": {"sub_accounts": 1, "concurrency": "pessimistic"}})
+    raw = scen.model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["operations"]["bet"]["steps"].append(
+        {"component": "wallet", "lock": "jackpot", "db": {"kind": "exponential", "mean_ms": 2}})
+    res = run(parse_scenario(raw), jobs=1)
+    row = _row(res)
+    assert row.lock_wait_p99_ms > 0 and row.aborts_per_request > 0
+    assert res.meta["concurrency"]["d"].startswith("optimistic; hot account jackpot pessimistic")
+    assert _station(res, "lock:jackpot[0]").utilisation > 0.3
+    assert "rows:player" not in set(res.stations["station"])  # no player locks: optimistic
+
+
+def test_no_contended_step_builds_no_contention_model() -> None:
+    """The request path skips the model entirely (engine speed unchanged)."""
+    from sim.engine.core import Engine
+    from sim.model.topology import compile_topology
+
+    plain = _scenario({"component": "wallet", "db": {"kind": "constant", "value_ms": 1}},
+                      rate=1)
+    locked = _scenario({"component": "wallet", "db": {"kind": "constant", "value_ms": 1},
+                        "player_row": True}, rate=1)
+    rng = np.random.default_rng(1)
+    assert Engine(compile_topology(plain, plain.deployments[0]), rng).contention is None
+    assert Engine(compile_topology(locked, locked.deployments[0]), rng).contention is not None
