@@ -1,12 +1,14 @@
 """Resilience policies, shown: the four judged cases, each with a figure and a table.
 
     python benchmarks/bench_policies.py                 # all cases -> benchmarks/policies/*.png
-    python benchmarks/bench_policies.py --case storm    # hang, storm, priorities, autoscaling
+    python benchmarks/bench_policies.py --case storm    # hang, storm, payments, priorities, ...
 
 * ``hang``: the fraud service hangs; the edge calls it with timeout + breaker (only deposits
   fail), with the reference's defaults, and with no policy (the edge's workers fill, bets fail);
 * ``storm``: ``scenarios/retry_storm.yaml``: a short trigger; internal retries without a
   budget keep the wallet down after it ends (metastable), a retry budget or a breaker recover;
+* ``payments``: ``scenarios/slow_payments.yaml``: the payment provider 10x slower for a
+  minute, with the reference's defaults, no policy, and a timeout + bulkhead on its calls;
 * ``priorities``: a saturated wallet; FIFO against a priority queue shedding reporting;
 * ``autoscaling``: a load step; replicas added after the provisioning delay, cooldown and
   maximum respected.
@@ -37,6 +39,7 @@ from sim.runner import run  # noqa: E402
 CASE_FILES = {
     "hang": CASES / "fraud_hang.yaml",
     "storm": ROOT / "scenarios" / "retry_storm.yaml",
+    "payments": ROOT / "scenarios" / "slow_payments.yaml",
     "priorities": CASES / "priorities.yaml",
     "autoscaling": CASES / "autoscaling.yaml",
 }

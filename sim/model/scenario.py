@@ -378,6 +378,11 @@ class Deployment(_Model):
         "breaker, bulkhead); default: the reference back office's "
         "(reference_impl/transport/resilience.py); null: none",
     )
+    call_policies: dict[str, CallPolicy | None] = Field(
+        default_factory=dict,
+        description="callee service -> the policy of every call to it (replaces call_policy "
+        "for that callee; a caller's own services[].call_policies entry wins; null: none)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:
@@ -398,6 +403,9 @@ class Deployment(_Model):
                     f"services[{i}] ({s.name}) uses database {s.database!r}, "
                     f"not among databases {sorted(dbs)}"
                 )
+        unknown = sorted(set(self.call_policies) - set(names))
+        if unknown:
+            raise ValueError(f"call_policies: no service {unknown} (services: {names})")
         for i, s in enumerate(self.services):
             unknown = sorted(set(s.call_policies) - set(names))
             if unknown:

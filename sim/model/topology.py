@@ -222,7 +222,9 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             queue_limit_by_priority=tuple(s.queue_limit_by_priority.get(p)
                                           for p in PRIORITIES),
             call_policies=tuple(
-                compile_call_policy(s.call_policies.get(callee.name, deployment.call_policy))
+                compile_call_policy(s.call_policies.get(
+                    callee.name,
+                    deployment.call_policies.get(callee.name, deployment.call_policy)))
                 for callee in deployment.services),
             autoscaling=compile_autoscaling(s.autoscaling),
             health_interval_s=s.health_check.interval_s,

@@ -56,7 +56,10 @@ def base(kind: str = "microservices", faults: list[dict[str, Any]] | None = None
                                              "workers": 32, "db_pool": 8, "database": "main",
                                              "components": ["player", "wallet", "fraud"]}]}]
     else:
+        # call_policy: null: the fault's own effect, without the reference's timeouts,
+        # retries and breaker (their effect is tests/sim/test_policies.py's)
         raw["deployments"] = [{"name": "micro", "kind": "microservices", "databases": db,
+                               "call_policy": None,
                                "services": [
                                    {"name": "player", "components": ["player"], "replicas": 2},
                                    {"name": "wallet", "components": ["wallet"], "replicas": 2,
