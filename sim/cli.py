@@ -146,6 +146,10 @@ def simulate_cmd(scenario: Path, out_dir: Path | None, overrides: tuple[str, ...
     res.save(out)
     click.echo(_summary_text(res))
     click.echo(_cost_and_paired_text(res))
+    from sim.reports.recovery_report import recovery_console_lines
+
+    for line in recovery_console_lines(res):
+        click.echo(line)
     if report:
         path = write_report(res, out)
         click.echo(f"report: {path}")

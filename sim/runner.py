@@ -224,7 +224,11 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
-        stats.recovery = recovery_rows(out, topo.faults, scenario, k, stats.station_timeseries)
+        stats.recovery, rolling = recovery_rows(out, topo.faults, scenario, k,
+                                                stats.station_timeseries)
+        if rolling is not None:
+            stats.timeseries = stats.timeseries.merge(rolling, on=["t_s", "operation"],
+                                                      how="left")
         stats.policy = policy_counts(out.policy, k)
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
@@ -347,6 +351,8 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     meta |= comparison_meta(scenario, reps, order)
     meta["faults"] = [f.model_dump(exclude_none=True) | {"label": f.label()}
                       for f in scenario.faults]
+    meta["fault_windows"] = [{"name": f.label(), "start_s": f.at_s, "end_s": f.end_s}
+                             for f in scenario.faults]
     rec = [{"architecture": r.deployment, "replication": r.replication, **row}
            for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
            for row in r.recovery or []]

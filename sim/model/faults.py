@@ -120,6 +120,11 @@ class _Fault(_Model):
         """How long the trigger lasts (s)."""
         return self.duration_s if self.duration_s is not None else self.until_s - self.at_s
 
+    @property
+    def end_s(self) -> float:
+        """End of the fault's window: the trigger ended (a crash: the replicas serve again)."""
+        return self.at_s + self.down_s + getattr(self, "boot_s", 0.0)
+
     def label(self) -> str:
         return self.name or f"{self.kind} {self.target}"  # type: ignore[attr-defined]
 
@@ -321,7 +326,7 @@ def compile_faults(faults: list[Any], dep: Deployment, operations: list[str],
         rc = f.reconnect or default_rc
         common: dict[str, Any] = {
             "name": f.label(), "kind": f.kind, "target": f.target, "start_s": f.at_s,
-            "down_s": f.down_s, "end_s": f.at_s + f.down_s,
+            "down_s": f.down_s, "end_s": f.end_s,
             "reconnect": ReconnectSpec(operations.index(rc.operation), rc.over_s) if rc else None,
         }
         if f.kind in ("crash", "hang"):
@@ -331,8 +336,7 @@ def compile_faults(faults: list[Any], dep: Deployment, operations: list[str],
             count = n if f.replicas is None else f.replicas // k
             common.update(service=s, replicas=tuple(range(count)))
             if f.kind == "crash":
-                common.update(boot_s=f.boot_s, cold_factor=f.cold_factor, warmup_s=f.warmup_s,
-                              end_s=f.at_s + f.down_s + f.boot_s)
+                common.update(boot_s=f.boot_s, cold_factor=f.cold_factor, warmup_s=f.warmup_s)
         elif f.kind == "db_failover":
             common.update(database=_database(dep, f.target))
         elif f.kind == "slowdown":

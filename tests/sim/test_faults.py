@@ -287,3 +287,30 @@ def test_fluid_check() -> None:
     assert row["theory"] == pytest.approx(30.0)
     assert row["pass"], table.to_string()
     assert abs(row["rel_error"]) < 0.10
+
+
+def test_run_report_and_results_carry_recovery(tmp_path) -> None:
+    """A run with a fault: the recovery table (saved, loaded), the report's section and plot."""
+    from sim.reports.report import write_report
+    from sim.reports.results import load_results
+    from sim.runner import run
+
+    raw = base("microservices", [{"kind": "crash", "target": "fraud", "at_s": 20,
+                                  "duration_s": 5}], duration=70.0)
+    res = run(parse_scenario(raw), jobs=1)
+    rec = res.recovery
+    assert set(rec["operation"]) == {"login", "bet", "deposit"}
+    dep = rec.set_index("operation").loc["deposit"]
+    login = rec.set_index("operation").loc["login"]
+    assert dep["failed"] > 0 and dep["availability_fault"] < 0.5
+    assert login["failed"] == 0 and login["availability_fault"] == 1.0
+    assert dep["detect_s"] == pytest.approx(6.0)          # checks at 22, 24, 26 s
+    assert dep["recovered_share"] == 1.0
+    # back behind the load balancer at 34 s, the 10 s error window clear after 44 s
+    assert dep["slo_restored_s"] == pytest.approx(25.0, abs=1.0)
+    res.save(tmp_path)
+    assert load_results(tmp_path).recovery.equals(res.recovery)
+    text = write_report(res, tmp_path).read_text()
+    assert "## Failure recovery" in text and "failure_recovery.png" in text
+    assert (tmp_path / "failure_recovery.png").stat().st_size > 10_000
+    assert "window_p99_ms" in res.timeseries.columns
