@@ -33,6 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from sim.model.scenario import Scenario, load_scenario  # noqa: E402
+from sim.reports.policy_report import policies_markdown  # noqa: E402
 from sim.reports.results import Results  # noqa: E402
 from sim.runner import run  # noqa: E402
 
@@ -105,20 +106,6 @@ def plot_windows(res: Results, title: str, path: Path, width_s: float, operation
     plt.close(fig)
 
 
-def policy_table(res: Results, names: tuple[str, ...]) -> str:
-    rows = ["| deployment | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for dep, counts in res.meta["policies"].items():
-        cells = []
-        for n in names:
-            m, h = counts.get(n, [math.nan, math.nan])
-            if m is None or math.isnan(m):
-                cells.append("-")
-                continue
-            cells.append(f"{m:,.3g}" + ("" if h is None or math.isnan(h) else f" ± {h:,.2g}"))
-        rows.append(f"| {dep} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
 def summary_table(res: Results) -> str:
     s = res.summary
     rows = ["| deployment | operation | error rate | p99 ms (successes) |", "|---|---|---|---|"]
@@ -145,8 +132,7 @@ def main() -> int:
               f", wall {res.meta['wall_s']} s\n")
         print(summary_table(res))
         print()
-        print(policy_table(res, ("retry_amplification", "timeouts", "shed", "rejected",
-                                 "breaker_opens", "budget_denied", "replicas_added")))
+        print(policies_markdown(res))
         if name == "storm":
             print("\navailability after the trigger + 60 s:",
                   {k: round(v, 4) for k, v in availability_after(res, 100.0).items()})

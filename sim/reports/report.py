@@ -651,6 +651,7 @@ def meta_markdown(res: Results) -> str:
 def write_report(results: Results, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir``; return the report's path."""
     from sim.reports.comparison import cost_markdown, paired_markdown  # it imports this module
+    from sim.reports.policy_report import has_policies, policies_markdown
     from sim.reports.recovery_report import RECOVERY_PNG, plot_recovery, recovery_markdown
 
     out = Path(out_dir)
@@ -686,6 +687,8 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
         "## Paired differences\n\n" + paired_markdown(results),
         *([] if results.recovery.empty
           else ["## Failure recovery\n\n" + recovery_markdown(results)]),
+        *(["## Resilience policies\n\n" + policies_markdown(results)]
+          if has_policies(results) else []),
         f"## Busiest stations (top {TABLE_TOP_STATIONS} per architecture)\n\n"
         + stations_markdown(results),
         "## Run\n\n" + meta_markdown(results),
