@@ -2,6 +2,7 @@
 
     python benchmarks/bench_policies.py                 # all cases -> benchmarks/policies/*.png
     python benchmarks/bench_policies.py --case storm    # hang, storm, payments, priorities, ...
+    python benchmarks/bench_policies.py --cost          # CPU of the call policies per request
 
 * ``hang``: the fraud service hangs; the edge calls it with timeout + breaker (only deposits
   fail), with the reference's defaults, and with no policy (the edge's workers fill, bets fail);
@@ -115,14 +116,49 @@ def summary_table(res: Results) -> str:
     return "\n".join(rows)
 
 
+def policy_cost(rounds: int = 3) -> None:
+    """CPU per simulated request of ``slow_payments.yaml`` without its fault, microservices with
+    the reference's call policies against no policy, alternated (same arrivals, keyed demands);
+    the policies never act here, so the difference is their bookkeeping."""
+    import time
+
+    import numpy as np
+
+    from sim.engine.core import Engine
+    from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
+    from sim.engine.sources import plan_sources
+    from sim.model.topology import compile_topology
+
+    scen = load_scenario(CASE_FILES["payments"], ["faults=[]", "simulation.duration_s=40"])
+    cost: dict[str, list[float]] = {"microservices": [], "microservices+no_policy": []}
+    for _ in range(rounds):
+        for dep in cost:
+            ss = np.random.SeedSequence(1)
+            rng = np.random.default_rng(child_seed(ss, 1))
+            eng = Engine(compile_topology(scen, scen.deployment(dep)), rng, 1.0,
+                         draws=KeyedDraws(child_seed(ss, 2), BatchDraws(rng)))
+            start = time.process_time()
+            out = eng.run(plan_sources(scen, 1, child_seed(ss, 0)), scen.simulation.duration_s)
+            cost[dep].append((time.process_time() - start) / len(out.t) * 1e6)
+    for dep, v in cost.items():
+        print(f"{dep:26s} {min(v):6.1f} us CPU per request (min of {rounds})")
+    ratio = min(cost["microservices"]) / min(cost["microservices+no_policy"])
+    print(f"ratio policies / none: {ratio:.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", choices=sorted(CASE_FILES), action="append",
                     help="run only this case (repeatable); default: all")
+    ap.add_argument("--cost", action="store_true",
+                    help="only the CPU cost of the reference's call policies (microservices)")
     args = ap.parse_args()
-    cases = args.case or list(CASE_FILES)
     print(f"load average {os.getloadavg()[0]:.1f}")
+    if args.cost:
+        policy_cost()
+        return 0
+    cases = args.case or list(CASE_FILES)
     for name in cases:
         scen, res = run_case(name)
         fig = CASES / f"{name}.png"

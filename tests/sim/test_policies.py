@@ -365,3 +365,19 @@ def test_autoscaling_adds_replicas_after_provisioning_within_cooldown_and_max() 
         assert (final == 3) if cap == 3 else (4 <= final <= 6), events
         late = out.latency[out.t > 200]
         assert np.percentile(late, 99) < 0.2  # the added replicas absorbed the step
+
+
+def test_a_bad_policy_in_a_file_exits_2_naming_file_and_field(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    raw = yaml.safe_load((ROOT / "scenarios" / "retry_storm.yaml").read_text())
+    raw["deployments"][1]["call_policy"]["backoff_max_ms"] = float("inf")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(cli, ["simulate", str(path), "--no-progress", "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert f"{path}: deployments[1].call_policy.backoff_max_ms: Input should be a finite" \
+        in res.output, res.output
+    assert "Traceback" not in res.output
