@@ -7,10 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.analysis.reduce_check import EXACT_SHARE, compare, route_shares, with_policy
+from sim.analysis.reduce_check import (
+    EXACT_SHARE,
+    compare,
+    holm_reject,
+    route_shares,
+    welch_p,
+    with_policy,
+)
+from sim.model.op_schedule import OpScheduler
 from sim.model.population import ArrivalStream
 from sim.model.scenario import load_scenario, parse_scenario
-from sim.model.topology import reduce_factor, reduce_refusal, reduce_stream_every
+from sim.model.topology import (
+    REDUCE_RULES,
+    not_reducible_because,
+    reduce_factor,
+    reduce_refusal,
+    reduce_refusals,
+    reduce_stream_every,
+)
 from sim.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +49,36 @@ def test_every_kth_stream_keeps_the_rates_and_is_erlang_smooth() -> None:
     t1, _, _ = _stream(1)
     g1 = np.diff(t1)
     assert g1.var() / g1.mean() ** 2 == pytest.approx(1.0, rel=0.05)  # Poisson, unchanged
+
+
+def _cv2(t: np.ndarray) -> float:
+    g = np.diff(t)
+    return float(g.var() / g.mean() ** 2)
+
+
+def test_each_operations_own_arrivals_are_every_kth_of_its_stream_too() -> None:
+    # a full replica of the player service (logins only, 2% of requests) gets every 8th
+    # login: gaps CV^2 1/8. Drawing the kept arrivals' operations independently thinned the
+    # smooth stream back to near Poisson (CV^2 ~0.98): login p50 read +5.4%, p99 +20%.
+    t, op, _ = _stream(8)
+    names = list(BASELINE.operations)
+    for name in ("login", "deposit", "withdrawal", "balance"):
+        assert _cv2(t[op == names.index(name)]) == pytest.approx(1 / 8, rel=0.2), name
+    for name in ("bet", "win"):  # large shares: the schedule's collisions add a little
+        assert 1 / 8 * 0.9 < _cv2(t[op == names.index(name)]) < 1.5 / 8, name
+    assert _cv2(t) == pytest.approx(1 / 8, rel=0.1)  # the whole stream unchanged
+
+
+def test_scheduler_keeps_the_shares_and_follows_them_when_they_change() -> None:
+    sched = OpScheduler(3, 8, np.random.default_rng(0))
+    first = sched.assign(np.tile([0.7, 0.2, 0.1], (20_000, 1)))
+    assert np.bincount(first, minlength=3) / 20_000 == pytest.approx([0.7, 0.2, 0.1],
+                                                                      abs=0.005)
+    then = sched.assign(np.tile([0.2, 0.2, 0.6], (20_000, 1)))
+    assert np.bincount(then[2000:], minlength=3) / 18_000 == pytest.approx(
+        [0.2, 0.2, 0.6], abs=0.01)
+    only = OpScheduler(1, 8, np.random.default_rng(0)).assign(np.ones((50, 1)))
+    assert (only == 0).all()
 
 
 def test_every_kth_stream_follows_spikes() -> None:
@@ -75,6 +120,38 @@ def test_least_outstanding_refuses_to_reduce_and_says_why() -> None:
     assert res.meta["reduce_factor"] == 1
     assert any(n.startswith("Not reduced:") and "least outstanding" in n
                for n in res.meta["notes"])
+
+
+def test_refusal_rules_are_one_list_with_reasons_and_extendable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [name for name, _ in REDUCE_RULES] == ["least_outstanding"]
+    assert reduce_refusals(BASELINE) == []
+    monkeypatch.setattr("sim.model.topology.REDUCE_RULES",
+                        [*REDUCE_RULES, ("test", lambda _s: "a test feature cannot be split")])
+    assert reduce_refusals(BASELINE) == ["a test feature cannot be split"]
+    assert reduce_factor(BASELINE) == 1
+    both = with_policy(BASELINE, "least_outstanding", True)
+    assert len(reduce_refusals(both)) == 2 and "; a test feature" in str(reduce_refusal(both))
+
+
+def test_a_scenario_with_nothing_to_reduce_says_which_counts() -> None:
+    jackpot = load_scenario(ROOT / "scenarios" / "jackpot_night.yaml")
+    df = compare(jackpot, "round_robin")
+    assert df.empty and df.attrs["reduce_factor"] == 1
+    why = df.attrs["refusal"]
+    assert why == not_reducible_because(with_policy(jackpot, "round_robin", True))
+    assert "no common factor" in why and "database main x1" in why
+
+
+def test_welch_and_holm_tell_chance_from_bias() -> None:
+    # 4 replications each, 95% intervals +-1: standard errors 1 / t_{0.975,3} = 0.314, so
+    # means 3 apart give t = 3 / (0.314 sqrt 2) = 6.75 on 6 degrees of freedom: p = 5.2e-4
+    assert welch_p(10.0, 1.0, 4, 10.0, 1.0, 4) == pytest.approx(1.0)
+    assert welch_p(10.0, 1.0, 4, 13.0, 1.0, 4) == pytest.approx(5.15e-4, rel=0.01)
+    assert welch_p(10.0, 1.0, 4, 10.3, 1.0, 4) > 0.5
+    # Holm: 0.001 rejects among 10 (0.001 <= 0.005), 0.02 does not (> 0.05 / 9)
+    assert holm_reject([0.001, 0.02] + [0.5] * 8) == [True] + [False] * 9
+    assert holm_reject([float("nan"), 0.01]) == [False, True]
 
 
 def test_reduced_round_robin_run_states_its_approximation() -> None:
