@@ -46,16 +46,12 @@ def with_policy(scenario: Scenario, policy: str, reduce: bool,
     return parse_scenario(raw, f"{scenario.name} ({policy}, reduce={reduce})")
 
 
-EXACT_SHARE = 0.5
-"""Round robin: a route is reproduced (nearly) exactly when every service on it is visited by
-at least this share of all requests; services fewer requests visit see a smoother stream in
-the full system than in the partition (the documented approximation)."""
-
-
 def route_shares(scenario: Scenario) -> dict[tuple[str, str], float]:
     """(deployment, operation) -> the smallest share of all requests that visit (synchronously
     or through the broker) a service the operation's response waits on (1.0: every request
-    enters every service it waits on)."""
+    enters every service it waits on). Shown beside each comparison: under round robin a
+    service only some operations visit is where a reduced run approximates (see
+    :mod:`sim.model.op_schedule`)."""
     w = {name: op.weight for name, op in scenario.operations.items()}
     total = sum(w.values())
     out = {}

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from sim.analysis.reduce_check import (
-    EXACT_SHARE,
     compare,
     holm_reject,
     route_shares,
@@ -163,21 +162,45 @@ def test_reduced_round_robin_run_states_its_approximation() -> None:
     assert any("every 8-th arrival" in n and "Approximation" in n for n in res.meta["notes"])
 
 
+def _no_bias(df: object) -> None:
+    """No difference confirmed (Welch + Holm, 5% family-wise) and nearly every pair of
+    intervals overlaps (a few non-overlaps among dozens are chance)."""
+    bad = df[~df["agree"]]  # type: ignore[index]
+    assert not df["confirmed"].any(), bad.to_string()  # type: ignore[index]
+    assert df["agree"].mean() >= 0.9, bad.to_string()  # type: ignore[index]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("policy", ["round_robin",
                                     pytest.param("random", marks=pytest.mark.heavy)])
 def test_baseline_day_reduced_agrees_with_full_at_its_own_factor_and_load(policy: str) -> None:
     # the shipped file's factor (8) and load (200k online at 20:00), short runs to stay
-    # affordable: p50 and p99 of every operation of every deployment, intervals overlap
+    # affordable: p50 and p99 of every operation of every deployment, including login, the
+    # only user of the player service (2% of requests; +5.4% p50 with independent marks)
     df = compare(BASELINE, policy, jobs=2, duration_s=3.0, replications=3, warmup=0.5)
     assert df.attrs["reduce_factor"] == 8
     assert len(df) == 3 * 7 * 2
-    exact = df if policy == "random" else df[df["route_share"] >= EXACT_SHARE]
-    bad = exact[~exact["agree"]]
-    assert bad.empty, bad.to_string()
-    # round robin, routes through services few requests visit (login: the player service, 2%
-    # of requests): the documented approximation, measured at +5% on p50 (10 s runs); they
-    # must still agree within their intervals or within 15%
-    rest = df[~df.index.isin(exact.index)]
-    assert (rest["agree"] | (rest["rel_diff"].abs() < 0.15)).all(), rest.to_string()
+    _no_bias(df)
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(7200)
+@pytest.mark.parametrize("policy", ["round_robin", "random"])
+def test_cup_final_reduced_agrees_with_full_at_its_own_factor_and_peak(policy: str) -> None:
+    # factor 100, 1M online, the 5x bet spike moved to the window's start so that a short
+    # run is at the peak load (130k requests/s in the full system)
+    cup = load_scenario(ROOT / "scenarios" / "cup_final.yaml",
+                        ["population.spikes.0.start_s=0"])
+    df = compare(cup, policy, jobs=2, duration_s=2.0, replications=4)
+    assert df.attrs["reduce_factor"] == 100
+    assert len(df) == 3 * 7 * 2
+    _no_bias(df)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["baseline_day", "cup_final"])
+def test_least_outstanding_refuses_on_the_shipped_scenarios(name: str) -> None:
+    scen = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
+    df = compare(scen, "least_outstanding")
+    assert df.empty and "least outstanding" in df.attrs["refusal"]
