@@ -372,7 +372,8 @@ def saturation(scenario: Scenario, deployments: list[str],
     either holds: then figures grow with the run length."""
     before = [
         {"architecture": o.deployment, "station": o.station, "kind": o.kind,
-         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s}
+         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s,
+         "basis": o.basis}
         for o in offered_load(scenario) if o.deployment in deployments and o.saturated
     ]
     after = []

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,8 @@ from sim.engine.sources import plan_sources
 from sim.model.load import CLOSED_BOUND, OPEN, offered_load
 from sim.model.scenario import ScenarioError, parse_scenario
 from sim.model.topology import compile_topology
+from sim.reports.report import saturation_lines
+from sim.runner import saturation
 
 
 def _c(ms: float) -> dict[str, Any]:
@@ -219,3 +222,12 @@ def test_predicted_utilisation_matches_the_simulated_one(raw: dict[str, Any]) ->
             assert sim_u == pytest.approx(pred, rel=0.12, abs=0.01), (key, raw)
         else:                     # holding without queueing: a lower bound
             assert sim_u >= 0.9 * pred - 0.01, (key, raw)
+
+
+def test_a_closed_loops_saturation_says_it_is_the_bound() -> None:
+    ops = {"x": {"weight": 1, "steps": [{"component": "a", "cpu": _c(10)}]}}
+    scen = _scen(ops, [_svc("a")], simulation={"duration_s": 10, "closed": {"users": 5}})
+    sat = saturation(scen, ["d"], stations=pd.DataFrame())
+    cpu = next(o for o in sat["saturated_before_run"] if o["station"] == "a[*].cpu")
+    assert cpu["offered_utilisation"] == pytest.approx(5 / 0.010 * 0.010)  # 5 users, no think
+    assert "closed bound N/(Z+R0)" in saturation_lines({"saturation": sat})[0]
