@@ -390,11 +390,15 @@ def reduce_approximations(scenario: Scenario, deployments: list[str], k: int) ->
     if "round_robin" in policies:
         out.append(
             f"Round robin: the partition is fed every {k}-th arrival of the whole system's "
-            f"stream (a renewal stream, not a thinned Poisson one), so each simulated replica "
-            f"of a service every request enters gets every R-th request, as in the full "
-            f"system. Approximation: replicas of services only some requests visit, and "
-            f"database shards (chosen by player), see a smoother stream than in the full "
-            f"system; the gap shrinks as their share of the requests grows.")
+            f"stream (a renewal stream, not a thinned Poisson one), and its arrivals' "
+            f"operations are scheduled so that each operation's own arrivals are every "
+            f"{k}-th of its full-system stream too: a simulated replica of a service that "
+            f"every request, or a single operation, visits gets every R-th of its requests, "
+            f"as in the full system. Approximations: a service several but not all "
+            f"operations visit gets a superposition of such streams (a little rougher), a "
+            f"branch step (probability < 1) a thinned one (rougher), explicit-rate workloads "
+            f"stay Poisson, and database and cache shards (chosen by player: Poisson in the "
+            f"full system) get a smoother stream than in the full system.")
     if "random" in policies:
         out.append("Random balancing: the partition's players arrive as a Poisson stream of "
                    f"1/{k} of the load and each replica gets a Poisson stream of 1/R of it, "
@@ -409,7 +413,8 @@ def saturation(scenario: Scenario, deployments: list[str],
     either holds: then figures grow with the run length."""
     before = [
         {"architecture": o.deployment, "station": o.station, "kind": o.kind,
-         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s}
+         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s,
+         "basis": o.basis}
         for o in offered_load(scenario) if o.deployment in deployments and o.saturated
     ]
     after = []

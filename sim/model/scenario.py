@@ -657,6 +657,10 @@ class Scenario(_Model):
                 and not any(op.rate_rps or op.rate_table for op in self.operations.values()):
             problems.append("operations: at least one operation needs a positive weight "
                             "(or an explicit rate, or a workload)")
+        if self.simulation.closed is not None and \
+                sum(op.weight for op in self.operations.values()) <= 0:
+            problems.append("simulation.closed: closed users draw their operations by the "
+                            "operations' weights: at least one weight must be positive")
         wnames = [w.name for w in self.workloads]
         if len(set(wnames)) != len(wnames):
             problems.append(f"workloads: names must be unique, got {wnames}")

@@ -397,7 +397,8 @@ def saturation_lines(meta: dict[str, Any]) -> list[str]:
     for o in sat.get("saturated_before_run") or []:
         bits.append(f"{o['architecture']}: {o['station']} offered "
                     f"{format_percent(o['offered_utilisation'])} of its capacity at the peak "
-                    f"(t={format_number(o['at_s'])} s)")
+                    f"(t={format_number(o['at_s'])} s"
+                    + (f", {o['basis']}" if o.get("basis", "open") != "open" else "") + ")")
     for g in sat.get("growing_after_run") or []:
         bits.append(f"{g['architecture']}: {g['station']} queue grew by "
                     f"{format_ci(g['queue_growth'], g['queue_growth_ci'])} requests over the "
