@@ -79,27 +79,39 @@ def run_case(name: str, overrides: list[str] | None = None,
 
 def plot_windows(res: Results, title: str, path: Path, width_s: float, operation: str) -> None:
     """Per deployment, one line each: availability of all its requests per window, and the
-    p99 of ``operation``'s successful requests; the scenario's spike windows shaded."""
+    p99 of ``operation``'s successful requests; the spikes' and faults' windows shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     w = windows(res, width_s)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    scaled = any(c.get("replicas_added") for c in res.meta.get("policies", {}).values())
+    fig, axes = plt.subplots(3 if scaled else 2, 1, figsize=(9, 8 if scaled else 6),
+                             sharex=True)
+    ax1, ax2 = axes[0], axes[1]
     for arch, g in w.groupby("architecture", sort=False):
         tot = g.groupby("window_s")[["requests", "errors"]].sum()
         ax1.plot(tot.index, 1.0 - tot["errors"] / tot["requests"], marker=".", label=arch)
         op = g[g["operation"] == operation]
         ax2.plot(op["window_s"], op["p99_ms"], marker=".", label=arch)
-    for ax in (ax1, ax2):
-        for win in res.meta.get("windows", []):
+    for ax in axes:
+        for win in [*res.meta.get("windows", []), *res.meta.get("fault_windows", [])]:
             ax.axvspan(win["start_s"], win["end_s"], color="grey", alpha=0.2)
         ax.grid(alpha=0.3)
+    if scaled:  # replicas serving: CPU stations busy in the bin, median over replications
+        st = res.station_timeseries
+        cpu = st[st["station"].str.endswith(".cpu") & (st["utilisation"] > 0)]
+        live = (cpu.groupby(["architecture", "replication", "t_s"]).size()
+                .groupby(["architecture", "t_s"]).median())
+        for arch, g in live.groupby(level=0):
+            axes[2].step(g.index.get_level_values(1), g.values, where="post", label=arch)
+        axes[2].set_ylabel("replicas serving")
+        axes[2].grid(alpha=0.3)
     ax1.set_ylabel("availability (all operations)")
     ax2.set_ylabel(f"{operation}: p99 of successes (ms)")
     ax2.set_yscale("log")
-    ax2.set_xlabel(f"simulated time (s), windows of {width_s:g} s")
+    axes[-1].set_xlabel(f"simulated time (s), windows of {width_s:g} s")
     ax1.set_title(title, fontsize=10)
     ax1.legend(fontsize=7, ncol=3)
     fig.tight_layout()
