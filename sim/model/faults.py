@@ -28,13 +28,10 @@ from sim.model import limits as L
 if TYPE_CHECKING:
     from sim.model.scenario import Deployment
 
-MAX_FAULTS = 100
-"""Faults per scenario."""
-MAX_BOOT_S = 3_600.0
-"""Boot, warm-up, health-check interval and reconnect spread: an hour at most."""
-MAX_ATTEMPTS = 20
-"""A player's attempts per request (first included)."""
-MAX_HEALTH_THRESHOLD = 100
+MAX_FAULTS = L.MAX_FAULTS
+MAX_BOOT_S = L.MAX_FAULT_DELAY_S
+MAX_ATTEMPTS = L.MAX_ATTEMPTS
+MAX_HEALTH_THRESHOLD = L.MAX_HEALTH_THRESHOLD
 DEFAULT_LOST_WAIT_S = 30.0
 """What a caller with no timeout of its own waits for a lost message's answer (s)."""
 DEFAULT_PUBLISH_BACKLOG = 100_000
@@ -68,7 +65,7 @@ class Retry(_Model):
 
     max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     backoff_ms: float = Field(default=1000.0, gt=0, le=L.MAX_DEMAND_MS)
-    multiplier: float = Field(default=2.0, ge=1, le=10)
+    multiplier: float = Field(default=2.0, ge=1, le=L.MAX_BACKOFF_MULTIPLIER)
     cap_ms: float = Field(default=30_000.0, gt=0, le=L.MAX_DEMAND_MS)
     jitter: Literal["none", "full", "equal"] = "full"
 
@@ -199,7 +196,7 @@ class BrokerOutage(_Fault):
     consumers get nothing; after the window the backlog is delivered and consumers catch up."""
 
     kind: Literal["broker_outage"]
-    backlog: int = Field(default=DEFAULT_PUBLISH_BACKLOG, ge=0, le=1_000_000)
+    backlog: int = Field(default=DEFAULT_PUBLISH_BACKLOG, ge=0, le=L.MAX_PUBLISH_BACKLOG)
 
     @property
     def target(self) -> str:
