@@ -311,3 +311,44 @@ def test_run_report_and_results_carry_recovery(tmp_path) -> None:
     assert "## Failure recovery" in text and "failure_recovery.png" in text
     assert (tmp_path / "failure_recovery.png").stat().st_size > 10_000
     assert "window_p99_ms" in res.timeseries.columns
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("faults.0.target=nowhere", "faults[0] (crash nowhere).target: no service or component"),
+    ("faults.0.at_s=.inf", "faults[0].at_s: Input should be a finite number"),
+    ("players.retry.max_attempts=1000", "players.retry.max_attempts: Input should be less"),
+])
+def test_cli_refuses_a_bad_fault_with_exit_2(override: str, needle: str) -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    res = CliRunner().invoke(cli, ["simulate", "scenarios/outage_wallet_crash.yaml",
+                                   "--set", override, "--no-progress", "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert "outage_wallet_crash.yaml" in res.output and needle in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_reduced_failover_reproduces_the_full_system() -> None:
+    """A failover of the whole database reduces (k = 4): lost transactions and failed
+    requests of the partition, scaled by k, match the full system's."""
+    f = [{"kind": "db_failover", "target": "main", "at_s": 20, "duration_s": 5}]
+    raw = base("monolith", f, duration=40.0)
+    raw["deployments"][0]["databases"][0].update(shards=4, replication_lag_ms=2000)
+    full = [run_once(raw, seed)[0] for seed in (1, 2)]
+    raw["simulation"]["reduce"] = True
+    scen = parse_scenario(copy.deepcopy(raw))
+    assert reduce_factor(scen) == 4
+    reduced = []
+    for seed in (1, 2):
+        topo = compile_topology(scen, scen.deployments[0], 4)
+        rng = np.random.default_rng(seed)
+        eng = Engine(topo, rng, 1.0, draws=BatchDraws(rng))
+        reduced.append(eng.run(plan_sources(scen, 4, np.random.SeedSequence(seed), 4), 40.0))
+    lost_full = np.mean([o.faults[0].lost_transactions for o in full])
+    lost_red = np.mean([o.faults[0].lost_transactions for o in reduced])   # already x k
+    assert 0.7 < lost_red / lost_full < 1.3, (lost_red, lost_full)
+    fail_full = np.mean([o.error.sum() for o in full])
+    fail_red = 4 * np.mean([o.error.sum() for o in reduced])
+    assert 0.8 < fail_red / fail_full < 1.2, (fail_red, fail_full)
