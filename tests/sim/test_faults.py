@@ -311,6 +311,8 @@ def test_run_report_and_results_carry_recovery(tmp_path) -> None:
     assert "## Failure recovery" in text and "failure_recovery.png" in text
     assert (tmp_path / "failure_recovery.png").stat().st_size > 10_000
     assert "window_p99_ms" in res.timeseries.columns
+    peaks = res.meta["peak_queue_per_station"]["micro"]["crash fraud"]
+    assert "fraud[0].workers" in peaks and all(v >= 0 for v in peaks.values())
 
 
 @pytest.mark.parametrize(("override", "needle"), [
