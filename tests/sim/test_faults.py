@@ -354,3 +354,17 @@ def test_reduced_failover_reproduces_the_full_system() -> None:
     fail_full = np.mean([o.error.sum() for o in full])
     fail_red = 4 * np.mean([o.error.sum() for o in reduced])
     assert 0.8 < fail_red / fail_full < 1.2, (fail_red, fail_full)
+
+
+def test_reconnect_storm_of_a_share_of_the_online_players() -> None:
+    """share 0.5 of 1,000 online players: 500 extra logins within 2 s of the window's end."""
+    raw = base("monolith", [{"kind": "hang", "target": "app", "at_s": 20, "duration_s": 2,
+                             "reconnect": {"operation": "login", "over_s": 2, "share": 0.5}}])
+    out, ops = run_once(raw)
+    login = out.op == ops.index("login")
+    storm = int((login & (out.t >= 22) & (out.t < 24)).sum())
+    usual = RATE * 0.2 * 2
+    assert 500 + 0.5 * usual < storm < 500 + 1.6 * usual, storm
+    scen = parse_scenario(copy.deepcopy(raw))
+    rc = compile_topology(scen, scen.deployments[0]).faults[0].reconnect
+    assert rc is not None and rc.count == 500 and rc.space == 100_000
