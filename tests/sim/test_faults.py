@@ -368,3 +368,43 @@ def test_reconnect_storm_of_a_share_of_the_online_players() -> None:
     scen = parse_scenario(copy.deepcopy(raw))
     rc = compile_topology(scen, scen.deployments[0]).faults[0].reconnect
     assert rc is not None and rc.count == 500 and rc.space == 100_000
+
+
+def test_hung_dependency_without_timeout_cascades_into_callers_worker_pools() -> None:
+    """Fraud hangs for 10 s in microservices; withdrawals call it from the wallet and hold
+    their wallet worker while waiting (no timeout): the wallet's 2 x 16 workers fill within a
+    second, so bets (wallet only, no fraud) wait too; login (player) does not."""
+    raw = base("microservices", [{"kind": "hang", "target": "fraud", "at_s": 20,
+                                  "duration_s": 10}])
+    raw["operations"]["withdraw"] = raw["operations"].pop("deposit")  # see the next test
+    raw["slos"]["latency_ms"].pop("deposit")
+    raw["operations"]["withdraw"]["steps"] = [
+        {"component": "wallet", "cpu": _exp(1.0), "calls": [
+            {"component": "fraud", "cpu": _exp(0.5)}]}]
+    out, ops = run_once(raw)
+
+    def p99(op: str, t0: float, t1: float) -> float:
+        sel = (out.op == ops.index(op)) & (out.t >= t0) & (out.t < t1)
+        return float(np.percentile(out.latency[sel], 99))
+
+    assert p99("bet", 0, 20) < 0.05
+    assert p99("bet", 22, 28) > 1.0          # stuck behind withdrawals holding workers
+    assert p99("login", 22, 28) < 0.05       # another service's pool: untouched
+    assert p99("bet", 40, 60) < 0.05         # and all drains after the hang
+    assert not out.error.any()
+
+
+def test_a_hang_deadlocks_a_cycle_of_pools_without_timeouts() -> None:
+    """Deposits go fraud -> wallet, withdrawals wallet -> fraud. While fraud hangs, the
+    withdrawals fill the wallet's workers; when fraud resumes, its workers go to deposits,
+    which then wait for the wallet's: each pool waits for the other, for good (no timeout).
+    The simulator shows it: no bet completes after the hang, the run never recovers."""
+    raw = base("microservices", [{"kind": "hang", "target": "fraud", "at_s": 20,
+                                  "duration_s": 10}])
+    raw["operations"]["withdraw"] = {"weight": 0.2, "steps": [
+        {"component": "wallet", "cpu": _exp(1.0), "calls": [
+            {"component": "fraud", "cpu": _exp(0.5)}]}]}
+    out, ops = run_once(raw)
+    bets = out.t[out.op == ops.index("bet")]
+    assert bets.max() < 25.0                 # bets stop during the hang and never resume
+    assert (out.t[out.op == ops.index("login")] > 55).any()   # the run went on
