@@ -28,7 +28,7 @@ import pandas as pd
 from sim.analysis.fault_runs import recovery_rows
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
-from sim.analysis.recovery import aggregate_recovery
+from sim.analysis.recovery import aggregate_recovery, peak_queue_table
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
 from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
@@ -356,6 +356,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     rec = [{"architecture": r.deployment, "replication": r.replication, **row}
            for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
            for row in r.recovery or []]
+    meta["peak_queue_per_station"] = peak_queue_table(rec)
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),

@@ -166,6 +166,8 @@ def recovery_console_lines(res: Results) -> list[str]:
     if rec.empty:
         return []
     lines = ["failure recovery (s from the fault's start; 95% CI over replications):"]
+    wf = max(len(str(x)) for x in rec["fault"]) + 2
+    wa = max(len(str(x)) for x in rec["architecture"]) + 2
     for (fault, arch), g in rec.groupby(["fault", "architecture"], sort=False):
         r = g.iloc[0]
         back = g["slo_restored_s"].max()
@@ -173,7 +175,7 @@ def recovery_console_lines(res: Results) -> list[str]:
         lost = r["lost_transactions"]
         text = "never (in the run)" if _isnan(back) else f"{back:.1f} s"
         lines.append(
-            f"  {fault:<24}{arch:<16}detected {r['detect_s']:.1f} s  SLOs back {text}  "
+            f"  {fault:<{wf}}{arch:<{wa}}detected {r['detect_s']:.1f} s  SLOs back {text}  "
             f"recovered {g['recovered_share'].min():.0%}  availability during "
             f"{avail:.2%}  failed {g['failed'].sum():.0f}  lost tx {lost:.0f}")
     return lines

@@ -480,6 +480,11 @@ def summary_paragraph(res: Results) -> str:
     if not _isnan(k) and float(k) > 1:
         parts.append(f"This run simulated one representative partition (1/{int(k)} of the "
                      "system); latencies are those of the partition.")
+    if not res.recovery.empty:
+        faults = list(dict.fromkeys(res.recovery["fault"]))
+        parts.append(f"Faults were injected ({', '.join(faults)}): the figures above include "
+                     "them; see \"Failure recovery\" for detection, recovery times, losses "
+                     "and availability next to the latency of successful requests.")
     return " ".join(parts)
 
 
