@@ -28,7 +28,7 @@ import pandas as pd
 from sim.analysis.fault_runs import recovery_rows
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
-from sim.analysis.recovery import aggregate_recovery
+from sim.analysis.recovery import aggregate_recovery, peak_queue_table
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.contention import CONTENTION_METRICS
 from sim.engine.core import Engine, RunOutput
@@ -231,7 +231,11 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
-        stats.recovery = recovery_rows(out, topo.faults, scenario, k, stats.station_timeseries)
+        stats.recovery, rolling = recovery_rows(out, topo.faults, scenario, k,
+                                                stats.station_timeseries)
+        if rolling is not None:
+            stats.timeseries = stats.timeseries.merge(rolling, on=["t_s", "operation"],
+                                                      how="left")
         stats.policy = policy_counts(out.policy, k)
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
@@ -354,12 +358,15 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     meta |= comparison_meta(scenario, reps, order)
     meta["faults"] = [f.model_dump(exclude_none=True) | {"label": f.label()}
                       for f in scenario.faults]
+    meta["fault_windows"] = [{"name": f.label(), "start_s": f.at_s, "end_s": f.end_s}
+                             for f in scenario.faults]
     rec = [{"architecture": r.deployment, "replication": r.replication, **row}
            for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
            for row in r.recovery or []]
     concurrency = concurrency_meta(scenario, order)
     if concurrency:
         meta["concurrency"] = concurrency
+    meta["peak_queue_per_station"] = peak_queue_table(rec)
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),
@@ -394,11 +401,15 @@ def reduce_approximations(scenario: Scenario, deployments: list[str], k: int) ->
     if "round_robin" in policies:
         out.append(
             f"Round robin: the partition is fed every {k}-th arrival of the whole system's "
-            f"stream (a renewal stream, not a thinned Poisson one), so each simulated replica "
-            f"of a service every request enters gets every R-th request, as in the full "
-            f"system. Approximation: replicas of services only some requests visit, and "
-            f"database shards (chosen by player), see a smoother stream than in the full "
-            f"system; the gap shrinks as their share of the requests grows.")
+            f"stream (a renewal stream, not a thinned Poisson one), and its arrivals' "
+            f"operations are scheduled so that each operation's own arrivals are every "
+            f"{k}-th of its full-system stream too: a simulated replica of a service that "
+            f"every request, or a single operation, visits gets every R-th of its requests, "
+            f"as in the full system. Approximations: a service several but not all "
+            f"operations visit gets a superposition of such streams (a little rougher), a "
+            f"branch step (probability < 1) a thinned one (rougher), explicit-rate workloads "
+            f"stay Poisson, and database and cache shards (chosen by player: Poisson in the "
+            f"full system) get a smoother stream than in the full system.")
     if "random" in policies:
         out.append("Random balancing: the partition's players arrive as a Poisson stream of "
                    f"1/{k} of the load and each replica gets a Poisson stream of 1/R of it, "
@@ -413,7 +424,8 @@ def saturation(scenario: Scenario, deployments: list[str],
     either holds: then figures grow with the run length."""
     before = [
         {"architecture": o.deployment, "station": o.station, "kind": o.kind,
-         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s}
+         "servers": o.servers, "offered_utilisation": round(o.utilisation, 4), "at_s": o.at_s,
+         "basis": o.basis}
         for o in offered_load(scenario) if o.deployment in deployments and o.saturated
     ]
     after = []

@@ -5,6 +5,10 @@ reduced (its own factor, see :func:`sim.model.topology.reduce_factor`) and at fu
 each operation's p50 and p99 of each deployment are compared. The two *agree* when their
 95% confidence intervals overlap (``|full - reduced| <= hw_full + hw_reduced``); with dozens
 of comparisons per scenario a per-comparison test at 95% would fail some by chance alone.
+Each row also carries Welch's t-test p-value (from the two intervals and their replication
+counts) and ``confirmed``: the difference survives Holm's correction at a 5% family-wise
+level over the frame's comparisons. A row that disagrees by the overlap rule but is not
+confirmed is what chance gives among many comparisons; a confirmed one is a real bias.
 """
 
 from __future__ import annotations
@@ -13,12 +17,20 @@ import math
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
 from sim.model.scenario import Scenario, parse_scenario
-from sim.model.topology import compile_topology, reduce_factor, reduce_refusal
+from sim.model.topology import (
+    compile_topology,
+    not_reducible_because,
+    reduce_factor,
+    reduce_refusal,
+)
 from sim.runner import run
 
 METRICS = ("p50_ms", "p99_ms")
+FAMILY_ALPHA = 0.05
+"""Family-wise error level of ``confirmed`` (Holm over a frame's comparisons)."""
 POLICIES = ("round_robin", "random", "least_outstanding")
 
 
@@ -34,16 +46,12 @@ def with_policy(scenario: Scenario, policy: str, reduce: bool,
     return parse_scenario(raw, f"{scenario.name} ({policy}, reduce={reduce})")
 
 
-EXACT_SHARE = 0.5
-"""Round robin: a route is reproduced (nearly) exactly when every service on it is visited by
-at least this share of all requests; services fewer requests visit see a smoother stream in
-the full system than in the partition (the documented approximation)."""
-
-
 def route_shares(scenario: Scenario) -> dict[tuple[str, str], float]:
     """(deployment, operation) -> the smallest share of all requests that visit (synchronously
     or through the broker) a service the operation's response waits on (1.0: every request
-    enters every service it waits on)."""
+    enters every service it waits on). Shown beside each comparison: under round robin a
+    service only some operations visit is where a reduced run approximates (see
+    :mod:`sim.model.op_schedule`)."""
     w = {name: op.weight for name, op in scenario.operations.items()}
     total = sum(w.values())
     out = {}
@@ -72,7 +80,7 @@ def compare(scenario: Scenario, policy: str, jobs: int | None = None,
     frame.attrs["reduce_factor"] = k
     refusal = reduce_refusal(reduced)
     if refusal is not None or k <= 1:
-        frame.attrs["refusal"] = refusal or "nothing to reduce (reduce factor 1)"
+        frame.attrs["refusal"] = refusal or not_reducible_because(reduced)
         return frame
     full = run(with_policy(scenario, policy, False, simulation), jobs=jobs,
                deployments=deployments).summary
@@ -87,10 +95,41 @@ def compare(scenario: Scenario, policy: str, jobs: int | None = None,
             rv, rh = r.loc[key, m], r.loc[key, f"{m}_ci"]
             diff = rv - fv
             agree = bool(abs(diff) <= fh + rh) if not math.isnan(diff) else False
+            p = welch_p(fv, fh, int(f.loc[key, "replications"]),
+                        rv, rh, int(r.loc[key, "replications"]))
             rows.append({"policy": policy, "architecture": key[0], "operation": key[1],
                          "metric": m, "full": fv, "full_ci": fh, "reduced": rv,
                          "reduced_ci": rh, "rel_diff": diff / fv if fv else math.nan,
-                         "agree": agree, "route_share": round(shares[key], 4)})
+                         "agree": agree, "p_value": p, "route_share": round(shares[key], 4)})
     out = pd.DataFrame(rows)
+    out["confirmed"] = holm_reject(out["p_value"].to_numpy())
     out.attrs["reduce_factor"] = k
+    return out
+
+
+def welch_p(m1: float, hw1: float, n1: int, m2: float, hw2: float, n2: int) -> float:
+    """Two-sided p-value of Welch's t-test for equal means, from two 95% Student intervals
+    (half-widths ``hw``) over ``n`` replications each (NaN if either is undefined)."""
+    if n1 < 2 or n2 < 2 or any(math.isnan(x) for x in (m1, hw1, m2, hw2)):
+        return math.nan
+    v1 = (hw1 / float(stats.t.ppf(0.975, n1 - 1))) ** 2  # squared standard errors
+    v2 = (hw2 / float(stats.t.ppf(0.975, n2 - 1))) ** 2
+    if v1 + v2 == 0.0:
+        return 1.0 if m1 == m2 else 0.0
+    t = abs(m1 - m2) / math.sqrt(v1 + v2)
+    dof = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
+    return float(2.0 * stats.t.sf(t, dof))
+
+
+def holm_reject(p: Any, alpha: float = FAMILY_ALPHA) -> list[bool]:
+    """Holm's step-down test: which of the p-values reject at family-wise level ``alpha``
+    (NaN p-values never reject and do not count)."""
+    vals = [(float(x), i) for i, x in enumerate(p) if not math.isnan(float(x))]
+    vals.sort()
+    out = [False] * len(p)
+    m = len(vals)
+    for j, (pv, i) in enumerate(vals):
+        if pv > alpha / (m - j):
+            break
+        out[i] = True
     return out

@@ -135,10 +135,10 @@ class Engine:
 
     def __init__(self, topo: Topology, rng: np.random.Generator, bin_s: float = 1.0,
                  on_bin: Callable[[float], None] | None = None,
-                 draws: DrawFactory | None = None):
+                 draws: DrawFactory | None = None, env: simpy.Environment | None = None):
         self.topo = topo
         self.on_bin = on_bin
-        self.env = simpy.Environment()
+        self.env = env if env is not None else simpy.Environment()
         self.rng = rng
         self.pyrng = random.Random(int(rng.integers(0, 2**63)))
         self.bin_s = bin_s

@@ -165,15 +165,25 @@ class EdgeStats:
 
 
 class Client:
-    """A caller replica's state for one callee: breaker, budget, bulkhead slots in use."""
+    """A caller replica's state for one callee: breaker, budget, bulkhead slots in use, and
+    the deadlines of its attempts in flight.
 
-    __slots__ = ("breaker", "budget", "in_flight", "stats")
+    Every attempt of one client has the same timeout, so deadlines come in order: one
+    watcher process wakes at the oldest unanswered deadline (one SimPy timer at a time instead
+    of one per attempt). The deque holds the attempts started within the last timeout, minus
+    those answered in order (dropped as new ones come); its length is bounded by the calls
+    a caller can start in one timeout.
+    """
+
+    __slots__ = ("breaker", "budget", "deadlines", "in_flight", "stats", "watching")
 
     def __init__(self, spec: CallPolicySpec, stats: EdgeStats):
         self.breaker = Breaker(spec.breaker) if spec.breaker is not None else None
         self.budget = RetryBudget(spec.budget) if spec.budget is not None else None
         self.in_flight = 0
         self.stats = stats
+        self.deadlines: deque[tuple[float, Event]] = deque()
+        self.watching = False
 
 
 Attempt = Callable[[], Generator[Event, Any, int]]  # one attempt of a call -> its outcome
@@ -232,9 +242,7 @@ class CallPolicies:
             if spec.timeout_s is None:
                 outcome = yield from attempt()
             else:
-                proc = env.process(attempt())
-                yield proc | env.timeout(spec.timeout_s)
-                outcome = proc.value if proc.triggered else TIMED_OUT
+                outcome = yield self._timed(cl, attempt, spec.timeout_s)
             cl.in_flight -= 1
             if br is not None:
                 br.record(outcome != OK, env.now)
@@ -251,6 +259,40 @@ class CallPolicies:
                 return outcome
             st.retries += 1
             yield env.timeout(spec.backoff_s(n, self.pyrng.random()))
+
+    def _timed(self, cl: Client, attempt: Attempt, timeout_s: float) -> Event:
+        """An event with the attempt's outcome, or TIMED_OUT at its deadline; the attempt
+        runs as its own process and goes on after a timeout (the callee finishes)."""
+        env = self.env
+        answer = Event(env)
+
+        def answered(proc: Event) -> None:
+            if not answer.triggered:
+                answer.succeed(proc.value)
+
+        env.process(attempt()).callbacks.append(answered)
+        dl = cl.deadlines
+        while dl and dl[0][1].triggered:
+            dl.popleft()
+        dl.append((env.now + timeout_s, answer))
+        if not cl.watching:
+            cl.watching = True
+            env.process(self._watch(cl))
+        return answer
+
+    def _watch(self, cl: Client) -> Generator[Event, Any, None]:
+        """Time out the attempts of ``cl`` whose deadline passed unanswered."""
+        env, dl = self.env, cl.deadlines
+        while dl:
+            deadline, answer = dl[0]
+            if answer.triggered:
+                dl.popleft()
+            elif deadline > env.now:
+                yield env.timeout(deadline - env.now)
+            else:
+                dl.popleft()
+                answer.succeed(TIMED_OUT)
+        cl.watching = False
 
     def counts(self) -> dict[str, float]:
         """Totals and per-edge counts, flat (``retries``, ``edge:gateway->fraud:retries``)."""

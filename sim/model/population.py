@@ -52,6 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sim.model.op_schedule import OpScheduler
 from sim.model.scenario import Population, Scenario
 
 DAY_S = 86_400.0
@@ -330,6 +331,7 @@ class ArrivalStream:
         self._touched: np.ndarray = np.zeros(self.pool.size, dtype=bool)  # scratch, per chunk
         self._renewal_cum = 0.0                 # every-k-th streams: cumulative rate so far
         self._renewal_next: float | None = None  # ... and the next kept arrival on that scale
+        self._scheduler: OpScheduler | None = None  # ... and their operations
 
     def _spare_needed(self, size: int) -> int:
         """Spare players for ``size`` slots: the window's expected session starts, +25% + 64.
@@ -502,7 +504,6 @@ class ArrivalStream:
                 u: np.ndarray) -> ArrivalChunk:
         """Candidates at ``t`` (in ``[a, b)``) with uniforms ``u`` scaled to a rate: kept as
         operation o with probability rate_o(t) / scale, then given a player and a stake."""
-        rng = self.rng
         if any(start < b and end > a for start, end, _, _ in self._spikes):
             cum = np.cumsum(base[:, None] * self.op_share * self._multipliers(t), axis=1)
             op = (cum <= u[:, None]).sum(axis=1)
@@ -512,9 +513,13 @@ class ArrivalStream:
             keep = u < base
             op = np.searchsorted(self._cum_share, u[keep] / base[keep], side="right")
             np.minimum(op, self._last_op, out=op)
-        t = t[keep]
-        op = op.astype(np.int16)
-        slot = self.pool.draw_slots(rng, t.size, self._pool_entries(online[keep]))
+        return self._players(a, b, t[keep], op.astype(np.int16), online[keep])
+
+    def _players(self, a: float, b: float, t: np.ndarray, op: np.ndarray,
+                 online: np.ndarray) -> ArrivalChunk:
+        """Arrivals at ``t`` (in ``[a, b)``) of operations ``op``: a player and a stake each."""
+        rng = self.rng
+        slot = self.pool.draw_slots(rng, t.size, self._pool_entries(online))
         amount = self.population.bet_size.sample(rng, t.size)
         player = self._assign_players(a, b, slot, t)
         return ArrivalChunk(t, op, player, amount)
@@ -525,10 +530,12 @@ class ArrivalStream:
         The dense stream (rate ``every`` x this stream's) is a time-changed unit Poisson
         process, so its every-``every``-th arrivals are a renewal process whose gaps, in
         units of this stream's cumulative rate, are Gamma(every, 1/every) (mean 1, CV^2
-        1/every). Marks (operation, player, stake) are drawn at the kept times as for any
-        arrival. Round-robin over R replicas gives each one every R-th request of the whole
+        1/every). Round-robin over R replicas gives each one every R-th request of the whole
         system; a partition of 1/k of the system fed this way (every = k) with R/k replicas
-        gives its replicas exactly that stream.
+        gives its replicas exactly that stream. The kept arrivals' operations come from an
+        :class:`~sim.model.op_schedule.OpScheduler`, so each operation's own arrivals are
+        every k-th of its full-system stream too (what a replica of a service only some
+        operations visit gets); players and stakes are drawn as for any arrival.
         """
         rng = self.rng
         # the cumulative rate on a grid fine enough for its curvature: online counts are
@@ -551,10 +558,11 @@ class ArrivalStream:
         t = np.interp(np.asarray(marks), cum, grid) if marks else np.empty(0)
         t = np.clip(t, a, np.nextafter(b, -np.inf))
         online = np.asarray(online_count(self.population, self.start_day_s + t))
-        base = online * (self.per_player_rate / self.partition[1])
-        scale = self.rate(t).sum(axis=-1) if t.size else np.empty(0)
-        u = rng.random(t.size) * scale * (1.0 - 1e-12)  # every candidate is kept
-        return self._marked(a, b, t, online, base, u)
+        rates = self.rate(t).reshape(t.size, len(self.op_names))
+        if self._scheduler is None or self._scheduler.k != every:
+            self._scheduler = OpScheduler(len(self.op_names), every, rng)
+        op = self._scheduler.assign(rates / rates.sum(axis=1, keepdims=True))
+        return self._players(a, b, t, op, online)
 
     def chunks(self, chunk_s: float = 1.0, every: int = 1) -> Iterator[ArrivalChunk]:
         """Arrivals over ``[0, duration_s)`` chunk by chunk (bounded memory), in time order.
@@ -569,7 +577,7 @@ class ArrivalStream:
             raise ValueError("chunk_s must be positive")
         if every < 1:
             raise ValueError("every must be >= 1")
-        self._renewal_cum, self._renewal_next = 0.0, None
+        self._renewal_cum, self._renewal_next, self._scheduler = 0.0, None, None
         n_chunks = math.ceil(self.duration_s / chunk_s)
         for i in range(n_chunks):
             a = i * chunk_s

@@ -472,6 +472,11 @@ class Deployment(_Model):
     )
     host: Host | None = Field(
         default=None, description="one machine whose cores every CPU station shares")
+    call_policies: dict[str, CallPolicy | None] = Field(
+        default_factory=dict,
+        description="callee service -> the policy of every call to it (replaces call_policy "
+        "for that callee; a caller's own services[].call_policies entry wins; null: none)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:
@@ -492,6 +497,9 @@ class Deployment(_Model):
                     f"services[{i}] ({s.name}) uses database {s.database!r}, "
                     f"not among databases {sorted(dbs)}"
                 )
+        unknown = sorted(set(self.call_policies) - set(names))
+        if unknown:
+            raise ValueError(f"call_policies: no service {unknown} (services: {names})")
         for i, s in enumerate(self.services):
             unknown = sorted(set(s.call_policies) - set(names))
             if unknown:
@@ -754,6 +762,10 @@ class Scenario(_Model):
                 and not any(op.rate_rps or op.rate_table for op in self.operations.values()):
             problems.append("operations: at least one operation needs a positive weight "
                             "(or an explicit rate, or a workload)")
+        if self.simulation.closed is not None and \
+                sum(op.weight for op in self.operations.values()) <= 0:
+            problems.append("simulation.closed: closed users draw their operations by the "
+                            "operations' weights: at least one weight must be positive")
         wnames = [w.name for w in self.workloads]
         if len(set(wnames)) != len(wnames):
             problems.append(f"workloads: names must be unique, got {wnames}")

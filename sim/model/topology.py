@@ -9,7 +9,7 @@ can read the same data.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import reduce as _fold
 
@@ -22,6 +22,7 @@ from sim.model.policies import (
     compile_autoscaling,
     compile_call_policy,
 )
+from sim.model.population import HOUR_S, online_count
 from sim.model.scenario import Deployment, Scenario, Step
 
 GATEWAY_COMPONENT = "gateway"
@@ -180,36 +181,98 @@ def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
         yield from walk_steps(st.calls, q)
 
 
-def reduce_refusal(scenario: Scenario) -> str | None:
-    """Why a scenario asking to be reduced cannot be (None when it can).
+ReduceRule = Callable[[Scenario], "str | None"]
+"""A reason a scenario cannot be reduced (``None`` when the rule does not object)."""
 
-    Least-outstanding balancing sends each request to the replica with the fewest requests in
-    flight among *all* of a service's replicas: one replica's queue depends on every peer's,
-    a pooling that R/k replicas fed 1/k of the load do not have (their queues would read
-    high). Round robin and random balancing depend on the arrival stream only, which a
-    reduced run reproduces (see :func:`reduce_stream_every`).
-    """
-    if not scenario.simulation.reduce:
-        return None
-    by_faults = F.reduce_refusal(scenario.faults)
-    if by_faults is not None:
-        return by_faults
+
+def _least_outstanding_pools(scenario: Scenario) -> str | None:
+    """Least-outstanding balancing sends each request to the replica with the fewest requests
+    in flight among *all* of a service's replicas: one replica's queue depends on every
+    peer's, a pooling that R/k replicas fed 1/k of the load do not have (their queues would
+    read high). Round robin and random balancing depend on the arrival stream only, which a
+    reduced run reproduces (see :func:`reduce_stream_every`)."""
     for d in scenario.deployments:
-        scaled = [s.name for s in d.services if s.autoscaling is not None]
-        if scaled:
-            return (f"deployment {d.name!r} autoscales {', '.join(scaled)}: the autoscaler adds "
-                    "whole replicas from the utilisation of all of them, which a partition "
-                    "of 1/k of the replicas cannot reproduce; simulated at full size")
-        if d.host is not None:
-            return (f"deployment {d.name!r} runs on one host whose cores all its processes "
-                    "share, which a partition of its replicas cannot reproduce; simulated at "
-                    "full size")
         pooled = [s.name for s in d.services if s.replicas > 1]
         if d.load_balancing == "least_outstanding" and pooled:
             return (f"deployment {d.name!r} balances {', '.join(pooled)} by least outstanding "
                     "requests: a replica's queue depends on all its peers' queues, which a "
                     "partition of the replicas cannot reproduce; simulated at full size")
     return None
+
+
+def _faults(scenario: Scenario) -> str | None:
+    """Faults a partition cannot represent (``sim.model.faults.reduce_refusal``)."""
+    return F.reduce_refusal(scenario.faults)
+
+
+def _autoscaling(scenario: Scenario) -> str | None:
+    """An autoscaler adds whole replicas from the utilisation of all of a service's
+    replicas: R/k replicas would add replicas k times too coarsely (and at other times)."""
+    for d in scenario.deployments:
+        scaled = [s.name for s in d.services if s.autoscaling is not None]
+        if scaled:
+            return (f"deployment {d.name!r} autoscales {', '.join(scaled)}: the autoscaler adds "
+                    "whole replicas from the utilisation of all of them, which a partition "
+                    "of 1/k of the replicas cannot reproduce; simulated at full size")
+    return None
+
+
+def _host(scenario: Scenario) -> str | None:
+    """A host's cores are shared by every process of the deployment: a partition of its
+    replicas would get all of them."""
+    for d in scenario.deployments:
+        if d.host is not None:
+            return (f"deployment {d.name!r} runs on one host whose cores all its processes "
+                    "share, which a partition of its replicas cannot reproduce; simulated at "
+                    "full size")
+    return None
+
+
+REDUCE_RULES: list[tuple[str, ReduceRule]] = [
+    ("least_outstanding", _least_outstanding_pools),
+    ("faults", _faults),
+    ("autoscaling", _autoscaling),
+    ("host", _host),
+]
+"""Every reason a scenario may not be reduced, as ``(name, rule)``: the one place to add a
+rule for a new scenario feature whose behaviour a partition of 1/k of the system cannot
+reproduce (say why in the returned reason; the run then says "Not reduced: <reason>")."""
+
+
+def reduce_refusals(scenario: Scenario) -> list[str]:
+    """Every rule's reason not to reduce ``scenario`` (empty: it can be; also empty when the
+    scenario does not ask to be reduced)."""
+    if not scenario.simulation.reduce:
+        return []
+    return [why for _name, rule in REDUCE_RULES if (why := rule(scenario)) is not None]
+
+
+def reduce_refusal(scenario: Scenario) -> str | None:
+    """Why a scenario asking to be reduced cannot be (None when it can): the reasons of
+    :data:`REDUCE_RULES`, joined."""
+    reasons = reduce_refusals(scenario)
+    return "; ".join(reasons) if reasons else None
+
+
+def _reduce_counts(scenario: Scenario) -> dict[str, int]:
+    """Every count a reduced run divides: replicas, database shards, cache shards."""
+    out = {}
+    for d in scenario.deployments:
+        out.update({f"{d.name}: service {s.name} x{s.replicas}": s.replicas for s in d.services})
+        out.update({f"{d.name}: database {b.name} x{b.shards}": b.shards for b in d.databases})
+        out.update({f"{d.name}: cache {c.name} x{c.shards}": c.shards for c in d.caches})
+    return out
+
+
+def not_reducible_because(scenario: Scenario) -> str:
+    """Why the reduce factor of ``scenario`` is 1 although nothing refuses: the counts with
+    no common factor (a reduced run keeps every replica and shard whole)."""
+    counts = _reduce_counts(scenario)
+    ones = [name for name, n in counts.items() if n == 1]
+    shown = ones or list(counts)
+    more = f" and {len(shown) - 4} more" if len(shown) > 4 else ""
+    return ("nothing to reduce: the replica and shard counts have no common factor > 1 ("
+            + ", ".join(shown[:4]) + more + ")")
 
 
 def reduce_stream_every(load_balancing: str, k: int) -> int:
@@ -234,10 +297,7 @@ def reduce_factor(scenario: Scenario) -> int:
     """
     if not scenario.simulation.reduce or reduce_refusal(scenario) is not None:
         return 1
-    counts = [s.replicas for d in scenario.deployments for s in d.services]
-    counts += [db.shards for d in scenario.deployments for db in d.databases]
-    counts += [c.shards for d in scenario.deployments for c in d.caches]
-    return max(1, _fold(math.gcd, counts))
+    return max(1, _fold(math.gcd, _reduce_counts(scenario).values()))
 
 
 def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> Topology:
@@ -260,7 +320,9 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             queue_limit_by_priority=tuple(s.queue_limit_by_priority.get(p)
                                           for p in PRIORITIES),
             call_policies=tuple(
-                compile_call_policy(s.call_policies.get(callee.name, deployment.call_policy))
+                compile_call_policy(s.call_policies.get(
+                    callee.name,
+                    deployment.call_policies.get(callee.name, deployment.call_policy)))
                 for callee in deployment.services),
             autoscaling=compile_autoscaling(s.autoscaling),
             health_interval_s=s.health_check.interval_s,
@@ -341,8 +403,11 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
-        faults=F.compile_faults(scenario.faults, deployment, list(scenario.operations),
-                                scenario.players, k),
+        faults=F.compile_faults(
+            scenario.faults, deployment, list(scenario.operations), scenario.players, k,
+            online_at=lambda t: float(online_count(
+                scenario.population, scenario.simulation.start_hour * HOUR_S + t)),
+            registered=scenario.population.registered_players),
         retry=F.compile_retry(scenario.players),
         conflict_retry=ConflictRetrySpec(
             max_attempts=deployment.conflict_retry.max_attempts,

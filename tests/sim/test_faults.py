@@ -56,7 +56,10 @@ def base(kind: str = "microservices", faults: list[dict[str, Any]] | None = None
                                              "workers": 32, "db_pool": 8, "database": "main",
                                              "components": ["player", "wallet", "fraud"]}]}]
     else:
+        # call_policy: null: the fault's own effect, without the reference's timeouts,
+        # retries and breaker (their effect is tests/sim/test_policies.py's)
         raw["deployments"] = [{"name": "micro", "kind": "microservices", "databases": db,
+                               "call_policy": None,
                                "services": [
                                    {"name": "player", "components": ["player"], "replicas": 2},
                                    {"name": "wallet", "components": ["wallet"], "replicas": 2,
@@ -284,3 +287,127 @@ def test_fluid_check() -> None:
     assert row["theory"] == pytest.approx(30.0)
     assert row["pass"], table.to_string()
     assert abs(row["rel_error"]) < 0.10
+
+
+def test_run_report_and_results_carry_recovery(tmp_path) -> None:
+    """A run with a fault: the recovery table (saved, loaded), the report's section and plot."""
+    from sim.reports.report import write_report
+    from sim.reports.results import load_results
+    from sim.runner import run
+
+    raw = base("microservices", [{"kind": "crash", "target": "fraud", "at_s": 20,
+                                  "duration_s": 5}], duration=70.0)
+    res = run(parse_scenario(raw), jobs=1)
+    rec = res.recovery
+    assert set(rec["operation"]) == {"login", "bet", "deposit"}
+    dep = rec.set_index("operation").loc["deposit"]
+    login = rec.set_index("operation").loc["login"]
+    assert dep["failed"] > 0 and dep["availability_fault"] < 0.5
+    assert login["failed"] == 0 and login["availability_fault"] == 1.0
+    assert dep["detect_s"] == pytest.approx(6.0)          # checks at 22, 24, 26 s
+    assert dep["recovered_share"] == 1.0
+    # back behind the load balancer at 34 s, the 10 s error window clear after 44 s
+    assert dep["slo_restored_s"] == pytest.approx(25.0, abs=1.0)
+    res.save(tmp_path)
+    assert load_results(tmp_path).recovery.equals(res.recovery)
+    text = write_report(res, tmp_path).read_text()
+    assert "## Failure recovery" in text and "failure_recovery.png" in text
+    assert (tmp_path / "failure_recovery.png").stat().st_size > 10_000
+    assert "window_p99_ms" in res.timeseries.columns
+    peaks = res.meta["peak_queue_per_station"]["micro"]["crash fraud"]
+    assert "fraud[0].workers" in peaks and all(v >= 0 for v in peaks.values())
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("faults.0.target=nowhere", "faults[0] (crash nowhere).target: no service or component"),
+    ("faults.0.at_s=.inf", "faults[0].at_s: Input should be a finite number"),
+    ("players.retry.max_attempts=1000", "players.retry.max_attempts: Input should be less"),
+])
+def test_cli_refuses_a_bad_fault_with_exit_2(override: str, needle: str) -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    res = CliRunner().invoke(cli, ["simulate", "scenarios/outage_wallet_crash.yaml",
+                                   "--set", override, "--no-progress", "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert "outage_wallet_crash.yaml" in res.output and needle in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_reduced_failover_reproduces_the_full_system() -> None:
+    """A failover of the whole database reduces (k = 4): lost transactions and failed
+    requests of the partition, scaled by k, match the full system's."""
+    f = [{"kind": "db_failover", "target": "main", "at_s": 20, "duration_s": 5}]
+    raw = base("monolith", f, duration=40.0)
+    raw["deployments"][0]["databases"][0].update(shards=4, replication_lag_ms=2000)
+    full = [run_once(raw, seed)[0] for seed in (1, 2)]
+    raw["simulation"]["reduce"] = True
+    scen = parse_scenario(copy.deepcopy(raw))
+    assert reduce_factor(scen) == 4
+    reduced = []
+    for seed in (1, 2):
+        topo = compile_topology(scen, scen.deployments[0], 4)
+        rng = np.random.default_rng(seed)
+        eng = Engine(topo, rng, 1.0, draws=BatchDraws(rng))
+        reduced.append(eng.run(plan_sources(scen, 4, np.random.SeedSequence(seed), 4), 40.0))
+    lost_full = np.mean([o.faults[0].lost_transactions for o in full])
+    lost_red = np.mean([o.faults[0].lost_transactions for o in reduced])   # already x k
+    assert 0.7 < lost_red / lost_full < 1.3, (lost_red, lost_full)
+    fail_full = np.mean([o.error.sum() for o in full])
+    fail_red = 4 * np.mean([o.error.sum() for o in reduced])
+    assert 0.8 < fail_red / fail_full < 1.2, (fail_red, fail_full)
+
+
+def test_reconnect_storm_of_a_share_of_the_online_players() -> None:
+    """share 0.5 of 1,000 online players: 500 extra logins within 2 s of the window's end."""
+    raw = base("monolith", [{"kind": "hang", "target": "app", "at_s": 20, "duration_s": 2,
+                             "reconnect": {"operation": "login", "over_s": 2, "share": 0.5}}])
+    out, ops = run_once(raw)
+    login = out.op == ops.index("login")
+    storm = int((login & (out.t >= 22) & (out.t < 24)).sum())
+    usual = RATE * 0.2 * 2
+    assert 500 + 0.5 * usual < storm < 500 + 1.6 * usual, storm
+    scen = parse_scenario(copy.deepcopy(raw))
+    rc = compile_topology(scen, scen.deployments[0]).faults[0].reconnect
+    assert rc is not None and rc.count == 500 and rc.space == 100_000
+
+
+def test_hung_dependency_without_timeout_cascades_into_callers_worker_pools() -> None:
+    """Fraud hangs for 10 s in microservices; withdrawals call it from the wallet and hold
+    their wallet worker while waiting (no timeout): the wallet's 2 x 16 workers fill within a
+    second, so bets (wallet only, no fraud) wait too; login (player) does not."""
+    raw = base("microservices", [{"kind": "hang", "target": "fraud", "at_s": 20,
+                                  "duration_s": 10}])
+    raw["operations"]["withdraw"] = raw["operations"].pop("deposit")  # see the next test
+    raw["slos"]["latency_ms"].pop("deposit")
+    raw["operations"]["withdraw"]["steps"] = [
+        {"component": "wallet", "cpu": _exp(1.0), "calls": [
+            {"component": "fraud", "cpu": _exp(0.5)}]}]
+    out, ops = run_once(raw)
+
+    def p99(op: str, t0: float, t1: float) -> float:
+        sel = (out.op == ops.index(op)) & (out.t >= t0) & (out.t < t1)
+        return float(np.percentile(out.latency[sel], 99))
+
+    assert p99("bet", 0, 20) < 0.05
+    assert p99("bet", 22, 28) > 1.0          # stuck behind withdrawals holding workers
+    assert p99("login", 22, 28) < 0.05       # another service's pool: untouched
+    assert p99("bet", 40, 60) < 0.05         # and all drains after the hang
+    assert not out.error.any()
+
+
+def test_a_hang_deadlocks_a_cycle_of_pools_without_timeouts() -> None:
+    """Deposits go fraud -> wallet, withdrawals wallet -> fraud. While fraud hangs, the
+    withdrawals fill the wallet's workers; when fraud resumes, its workers go to deposits,
+    which then wait for the wallet's: each pool waits for the other, for good (no timeout).
+    The simulator shows it: no bet completes after the hang, the run never recovers."""
+    raw = base("microservices", [{"kind": "hang", "target": "fraud", "at_s": 20,
+                                  "duration_s": 10}])
+    raw["operations"]["withdraw"] = {"weight": 0.2, "steps": [
+        {"component": "wallet", "cpu": _exp(1.0), "calls": [
+            {"component": "fraud", "cpu": _exp(0.5)}]}]}
+    out, ops = run_once(raw)
+    bets = out.t[out.op == ops.index("bet")]
+    assert bets.max() < 25.0                 # bets stop during the hang and never resume
+    assert (out.t[out.op == ops.index("login")] > 55).any()   # the run went on

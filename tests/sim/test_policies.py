@@ -278,7 +278,7 @@ def test_a_policy_that_never_acts_leaves_every_latency_unchanged() -> None:
     """Timeout far beyond any call, no retries, no breaker, no bulkhead: the attempt runs as
     its own process but every request takes exactly as long as with no policy."""
     raw = _raw()
-    raw["operations"]["deposit"]["steps"][0].pop("external")
+    raw.pop("faults")
     raw["simulation"]["duration_s"] = 10
     raw["variants"] = [
         {"name": "none", "set": ["call_policy=null"]},
@@ -293,17 +293,26 @@ def test_a_policy_that_never_acts_leaves_every_latency_unchanged() -> None:
     assert b.policy["attempts"] == b.policy["calls"] > 0 and b.policy["retries"] == 0
 
 
+def _window(res: Any, arch: str, op: str, t0: float, t1: float) -> tuple[float, float]:
+    """(error rate, worst per-bin p99 of successes in ms) of ``op`` arriving in [t0, t1)."""
+    ts = res.timeseries
+    w = ts[(ts["architecture"] == arch) & (ts["operation"] == op) & (ts["t_s"] >= t0)
+           & (ts["t_s"] < t1)]
+    return float(w["errors"].sum() / w["requests"].sum()), float(w["p99_ms"].max())
+
+
 def test_fraud_hang_hurts_only_deposits_with_timeout_and_breaker() -> None:
-    scen = load_scenario(CASES / "fraud_hang.yaml",
-                         ["simulation.duration_s=30", "simulation.replications=2"])
+    scen = load_scenario(CASES / "fraud_hang.yaml", ["simulation.replications=2"])
     res = run(scen, jobs=1)
     for dep in ("microservices", "microservices+reference"):
-        assert _row(res, dep, "bet").error_rate == 0.0
-        assert _row(res, dep, "bet").p99_ms < 50  # the bet SLO
-        assert _row(res, dep, "deposit").error_rate == 1.0
+        err, p99 = _window(res, dep, "bet", 20, 40)
+        assert err == 0.0 and p99 < 50, (dep, err, p99)  # bets keep their SLO
+        assert _window(res, dep, "deposit", 22, 40)[0] == 1.0
         assert res.meta["policies"][dep]["breaker_opens"][0] >= 1
+        assert _window(res, dep, "deposit", 45, 60)[0] == 0.0  # back after the hang
     # no timeout: deposits hold the edge's workers, its queue fills, bets are refused
-    assert _row(res, "microservices+no_policy", "bet").error_rate > 0.5
+    assert _window(res, "microservices+no_policy", "bet", 22, 40)[0] > 0.5
+    assert _window(res, "microservices+no_policy", "bet", 5, 20)[0] == 0.0
 
 
 def test_retry_storm_stays_down_without_budget_and_recovers_with_one() -> None:
@@ -356,3 +365,19 @@ def test_autoscaling_adds_replicas_after_provisioning_within_cooldown_and_max() 
         assert (final == 3) if cap == 3 else (4 <= final <= 6), events
         late = out.latency[out.t > 200]
         assert np.percentile(late, 99) < 0.2  # the added replicas absorbed the step
+
+
+def test_a_bad_policy_in_a_file_exits_2_naming_file_and_field(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    raw = yaml.safe_load((ROOT / "scenarios" / "retry_storm.yaml").read_text())
+    raw["deployments"][1]["call_policy"]["backoff_max_ms"] = float("inf")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(cli, ["simulate", str(path), "--no-progress", "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert f"{path}: deployments[1].call_policy.backoff_max_ms: Input should be a finite" \
+        in res.output, res.output
+    assert "Traceback" not in res.output

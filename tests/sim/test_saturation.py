@@ -152,20 +152,3 @@ def test_cli_warns_and_strict_refuses_with_exit_3(tmp_path: Path) -> None:
     assert "refusing" in res.output
     assert not (tmp_path / "out").exists()
 
-
-def test_offered_load_of_a_scenario_driven_by_workloads_only() -> None:
-    """Every operation weight 0 (only workloads send requests): the population offers
-    nothing, without a 0/0 (it used to warn and give NaN shares)."""
-    import warnings
-
-    from sim.model.load import op_rates
-
-    raw = {"name": "w", "operations": {"job": {"weight": 0, "steps": [
-        {"component": "s", "cpu": {"kind": "constant", "value_ms": 1}}]}},
-        "workloads": [{"name": "x", "operations": {"job": 1}, "rate_rps": 10}],
-        "deployments": [{"name": "d", "kind": "monolith", "services": [
-            {"name": "s", "components": ["s"]}]}]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        rates = op_rates(parse_scenario(raw), np.array([0.0, 60.0]))
-    assert np.array_equal(rates, np.zeros((2, 1)))
