@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 
 from drills.environment import Environment
+from drills.procs import DrillError
 from drills.traffic import Acks
 
 AUDIT_TIMEOUT_S = 120.0
@@ -91,10 +92,16 @@ def audit_verify(env: Environment) -> dict[str, Any]:
 
 
 def check_ledger(env: Environment, acks: Acks) -> LedgerCheck:
-    """Every check above, on the drill's (still running) back office and database."""
-    txs, journal = ledger_ids(env)
+    """Every check above, on the drill's (still running) back office and database;
+    DrillError when the database or the back office cannot be read."""
+    try:
+        txs, journal = ledger_ids(env)
+        audit = audit_verify(env)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error,
+            httpx.HTTPError) as exc:
+        raise DrillError(f"the ledger checks could not read the drill's back office or "
+                         f"database: {exc!r}") from exc
     lost = sorted(tx for tx in acks.seen if tx not in txs)
-    audit = audit_verify(env)
     verify = env.ledger_verify()
     try:
         summary = json.dumps(json.loads(verify.stdout).get("counts", {}))

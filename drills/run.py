@@ -117,17 +117,21 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                               f"drill-{secrets.token_hex(3)}-", credentials=load_credentials(
                                   env.creds.path), keep_requests=True)
         try:
-            parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(window_starts, sampler.stop),
-                                  source=acking_source(acks, cfg.staff_share))
+            # the injector's thread lives until the checks are done: a server it restarted
+            # (database, broker) dies with the thread that started it (PR_SET_PDEATHSIG)
+            try:
+                parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(window_starts, sampler.stop),
+                                      source=acking_source(acks, cfg.staff_share))
+            finally:
+                sampler.stop()
+            try:
+                env.office.wait_healthy(HEALTH_WAIT_S)
+            except DrillError as exc:
+                injector.errors.append(f"after the window: {exc}")
+            ledger = check_ledger(env, acks)
+            restarts = len(env.office.restarts)
         finally:
-            sampler.stop()
             injector.stop()
-        try:
-            env.office.wait_healthy(HEALTH_WAIT_S)
-        except DrillError as exc:
-            injector.errors.append(f"after the window: {exc}")
-        ledger = check_ledger(env, acks)
-        restarts = len(env.office.restarts)
     part = parts[0]
     rec = merge([part["recorder"]])
     assert rec.log is not None

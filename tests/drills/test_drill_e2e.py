@@ -69,7 +69,12 @@ def test_microservices_sync_failover_loses_nothing(tmp_path: Path) -> None:
     assert math.isfinite(res.recovery.iloc[0]["resume_s"])
 
 
-def test_hybrid_broker_down(tmp_path: Path) -> None:
+def test_hybrid_broker_down_and_database_restart(tmp_path: Path) -> None:
+    """Two faults in one drill; the database the injector restarted must outlive the window
+    (it was killed with the injector's thread, and the ledger checks could not read it)."""
     res = _drill(tmp_path, "--topology", "hybrid", "--db", "postgresql",
-                 "--fault", "broker-down@3+2", "--duration", "9", "--rate", "30")
-    assert [e["action"] for e in res.meta["drill"]["events"]] == ["start", "end"]
+                 "--fault", "broker-down@2+2", "--fault", "db-restart@3+2",
+                 "--duration", "10", "--rate", "30")
+    events = [(e["fault"], e["action"]) for e in res.meta["drill"]["events"]]
+    assert events == [("broker-down@2+2", "start"), ("db-restart@3+2", "start"),
+                      ("broker-down@2+2", "end"), ("db-restart@3+2", "end")]
