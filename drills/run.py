@@ -130,6 +130,7 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                 injector.errors.append(f"after the window: {exc}")
             ledger = check_ledger(env, acks)
             restarts = len(env.office.restarts)
+            workdir = str(env.root)  # removed when the environment closes
         finally:
             injector.stop()
     part = parts[0]
@@ -156,7 +157,7 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
             "slo_operation": cfg.slo_operation,
             "slo_p99_ms": slo_p99, "staff_share": cfg.staff_share, "baseline_p99_ms": baseline,
             "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
-            "monolith_restarts_by_drill": restarts,
+            "monolith_restarts_by_drill": restarts, "workdir": workdir,
             "ledger": ledger.to_json(),
             "rpc_policy_per_second": sampler.increments(),
             "per_operation": per_operation(rec.log, windows, cfg.duration_s,

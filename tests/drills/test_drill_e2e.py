@@ -20,13 +20,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _drill_processes() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "testbed-drill-" in " ".join(p.info["cmdline"] or [])]
+def _processes_of(workdir: str) -> list[int]:
+    """Live processes with the drill's directory on their command line (its PostgreSQL,
+    broker, proxies, testbed serve) or in their environment (the services, whose spec
+    names the drill's credentials file)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            env = " ".join(p.environ().values())
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            env = ""
+        if workdir in " ".join(p.info["cmdline"] or []) or workdir in env:
+            out.append(p.pid)
+    return out
 
 
 def _drill(out: Path, *args: str) -> sim.Results:
-    before = set(_drill_processes())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TESTBED_CREDENTIALS", None)
     proc = subprocess.run([sys.executable, "-m", "testbed", "drill", "--out", str(out),
@@ -34,8 +43,11 @@ def _drill(out: Path, *args: str) -> sim.Results:
                           capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     print(proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert set(_drill_processes()) - before == set()  # nothing outlives the drill
     res = sim.load_results(str(out))
+    workdir = res.meta["drill"]["workdir"]
+    assert "testbed-drill-" in workdir
+    assert _processes_of(workdir) == []  # nothing outlives the drill
+    assert not Path(workdir).exists()
     assert res.meta["source"] == "measurement"
     led = res.meta["drill"]["ledger"]
     assert led["audit_ok"] and led["ledger_verify_exit"] == 0, led
