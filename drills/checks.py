@@ -30,6 +30,7 @@ class LedgerCheck:
     audit: dict[str, Any] = field(default_factory=dict)
     ledger_verify_exit: int = -1
     ledger_verify: str = ""
+    lost_acked_at_s: list[float] = field(default_factory=list)  # when each lost one was acked
 
     @property
     def ok(self) -> bool:
@@ -38,6 +39,7 @@ class LedgerCheck:
     def to_json(self) -> dict[str, Any]:
         return {"acknowledged": self.acknowledged, "lost": len(self.lost),
                 "lost_ids": self.lost[:50], "lost_in_journal": self.lost_in_journal,
+                "lost_acked_at_s": self.lost_acked_at_s[:50],
                 "audit_ok": self.audit_ok, "audit": self.audit,
                 "ledger_verify_exit": self.ledger_verify_exit,
                 "ledger_verify": self.ledger_verify}

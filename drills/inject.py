@@ -49,19 +49,19 @@ class Injector:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = 0.0
+        self.t0 = 0.0
         self._stopped_pids: dict[str, int] = {}
         self._sqlite: sqlite3.Connection | None = None
         self._down_node: PgNode | None = None
 
     def start(self) -> None:
         """The measured window starts now."""
-        self._t0 = time.perf_counter()
+        self.t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="drill-faults", daemon=True)
         self._thread.start()
 
     def now(self) -> float:
-        return time.perf_counter() - self._t0
+        return time.perf_counter() - self.t0
 
     def stop(self) -> None:
         """End the thread (after undoing a hang or a lock still in force)."""

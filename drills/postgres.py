@@ -146,8 +146,9 @@ class PgCluster:
     def nodes(self) -> list[PgNode]:
         return [self.primary] + ([self.replica] if self.replica else [])
 
-    def start(self) -> None:
-        """initdb, start the primary; base backup, start and attach the replica."""
+    def start(self, stream_via: int | None = None) -> None:
+        """initdb, start the primary; base backup, start and attach the replica (its WAL
+        stream through 127.0.0.1:``stream_via`` when given: a proxy that delays it)."""
         run([pg_bin("initdb"), "-D", str(self.primary.data), "-A", "trust", "-U", PG_USER,
              "--no-sync"], "initdb", user=PG_USER)
         self.primary.start()
@@ -157,8 +158,10 @@ class PgCluster:
              str(self.root), "-p", str(self.primary.port), "-U", PG_USER, "-R",
              "-X", "stream", "--no-sync"], "pg_basebackup", user=PG_USER)
         with open(self.replica.data / "postgresql.auto.conf", "a") as conf:
-            conf.write(f"primary_conninfo = 'host={self.root} port={self.primary.port} "
-                       f"user={PG_USER} application_name={REPLICA_NAME}'\n")
+            where = f"host=127.0.0.1 port={stream_via}" if stream_via else \
+                f"host={self.root} port={self.primary.port}"
+            conf.write(f"primary_conninfo = '{where} user={PG_USER} "
+                       f"application_name={REPLICA_NAME}'\n")
         self.replica.start()
         self._wait_streaming()
 

@@ -55,6 +55,7 @@ class DrillConfig:
     slo_p99_ms: float | None = None  # instead of the scenario's p99 of slo_operation
     staff_share: float = 0.0  # of arrivals: staff reading fraud alerts
     hold_s: float | None = None  # how long p99 must stay under target (None: to the end)
+    replica_lag_ms: float = 0.0  # the replica's WAL stream delayed this much
 
     @property
     def architecture(self) -> str:
@@ -101,7 +102,7 @@ def fault_windows(faults: tuple[Fault, ...], events: list[Event]) -> list[FaultW
 def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
     """Run the drill; the environment is gone when this returns (or raises)."""
     env_cfg = EnvConfig(cfg.topology, cfg.db, cfg.broker, cfg.replication, cfg.faults,
-                        cfg.rpc_policy)
+                        cfg.rpc_policy, cfg.replica_lag_ms)
     with Environment(env_cfg, keep=logs) as env:
         assert env.office is not None
         acks = Acks()
@@ -129,6 +130,8 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
             except DrillError as exc:
                 injector.errors.append(f"after the window: {exc}")
             ledger = check_ledger(env, acks)
+            ledger.lost_acked_at_s = sorted(round(acks.seen[tx][1] - injector.t0, 3)
+                                            for tx in ledger.lost)
             restarts = len(env.office.restarts)
             workdir = str(env.root)  # removed when the environment closes
         finally:
@@ -152,6 +155,7 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
             "topology": cfg.topology, "db": cfg.db, "broker": cfg.broker,
             "replication": cfg.replication if any(f.kind == "db-failover"
                                                   for f in cfg.faults) else None,
+            "replica_lag_ms": cfg.replica_lag_ms,
             "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
             "window_s": cfg.window_s, "hold_s": cfg.hold_s,
             "slo_operation": cfg.slo_operation,
