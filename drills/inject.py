@@ -143,11 +143,10 @@ class Injector:
             return "broker started"
         if f.kind == "db-failover":
             assert env.pg is not None
-            t = time.perf_counter()
-            lag = env.pg.failover()
-            return (f"primary killed ({env.pg.replica_mode} replication; just before: "
-                    f"{lag or 'no standby'}), replica promoted in "
-                    f"{time.perf_counter() - t:.2f} s")
+            lag, crashed = env.pg.failover()
+            return (f"primary killed at {crashed - self.t0:.3f} s ({env.pg.replica_mode} "
+                    f"replication; just before: {lag or 'no standby'}), replica promoted "
+                    f"{time.perf_counter() - crashed:.2f} s later")
         if f.kind == "db-restart":
             return self._db_restart(phase)
         raise DrillError(f"unknown fault kind {f.kind}")

@@ -177,8 +177,9 @@ class PgCluster:
             time.sleep(0.1)
         raise DrillError("the replica did not start streaming within 60 s")
 
-    def failover(self) -> str:
-        """Crash the primary and promote the replica; the replication lag just before."""
+    def failover(self) -> tuple[str, float]:
+        """Crash the primary and promote the replica; the replication lag just before and
+        the ``perf_counter`` time of the crash."""
         if self.replica is None:
             raise DrillError("db-failover needs the replica (started with --replication)")
         try:
@@ -188,9 +189,10 @@ class PgCluster:
                 f"FROM pg_stat_replication WHERE application_name = '{REPLICA_NAME}'").strip()
         except DrillError:
             lag = "lag unknown"
+        crashed = time.perf_counter()
         self.primary.crash()
         self.replica.promote()
-        return lag
+        return lag, crashed
 
     def current_primary(self) -> PgNode:
         """The node that takes writes now."""
