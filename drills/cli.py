@@ -155,9 +155,11 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "
                f"{rate:g} req/s for {duration_s:g} s", err=True)
+    from loadgen.openloop import LoadError
+
     try:
         result = run_drill(cfg, logs=out / "logs")
-    except DrillError as exc:
+    except (DrillError, LoadError) as exc:
         click.echo(f"drill failed: {exc} (servers' logs in {out / 'logs'})", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
