@@ -28,7 +28,7 @@ import pandas as pd
 from sim.analysis.fault_runs import recovery_rows
 from sim.analysis.output_analysis import confidence_interval, mser5_time, replications_needed
 from sim.analysis.paired import paired_differences
-from sim.analysis.recovery import aggregate_recovery
+from sim.analysis.recovery import aggregate_recovery, peak_queue_table
 from sim.analysis.saturation import is_growing, queue_growth
 from sim.engine.core import Engine, RunOutput
 from sim.engine.sampling import BatchDraws, KeyedDraws, child_seed
@@ -223,7 +223,11 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
         if progress is not None and hasattr(progress, "flush"):
             progress.flush()
         stats = summarise(out, scenario, k, replication, sim.warmup)
-        stats.recovery = recovery_rows(out, topo.faults, scenario, k, stats.station_timeseries)
+        stats.recovery, rolling = recovery_rows(out, topo.faults, scenario, k,
+                                                stats.station_timeseries)
+        if rolling is not None:
+            stats.timeseries = stats.timeseries.merge(rolling, on=["t_s", "operation"],
+                                                      how="left")
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
     return results
@@ -325,9 +329,12 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     meta |= comparison_meta(scenario, reps, order)
     meta["faults"] = [f.model_dump(exclude_none=True) | {"label": f.label()}
                       for f in scenario.faults]
+    meta["fault_windows"] = [{"name": f.label(), "start_s": f.at_s, "end_s": f.end_s}
+                             for f in scenario.faults]
     rec = [{"architecture": r.deployment, "replication": r.replication, **row}
            for dep in order for r in sorted(by_dep[dep], key=lambda r: r.replication)
            for row in r.recovery or []]
+    meta["peak_queue_per_station"] = peak_queue_table(rec)
     return Results(
         meta=meta,
         summary=pd.DataFrame(rows),

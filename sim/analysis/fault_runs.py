@@ -26,19 +26,20 @@ def fault_windows(faults: tuple[FaultSpec, ...], detected: dict[str, float | Non
 
 
 def recovery_rows(out: Any, faults: tuple[FaultSpec, ...], scenario: Scenario, k: int,
-                  station_ts: pd.DataFrame) -> list[dict[str, Any]]:
-    """One dict per (fault, operation with a p99 target) of one run (``out``: a RunOutput).
+                  station_ts: pd.DataFrame) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
+    """One dict per (fault, operation with a p99 target) of one run (``out``: a RunOutput),
+    and the rolling p99 per (t_s, operation) (``window_p99_ms``, for the plots).
 
     Counts are the whole system's (a reduced run's times ``k``).
     """
     if not faults:
-        return []
+        return [], None
     rs = scenario.recovery
     logs = {lg.name: lg for lg in out.faults}
     windows = fault_windows(faults, {n: lg.detected_s for n, lg in logs.items()})
     queues = station_ts[["t_s", "station", "queue"]] if len(station_ts) else None
     outcome = out.outcome if out.outcome is not None else out.error.astype(np.int8)
-    rows = []
+    rows, rolling = [], []
     for oi, op in enumerate(scenario.operations):
         slo = scenario.slos.latency_ms.get(op)
         if slo is None or slo.p99 is None:
@@ -47,6 +48,8 @@ def recovery_rows(out: Any, faults: tuple[FaultSpec, ...], scenario: Scenario, k
         t, lat, code = out.t[sel], out.latency[sel] * 1000.0, outcome[sel]
         att = out.attempts[sel] if out.attempts is not None else None
         bins = bins_from_requests(t, lat, code, out.duration_s, rs.window_s, out.bin_s, att)
+        rolling.append(pd.DataFrame({"t_s": bins["t_s"], "operation": op,
+                                     "window_p99_ms": bins["window_p99_ms"]}))
         for c in ("ok", "failed", "timed_out", "shed", *(["attempts"] if att is not None
                                                        else [])):
             bins[c] = bins[c] * k
@@ -59,4 +62,4 @@ def recovery_rows(out: Any, faults: tuple[FaultSpec, ...], scenario: Scenario, k
             ok = (code == 0) & (t >= w.start_s) & (t < end)
             row["p99_ok_ms"] = float(np.percentile(lat[ok], 99)) if ok.any() else math.nan
             rows.append(row)
-    return rows
+    return rows, (pd.concat(rolling, ignore_index=True) if rolling else None)

@@ -235,6 +235,7 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
 
     drained = math.nan
     peak, peak_station = math.nan, ""
+    peaks: dict[str, float] = {}
     if queues is not None and not queues.empty:
         total_q = queues.groupby("t_s", sort=True)["queue"].sum()
         before = total_q[total_q.index < fault.start_s]
@@ -268,6 +269,7 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
         "shed": float(bins["shed"].to_numpy(dtype=float)[span].sum()),
         "lost_transactions": float(lost_transactions),
         "retry_amplification": amp, "peak_queue": peak, "peak_queue_station": peak_station,
+        "peak_queues": peaks,
         "replicas_added": float(replicas_added),
         "availability_before": avail(0, i_start),
         "availability_fault": avail(i_start, i_end),
@@ -282,6 +284,24 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
     if len(x) == 0:
         return math.nan, math.nan
     return confidence_interval(x)
+
+
+def peak_queue_table(rows: list[Mapping[str, object]]) -> dict[str, dict[str, dict[str, float]]]:
+    """architecture -> fault -> station -> peak queue, the mean over replications of the
+    largest peak any operation's span saw (rows of :func:`recovery_row` with ``architecture``
+    and ``replication``)."""
+    best: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in rows:
+        key = (str(r["architecture"]), str(r["fault"]), int(r.get("replication", 0)))
+        cur = best.setdefault(key, {})
+        for st, v in dict(r.get("peak_queues") or {}).items():
+            cur[st] = max(cur.get(st, -math.inf), float(v))
+    acc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for (arch, fault, _rep), peaks in best.items():
+        for st, v in peaks.items():
+            acc.setdefault(arch, {}).setdefault(fault, {}).setdefault(st, []).append(v)
+    return {a: {f: {st: float(np.mean(v)) for st, v in sorted(sts.items())}
+                for f, sts in fs.items()} for a, fs in acc.items()}
 
 
 def aggregate_recovery(rows: pd.DataFrame | list[Mapping[str, object]]) -> pd.DataFrame:

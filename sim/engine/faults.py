@@ -231,6 +231,8 @@ def _reconnect(env: simpy.Environment, path: RequestPath, spec: FaultSpec,
     yield _at(env, spec.end_s)
     players = sorted(path.failed_players)
     path.failed_players = None
+    if rc.count:  # a stated share of the online players instead
+        players = [rc.stride * path.pyrng.randrange(rc.space) for _ in range(rc.count)]
     times = sorted(path.pyrng.uniform(0.0, rc.over_s) for _ in players)
     start = env.now
     for key, (t, p) in enumerate(zip(times, players, strict=True)):

@@ -186,37 +186,40 @@ class RequestPath:
 
     # ------------------------------------------------------------------ processes
 
-    def request(self, op: int, player: int, key: int) -> Generator[Event, Any, None]:
-        """One client request: enter, walk the route, record the response time."""
-        t0 = self.env.now
-        outcome, end = yield from self._attempt(op, player, key)
-        self.record(t0, op, end - t0, outcome)
-        if outcome and self.failed_players is not None:
-            self.failed_players.add(player)
+    def request(self, op: int, player: int, key: int, attempt: bool = False
+                ) -> Generator[Event, Any, Any]:
+        """One client request: enter, walk the route, record the response time and outcome.
 
-    def _attempt(self, op: int, player: int, key: int
-                 ) -> Generator[Event, Any, tuple[int, float]]:
-        """One try of a request: (outcome, time the client learnt it)."""
+        With ``attempt`` (a try of :meth:`request_retrying`) nothing is recorded: the process
+        returns (outcome, time the client learnt it)."""
         env = self.env
+        t0 = env.now
         route = self.routes[op]
         rep = self.pick(route.entry)
         if rep is None or rep.down:
-            return FAILED, env.now  # no live replica, or a dead one (connection refused)
-        epoch = rep.epoch
-        w = rep.workers
-        ev = w.acquire()
-        if ev is not None:
+            outcome, end = FAILED, t0  # no live replica, or a dead one (connection refused)
+        else:
+            epoch = rep.epoch
+            w = rep.workers
+            ev = w.acquire()
             if ev is REJECTED:
-                return SHED, env.now
-            if (yield ev) is DEAD:
-                return FAILED, env.now
-        if route.gateway_cpu is not None:
-            yield rep.cpu.serve(route.gateway_cpu(key))
-        outcome = yield from self._steps(rep, route.entry, route.steps, player, key)
-        w.release()
-        if rep.epoch != epoch:  # the replica crashed under the request
-            return FAILED, rep.crashed_at
-        return outcome, env.now
+                outcome, end = SHED, t0
+            elif ev is not None and (yield ev) is DEAD:
+                outcome, end = FAILED, env.now  # queued on a replica that crashed
+            else:
+                if route.gateway_cpu is not None:
+                    yield rep.cpu.serve(route.gateway_cpu(key))
+                outcome = yield from self._steps(rep, route.entry, route.steps, player, key)
+                w.release()
+                end = env.now
+                if rep.epoch != epoch:  # the replica crashed under the request
+                    outcome, end = FAILED, rep.crashed_at
+        if attempt:
+            return outcome, end
+        self.record(t0, op, end - t0, outcome)
+        if outcome and self.failed_players is not None:
+            self.failed_players.add(player)
+        return None
 
     def request_retrying(self, op: int, player: int, key: int) -> Generator[Event, Any, None]:
         """A request whose player retries errors and timeouts (``topo.retry``): recorded once,
@@ -228,17 +231,15 @@ class RequestPath:
         n = 0
         while True:
             n += 1
-            outcome, end = yield from self._attempt(op, player, key)
+            outcome, end = yield env.process(self.request(op, player, key, attempt=True))
             if outcome == OK or n >= retry.max_attempts:
                 break
-            if end > env.now:
-                yield env.timeout(end - env.now)
             wait = min(retry.cap_s, retry.backoff_s * retry.multiplier ** (n - 1))
             if retry.jitter == "full":
                 wait *= self.pyrng.random()
             elif retry.jitter == "equal":
                 wait *= 0.5 + 0.5 * self.pyrng.random()
-            yield env.timeout(wait)
+            yield env.timeout(max(0.0, end + wait - env.now))
         self.record(t0, op, end - t0, outcome)
         self.recorded_attempts(n)
         if outcome and self.failed_players is not None:

@@ -17,7 +17,7 @@ when the replicas serve again (``duration_s`` down, then ``boot_s``), for the ot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -28,13 +28,10 @@ from sim.model import limits as L
 if TYPE_CHECKING:
     from sim.model.scenario import Deployment
 
-MAX_FAULTS = 100
-"""Faults per scenario."""
-MAX_BOOT_S = 3_600.0
-"""Boot, warm-up, health-check interval and reconnect spread: an hour at most."""
-MAX_ATTEMPTS = 20
-"""A player's attempts per request (first included)."""
-MAX_HEALTH_THRESHOLD = 100
+MAX_FAULTS = L.MAX_FAULTS
+MAX_BOOT_S = L.MAX_FAULT_DELAY_S
+MAX_ATTEMPTS = L.MAX_ATTEMPTS
+MAX_HEALTH_THRESHOLD = L.MAX_HEALTH_THRESHOLD
 DEFAULT_LOST_WAIT_S = 30.0
 """What a caller with no timeout of its own waits for a lost message's answer (s)."""
 DEFAULT_PUBLISH_BACKLOG = 100_000
@@ -68,17 +65,20 @@ class Retry(_Model):
 
     max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     backoff_ms: float = Field(default=1000.0, gt=0, le=L.MAX_DEMAND_MS)
-    multiplier: float = Field(default=2.0, ge=1, le=10)
+    multiplier: float = Field(default=2.0, ge=1, le=L.MAX_BACKOFF_MULTIPLIER)
     cap_ms: float = Field(default=30_000.0, gt=0, le=L.MAX_DEMAND_MS)
     jitter: Literal["none", "full", "equal"] = "full"
 
 
 class Reconnect(_Model):
-    """After a fault's window, the players whose requests failed during it (sessions ended)
-    log in again at once: each sends ``operation`` at a uniform time in ``over_s``."""
+    """After a fault's window, the logged-out players log in again at once: each sends
+    ``operation`` at a uniform time in ``over_s``. Who: the players whose requests failed
+    during the window (their sessions ended), or, with ``share``, that share of the players
+    online when the window ends (drawn uniformly among the registered)."""
 
     operation: str = "login"
     over_s: float = Field(default=5.0, gt=0, le=MAX_BOOT_S)
+    share: float | None = Field(default=None, ge=0, le=1)
 
 
 class Players(_Model):
@@ -119,6 +119,11 @@ class _Fault(_Model):
     def down_s(self) -> float:
         """How long the trigger lasts (s)."""
         return self.duration_s if self.duration_s is not None else self.until_s - self.at_s
+
+    @property
+    def end_s(self) -> float:
+        """End of the fault's window: the trigger ended (a crash: the replicas serve again)."""
+        return self.at_s + self.down_s + getattr(self, "boot_s", 0.0)
 
     def label(self) -> str:
         return self.name or f"{self.kind} {self.target}"  # type: ignore[attr-defined]
@@ -194,13 +199,14 @@ class BrokerOutage(_Fault):
     consumers get nothing; after the window the backlog is delivered and consumers catch up."""
 
     kind: Literal["broker_outage"]
-    backlog: int = Field(default=DEFAULT_PUBLISH_BACKLOG, ge=0, le=1_000_000)
+    backlog: int = Field(default=DEFAULT_PUBLISH_BACKLOG, ge=0, le=L.MAX_PUBLISH_BACKLOG)
 
     @property
     def target(self) -> str:
         return "broker"
 
 
+FAULT_KINDS = ("crash", "hang", "db_failover", "slowdown", "network", "broker_outage")
 Fault = Annotated[Crash | Hang | DbFailover | Slowdown | Network | BrokerOutage,
                   Field(discriminator="kind")]
 
@@ -212,6 +218,9 @@ Fault = Annotated[Crash | Hang | DbFailover | Slowdown | Network | BrokerOutage,
 class ReconnectSpec:
     operation: int
     over_s: float
+    count: int = 0       # with a share: this many players (else those whose requests failed)
+    space: int = 1       # players drawn as stride * uniform(0, space): the run's partition
+    stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -311,17 +320,32 @@ def _target_problem(f: Any, dep: Deployment, externals: set[str]) -> str | None:
     return None
 
 
+def _reconnect(rc: Reconnect | None, operations: list[str], end_s: float, k: int,
+               online_at: Callable[[float], float] | None, registered: int
+               ) -> ReconnectSpec | None:
+    if rc is None:
+        return None
+    op = operations.index(rc.operation)
+    if rc.share is None or online_at is None:
+        return ReconnectSpec(op, rc.over_s)
+    return ReconnectSpec(op, rc.over_s, count=round(rc.share * online_at(end_s) / k),
+                         space=max(1, -(-registered // k)), stride=k)
+
+
 def compile_faults(faults: list[Any], dep: Deployment, operations: list[str],
-                   players: Players | None, k: int = 1) -> tuple[FaultSpec, ...]:
-    """Resolve the scenario's faults against one deployment (reduce factor ``k``)."""
+                   players: Players | None, k: int = 1,
+                   online_at: Callable[[float], float] | None = None,
+                   registered: int = 1) -> tuple[FaultSpec, ...]:
+    """Resolve the scenario's faults against one deployment (reduce factor ``k``;
+    ``online_at(t)``: players online at window time t, for a reconnect ``share``)."""
     out = []
     default_rc = players.reconnect if players is not None else None
     for f in faults:
-        rc = f.reconnect or default_rc
         common: dict[str, Any] = {
             "name": f.label(), "kind": f.kind, "target": f.target, "start_s": f.at_s,
-            "down_s": f.down_s, "end_s": f.at_s + f.down_s,
-            "reconnect": ReconnectSpec(operations.index(rc.operation), rc.over_s) if rc else None,
+            "down_s": f.down_s, "end_s": f.end_s,
+            "reconnect": _reconnect(f.reconnect or default_rc, operations, f.end_s, k,
+                                    online_at, registered),
         }
         if f.kind in ("crash", "hang"):
             s = _service(dep, f.target)
@@ -330,8 +354,7 @@ def compile_faults(faults: list[Any], dep: Deployment, operations: list[str],
             count = n if f.replicas is None else f.replicas // k
             common.update(service=s, replicas=tuple(range(count)))
             if f.kind == "crash":
-                common.update(boot_s=f.boot_s, cold_factor=f.cold_factor, warmup_s=f.warmup_s,
-                              end_s=f.at_s + f.down_s + f.boot_s)
+                common.update(boot_s=f.boot_s, cold_factor=f.cold_factor, warmup_s=f.warmup_s)
         elif f.kind == "db_failover":
             common.update(database=_database(dep, f.target))
         elif f.kind == "slowdown":

@@ -62,3 +62,17 @@ MAX_QUEUE_LIMIT = 100_000_000
 # run settings
 MAX_REPLICATIONS = 1_000
 MAX_SEED = 2**63 - 1
+
+# faults and players' reaction (sim/model/faults.py)
+MAX_FAULTS = 100
+"""Faults per scenario."""
+MAX_FAULT_DELAY_S = 3_600.0
+"""Boot, warm-up, health-check interval, lost-message wait, recovery window and reconnect
+spread: an hour at most."""
+MAX_ATTEMPTS = 20
+"""A player's tries per request (the first included)."""
+MAX_HEALTH_THRESHOLD = 100
+"""Failed (or good) health checks before a replica is taken out (or back)."""
+MAX_BACKOFF_MULTIPLIER = 10.0
+MAX_PUBLISH_BACKLOG = 1_000_000
+"""Messages publishers keep while the broker is down (the broker's own bound)."""

@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.model import limits as L
 from sim.model.distributions import BetSize, Constant, Distribution
-from sim.model.faults import Fault, HealthCheck, Players, RecoverySettings, fault_problems
+from sim.model.faults import (
+    FAULT_KINDS,
+    Fault,
+    HealthCheck,
+    Players,
+    RecoverySettings,
+    fault_problems,
+)
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 OPERATION_NAMES = ("login", "balance", "bet", "win", "rollback", "deposit", "withdrawal")
@@ -610,7 +617,8 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("constant", "exponential", "lognormal", "gamma", "empirical"):
+        elif part in ("constant", "exponential", "lognormal", "gamma", "empirical",
+                      *FAULT_KINDS):
             continue  # discriminator tag inserted by pydantic, not a user-visible field
         elif str(part).startswith(("function-", "union[", "literal[")) or part in _TYPE_TAGS:
             continue

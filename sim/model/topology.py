@@ -15,6 +15,7 @@ from functools import reduce as _fold
 
 from sim.model import faults as F
 from sim.model.distributions import Distribution
+from sim.model.population import HOUR_S, online_count
 from sim.model.scenario import Deployment, Scenario, Step
 
 GATEWAY_COMPONENT = "gateway"
@@ -265,7 +266,10 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
         load_balancing=deployment.load_balancing,
         reduce_factor=k,
         caches=caches,
-        faults=F.compile_faults(scenario.faults, deployment, list(scenario.operations),
-                                scenario.players, k),
+        faults=F.compile_faults(
+            scenario.faults, deployment, list(scenario.operations), scenario.players, k,
+            online_at=lambda t: float(online_count(
+                scenario.population, scenario.simulation.start_hour * HOUR_S + t)),
+            registered=scenario.population.registered_players),
         retry=F.compile_retry(scenario.players),
     )

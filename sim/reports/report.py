@@ -192,6 +192,16 @@ def _shade_windows(ax: Any, res: Results, arch: str) -> None:
 # ---------------------------------------------------------------------- plots
 
 
+def finish_time_panels(top: Any, bottom: Any, title: str) -> None:
+    """A time-series column: rates from zero on top, a log latency axis below, grids."""
+    top.set_title(title, fontsize=10)
+    top.set_ylim(bottom=0)
+    _plain_log_axis(bottom)
+    bottom.set_xlabel("time (s)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+
+
 def plot_latency(res: Results, path: Path) -> Path | None:
     """Grouped bars of p50/p95/p99/p99.9 per operation and architecture, with CI error bars,
     log scale and the SLO targets drawn as red dashes."""
@@ -364,12 +374,7 @@ def plot_throughput_p99(res: Results, path: Path) -> Path | None:
             p99 = o.groupby("t")["p99_ms"].mean()
             p99 = p99[p99 > 0]
             bottom.plot(p99.index, p99.to_numpy(), color=colours[op], lw=1, label=op)
-        top.set_title(arch, fontsize=10)
-        top.set_ylim(bottom=0)
-        _plain_log_axis(bottom)
-        bottom.set_xlabel("time (s)")
-        for ax in (top, bottom):
-            ax.grid(alpha=0.3, which="both")
+        finish_time_panels(top, bottom, arch)
     axes[0][0].set_ylabel("throughput (req/s)")
     p99_label = "p99 (ms)" if factor == 1 else f"p99 (ms, mean over {width:g} s)"
     axes[1][0].set_ylabel(p99_label)
@@ -474,6 +479,11 @@ def summary_paragraph(res: Results) -> str:
     if not _isnan(k) and float(k) > 1:
         parts.append(f"This run simulated one representative partition (1/{int(k)} of the "
                      "system); latencies are those of the partition.")
+    if not res.recovery.empty:
+        faults = list(dict.fromkeys(res.recovery["fault"]))
+        parts.append(f"Faults were injected ({', '.join(faults)}): the figures above include "
+                     "them; see \"Failure recovery\" for detection, recovery times, losses "
+                     "and availability next to the latency of successful requests.")
     return " ".join(parts)
 
 
@@ -646,6 +656,7 @@ def meta_markdown(res: Results) -> str:
 def write_report(results: Results, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir``; return the report's path."""
     from sim.reports.comparison import cost_markdown, paired_markdown  # it imports this module
+    from sim.reports.recovery_report import RECOVERY_PNG, plot_recovery, recovery_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -657,6 +668,9 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
          plot_queues, QUEUE_PNG),
         ("Throughput and p99 over time", plot_throughput_p99, TIMESERIES_PNG),
     ]
+    if not results.recovery.empty:
+        plots.append(("Failure recovery: ok and failed throughput, rolling p99 of successes "
+                      "(fault windows shaded)", plot_recovery, RECOVERY_PNG))
     images = []
     for caption, draw, name in plots:
         path = draw(results, out / name)
@@ -675,6 +689,8 @@ def write_report(results: Results, out_dir: str | Path, title: str | None = None
         "## Architectures compared\n\n" + compare_markdown(results),
         "## Cost next to latency\n\n" + cost_markdown(results),
         "## Paired differences\n\n" + paired_markdown(results),
+        *([] if results.recovery.empty
+          else ["## Failure recovery\n\n" + recovery_markdown(results)]),
         f"## Busiest stations (top {TABLE_TOP_STATIONS} per architecture)\n\n"
         + stations_markdown(results),
         "## Run\n\n" + meta_markdown(results),
