@@ -39,7 +39,7 @@ def _drill(out: Path, *args: str) -> sim.Results:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TESTBED_CREDENTIALS", None)
     proc = subprocess.run([sys.executable, "-m", "testbed", "drill", "--out", str(out),
-                           "--players", "30", "--window", "2", *args],
+                           "--players", "20", "--window", "2", *args],
                           capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     print(proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_monolith_sqlite_kill(tmp_path: Path) -> None:
 
 def test_microservices_sync_failover_loses_nothing(tmp_path: Path) -> None:
     res = _drill(tmp_path, "--topology", "microservices", "--db", "postgresql",
-                 "--fault", "db-failover@4", "--replication", "sync", "--duration", "12",
+                 "--fault", "db-failover@3", "--replication", "sync", "--duration", "14",
                  "--rate", "30")
     events = res.meta["drill"]["events"]
     assert any("promoted" in e["detail"] for e in events)
