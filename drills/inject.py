@@ -53,6 +53,7 @@ class Injector:
         self._stopped_pids: dict[str, int] = {}
         self._sqlite: sqlite3.Connection | None = None
         self._down_node: PgNode | None = None
+        self._struck: float | None = None  # when an action's fault really began
 
     def start(self) -> None:
         """The measured window starts now."""
@@ -81,8 +82,11 @@ class Injector:
             if self._stop.wait(max(0.0, at - self.now())):
                 return
             began = round(self.now(), 3)  # the action's moment, however long it takes
+            self._struck = None
             try:
                 detail = self._do(fault, phase)
+                if self._struck is not None:  # the blow came after a preparation
+                    began = round(self._struck - self.t0, 3)
             except (DrillError, OSError, sqlite3.Error) as exc:
                 self.errors.append(f"{fault.text} {phase}: {exc}")
                 detail = f"FAILED: {exc}"
@@ -144,6 +148,7 @@ class Injector:
         if f.kind == "db-failover":
             assert env.pg is not None
             lag, crashed = env.pg.failover()
+            self._struck = crashed
             return (f"primary killed at {crashed - self.t0:.3f} s ({env.pg.replica_mode} "
                     f"replication; just before: {lag or 'no standby'}), replica promoted "
                     f"{time.perf_counter() - crashed:.2f} s later")
