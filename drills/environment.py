@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -36,6 +37,9 @@ class EnvConfig:
     faults: tuple[Fault, ...]
     rpc_policy: Path | None = None
     replica_lag_ms: float = 0.0  # added to the replica's WAL stream (db-failover drills)
+
+
+RMTREE_TRIES = 10
 
 
 class Proxy:
@@ -138,7 +142,11 @@ class Environment:
         finally:
             if self.keep is not None:
                 shutil.copytree(self.root / "logs", self.keep, dirs_exist_ok=True)
-            shutil.rmtree(self.root, ignore_errors=True)
+            for _ in range(RMTREE_TRIES):  # a server's last files may still be landing
+                shutil.rmtree(self.root, ignore_errors=True)
+                if not self.root.exists():
+                    break
+                time.sleep(0.2)
             if self._old_term is not None:
                 signal.signal(signal.SIGTERM, self._old_term)  # type: ignore[arg-type]
             atexit.unregister(self.close)
