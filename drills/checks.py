@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 
 from drills.environment import Environment
+from drills.procs import DrillError
 from drills.traffic import Acks
 
 AUDIT_TIMEOUT_S = 120.0
@@ -29,6 +30,7 @@ class LedgerCheck:
     audit: dict[str, Any] = field(default_factory=dict)
     ledger_verify_exit: int = -1
     ledger_verify: str = ""
+    lost_acked_at_s: list[float] = field(default_factory=list)  # when each lost one was acked
 
     @property
     def ok(self) -> bool:
@@ -37,6 +39,7 @@ class LedgerCheck:
     def to_json(self) -> dict[str, Any]:
         return {"acknowledged": self.acknowledged, "lost": len(self.lost),
                 "lost_ids": self.lost[:50], "lost_in_journal": self.lost_in_journal,
+                "lost_acked_at_s": self.lost_acked_at_s[:50],
                 "audit_ok": self.audit_ok, "audit": self.audit,
                 "ledger_verify_exit": self.ledger_verify_exit,
                 "ledger_verify": self.ledger_verify}
@@ -91,10 +94,16 @@ def audit_verify(env: Environment) -> dict[str, Any]:
 
 
 def check_ledger(env: Environment, acks: Acks) -> LedgerCheck:
-    """Every check above, on the drill's (still running) back office and database."""
-    txs, journal = ledger_ids(env)
+    """Every check above, on the drill's (still running) back office and database;
+    DrillError when the database or the back office cannot be read."""
+    try:
+        txs, journal = ledger_ids(env)
+        audit = audit_verify(env)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error,
+            httpx.HTTPError) as exc:
+        raise DrillError(f"the ledger checks could not read the drill's back office or "
+                         f"database: {exc!r}") from exc
     lost = sorted(tx for tx in acks.seen if tx not in txs)
-    audit = audit_verify(env)
     verify = env.ledger_verify()
     try:
         summary = json.dumps(json.loads(verify.stdout).get("counts", {}))

@@ -16,6 +16,7 @@ from drills.limits import (
     DEFAULT_TIMEOUT_S,
     MAX_DURATION_S,
     MAX_FAULTS,
+    MAX_LATENCY_MS,
     MAX_RATE_RPS,
     MAX_TIMEOUT_S,
     RECOVERY_WINDOW_S,
@@ -25,10 +26,14 @@ DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "baseline
 MAX_PLAYERS = 100_000
 
 
-def _finite(lo: float, hi: float) -> Any:
+def _finite(lo: float, hi: float, lo_open: bool = True) -> Any:
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is not None and not (math.isfinite(value) and lo < value <= hi):
-            raise click.BadParameter(f"must be a finite number in ({lo:g}, {hi:g}]", ctx, param)
+        if value is None:
+            return value
+        above = lo < value if lo_open else lo <= value
+        if not (math.isfinite(value) and above and value <= hi):
+            raise click.BadParameter(f"must be a finite number in {'(' if lo_open else '['}"
+                                     f"{lo:g}, {hi:g}]", ctx, param)
         return value
     return check
 
@@ -51,6 +56,11 @@ def _finite(lo: float, hi: float) -> Any:
               help="results folder (sim.load_results(DIR) reads it)")
 @click.option("--replication", type=click.Choice(["sync", "async"]), default="sync",
               show_default=True, help="of the replica a db-failover promotes")
+@click.option("--replica-lag-ms", default=0.0, show_default=True, type=float,
+              callback=_finite(0, MAX_LATENCY_MS, lo_open=False),
+              help="delay the replica's WAL stream this much (a TCP proxy on the replication "
+                   "connection): asynchronous failover then loses the writes of that window, "
+                   "synchronous commits wait for it")
 @click.option("--broker", type=click.Choice(["redis", "nats"]), default="redis",
               show_default=True, help="event broker of microservices/hybrid")
 @click.option("--scenario", default=str(DEFAULT_SCENARIO), show_default=True,
@@ -83,8 +93,8 @@ def _finite(lo: float, hi: float) -> Any:
               help="internal-call policy YAML for testbed serve (microservices/hybrid)")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**31 - 1))
 def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration_s: float,
-          out_dir: str, replication: str, broker: str, scenario: str, players: int,
-          timeout_s: float, window_s: float, hold_s: float, slo_p99_ms: float | None,
+          out_dir: str, replication: str, replica_lag_ms: float, broker: str, scenario: str,
+          players: int, timeout_s: float, window_s: float, hold_s: float, slo_p99_ms: float | None,
           staff_share: float, predict_scenario: str | None,
           rpc_policy: str | None, seed: int) -> None:
     """Break the real back office under load, on purpose, and measure how it recovers.
@@ -139,14 +149,17 @@ def drill(topology: str, db: str, faults: tuple[str, ...], rate: float, duration
 
     cfg = DrillConfig(sc, topology, db, broker, replication, parsed, rate, duration_s, players,
                       timeout_s, window_s, seed, Path(rpc_policy) if rpc_policy else None,
-                      slo_p99_ms=slo_p99_ms, staff_share=staff_share, hold_s=hold_s)
+                      slo_p99_ms=slo_p99_ms, staff_share=staff_share, hold_s=hold_s,
+                      replica_lag_ms=replica_lag_ms)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"drill: {topology} over {db}, faults {', '.join(faults)}; "
                f"{rate:g} req/s for {duration_s:g} s", err=True)
+    from loadgen.openloop import LoadError
+
     try:
         result = run_drill(cfg, logs=out / "logs")
-    except DrillError as exc:
+    except (DrillError, LoadError) as exc:
         click.echo(f"drill failed: {exc} (servers' logs in {out / 'logs'})", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -35,19 +36,24 @@ class EnvConfig:
     replication: str  # "sync" or "async" (used when a fault needs the replica)
     faults: tuple[Fault, ...]
     rpc_policy: Path | None = None
+    replica_lag_ms: float = 0.0  # added to the replica's WAL stream (db-failover drills)
+
+
+RMTREE_TRIES = 10
 
 
 class Proxy:
     """A :mod:`drills.proxy` process in front of one internal service."""
 
-    def __init__(self, group: ProcessGroup, root: Path, service: str, target: int) -> None:
+    def __init__(self, group: ProcessGroup, root: Path, service: str, target: int,
+                 direction: str = "up") -> None:
         self.service, self.target = service, target
         self.port = free_port_block(1, avoid=[target])
         self.control = root / f"latency-{service}.ms"
         self.control.write_text("0")
         self.proc = group.spawn(f"proxy-{service}", [
             sys.executable, "-m", "drills.proxy", "--listen", str(self.port),
-            "--target", str(target), "--control", str(self.control)])
+            "--target", str(target), "--control", str(self.control), "--direction", direction])
         wait_port(self.port, self.proc, what=f"proxy of {service}")
 
     def set_delay(self, ms: float) -> None:
@@ -68,7 +74,8 @@ class Environment:
         self.pg: PgCluster | None = None
         self.sqlite_path: Path | None = None
         self.broker: BrokerServer | None = None
-        self.proxies: dict[str, Proxy] = {}
+        self.proxies: dict[str, Proxy] = {}  # in front of internal services (latency)
+        self.replication_proxy: Proxy | None = None  # on the replica's WAL stream
         self.office: BackOffice | None = None
         self.creds = Secrets.write(self.root)
         self._closed = False
@@ -101,7 +108,13 @@ class Environment:
             failover = any(f.kind == "db-failover" for f in cfg.faults)
             self.pg = PgCluster(self.group, self.root / "pg",
                                 cfg.replication if failover else None)
-            self.pg.start()
+            via = None
+            if failover and cfg.replica_lag_ms > 0:  # the WAL stream through a slow proxy
+                lag = self.replication_proxy = Proxy(self.group, self.root, "replication",
+                                                     self.pg.primary.port, direction="down")
+                lag.set_delay(cfg.replica_lag_ms)
+                via = lag.port
+            self.pg.start(stream_via=via)
         else:
             self.sqlite_path = self.root / "wallet.db"
         if cfg.topology != "monolith":
@@ -129,7 +142,11 @@ class Environment:
         finally:
             if self.keep is not None:
                 shutil.copytree(self.root / "logs", self.keep, dirs_exist_ok=True)
-            shutil.rmtree(self.root, ignore_errors=True)
+            for _ in range(RMTREE_TRIES):  # a server's last files may still be landing
+                shutil.rmtree(self.root, ignore_errors=True)
+                if not self.root.exists():
+                    break
+                time.sleep(0.2)
             if self._old_term is not None:
                 signal.signal(signal.SIGTERM, self._old_term)  # type: ignore[arg-type]
             atexit.unregister(self.close)

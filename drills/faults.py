@@ -110,6 +110,9 @@ def _check(f: Fault, topology: str, db: str, duration_s: float) -> None:
             not 0 < f.duration_s <= MAX_FAULT_WINDOW_S:
         raise FaultSpecError(f"{f.text!r}: D={f.duration_s:g} s must be > 0 and at most "
                              f"{MAX_FAULT_WINDOW_S:g} s")
+    if f.end_s > duration_s:
+        raise FaultSpecError(f"{f.text!r}: ends at {f.end_s:g} s, after the drill's "
+                             f"{duration_s:g} s (the recovery must be measured)")
     roles = topology_roles(topology)
     if f.kind in ("kill", "hang", "latency") and f.service not in roles:
         raise FaultSpecError(f"{f.text!r}: no service {f.service!r} in {topology} "

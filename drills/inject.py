@@ -49,19 +49,20 @@ class Injector:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = 0.0
+        self.t0 = 0.0
         self._stopped_pids: dict[str, int] = {}
         self._sqlite: sqlite3.Connection | None = None
         self._down_node: PgNode | None = None
+        self._struck: float | None = None  # when an action's fault really began
 
     def start(self) -> None:
         """The measured window starts now."""
-        self._t0 = time.perf_counter()
+        self.t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="drill-faults", daemon=True)
         self._thread.start()
 
     def now(self) -> float:
-        return time.perf_counter() - self._t0
+        return time.perf_counter() - self.t0
 
     def stop(self) -> None:
         """End the thread (after undoing a hang or a lock still in force)."""
@@ -81,8 +82,11 @@ class Injector:
             if self._stop.wait(max(0.0, at - self.now())):
                 return
             began = round(self.now(), 3)  # the action's moment, however long it takes
+            self._struck = None
             try:
                 detail = self._do(fault, phase)
+                if self._struck is not None:  # the blow came after a preparation
+                    began = round(self._struck - self.t0, 3)
             except (DrillError, OSError, sqlite3.Error) as exc:
                 self.errors.append(f"{fault.text} {phase}: {exc}")
                 detail = f"FAILED: {exc}"
@@ -143,11 +147,11 @@ class Injector:
             return "broker started"
         if f.kind == "db-failover":
             assert env.pg is not None
-            t = time.perf_counter()
-            lag = env.pg.failover()
-            return (f"primary killed ({env.pg.replica_mode} replication; just before: "
-                    f"{lag or 'no standby'}), replica promoted in "
-                    f"{time.perf_counter() - t:.2f} s")
+            lag, crashed = env.pg.failover()
+            self._struck = crashed
+            return (f"primary killed at {crashed - self.t0:.3f} s ({env.pg.replica_mode} "
+                    f"replication; just before: {lag or 'no standby'}), replica promoted "
+                    f"{time.perf_counter() - crashed:.2f} s later")
         if f.kind == "db-restart":
             return self._db_restart(phase)
         raise DrillError(f"unknown fault kind {f.kind}")

@@ -61,7 +61,9 @@ class PgNode:
         """Start the server (foreground ``postgres`` process of the drill's group)."""
         args = [a for k, v in self.options.items() for a in ("-c", f"{k}={v}")]
         self.proc = self.group.spawn(f"pg-{self.name}", [pg_bin("postgres"), "-D",
-                                                          str(self.data), *args], user=PG_USER)
+                                                          str(self.data), *args], user=PG_USER,
+                                     stop_signal=signal.SIGINT)  # fast shutdown: no waiting
+                                                                 # for clients to leave
         wait_port(self.port, self.proc, what=f"PostgreSQL {self.name}")
         self._wait_ready()
 
@@ -146,8 +148,9 @@ class PgCluster:
     def nodes(self) -> list[PgNode]:
         return [self.primary] + ([self.replica] if self.replica else [])
 
-    def start(self) -> None:
-        """initdb, start the primary; base backup, start and attach the replica."""
+    def start(self, stream_via: int | None = None) -> None:
+        """initdb, start the primary; base backup, start and attach the replica (its WAL
+        stream through 127.0.0.1:``stream_via`` when given: a proxy that delays it)."""
         run([pg_bin("initdb"), "-D", str(self.primary.data), "-A", "trust", "-U", PG_USER,
              "--no-sync"], "initdb", user=PG_USER)
         self.primary.start()
@@ -157,8 +160,10 @@ class PgCluster:
              str(self.root), "-p", str(self.primary.port), "-U", PG_USER, "-R",
              "-X", "stream", "--no-sync"], "pg_basebackup", user=PG_USER)
         with open(self.replica.data / "postgresql.auto.conf", "a") as conf:
-            conf.write(f"primary_conninfo = 'host={self.root} port={self.primary.port} "
-                       f"user={PG_USER} application_name={REPLICA_NAME}'\n")
+            where = f"host=127.0.0.1 port={stream_via}" if stream_via else \
+                f"host={self.root} port={self.primary.port}"
+            conf.write(f"primary_conninfo = '{where} user={PG_USER} "
+                       f"application_name={REPLICA_NAME}'\n")
         self.replica.start()
         self._wait_streaming()
 
@@ -174,8 +179,9 @@ class PgCluster:
             time.sleep(0.1)
         raise DrillError("the replica did not start streaming within 60 s")
 
-    def failover(self) -> str:
-        """Crash the primary and promote the replica; the replication lag just before."""
+    def failover(self) -> tuple[str, float]:
+        """Crash the primary and promote the replica; the replication lag just before and
+        the ``perf_counter`` time of the crash."""
         if self.replica is None:
             raise DrillError("db-failover needs the replica (started with --replication)")
         try:
@@ -185,9 +191,10 @@ class PgCluster:
                 f"FROM pg_stat_replication WHERE application_name = '{REPLICA_NAME}'").strip()
         except DrillError:
             lag = "lag unknown"
+        crashed = time.perf_counter()
         self.primary.crash()
         self.replica.promote()
-        return lag
+        return lag, crashed
 
     def current_primary(self) -> PgNode:
         """The node that takes writes now."""

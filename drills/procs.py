@@ -88,9 +88,11 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.extra_pids: set[int] = set()  # processes found later (descendants, servers)
+        self.stop_signals: dict[int, int] = {}  # pid -> the signal that stops it cleanly
 
     def spawn(self, name: str, cmd: Sequence[str], user: str | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+              env: dict[str, str] | None = None,
+              stop_signal: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
         """Start ``cmd`` (as ``user``) in its own session, output to ``log_dir/name.log``.
         The kernel SIGKILLs it if the thread that started it dies (PR_SET_PDEATHSIG): even a
         ``kill -9`` of the drill leaves no server behind, so call this from the main thread
@@ -105,6 +107,7 @@ class ProcessGroup:
         finally:
             log.close()
         self.procs.append((name, proc))
+        self.stop_signals[proc.pid] = stop_signal
         return proc
 
     def adopt(self, pids: set[int]) -> None:
@@ -125,15 +128,16 @@ class ProcessGroup:
         return out
 
     def stop(self, proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM ``proc`` (SIGCONT first: a stopped process ignores it); SIGKILL it and
-        its descendants after ``grace_s``."""
+        """Its stop signal to ``proc`` (SIGTERM unless spawned with another; SIGCONT first:
+        a stopped process acts on nothing); SIGKILL it and its descendants after
+        ``grace_s``."""
         try:
             family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
         except psutil.NoSuchProcess:
             family = []
         for p in family:
             _signal(p.pid, signal.SIGCONT)
-        _signal(proc.pid, signal.SIGTERM)
+        _signal(proc.pid, self.stop_signals.get(proc.pid, signal.SIGTERM))
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
         for p in family:

@@ -146,7 +146,9 @@ def drill_markdown(res: Results) -> str:
               f"- `testbed ledger verify`: exit **{led['ledger_verify_exit']}** "
               f"({led['ledger_verify']})", ""]
     if led["lost"]:
-        lines += ["Lost ids (first 50): " + ", ".join(led["lost_ids"]), ""]
+        when = led.get("lost_acked_at_s") or []
+        span = f" (acknowledged between {min(when):g} s and {max(when):g} s)" if when else ""
+        lines += [f"Lost ids (first 50){span}: " + ", ".join(led["lost_ids"]), ""]
     lines += [f"![timeline]({TIMELINE_PNG})", ""]
     return "\n".join(lines)
 

@@ -55,6 +55,7 @@ class DrillConfig:
     slo_p99_ms: float | None = None  # instead of the scenario's p99 of slo_operation
     staff_share: float = 0.0  # of arrivals: staff reading fraud alerts
     hold_s: float | None = None  # how long p99 must stay under target (None: to the end)
+    replica_lag_ms: float = 0.0  # the replica's WAL stream delayed this much
 
     @property
     def architecture(self) -> str:
@@ -101,7 +102,7 @@ def fault_windows(faults: tuple[Fault, ...], events: list[Event]) -> list[FaultW
 def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
     """Run the drill; the environment is gone when this returns (or raises)."""
     env_cfg = EnvConfig(cfg.topology, cfg.db, cfg.broker, cfg.replication, cfg.faults,
-                        cfg.rpc_policy)
+                        cfg.rpc_policy, cfg.replica_lag_ms)
     with Environment(env_cfg, keep=logs) as env:
         assert env.office is not None
         acks = Acks()
@@ -117,17 +118,24 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
                               f"drill-{secrets.token_hex(3)}-", credentials=load_credentials(
                                   env.creds.path), keep_requests=True)
         try:
-            parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(window_starts, sampler.stop),
-                                  source=acking_source(acks, cfg.staff_share))
+            # the injector's thread lives until the checks are done: a server it restarted
+            # (database, broker) dies with the thread that started it (PR_SET_PDEATHSIG)
+            try:
+                parts = run_open_loop(cfg.scenario, ocfg, 1, Hooks(window_starts, sampler.stop),
+                                      source=acking_source(acks, cfg.staff_share))
+            finally:
+                sampler.stop()
+            try:
+                env.office.wait_healthy(HEALTH_WAIT_S)
+            except DrillError as exc:
+                injector.errors.append(f"after the window: {exc}")
+            ledger = check_ledger(env, acks)
+            ledger.lost_acked_at_s = sorted(round(acks.seen[tx][1] - injector.t0, 3)
+                                            for tx in ledger.lost)
+            restarts = len(env.office.restarts)
+            workdir = str(env.root)  # removed when the environment closes
         finally:
-            sampler.stop()
             injector.stop()
-        try:
-            env.office.wait_healthy(HEALTH_WAIT_S)
-        except DrillError as exc:
-            injector.errors.append(f"after the window: {exc}")
-        ledger = check_ledger(env, acks)
-        restarts = len(env.office.restarts)
     part = parts[0]
     rec = merge([part["recorder"]])
     assert rec.log is not None
@@ -147,12 +155,13 @@ def run_drill(cfg: DrillConfig, logs: Path | None = None) -> Drill:
             "topology": cfg.topology, "db": cfg.db, "broker": cfg.broker,
             "replication": cfg.replication if any(f.kind == "db-failover"
                                                   for f in cfg.faults) else None,
+            "replica_lag_ms": cfg.replica_lag_ms,
             "faults": [f.text for f in cfg.faults], "timeout_s": cfg.timeout_s,
             "window_s": cfg.window_s, "hold_s": cfg.hold_s,
             "slo_operation": cfg.slo_operation,
             "slo_p99_ms": slo_p99, "staff_share": cfg.staff_share, "baseline_p99_ms": baseline,
             "events": [e.__dict__ for e in injector.events], "errors": injector.errors,
-            "monolith_restarts_by_drill": restarts,
+            "monolith_restarts_by_drill": restarts, "workdir": workdir,
             "ledger": ledger.to_json(),
             "rpc_policy_per_second": sampler.increments(),
             "per_operation": per_operation(rec.log, windows, cfg.duration_s,

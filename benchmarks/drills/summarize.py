@@ -24,7 +24,11 @@ def _f(x: float, unit: str = "") -> str:
 
 def command(meta: dict) -> str:
     if meta.get("command"):
-        return str(meta["command"])
+        args = shlex.split(str(meta["command"]))
+        if "--out" in args:  # where it ran is not part of what it did
+            i = args.index("--out")
+            args[i + 1] = "reports/" + Path(args[i + 1]).name
+        return shlex.join(args)
     d = meta["drill"]
     args = ["testbed", "drill", "--topology", d["topology"], "--db", d["db"]]
     for f in d["faults"]:
