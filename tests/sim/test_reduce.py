@@ -123,7 +123,7 @@ def test_least_outstanding_refuses_to_reduce_and_says_why() -> None:
 
 def test_refusal_rules_are_one_list_with_reasons_and_extendable(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [name for name, _ in REDUCE_RULES] == ["least_outstanding"]
+    assert [name for name, _ in REDUCE_RULES] == ["least_outstanding", "faults", "autoscaling"]
     assert reduce_refusals(BASELINE) == []
     monkeypatch.setattr("sim.model.topology.REDUCE_RULES",
                         [*REDUCE_RULES, ("test", lambda _s: "a test feature cannot be split")])
