@@ -96,7 +96,8 @@ def test_route_shares_name_the_services_few_requests_visit() -> None:
     assert shares[("monolith", "bet")] == 1.0
     assert shares[("microservices", "login")] == pytest.approx(0.02)    # the player service
     assert shares[("microservices", "bet")] == pytest.approx(0.98)      # fraud is async
-    assert shares[("microservices", "deposit")] == pytest.approx(0.435)  # fraud is sync
+    # deposits: the rules run in the wallet's transaction, fraud consumes the event (async)
+    assert shares[("microservices", "deposit")] == pytest.approx(0.98)
 
 
 def test_policy_decides_how_the_partition_is_fed() -> None:
@@ -123,7 +124,8 @@ def test_least_outstanding_refuses_to_reduce_and_says_why() -> None:
 
 def test_refusal_rules_are_one_list_with_reasons_and_extendable(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [name for name, _ in REDUCE_RULES] == ["least_outstanding", "faults", "autoscaling"]
+    assert [name for name, _ in REDUCE_RULES] == ["least_outstanding", "faults", "autoscaling",
+                                                 "host"]
     assert reduce_refusals(BASELINE) == []
     monkeypatch.setattr("sim.model.topology.REDUCE_RULES",
                         [*REDUCE_RULES, ("test", lambda _s: "a test feature cannot be split")])
