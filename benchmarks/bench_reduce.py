@@ -30,6 +30,9 @@ def main() -> int:
     ap.add_argument("--policy", choices=POLICIES, action="append",
                     help="policies to check (repeatable; default: all)")
     ap.add_argument("--duration", type=float, default=None, help="simulated seconds")
+    ap.add_argument("--reduced-duration", type=float, default=None,
+                    help="simulated seconds of the reduced run (default: --duration); it "
+                         "sees 1/k of the requests, so rare operations need a longer window")
     ap.add_argument("-r", "--replications", type=int, default=None)
     ap.add_argument("-a", "--architecture", action="append", help="only these deployments")
     ap.add_argument("-j", "--jobs", type=int, default=None)
@@ -50,7 +53,8 @@ def main() -> int:
     worst = 0
     for policy in args.policy or POLICIES:
         started = time.process_time()
-        df = compare(scen, policy, jobs=args.jobs, deployments=args.architecture, **overrides)
+        df = compare(scen, policy, jobs=args.jobs, deployments=args.architecture,
+                     reduced_duration_s=args.reduced_duration, **overrides)
         cpu = time.process_time() - started
         print(f"\n## {scen.name}: {policy} (reduce factor {df.attrs.get('reduce_factor')}, "
               f"{cpu:.0f} CPU-s in this process)")
