@@ -27,7 +27,17 @@ from sim.reports.results import Results
 COMPONENT_OF = {"monolith": "wallet", "edge": "wallet"}
 """The scenario component a drill service stands for (the monolith and hybrid's edge host
 the wallet; the other services are named as their component)."""
-COMPARED = ("resume_s", "slo_restored_s", "failed", "timed_out", "lost_transactions")
+COMPARED = ("resume_s", "slo_restored_s", "failed", "timed_out", "not_ok", "lost_transactions")
+NOT_OK = ("failed", "timed_out", "shed")
+"""``not_ok`` is their sum: the simulator counts a call its breaker or bulkhead refused as
+``shed`` where the drill's generator sees a 503 (``failed``), so the categories compare only
+summed. Its interval is not derived (the parts' intervals do not add)."""
+
+
+def _with_not_ok(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["not_ok"] = sum(out[c].fillna(0.0) for c in NOT_OK if c in out.columns)
+    return out
 
 
 def scenario_faults(faults: tuple[Fault, ...], windows: list[FaultWindow],
@@ -111,6 +121,7 @@ def side_by_side(measured: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFram
     (mean and 95% half-width) and the prediction's error relative to the measurement."""
     rows = []
     keys = ["fault", "operation"]
+    measured, predicted = _with_not_ok(measured), _with_not_ok(predicted)
     cis = [f"{m}_ci" for m in COMPARED if f"{m}_ci" in predicted.columns]
     both = measured[keys + list(COMPARED)].merge(
         predicted[keys + list(COMPARED) + cis].rename(columns={c: f"{c}_p" for c in cis}),

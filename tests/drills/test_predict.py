@@ -68,9 +68,21 @@ def test_side_by_side_errors_are_relative_to_the_measurement() -> None:
                                "timed_out": 0.0, "lost_transactions": 0.0},
                               {"fault": "f", "operation": "win", **cols}])
     t = side_by_side(measured, predicted).set_index("metric")
-    assert len(t) == 5  # only (fault, operation) in both
+    assert len(t) == 6  # only (fault, operation) in both
     assert t.loc["resume_s", "error"] == pytest.approx(0.25)
     assert t.loc["resume_s", "predicted_ci"] == 0.5
     assert t.loc["failed", "error"] == pytest.approx(-0.2)
     assert math.isnan(t.loc["slo_restored_s", "error"])  # nothing measured to compare with
     assert math.isnan(t.loc["timed_out", "error"])  # no relative error against zero
+
+
+def test_not_ok_sums_the_outcomes_a_breaker_and_a_503_name_differently() -> None:
+    # the simulator's breaker refusals are "shed", the drill's generator sees 503s ("failed")
+    keys = {"fault": "f", "operation": "bet", "resume_s": 7.0, "slo_restored_s": math.nan,
+            "timed_out": 0.0, "lost_transactions": 0.0}
+    measured = pd.DataFrame([{**keys, "failed": 128.0, "shed": 0.0}])
+    predicted = pd.DataFrame([{**keys, "failed": 0.0, "timed_out": 2.0, "shed": 87.0}])
+    t = side_by_side(measured, predicted).set_index("metric")
+    assert t.loc["not_ok", "measured"] == 128.0 and t.loc["not_ok", "predicted"] == 89.0
+    assert t.loc["not_ok", "error"] == pytest.approx(89 / 128 - 1)
+    assert t.loc["failed", "predicted"] == 0.0  # the parts are still shown as they are
