@@ -210,7 +210,8 @@ def recovery_row(bins: pd.DataFrame, fault: FaultWindow, slo_p99_ms: float, wind
     p99_over = np.where(np.isnan(p99), total > 0, p99 > slo_p99_ms)
     bad = (err > error_threshold) | p99_over
     holds = (win_err <= error_threshold) & ~p99_over
-    i_start = int(np.searchsorted(t, fault.start_s, side="left"))
+    # the bin holding the fault's start (a drill's fault lands inside a bin, not on its edge)
+    i_start = max(0, int(np.searchsorted(t, fault.start_s, side="right")) - 1)
     i_end = min(int(np.searchsorted(t, fault.end_s, side="left")), len(t) - 1)
 
     if fault.detected_s is not None:

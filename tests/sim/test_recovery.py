@@ -52,6 +52,20 @@ def test_crash_like_run() -> None:
     assert r["availability_after"] == 1.0
 
 
+def test_a_fault_starting_inside_a_bin_counts_that_bin() -> None:
+    """A drill's kill lands at 3.001 s, not on a bin edge: the failures of bin 3 (3..4 s)
+    belong to the fault (they were dropped, and the fault read as harmless)."""
+    b = _bins(20, ok=40)
+    b.loc[3, "ok"] = 10
+    b.loc[3, "failed"] = 26
+    f = FaultWindow("kill", "kill", "monolith", 3.001, 3.791)
+    r = recovery_row(b, f, SLO, window_s=2.0)
+    assert r["failed"] == 26.0
+    assert r["detect_s"] == pytest.approx(4.0 - 3.001)  # bin 3 is bad, at its end
+    assert r["resume_s"] == pytest.approx(5.0 - 3.001)  # bin 4 is the first good one
+    assert r["availability_fault"] < 1.0
+
+
 def test_error_window_delays_restoration() -> None:
     """With errors until 19 and p99 fine, the trailing error ratio keeps the SLO from holding
     until the window has passed the last error."""
