@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from baseline_file import report_check, write_baseline
+
 from reference_impl.domain import Bet, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.commands import Command
 from reference_impl.metrics import Registry
@@ -215,21 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_baseline:
         if args.db != "both":
             parser.error("--update-baseline records both databases: drop --db")
-        BASELINE.write_text(json.dumps({
-            "about": "SQL statements, database round trips (PostgreSQL) and broker messages "
-                     "per money operation, from benchmarks/bench_counts.py; CI fails when "
-                     "one rises",
-            "command": "python benchmarks/bench_counts.py --update-baseline",
-            "counts": counts}, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {BASELINE}")
+        write_baseline(
+            BASELINE,
+            "SQL statements, database round trips (PostgreSQL) and broker messages per money "
+            "operation, from benchmarks/bench_counts.py; CI fails when one rises",
+            "python benchmarks/bench_counts.py --update-baseline", "counts", counts)
         return 0
     if args.check:
-        rises, falls = compare(counts, load_baseline())
-        for line in falls:
-            print(f"lower than the baseline (record it with --update-baseline): {line}")
-        for line in rises:
-            print(f"ROSE: {line}")
-        return 1 if rises else 0
+        return report_check(*compare(counts, load_baseline()))
     return 0
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import simpy
+from baseline_file import report_check, write_baseline
 
 from sim.engine.core import Engine
 from sim.engine.sampling import BatchDraws, KeyedDraws
@@ -119,21 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     counts = measure()
     print(table(counts))
     if args.update_baseline:
-        BASELINE.write_text(json.dumps({
-            "about": f"SimPy events of {REQUESTS} isolated requests per operation and "
-                     "deployment, from benchmarks/bench_sim_events.py; CI fails when one "
-                     "rises",
-            "command": "python benchmarks/bench_sim_events.py --update-baseline",
-            "events": counts}, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {BASELINE}")
+        write_baseline(
+            BASELINE,
+            f"SimPy events of {REQUESTS} isolated requests per operation and deployment, "
+            "from benchmarks/bench_sim_events.py; CI fails when one rises",
+            "python benchmarks/bench_sim_events.py --update-baseline", "events", counts)
         return 0
     if args.check:
-        rises, falls = compare(counts, load_baseline())
-        for line in falls:
-            print(f"lower than the baseline (record it with --update-baseline): {line}")
-        for line in rises:
-            print(f"ROSE: {line}")
-        return 1 if rises else 0
+        return report_check(*compare(counts, load_baseline()))
     return 0
 
 

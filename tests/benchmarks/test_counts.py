@@ -3,10 +3,7 @@ PostgreSQL round trips and broker messages per money operation never rise unnoti
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -14,19 +11,12 @@ import pytest
 
 from reference_impl.storage import sqlite as sqlite_adapter
 from reference_impl.storage.postgres import PostgresStorage
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_counts.py"
+from tests.benchmarks.loading import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("bench_counts", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_counts"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_counts", None)
+    yield from load_bench("bench_counts")
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -3,29 +3,19 @@ events per request of each operation never rise unnoticed."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from sim.engine.path import RequestPath
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sim_events.py"
+from tests.benchmarks.loading import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("bench_sim_events", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_sim_events"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_sim_events", None)
+    yield from load_bench("bench_sim_events")
 
 
 def test_no_event_count_rose_above_the_baseline(bench: ModuleType) -> None:
