@@ -26,24 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from scratch_pg import with_pg_database
 
 from reference_impl.domain import Bet, Deposit, MemoryLedger
 from reference_impl.domain.accounts import AccountRef
 from reference_impl.storage import Storage, StorageSettings, open_storage
 
-PG_ADMIN = os.environ.get("TESTBED_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 JOURNAL_COLUMNS = ("stream", "seq", "transaction_id", "kind", "debit_account",
                    "credit_account", "amount", "currency", "round_id", "ts_us", "hash")
 
@@ -176,25 +174,6 @@ async def run_case(url: str, size: int, players: int, new: int,
             "bets_during_full_audits": (len(offline), p(offline, 50), max(offline))}
 
 
-async def with_pg_database(body: Callable[[str], Awaitable[Any]]) -> Any:
-    import asyncpg
-
-    name = f"bench_audit_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    try:
-        return await body(PG_ADMIN.rsplit("/", 1)[0] + "/" + name)
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -232,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory() as tmp:
                     out = asyncio.run(case(f"sqlite:///{tmp}/wallet.db"))
             else:
-                out = asyncio.run(with_pg_database(case))
+                out = asyncio.run(with_pg_database("bench_audit", case))
             for name in ("full", "incremental"):
                 c: Cost = out[name]
                 print(f"| {db} | {c.entries:,} | {name} | {c.checked:,} | {c.cpu_s:.3f} | "

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from baseline_file import report_check, write_baseline
+from scratch_pg import with_pg_database
 
 from reference_impl.domain import Bet, Deposit, Rollback, Win, Withdrawal
 from reference_impl.domain.commands import Command
@@ -40,7 +39,6 @@ from reference_impl.services.backoffice import BackOffice, BackOfficeConfig, bui
 from reference_impl.services.events import InProcessEventBus
 
 BASELINE = Path(__file__).with_name("baseline_counts.json")
-PG_ADMIN = os.environ.get("TESTBED_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FIELDS = ("statements", "round_trips", "messages")
 DEFAULT_REPEAT = 3
 LIMITS = LimitsRequest(deposit={"24h": 1_000_000})
@@ -124,25 +122,6 @@ async def _measure(db_url: str, concurrency: str, repeat: int) -> Counts:
     return counts
 
 
-async def _with_pg(body: Callable[[str], object]) -> object:
-    import asyncpg
-
-    name = f"bench_counts_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    try:
-        return await body(PG_ADMIN.rsplit("/", 1)[0] + "/" + name)  # type: ignore[misc]
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
 def measure(databases: tuple[str, ...] = ("sqlite", "postgres"),
             modes: tuple[str, ...] = ("pessimistic", "optimistic"),
             repeat: int = DEFAULT_REPEAT) -> Counts:
@@ -154,7 +133,8 @@ def measure(databases: tuple[str, ...] = ("sqlite", "postgres"),
                 with tempfile.TemporaryDirectory() as tmp:
                     got = asyncio.run(_measure(f"sqlite:///{tmp}/wallet.db", mode, repeat))
             else:
-                got = asyncio.run(_with_pg(lambda url, m=mode: _measure(url, m, repeat)))  # type: ignore[misc]
+                got = asyncio.run(with_pg_database(
+                    "bench_counts", lambda url, m=mode: _measure(url, m, repeat)))
             for op, row in got.items():  # type: ignore[union-attr]
                 table[f"{db}/{mode}/{op}"] = row
     return table
