@@ -8,23 +8,31 @@ alternate a bet and the operation, and the bet's CPU, measured at the same rate,
 out. The latency distribution of the lowest rate gives each demand's shape (coefficient of
 variation); its mean is the measured CPU per request: a gamma distribution by moments.
 
-What a request waits off the server's CPU at the lowest rate (its latency quantiles there,
-scaled by the share of a core the machine gave the server then, minus the on-path CPU it
-cost: loopback TCP, the client's send lag, event-loop turns, fsync) becomes an empirical
-``external`` step of the operation (a wait that holds a worker, not a core).
-
-Demands are not constant: the whole mix is measured at several rates too. Each process
+Demands are not constant: the whole mix is measured at several rates too (by default
+:data:`MIX_FRACTIONS` of the capacity a ramp finds). Each process
 role's CPU per second is fitted as a fixed part plus a part per request: the fixed part
 (timers, in-process consumers, checkpoints: work done whatever the load, which makes the CPU
 per request look three times higher at light load) joins the host's background; what is
 left per request, on the requests' path, gives the demands (at ``use_rate``) and each
 service's ``cpu_by_rate`` (what batching still changes). The deployment's ``host`` is this
 machine: its cores, the generator's CPU, the other processes' load (see
-:meth:`loadgen.probe.CpuWatch.besides`) and a scheduler slice.
+:meth:`loadgen.probe.CpuWatch.besides`) and its pauses: the stalls found in the mix levels
+(:mod:`loadgen.stalls`), per second against the rate.
+
+What a request waits off the server's CPU (the client's send lag, loopback TCP, wake-ups of
+idle processes, fsync) is not constant either: it is shorter at higher rates, where nothing
+sleeps. Each operation's latency quantiles outside stalls at each mix level, less its
+on-path work, become an ``empirical_by_rate`` ``external`` step (a wait that holds a worker,
+not a core); :func:`fit_off_cpu` then takes out of each level's wait the queueing and
+sharing the model adds itself, so the scenario reproduces the levels it was measured at. A
+validation at other rates (``testbed validate``) is the test of the model between them.
+An older calibration without per-level latencies (``FILE.levels.json`` of an earlier
+version) falls back to the lowest per-operation rate's wait, the same at every rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -41,9 +49,10 @@ from hdrh.histogram import HdrHistogram
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
-from loadgen.record import HIGHEST_US, LOWEST_US, merge
+from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
-from loadgen.validate import predict
+from loadgen.stalls import Stall, find_stalls, normal_mask
+from loadgen.validate import capacity, predict, ramp
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -68,17 +77,22 @@ is assumed exponential-like; the measured latency spread is in the off-CPU wait.
 ON_PATH_FLOOR = 0.05
 """At least this share of a request's measured CPU is on its path (the fixed-part fit is
 least squares over a few noisy levels)."""
-SLICES_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
-"""Scheduler slices tried by :func:`fit_slice` (0: smooth sharing). Linux EEVDF's base slice
-is 0.75 ms times 1 + log2 of the cores (at most 8): 1.5 ms on 2 cores, longer runs when
-nobody preempts; what the back office sees is fitted, not assumed."""
-SLICE_OPS = ("bet", "win", "balance")
-"""Operations whose p50 and p99 the slice is fitted to (the bulk of the mix)."""
+LEVEL_QUANTILES = tuple((i + 0.5) / 100 for i in range(100))
+"""Quantiles of each operation's latency kept per mix level (its off-CPU wait there)."""
+MIX_FRACTIONS = (0.1, 0.35, 0.65, 0.9)
+"""Mix levels as shares of the capacity a ramp finds (``--mix-rates auto``): spread over
+the range a validation judges (20/50/80% and 95%), none of them on its levels."""
 SATURATED_P50 = 10.0
 """A mix level whose p50 exceeds this multiple of the lowest level's was saturated (its
-queue grew through the window): left out of the slice fit."""
-SLICE_SIM_S = 20.0
-"""Simulated seconds per mix level and candidate slice."""
+queue grew through the window): left out of the fits."""
+FIT_OPS = ("bet", "win", "balance")
+"""Operations whose p50 and p99 the fit reports (the bulk of the mix)."""
+FIT_ROUNDS = 3
+"""Rounds of :func:`fit_off_cpu` (each simulates every kept-up mix level once)."""
+FIT_SIM_S = 20.0
+"""Simulated seconds per mix level and fit round."""
+FIT_KNOTS = (0.5, 0.95, 0.99)
+"""Quantiles at which :func:`fit_off_cpu` compares predicted and measured latency."""
 FACTOR_MIN, FACTOR_MAX = 0.05, 20.0
 """Bounds of a calibrated CPU factor (inside the scenario's ``cpu_by_rate`` range)."""
 DB_POOL = 16
@@ -139,7 +153,16 @@ class MixLevel:
     p50_ms: float
     p99_ms: float
     by_op: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """(p50, p99) ms of each operation."""
+    """(p50, p99) ms of each operation (every request, stalls included)."""
+    quantiles_by_op: dict[str, list[float]] = field(default_factory=dict)
+    """Latency (ms) of each operation's successful requests sent outside stalls, at
+    :data:`LEVEL_QUANTILES`."""
+    knots_by_op: dict[str, list[float]] = field(default_factory=dict)
+    """Latency (ms) of each operation's successful requests at :data:`FIT_KNOTS`."""
+    stalls_ms: list[float] = field(default_factory=list)
+    """Durations of the stalls found in the level (:func:`loadgen.stalls.find_stalls`)."""
+    seconds: float = 0.0
+    """Measured window (s)."""
 
 
 @dataclass
@@ -197,7 +220,8 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
     and the rest of the machine's cores, p50 and p99 of every request."""
     watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
-                         f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials)
+                         f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
+                         keep_requests=True)
     part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
     rec = merge([part["recorder"]])
     n = sum(h.get_total_count() for h in rec.total.values())
@@ -213,9 +237,35 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
         whole = _added(whole, h)
     by_op = {op: (h.get_value_at_percentile(50) / 1000, h.get_value_at_percentile(99) / 1000)
              for op, h in rec.total.items() if h.get_total_count()}
+    quantiles, knots, stalls = level_latencies(rec.log)
     return MixLevel(rate, n, cpu, gen_cores, other,
                     whole.get_value_at_percentile(50) / 1000,
-                    whole.get_value_at_percentile(99) / 1000, by_op)
+                    whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
+                    [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s)
+
+
+def level_latencies(log: RequestLog | None
+                    ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[Stall]]:
+    """Of one mix level's requests: each operation's latency quantiles (ms) outside stalls
+    (:data:`LEVEL_QUANTILES`), at :data:`FIT_KNOTS` over every successful request, and the
+    stalls (:mod:`loadgen.stalls`)."""
+    if log is None or not log.t_s:
+        return {}, {}, []
+    ok = np.array([c is None for c in log.code])
+    t = np.frombuffer(log.t_s, dtype=float)[ok]
+    lat = np.frombuffer(log.latency_s, dtype=float)[ok]
+    ops = np.array(log.op, dtype=object)[ok]
+    stalls = find_stalls(t, lat)
+    normal = normal_mask(t, stalls)
+    quantiles, knots = {}, {}
+    for op in sorted(set(ops.tolist())):
+        mine = ops == op
+        if mine.any():
+            knots[op] = [round(float(v) * 1000, 4) for v in np.quantile(lat[mine], FIT_KNOTS)]
+        if (mine & normal).any():
+            quantiles[op] = [round(float(v) * 1000, 4)
+                             for v in np.quantile(lat[mine & normal], LEVEL_QUANTILES)]
+    return quantiles, knots, stalls
 
 
 def _added(a: HdrHistogram, b: HdrHistogram) -> HdrHistogram:
@@ -246,9 +296,11 @@ def _role(label: str) -> str:
 def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
               progress: Callable[[str], None] = lambda s: None,
               database: str | None = None,
-              mix_rates: tuple[float, ...] = ()) -> Calibration:
+              mix_rates: tuple[float, ...] = (), mix_seconds: float | None = None
+              ) -> Calibration:
     """Measure every operation of the plan's scenario at every rate, then the whole mix at
-    every rate of ``mix_rates`` (what changes with load: CPU per request, the machine)."""
+    every rate of ``mix_rates`` for ``mix_seconds`` (default: the plan's duration; what
+    changes with load: CPU per request, the machine, stalls, the off-CPU wait)."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
     cal = Calibration(topology, plan.target)
@@ -262,14 +314,30 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
             progress(f"{op:<11} {rate:7.1f}/s  cpu ms/request "
                      + ", ".join(f"{k} {v:.3f}" for k, v in lv.cpu_ms.items())
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
+    mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
-        mx = measure_mix(plan, rate, database)
+        mx = measure_mix(mix_plan, rate, database)
+        stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
+                  if mx.stalls_ms else "; no stall")
         cal.mixes.append(mx)
         progress(f"{'mix':<11} {rate:7.1f}/s  cpu ms/request "
                  + ", ".join(f"{k} {v:.3f}" for k, v in mx.cpu_ms.items())
                  + f"  generator {mx.generator_cores:.2f} cores, others "
-                 f"{mx.other_cores:.2f} cores; p50 {mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms")
+                 f"{mx.other_cores:.2f} cores; p50 {mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
+                 + stalls)
     return cal
+
+
+def auto_mix_rates(plan: Plan, start_rate: float, step_s: float,
+                   progress: Callable[[str], None] = lambda s: None) -> tuple[float, ...]:
+    """Mix rates spread over the back office's range: a stepped open-loop ramp of the mix
+    (:func:`loadgen.validate.ramp`) finds its capacity; the levels are
+    :data:`MIX_FRACTIONS` of it."""
+    steps = ramp(plan, start_rate, step_s, progress)
+    cap = capacity(steps)
+    progress(f"capacity: {cap:.1f} requests/s; mix levels at "
+             + ", ".join(f"{f:.0%}" for f in MIX_FRACTIONS))
+    return tuple(round(f * cap, 1) for f in MIX_FRACTIONS)
 
 
 def _component(role: str, topology: str, op: str) -> str:
@@ -316,7 +384,7 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
-        off = off_cpu.get(lv.op)
+        off = off_cpu_by_rate(cal, lv.op, _on_path_ms(demands, lv.op)) or off_cpu.get(lv.op)
         if off is not None and off.get("samples_ms") and \
                 sum(off["samples_ms"]) / len(off["samples_ms"]) >= MIN_OFF_CPU_MS:
             owner = "player" if lv.op == "login" else "wallet"
@@ -332,6 +400,9 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
     dep = _deployment(cal.topology, roles, operations)
     if cal.mixes:
         dep["host"] = host_model(cal.mixes, loads)
+        pauses = host_pauses(cal.mixes)
+        if pauses:
+            dep["host"]["pauses"] = pauses
         for svc in dep["services"]:
             table = cpu_by_rate(cal, svc, operations, use_rate, loads)
             if table:
@@ -403,6 +474,41 @@ def _off_cpu(lv: Level, loads: dict[str, RoleLoad]) -> dict[str, Any]:
               for r, ms in lv.cpu_ms.items())
     return {"kind": "empirical",
             "samples_ms": [round(max(0.0, q * speed - cpu), 4) for q in lv.quantiles_ms]}
+
+
+def _on_path_ms(demands: dict[str, Any], op: str) -> float:
+    """Mean CPU and database ms of ``op``'s demands written so far (its path's own work)."""
+    return sum(d["mean_ms"] for name, d in demands.items()
+               if name.startswith(f"{op}_") and (name.endswith("_cpu") or name.endswith("_db"))
+               and not name.endswith("_off_cpu"))
+
+
+def off_cpu_by_rate(cal: Calibration, op: str, on_path_ms: float) -> dict[str, Any] | None:
+    """``op``'s wait off the back office's CPU at each mix level the back office kept up
+    with: its latency quantiles outside stalls less its on-path work, against the rate (an
+    ``empirical_by_rate`` distribution; :func:`fit_off_cpu` then corrects each level for
+    the queueing the model adds itself). None without such levels (an older calibration)."""
+    levels = [mx for mx in sorted(kept_up(cal.mixes), key=lambda m: m.rate)
+              if op in mx.quantiles_by_op]
+    if not levels:
+        return None
+    return {"kind": "empirical_by_rate",
+            "levels": [{"rps": mx.rate,
+                        "samples_ms": [round(max(0.0, q - on_path_ms), 4)
+                                       for q in mx.quantiles_by_op[op]]}
+                       for mx in levels]}
+
+
+def host_pauses(mixes: list[MixLevel]) -> dict[str, Any] | None:
+    """The stalls found in the mix levels as the host's pauses: per second at each level's
+    rate, durations pooled over the levels (None when no level stalled)."""
+    kept = sorted(kept_up(mixes), key=lambda m: m.rate)
+    durations = [d for mx in kept for d in mx.stalls_ms]
+    if not durations or not all(mx.seconds > 0 for mx in kept):
+        return None
+    return {"by_rate": [{"rps": mx.rate, "per_s": round(len(mx.stalls_ms) / mx.seconds, 4)}
+                        for mx in kept],
+            "durations_ms": sorted(durations)}
 
 
 def host_model(mixes: list[MixLevel], loads: dict[str, RoleLoad]) -> dict[str, Any]:
@@ -490,8 +596,7 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
         f"against the {cal.topology} back office at {cal.target} (pid-level CPU, psutil;",
         "process CPU times tick at 10 ms, so a figure is within 10 ms / requests of a level).",
         f"Demands below: CPU ms per request measured at {use_rate:g} requests/s (gamma, cv from",
-        "the latency spread at the lowest rate); *_off_cpu: mean latency minus CPU at the",
-        "lowest rate, an external wait. Every level measured (ms CPU per request):",
+        "the latency spread at the lowest rate). Every level measured (ms CPU per request):",
     ]
     for lv in cal.levels:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lv.cpu_ms.items()))
@@ -501,12 +606,16 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(mx.cpu_ms.items()))
         lines.append(f"  mix        {mx.rate:7.1f}/s: {cpu}; generator {mx.generator_cores:.2f} "
                      f"cores, others {mx.other_cores:.2f}; p50 {mx.p50_ms:.2f} p99 "
-                     f"{mx.p99_ms:.2f} ms")
+                     f"{mx.p99_ms:.2f} ms; stalls {len(mx.stalls_ms)}"
+                     + (f" (longest {max(mx.stalls_ms):.0f} ms)" if mx.stalls_ms else ""))
     lines += [
         "Mix levels: each role's CPU per second = fixed + per request x rate (least squares);",
         "the fixed part is host background, the rest each service's cpu_by_rate; the host",
-        f"has this machine's {os.cpu_count()} cores and the scheduler slice that best predicts",
-        "the mix levels' p50 and p99 (fitted: testbed calibrate tries each of SLICES_MS).",
+        f"has this machine's {os.cpu_count()} cores. Stalls (loadgen/stalls.py: moments the",
+        "back office answered nobody) are the host's pauses, per second against the rate.",
+        "*_off_cpu: each operation's latency outside stalls less its on-path work, at each",
+        "mix level (empirical_by_rate), corrected by testbed calibrate so that the model",
+        "reproduces the mix levels' p50, p95 and p99 (off-CPU fit rounds below).",
     ]
     return "\n".join("# " + ln for ln in lines) + "\n"
 
@@ -532,31 +641,61 @@ def read_levels(path: Path) -> Calibration:
                        [MixLevel(**m) for m in d["mixes"]])
 
 
-def fit_slice(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]
-              ) -> tuple[float, dict[float, float]]:
-    """The host's scheduler slice that best predicts the mix levels: for each candidate, the
-    calibrated scenario is simulated at each mix rate on a host with the background measured
-    there (other processes and generator), and the error is the mean absolute log ratio of
-    predicted to measured p50 and p99 of :data:`SLICE_OPS`. Returns (slice, error by slice).
-    Only the calibration's own levels are used (never a validation's), and only those the
-    back office kept up with (p50 within :data:`SATURATED_P50` times the lowest)."""
-    errors: dict[float, float] = {}
-    kept = kept_up(cal.mixes)
-    for slice_ms in SLICES_MS:
-        trial = json.loads(json.dumps(raw))
-        trial["deployments"][0]["host"]["slice_ms"] = slice_ms
-        sc = parse_scenario(trial, "slice fit")
-        logs = []
+def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]
+                ) -> list[float]:
+    """Correct each operation's off-CPU wait at each mix level for what the model adds
+    itself, so that the calibrated scenario reproduces the levels it was measured at.
+
+    The wait at a level was measured as latency less on-path work, which still holds that
+    level's queueing and sharing of the cores; the model adds those again. Each round
+    simulates every kept-up mix level (on a host with the background measured there) and
+    shifts the level's wait samples by predicted less measured latency at
+    :data:`FIT_KNOTS` (interpolated between them by quantile, held beyond), then sorts them
+    (a quantile function). :data:`FIT_ROUNDS` rounds; the round whose mean absolute log
+    error of p50 and p99 of :data:`FIT_OPS` is lowest is kept in ``raw``. Only the
+    calibration's own levels are used, never a validation's. Returns the error by round."""
+    kept = sorted(kept_up(cal.mixes), key=lambda m: m.rate)
+    errors: list[float] = []
+    best: tuple[float, dict[str, Any]] | None = None
+    for rnd in range(FIT_ROUNDS + 1):
+        sc = parse_scenario(raw, "off-CPU fit")
+        logs: list[float] = []
+        shifts: dict[tuple[str, float], list[float]] = {}
         for mx in kept:
-            pred = predict(sc, cal.topology, mx.rate, SLICE_SIM_S, 1,
+            pred = predict(sc, cal.topology, mx.rate, FIT_SIM_S, 1,
                            mx.other_cores + mx.generator_cores).summary.set_index("operation")
-            for op in SLICE_OPS:
-                if op in mx.by_op and op in pred.index:
-                    for k, col in enumerate(("p50_ms", "p99_ms")):
-                        p, m = float(pred.loc[op, col]), mx.by_op[op][k]
-                        if p > 0 and m > 0 and math.isfinite(p):
-                            logs.append(abs(math.log(p / m)))
-        errors[slice_ms] = float(np.mean(logs)) if logs else math.inf
-        progress(f"slice {slice_ms:g} ms: mean |log(predicted/measured)| {errors[slice_ms]:.3f}")
-    best = min(errors, key=lambda s: errors[s])
-    return best, errors
+            for op, meas in mx.knots_by_op.items():
+                if op not in pred.index:
+                    continue
+                got = [float(pred.loc[op, c]) for c in ("p50_ms", "p95_ms", "p99_ms")]
+                if not all(math.isfinite(g) for g in got):
+                    continue
+                shifts[(op, mx.rate)] = [g - m for g, m in zip(got, meas, strict=True)]
+                if op in FIT_OPS:
+                    logs += [abs(math.log(g / m)) for g, m in zip(got[::2], meas[::2],
+                                                                   strict=True)
+                             if g > 0 and m > 0]
+        err = float(np.mean(logs)) if logs else math.inf
+        errors.append(err)
+        progress(f"off-CPU fit round {rnd}: mean |log(predicted/measured)| of p50 and p99 "
+                 f"{err:.3f}")
+        if best is None or err < best[0]:
+            best = (err, json.loads(json.dumps(raw)))
+        if rnd == FIT_ROUNDS:
+            break
+        for name, dist in raw["demands"].items():
+            if dist.get("kind") != "empirical_by_rate" or not name.endswith("_off_cpu"):
+                continue
+            op = name[: -len("_off_cpu")]
+            for level in dist["levels"]:
+                shift = shifts.get((op, level["rps"]))
+                if shift is None:
+                    continue
+                samples = level["samples_ms"]
+                u = [(k + 0.5) / len(samples) for k in range(len(samples))]
+                moved = np.asarray(samples) - np.interp(u, FIT_KNOTS, shift)
+                level["samples_ms"] = sorted(round(max(0.0, float(v)), 4) for v in moved)
+    assert best is not None
+    raw.clear()
+    raw.update(best[1])
+    return errors

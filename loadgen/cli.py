@@ -3,6 +3,7 @@ measurement in the simulator's results schema (attached to ``testbed`` by testbe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -157,9 +158,10 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
     return tuple(sorted(rates))
 
 
-def _rates_or_none(ctx: click.Context, param: click.Parameter, value: str | None
+def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    ) -> tuple[float, ...] | None:
-    return None if value is None else _rates(ctx, param, value)
+    """``auto`` (None: the caller ramps to the capacity) or rates like 20,60,150."""
+    return None if value.strip().lower() == "auto" else _rates(ctx, param, value)
 
 
 @click.command()
@@ -176,10 +178,16 @@ def _rates_or_none(ctx: click.Context, param: click.Parameter, value: str | None
               help="load levels, requests/s of one operation at a time")
 @click.option("--use-rate", type=float, default=None, callback=_finite_positive,
               help="level whose demands the scenario uses [default: the middle one]")
-@click.option("--mix-rates", default=None, callback=_rates_or_none,
+@click.option("--mix-rates", default="auto", show_default=True, callback=_rates_or_auto,
               help="rates of the whole mix measured after the operations: CPU per request "
-                   "against load (cpu_by_rate) and the host (generator, other processes) "
-                   "[default: --rates]")
+                   "against load (cpu_by_rate), the host (generator, other processes, "
+                   "stalls) and the off-CPU wait at each rate; auto: a ramp finds the "
+                   "capacity and the mix runs at 10, 35, 65 and 90% of it")
+@click.option("--mix-seconds", type=float, default=10.0, show_default=True,
+              callback=_finite_positive,
+              help="measured seconds per mix level (stalls are rare: seconds, not a few)")
+@click.option("--start-rate", type=float, default=50.0, show_default=True,
+              callback=_finite_positive, help="first rate of the auto ramp (x1.5 a step)")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
 @click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
@@ -189,7 +197,8 @@ def _rates_or_none(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
-              use_rate: float | None, mix_rates: tuple[float, ...] | None, seconds: float,
+              use_rate: float | None, mix_rates: tuple[float, ...] | None,
+              mix_seconds: float, start_rate: float, seconds: float,
               players: int, database: str | None, credentials: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
@@ -197,11 +206,12 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     \b
     Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
     process spent (psutil) is divided by the requests answered. Then the whole mix runs at
-    each --mix-rates: the server's CPU per request against load becomes each service's
-    cpu_by_rate (batching and group commit make it fall), and the machine becomes the
-    deployment's host (its cores; the load generator's CPU, fixed and per request; the
-    other processes' CPU). What a request waited off the CPU at the lowest rate becomes an
-    empirical external wait per operation. The scenario written keeps
+    each --mix-rates (auto: 10/35/65/90% of the capacity a ramp finds): the server's CPU
+    per request against load becomes each service's cpu_by_rate, and the machine becomes
+    the deployment's host (its cores; the load generator's CPU, fixed and per request; the
+    other processes' CPU; its stalls as pauses). What a request waited off the CPU at each
+    mix level becomes an external wait per operation against the rate, fitted so that the
+    model reproduces those levels. The scenario written keeps
     the base scenario's mix, population and SLOs, replaces demands and call paths by the
     measured ones and its deployments by one mirroring what runs; its header lists every
     level measured and the command that produced it.
@@ -231,23 +241,29 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=seconds,
                     players=players, seed=1, credentials=creds, architecture=topology,
                     prefix=f"cal{secrets.token_hex(3)}-")
+    say = lambda s: click.echo(s, err=True)  # noqa: E731
     try:
-        cal = cal_mod.calibrate(plan, topology, rates, lambda s: click.echo(s, err=True),
-                                database, mix_rates if mix_rates is not None else rates)
+        if mix_rates is None:
+            ramp_plan = dataclasses.replace(plan, duration_s=min(seconds, mix_seconds))
+            mix_rates = cal_mod.auto_mix_rates(ramp_plan, start_rate, ramp_plan.duration_s,
+                                               say)
+        cal = cal_mod.calibrate(plan, topology, rates, say, database, mix_rates,
+                                mix_seconds)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
     command = (f"testbed calibrate --target {target} --topology {topology} --out {out_file} "
                f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
                f"--use-rate {chosen:g} --seconds {seconds:g}"
-               + (f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}" if mix_rates else "")
+               + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
+               + f" --mix-seconds {mix_seconds:g} --players {players}"
                + (f" --database {database}" if database else ""))
     raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
     if cal.mixes:
-        best, errors = cal_mod.fit_slice(raw, cal, lambda s: click.echo(s, err=True))
-        raw["deployments"][0]["host"]["slice_ms"] = best
-        header += "".join(f"# slice {s:g} ms: mean |log(predicted/measured)| {e:.3f}"
-                          f"{' <- used' if s == best else ''}\n" for s, e in errors.items())
+        errors = cal_mod.fit_off_cpu(raw, cal, say)
+        kept = min(range(len(errors)), key=lambda i: errors[i])
+        header += "".join(f"# off-CPU fit round {i}: mean |log(predicted/measured)| {e:.3f}"
+                          f"{' <- used' if i == kept else ''}\n" for i, e in enumerate(errors))
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
         cal_mod.write_levels(cal, Path(out_file).with_suffix(".levels.json"))

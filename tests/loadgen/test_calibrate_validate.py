@@ -3,7 +3,6 @@ simulates at, the USL fit, the joined `testbed validate` command."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -171,26 +170,60 @@ def test_mix_levels_split_fixed_cpu_from_the_requests_and_make_the_host(tmp_path
     assert "mix" in header and "50.0/s" not in header.split("mix")[0][-10:]
 
 
-def test_the_slice_fit_finds_the_slice_that_made_the_measurements(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # "measurements" simulated with 6 ms slices on a busy host: of 0 and 6 ms, the fit must
-    # pick 6 (smooth sharing has no stalls and misses the p99)
+def _truth(cal: Calibration, waits_ms: dict[float, float]) -> dict:
+    """The calibrated scenario with a known off-CPU wait (constant, by rate) per operation."""
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    for name in [n for n in raw["demands"] if n.endswith("_off_cpu")]:
+        raw["demands"][name] = {"kind": "empirical_by_rate", "levels": [
+            {"rps": r, "samples_ms": [w]} for r, w in sorted(waits_ms.items())]}
+    return raw
+
+
+def test_the_off_cpu_fit_takes_out_what_the_model_adds(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    # "measurements" simulated with a known wait per rate (1.0 ms at 20/s, 0.4 at 200/s):
+    # the calibrated wait starts as latency less on-path CPU (queueing still in it) and the
+    # fit must bring the model back onto the measured p50/p95/p99 at every mix level
     from loadgen import calibrate as cal_mod
     from loadgen.validate import predict
 
     cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    truth = parse_scenario(_truth(cal, {20.0: 1.0, 60.0: 0.8, 200.0: 0.4}))
     for mx in cal.mixes:
-        mx.other_cores = 3.0  # a busy machine: the server gets half a core's share
-    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
-    truth = copy.deepcopy(raw)
-    truth["deployments"][0]["host"]["slice_ms"] = 6.0
-    sc = parse_scenario(truth)
-    for mx in cal.mixes:
-        s = predict(sc, "monolith", mx.rate, 8.0, 1,
+        mx.seconds = 4.0
+        s = predict(truth, "monolith", mx.rate, 8.0, 1,
                     mx.other_cores + mx.generator_cores).summary.set_index("operation")
-        mx.by_op = {op: (float(s.loc[op, "p50_ms"]), float(s.loc[op, "p99_ms"]))
-                    for op in ("bet", "win", "balance")}
-    monkeypatch.setattr(cal_mod, "SLICES_MS", (0.0, 6.0))
-    monkeypatch.setattr(cal_mod, "SLICE_SIM_S", 8.0)
-    best, errors = cal_mod.fit_slice(raw, cal, lambda s: None)
-    assert best == 6.0 and errors[6.0] < errors[0.0]
+        mx.knots_by_op = {op: [float(s.loc[op, c]) for c in ("p50_ms", "p95_ms", "p99_ms")]
+                          for op in s.index}
+        mx.by_op = {op: (k[0], k[2]) for op, k in mx.knots_by_op.items()}
+        mx.quantiles_by_op = {op: list(np.interp(cal_mod.LEVEL_QUANTILES, cal_mod.FIT_KNOTS, k))
+                              for op, k in mx.knots_by_op.items()}
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    wait = raw["demands"]["bet_off_cpu"]
+    assert wait["kind"] == "empirical_by_rate"
+    assert [lv["rps"] for lv in wait["levels"]] == [20.0, 60.0, 200.0]
+    assert "pauses" not in raw["deployments"][0]["host"]  # no level stalled
+    monkeypatch.setattr(cal_mod, "FIT_SIM_S", 8.0)
+    monkeypatch.setattr(cal_mod, "FIT_ROUNDS", 2)
+    errors = cal_mod.fit_off_cpu(raw, cal, lambda s: None)
+    assert len(errors) == 3
+    assert min(errors) < errors[0] and min(errors) < 0.08
+    fitted = raw["demands"]["bet_off_cpu"]["levels"]
+    assert all(v >= 0 for lv in fitted for v in lv["samples_ms"])
+    assert all(lv["samples_ms"] == sorted(lv["samples_ms"]) for lv in fitted)
+    # the wait fitted at 200/s is near the truth's 0.4 ms (its median), not 1 ms
+    assert np.median(fitted[-1]["samples_ms"]) == pytest.approx(0.4, abs=0.15)
+    parse_scenario(raw)  # still a valid scenario
+
+
+def test_stalls_in_the_mix_levels_become_host_pauses() -> None:
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    for mx, stalls in zip(cal.mixes, ([], [12.0], [6.0, 40.0, 7.5]), strict=True):
+        mx.seconds, mx.stalls_ms = 10.0, stalls
+        mx.quantiles_by_op = {op: QUANTILES_MS[::2] for op in OPS}
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    pauses = raw["deployments"][0]["host"]["pauses"]
+    assert pauses["by_rate"] == [{"rps": 20.0, "per_s": 0.0}, {"rps": 60.0, "per_s": 0.1},
+                                 {"rps": 200.0, "per_s": 0.3}]
+    assert pauses["durations_ms"] == [6.0, 7.5, 12.0, 40.0]
+    assert parse_scenario(raw).deployments[0].host.pauses is not None  # type: ignore[union-attr]
