@@ -27,7 +27,7 @@ import simpy
 
 from sim.engine.contention import Contention, RowLockTable
 from sim.engine.faults import start_faults
-from sim.engine.host import CpuByRate, Host, RateMeter
+from sim.engine.host import CpuByRate, EntryMeter, Host, RateMeter
 from sim.engine.output import Recorder, RunOutput, StationSeries
 from sim.engine.path import RequestPath
 from sim.engine.policies import Autoscaler
@@ -62,8 +62,10 @@ def build_stations(env: simpy.Environment, topo: Topology,
     """Every station of a topology: replicas, database shards (primary and read replicas),
     hot-account locks, cache servers, the broker; with the topology's host, every CPU station
     shares its cores, and replicas with ``cpu_by_rate`` scale their CPU by their request rate
-    (:mod:`sim.engine.host`)."""
-    host = Host(topo.host) if topo.host is not None else None
+    (:mod:`sim.engine.host`). The entry meter (requests entering the deployment) exists only
+    when something reads it (``topo.rate_dependent``)."""
+    entry = EntryMeter(topo.reduce_factor) if topo.rate_dependent else None
+    host = Host(topo.host, entry) if topo.host is not None else None
     if host is not None:
         host.start(env, rng if rng is not None else np.random.default_rng(0))
     entries = {r.entry for r in topo.routes}
@@ -116,7 +118,7 @@ def build_stations(env: simpy.Environment, topo: Topology,
          for i in range(c.shards)]
         for c in topo.caches
     ]
-    return Stations(replicas, shards, locks, caches, Backlog(env, "broker"))
+    return Stations(replicas, shards, locks, caches, Backlog(env, "broker"), host, entry)
 
 
 def build_contention(env: simpy.Environment, topo: Topology, stations: Stations,

@@ -17,6 +17,12 @@
   exponential times of mean ``slice (1 / s - 1)``, ``s`` being processor sharing's share
   ``min(1, cores / (1 + background))``: the same share of time, in whole slices, as a
   process that the kernel deschedules; the stations' sharing among themselves stays smooth.
+  With ``pauses`` (GC pauses, checkpoints), the whole host also stops (speed 0) for measured
+  durations, at a Poisson rate interpolated in the deployment's entry rate
+  (:class:`EntryMeter`). Slice stalls and pauses compose: the host runs only when neither
+  holds it (:attr:`Host.held_by`).
+* :class:`EntryMeter`: the external requests per second entering the deployment (at full
+  size in a reduced run), read by the pauses and by ``empirical_by_rate`` waits.
 """
 
 from __future__ import annotations
@@ -75,6 +81,22 @@ class CpuByRate:
         return interpolate(self.rates, self.factors, self.meter.rate(now))
 
 
+class EntryMeter(RateMeter):
+    """External requests per second entering a deployment, ticked once per request at its
+    route's entry (never by internal hops). A reduced run simulates 1/``k`` of the traffic:
+    :meth:`full_rate` is the full-size rate that rate-dependent tables are calibrated on."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int = 1) -> None:
+        super().__init__()
+        assert k >= 1, k
+        self.k = k
+
+    def full_rate(self, now: float) -> float:
+        return self.rate(now) * self.k
+
+
 def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     """``ys`` at ``x``, linear between the points of increasing ``xs``, held beyond them."""
     i = bisect.bisect_right(xs, x)
@@ -100,18 +122,23 @@ class HostMember(Protocol):
 class Host:
     """The cores every CPU station of one deployment shares."""
 
-    __slots__ = ("background", "client_s", "cores", "members", "meter", "paused", "slice",
-                 "speed")
+    __slots__ = ("background", "client_s", "cores", "entry", "held_by", "members", "meter",
+                 "pause_count", "paused_s", "pauses", "slice", "speed")
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, entry: EntryMeter | None = None) -> None:
         self.cores = spec.cores
         self.background = spec.background_cores
         self.client_s = spec.client_s_per_request
         self.slice = spec.slice_s
+        self.pauses = spec.pauses
+        assert self.pauses is None or entry is not None, "host pauses need the entry meter"
+        self.entry = entry
         self.members: list[HostMember] = []
         self.meter = RateMeter()  # requests entering the deployment (the generator's load)
         self.speed = 1.0
-        self.paused = False
+        self.held_by: set[str] = set()  # "slice" (a scheduler stall), "pause": speed 0
+        self.pause_count = 0   # pauses finished
+        self.paused_s = 0.0    # seconds of those pauses
 
     def others(self, now: float) -> float:
         """Cores the rest of the machine wants now: background and the load generator."""
@@ -124,9 +151,11 @@ class Host:
         return running + (0.0 if self.slice > 0 else self.others(now))
 
     def start(self, env: simpy.Environment, rng: np.random.Generator) -> None:
-        """Begin the slices (nothing to do for smooth sharing)."""
+        """Begin the slices and the pauses (nothing to do for smooth sharing)."""
         if self.slice > 0:
             env.process(self._slices(env, rng))
+        if self.pauses is not None and max(self.pauses.per_s) > 0:
+            env.process(self._pauses(env, rng))
 
     def _slices(self, env: simpy.Environment, rng: np.random.Generator) -> Generator:
         while True:
@@ -134,13 +163,40 @@ class Host:
             share = min(1.0, self.cores / (1.0 + self.others(env.now)))
             if share >= 1.0:
                 continue
-            self._pause(True, env.now)
+            self._pause("slice", True, env.now)
             yield env.timeout(rng.exponential(self.slice * (1.0 / share - 1.0)))
-            self._pause(False, env.now)
+            self._pause("slice", False, env.now)
 
-    def _pause(self, paused: bool, now: float) -> None:
+    def _pauses(self, env: simpy.Environment, rng: np.random.Generator) -> Generator:
+        """Poisson pauses at ``per_s`` (interpolated in the full-size entry rate) by thinning:
+        candidates at the table's highest rate, each kept with probability rate now / highest.
+        The process sleeps through a pause, so pauses never overlap: their starts are Poisson
+        in the time the host is not paused (the paused share is x / (1 + x), x = per_s times
+        the mean duration; x itself while pauses are short and rare)."""
+        spec = self.pauses
+        entry = self.entry
+        assert spec is not None and entry is not None
+        rates, per_s, durations = list(spec.rates), list(spec.per_s), spec.durations_s
+        top = max(per_s)
+        while True:
+            yield env.timeout(rng.exponential(1.0 / top))
+            if rng.random() * top >= interpolate(rates, per_s, entry.full_rate(env.now)):
+                continue
+            d = durations[int(rng.integers(len(durations)))]
+            self._pause("pause", True, env.now)
+            yield env.timeout(d)
+            self._pause("pause", False, env.now)
+            self.pause_count += 1
+            self.paused_s += d
+
+    def _pause(self, by: str, on: bool, now: float) -> None:
+        """``by`` ("slice" or "pause") starts (``on``) or stops holding the host."""
+        assert (by in self.held_by) != on, f"host: {by} already {'on' if on else 'off'}"
         self.advance_all()
-        self.paused = paused
+        if on:
+            self.held_by.add(by)
+        else:
+            self.held_by.remove(by)
         if self.members:
             self.respeed(self.members[0], now)
 
@@ -153,8 +209,9 @@ class Host:
         """After ``changed`` gained or lost jobs: the new speed for every station; re-arm the
         timers of the stations whose speed moved, and of ``changed``."""
         wanted = self.wanted(now)
-        speed = 0.0 if self.paused else min(1.0, self.cores / wanted) if wanted > 0 else 1.0
+        speed = 0.0 if self.held_by else min(1.0, self.cores / wanted) if wanted > 0 else 1.0
         assert 0.0 <= speed <= 1.0, speed
+        assert (speed == 0.0) == bool(self.held_by), "the host runs only when nothing holds it"
         moved = speed != self.speed
         self.speed = speed
         for m in self.members:

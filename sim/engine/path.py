@@ -14,7 +14,8 @@ then takes its steps in order. A step runs on the service hosting its component:
 A step may be a branch (taken with its ``probability``) and may make nested ``calls``, taken
 the same way from the step's own service after its work, each holding the step's worker (and
 so every caller's up the chain) until it returns. A step's work is its CPU (processor sharing
-on the replica's cores), its external wait, and its database time (a cache lookup first if
+on the replica's cores), its external wait (``empirical_by_rate``: by the requests per second
+entering the deployment, metered at route entry), and its database time (a cache lookup first if
 the step names a cache, the database only on a miss; a pooled connection held, the shard's
 cores, or a read replica's for a read). A step writing a contended row (the player's, a hot
 account's) runs its database work as a transaction of :mod:`sim.engine.contention`: row locks
@@ -50,8 +51,9 @@ from simpy.events import Event
 from sim.engine.contention import Contention
 from sim.engine.output import FAILED, OK, SHED, TIMED_OUT
 from sim.engine.policies import CallPolicies
-from sim.engine.sampling import Draw, DrawFactory
+from sim.engine.sampling import Draw, DrawFactory, RateWait
 from sim.engine.stations import DEAD, REJECTED, Pool, PSCpu, Replica, Shard, Stations
+from sim.model.distributions import EmpiricalByRate
 from sim.model.policies import CallPolicySpec
 from sim.model.topology import ServiceSpec, StepSpec, Topology
 
@@ -101,12 +103,18 @@ class PreparedRoute:
     priority: int = 1
 
 
-def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
-    """Resolve every route's draws once (never per request)."""
+Rate = Callable[[], float]
+"""The requests per second entering the deployment now (at full size)."""
+
+
+def prepare_routes(topo: Topology, draws: DrawFactory,
+                   rate: Rate | None = None) -> list[PreparedRoute]:
+    """Resolve every route's draws once (never per request); ``rate`` is read by the
+    ``empirical_by_rate`` waits (needed when ``topo.rate_dependent``)."""
     out = []
     for oi, route in enumerate(topo.routes):
         steps = tuple(_prepare_step(topo, draws, f"{route.operation}/{i}", st, route.entry,
-                                    route.priority, oi)
+                                    route.priority, oi, rate)
                       for i, st in enumerate(route.steps))
         gw = (draws.demand(route.gateway_cpu, f"{route.operation}/gateway:cpu")
               if route.gateway_cpu is not None else None)
@@ -115,8 +123,22 @@ def prepare_routes(topo: Topology, draws: DrawFactory) -> list[PreparedRoute]:
     return out
 
 
+def _external(draws: DrawFactory, site: str, st: StepSpec, rate: Rate | None) -> Draw | None:
+    """A step's external wait: plain, or by the entry rate (``empirical_by_rate``; one level
+    is exactly its plain ``empirical``)."""
+    ext = st.external
+    if ext is None:
+        return None
+    if not isinstance(ext, EmpiricalByRate):
+        return draws.demand(ext, f"{site}:external")
+    if len(ext.levels) == 1:
+        return draws.demand(ext.first, f"{site}:external")
+    assert rate is not None, "an empirical_by_rate wait needs the deployment's entry rate"
+    return RateWait(ext, draws.uniform(f"{site}:external"), rate)
+
+
 def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, caller: int,
-                  priority: int, op: int) -> PreparedStep:
+                  priority: int, op: int, rate: Rate | None) -> PreparedStep:
     def d(dist: Any, what: str) -> Draw | None:
         return draws.demand(dist, f"{site}:{what}") if dist is not None else None
 
@@ -127,7 +149,7 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, c
         svc=topo.services[st.service],
         is_async=st.is_async,
         cpu=d(st.cpu, "cpu"),
-        external=d(st.external, "external"),
+        external=_external(draws, site, st, rate),
         db=d(st.db, "db"),
         lock=st.lock,
         probability=st.probability,
@@ -137,7 +159,8 @@ def _prepare_step(topo: Topology, draws: DrawFactory, site: str, st: StepSpec, c
         hit_ratio=cache.hit_ratio if cache is not None else 0.0,
         lookup=d(cache.lookup, "cache") if cache is not None else None,
         hit=draws.uniform(f"{site}:hit") if cache is not None else None,
-        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, st.service, priority, op)
+        calls=tuple(_prepare_step(topo, draws, f"{site}.{i}", c, st.service, priority, op,
+                                  rate)
                     for i, c in enumerate(st.calls)),
         policy=(topo.services[caller].call_policies[st.service]
                 if st.service != caller and not st.is_async
@@ -176,7 +199,10 @@ class RequestPath:
         self.record = record
         self.recorded_attempts = record_attempts or (lambda _n: None)
         self.contention = contention
-        self.routes = prepare_routes(topo, draws)
+        # requests entering the deployment (only when a wait or the host's pauses read it)
+        self.entry = entry = stations.entry
+        self.routes = prepare_routes(
+            topo, draws, (lambda: entry.full_rate(env.now)) if entry is not None else None)
         self._hop = draws.demand(topo.network_hop, "network_hop")
         self._rpc = draws.demand(topo.rpc_cpu, "rpc_cpu")
         self._publish = draws.demand(topo.publish, "publish")
@@ -244,6 +270,8 @@ class RequestPath:
         returns (outcome, time the client learnt it)."""
         env = self.env
         t0 = env.now
+        if self.entry is not None:
+            self.entry.tick(t0)
         route = self.routes[op]
         rep = self.pick(route.entry)
         if rep is None or rep.down:

@@ -17,6 +17,9 @@ seconds (or, for a branch, a uniform number in [0, 1)). Draws are made by one
   skipped branch simply never asks for its element. Sites drawn several times for one
   request (:data:`REPEATED_SITES`: network hops, RPC CPU, publishing, whose counts differ
   between deployments anyway) are drawn unkeyed by a fallback factory.
+
+A wait of ``empirical_by_rate`` is a :class:`RateWait`: a uniform of the factory (keyed like
+a branch) turned into a wait at the deployment's current request rate.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sim.model.distributions import Distribution
+from sim.model.distributions import Distribution, EmpiricalByRate, quantile_by_rate
 
 BATCH = 2048  # values drawn per numpy call (numpy is slow one value at a time)
 WINDOWS_KEPT = 8  # keyed draws: windows of BATCH keys kept per site (older ones are redrawn)
@@ -174,6 +177,23 @@ class KeyedDraws:
 
     def uniform(self, site: str) -> Draw:
         return Keyed(_uniform, self._seed, site)
+
+
+class RateWait:
+    """The wait of an ``empirical_by_rate`` demand: uniform ``u`` drawn at the step's site
+    (so paired deployments share it), its quantile at ``rate()`` requests/s now
+    (:func:`sim.model.distributions.quantile_by_rate`)."""
+
+    __slots__ = ("levels", "rate", "rates", "uniform")
+
+    def __init__(self, dist: EmpiricalByRate, uniform: Draw, rate: Callable[[], float]):
+        self.rates = dist.rates
+        self.levels = dist.ascending_s
+        self.uniform = uniform
+        self.rate = rate
+
+    def __call__(self, key: int) -> float:
+        return quantile_by_rate(self.rates, self.levels, self.uniform(key), self.rate())
 
 
 def child_seed(seed: np.random.SeedSequence, index: int) -> np.random.SeedSequence:

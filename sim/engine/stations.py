@@ -38,7 +38,7 @@ from typing import Protocol
 import simpy
 from simpy.events import Event
 
-from sim.engine.host import Host, RateMeter
+from sim.engine.host import EntryMeter, Host, RateMeter
 from sim.engine.waits import WaitHistogram
 
 DEFAULT_QUEUE_LIMIT = 1_000_000  # waiters per pool when the scenario sets no queue_limit
@@ -556,3 +556,5 @@ class Stations:
     locks: list[list[Pool]]            # per hot account: its sub-account row locks
     caches: list[list[PSCpu]]          # per cache: its shards
     broker: Backlog
+    host: Host | None = None           # the machine every CPU station shares, if any
+    entry: EntryMeter | None = None    # requests entering the deployment (rate-dependent only)

@@ -7,7 +7,10 @@ the engine (the simulator's clock unit). Each kind is a pydantic model discrimin
 
 from __future__ import annotations
 
+import bisect
 import math
+from functools import cached_property
+from itertools import pairwise
 from typing import Annotated, Literal
 
 import numpy as np
@@ -113,6 +116,12 @@ class Gamma(_Dist):
         return Gamma(mean_ms=self.mean_ms * factor, cv=self.cv)
 
 
+def _check_samples(v: list[float]) -> list[float]:
+    if any(not 0 <= x <= L.MAX_DEMAND_MS for x in v):
+        raise ValueError(f"every sample must be a finite number in [0, {L.MAX_DEMAND_MS:g}]")
+    return v
+
+
 class Empirical(_Dist):
     """Resampling of measured values (for example from the reference implementation)."""
 
@@ -122,9 +131,7 @@ class Empirical(_Dist):
     @field_validator("samples_ms")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
-        if any(not 0 <= x <= L.MAX_DEMAND_MS for x in v):
-            raise ValueError(f"every sample must be a finite number in [0, {L.MAX_DEMAND_MS:g}]")
-        return v
+        return _check_samples(v)
 
     def mean_s(self) -> float:
         return float(np.mean(self.samples_ms)) / 1000.0
@@ -142,9 +149,114 @@ class Empirical(_Dist):
         return Empirical(samples_ms=[x * factor for x in self.samples_ms])
 
 
+def empirical_quantile(ascending: list[float], u: float) -> float:
+    """The inverse CDF at ``u`` in [0, 1) of :class:`Empirical`'s resampling (each sample
+    with probability 1/n): the sample of rank ``floor(u n)`` in ascending order."""
+    assert 0.0 <= u < 1.0, u
+    return ascending[min(int(u * len(ascending)), len(ascending) - 1)]
+
+
+def quantile_by_rate(rates: list[float], levels: list[list[float]], u: float,
+                     rps: float) -> float:
+    """Quantile ``u`` at ``rps`` requests/s: each level's :func:`empirical_quantile` (samples
+    ascending), linear in the rate between the two levels around ``rps``, the first level's
+    below the first rate, the last level's above the last (held, like
+    ``sim.engine.host.interpolate``)."""
+    i = bisect.bisect_right(rates, rps)
+    if i == 0:
+        return empirical_quantile(levels[0], u)
+    if i == len(rates):
+        return empirical_quantile(levels[-1], u)
+    q0, q1 = empirical_quantile(levels[i - 1], u), empirical_quantile(levels[i], u)
+    return q0 + (q1 - q0) * (rps - rates[i - 1]) / (rates[i] - rates[i - 1])
+
+
+class RateLevel(BaseModel):
+    """The waits measured while the deployment received ``rps`` requests per second."""
+
+    model_config = L.FINITE | ConfigDict(frozen=True)
+
+    rps: float = Field(gt=0, le=L.MAX_RATE_RPS)
+    samples_ms: list[float] = Field(min_length=1)
+
+    @field_validator("samples_ms")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        return _check_samples(v)
+
+
+class EmpiricalByRate(_Dist):
+    """A wait whose distribution depends on the load: measured ``samples_ms`` at a few request
+    rates into the deployment (the requests entering it per second), e.g. a database call
+    that group commit makes faster under load. Only a step's ``external`` wait may use it.
+
+    In a run, a wait at rate R is quantile interpolation: one uniform u, each level's
+    empirical quantile at u (:func:`empirical_quantile`, the inverse CDF of ``empirical``),
+    linear in R between the two levels around R, held beyond the first and last level
+    (:func:`quantile_by_rate`). One level is exactly the plain ``empirical`` distribution.
+
+    Outside a rate context (``mean_s``, ``scv``, ``sample_s``: the analytic load estimate,
+    cost code) the **first (lowest-rate) level** stands for the whole distribution.
+    """
+
+    kind: Literal["empirical_by_rate"] = "empirical_by_rate"
+    levels: list[RateLevel] = Field(min_length=1, max_length=L.MAX_RATE_LEVELS)
+
+    @field_validator("levels")
+    @classmethod
+    def _increasing(cls, v: list[RateLevel]) -> list[RateLevel]:
+        for i, (a, b) in enumerate(pairwise(v)):
+            if b.rps <= a.rps:
+                raise ValueError(f"rps must increase strictly from level to level: "
+                                 f"levels[{i + 1}].rps {b.rps:g} <= levels[{i}].rps {a.rps:g}")
+        return v
+
+    @cached_property
+    def first(self) -> Empirical:
+        """The lowest-rate level as a plain ``empirical`` (one object, so every use of it
+        shares one batch stream of draws, as a plain ``empirical`` demand does)."""
+        return Empirical(samples_ms=self.levels[0].samples_ms)
+
+    @cached_property
+    def rates(self) -> list[float]:
+        return [lv.rps for lv in self.levels]
+
+    @cached_property
+    def ascending_s(self) -> list[list[float]]:
+        """Each level's samples in seconds, ascending (the quantile tables)."""
+        return [sorted(x / 1000.0 for x in lv.samples_ms) for lv in self.levels]
+
+    def quantile_s(self, u: float, rps: float) -> float:
+        """The wait (s) of uniform ``u`` at ``rps`` requests/s into the deployment."""
+        return quantile_by_rate(self.rates, self.ascending_s, u, rps)
+
+    def mean_s(self) -> float:
+        return self.first.mean_s()
+
+    def scv(self) -> float:
+        return self.first.scv()
+
+    def sample_s(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.first.sample_s(rng, n)
+
+    def scaled(self, factor: float) -> EmpiricalByRate:
+        return EmpiricalByRate(levels=[
+            RateLevel(rps=lv.rps, samples_ms=[x * factor for x in lv.samples_ms])
+            for lv in self.levels])
+
+
 Distribution = Annotated[
     Constant | Exponential | LogNormal | Gamma | Empirical, Field(discriminator="kind")
 ]
+"""A service demand valid anywhere (CPU, database, network, think time, external wait)."""
+
+ExternalDistribution = Annotated[
+    Constant | Exponential | LogNormal | Gamma | Empirical | EmpiricalByRate,
+    Field(discriminator="kind"),
+]
+"""What a step's ``external`` wait may be: any :data:`Distribution` or ``empirical_by_rate``
+(the ``demands`` table holds these too; ``sim.model.scenario`` refuses a rate-dependent one
+anywhere but ``external``)."""
 
 
 class BetSize(BaseModel):

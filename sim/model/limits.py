@@ -73,6 +73,16 @@ MAX_HOST_CORES = MAX_CORES
 """Cores of a shared host."""
 MAX_SLICE_MS = 1_000.0
 """A scheduler time slice of the host model, at most one second."""
+MAX_RATE_RPS = 10_000_000.0
+"""A request rate (requests/s) of a rate-dependent table (``empirical_by_rate``, pauses)."""
+MAX_RATE_LEVELS = 32
+"""Rate levels of an ``empirical_by_rate`` wait, and points of a host's pause-rate table."""
+MAX_PAUSES_PER_S = 1_000.0
+"""Host pauses (GC, checkpoints) per second, at most."""
+MAX_PAUSE_MS = 60_000.0
+"""One host pause, at most a minute."""
+MAX_PAUSE_SAMPLES = 10_000
+"""Measured pause durations of a host, at most."""
 
 # run settings
 MAX_REPLICATIONS = 1_000

@@ -19,7 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.model import limits as L
-from sim.model.distributions import BetSize, Constant, Distribution
+from sim.model.distributions import (
+    BetSize,
+    Constant,
+    Distribution,
+    EmpiricalByRate,
+    ExternalDistribution,
+)
 from sim.model.faults import (
     FAULT_KINDS,
     Fault,
@@ -115,7 +121,11 @@ class Population(_Model):
 
 # --------------------------------------------------------------------------- operations
 
-DemandRef = str | Distribution
+DemandRef = str | ExternalDistribution
+"""A step's demand: a name in ``demands`` or an inline distribution (``empirical_by_rate``
+only as ``external``: checked by ``Step`` and ``Scenario``)."""
+ONLY_EXTERNAL = ("empirical_by_rate is only valid as a step's external wait (its distribution "
+                 "depends on the deployment's request rate)")
 MAX_CALL_DEPTH = 8             # nested calls: levels below a top-level step, at most
 MAX_RATE_RPS = 10_000_000.0    # explicit arrival rates (requests/s), at most
 MAX_RATE_POINTS = 10_000       # points of a rate table, at most
@@ -193,6 +203,13 @@ class Step(_Model):
         "commands carry their transaction id, reads change nothing); false: never retried",
     )
 
+    @field_validator("cpu", "db")
+    @classmethod
+    def _not_by_rate(cls, v: DemandRef | None) -> DemandRef | None:
+        if isinstance(v, EmpiricalByRate):
+            raise ValueError(ONLY_EXTERNAL)
+        return v
+
     @model_validator(mode="after")
     def _something(self) -> Step:
         if self.cpu is None and self.db is None and self.external is None and not self.calls:
@@ -264,6 +281,32 @@ class RateFactor(_Model):
     factor: float = Field(ge=1 / L.MAX_SPEED_FACTOR, le=L.MAX_SPEED_FACTOR)
 
 
+class PauseRate(_Model):
+    """Host pauses per second while the deployment receives ``rps`` requests per second."""
+
+    rps: float = Field(gt=0, le=L.MAX_RATE_RPS)
+    per_s: float = Field(ge=0, le=L.MAX_PAUSES_PER_S)
+
+
+class HostPauses(_Model):
+    """Stalls of the whole host: Poisson pauses whose rate ``by_rate`` interpolates linearly
+    in the requests per second entering the deployment (held beyond the points), each lasting
+    a duration drawn from ``durations_ms`` (measured); pauses never overlap."""
+
+    by_rate: list[PauseRate] = Field(min_length=1, max_length=L.MAX_RATE_LEVELS)
+    durations_ms: list[Annotated[float, Field(gt=0, le=L.MAX_PAUSE_MS)]] = Field(
+        min_length=1, max_length=L.MAX_PAUSE_SAMPLES)
+
+    @field_validator("by_rate")
+    @classmethod
+    def _increasing(cls, v: list[PauseRate]) -> list[PauseRate]:
+        for i, (a, b) in enumerate(pairwise(v)):
+            if b.rps <= a.rps:
+                raise ValueError(f"rps must increase strictly from point to point: "
+                                 f"by_rate[{i + 1}].rps {b.rps:g} <= by_rate[{i}].rps {a.rps:g}")
+        return v
+
+
 class Host(_Model):
     """The machine every process of a deployment runs on: its CPU stations (each service
     replica's cores, each database shard's, caches') draw from ``cores`` shared cores, by
@@ -284,6 +327,10 @@ class Host(_Model):
         "sharing); > 0: the deployment loses the cores to the background in whole scheduler "
         "slices: runs of mean slice_ms alternate with stalls sized so that the share of time "
         "is processor sharing's (the 5-10 ms stalls that lift p99 on a busy machine)")
+    pauses: HostPauses | None = Field(
+        default=None,
+        description="stalls of the whole machine (GC pauses, checkpoints): every CPU station "
+        "stops for a measured duration, at a rate that depends on the deployment's load")
 
 
 class Service(_Model):
@@ -710,7 +757,7 @@ class Scenario(_Model):
     description: str = ""
     simulation: Simulation = Field(default_factory=Simulation)
     population: Population = Field(default_factory=Population)
-    demands: dict[str, Distribution] = Field(default_factory=dict)
+    demands: dict[str, ExternalDistribution] = Field(default_factory=dict)
     operations: dict[str, Operation] = Field(min_length=1)
     deployments: list[Deployment] = Field(min_length=1)
     workloads: list[Workload] = Field(
@@ -758,6 +805,11 @@ class Scenario(_Model):
                             f"{where}.{fld}: unknown demand {ref!r} "
                             f"(known: {sorted(self.demands)})"
                         )
+                    elif fld != "external" and isinstance(ref, str) and \
+                            isinstance(self.demands[ref], EmpiricalByRate):
+                        problems.append(f"{where}.{fld}: demand {ref!r}: {ONLY_EXTERNAL}")
+        if isinstance(self.demands.get("gateway"), EmpiricalByRate):
+            problems.append(f"demands.gateway: the gateway's CPU: {ONLY_EXTERNAL}")
         if sum(op.weight for op in self.operations.values()) <= 0 and not self.workloads \
                 and not any(op.rate_rps or op.rate_table for op in self.operations.values()):
             problems.append("operations: at least one operation needs a positive weight "
@@ -822,7 +874,7 @@ class Scenario(_Model):
                                     rate_rps=op.rate_rps, rate_table=op.rate_table))
         return out
 
-    def demand(self, ref: DemandRef | None) -> Distribution | None:
+    def demand(self, ref: DemandRef | None) -> ExternalDistribution | None:
         """Resolve a step's demand (a name in ``demands`` or an inline distribution)."""
         if ref is None or not isinstance(ref, str):
             return ref
@@ -848,7 +900,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("constant", "exponential", "lognormal", "gamma", "empirical",
-                      *FAULT_KINDS):
+                      "empirical_by_rate", *FAULT_KINDS):
             continue  # discriminator tag inserted by pydantic, not a user-visible field
         elif str(part).startswith(("function-", "union[", "literal[")) or part in _TYPE_TAGS:
             continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import reduce as _fold
 
 from sim.model import faults as F
-from sim.model.distributions import Distribution
+from sim.model.distributions import Distribution, EmpiricalByRate, ExternalDistribution
 from sim.model.policies import (
     PRIORITIES,
     AutoscalingSpec,
@@ -23,7 +23,7 @@ from sim.model.policies import (
     compile_call_policy,
 )
 from sim.model.population import HOUR_S, online_count
-from sim.model.scenario import Deployment, Scenario, Step
+from sim.model.scenario import Deployment, HostPauses, Scenario, Step
 
 GATEWAY_COMPONENT = "gateway"
 
@@ -38,7 +38,7 @@ class StepSpec:
     cpu: Distribution | None
     db: Distribution | None
     lock: int | None
-    external: Distribution | None
+    external: ExternalDistribution | None   # empirical_by_rate: depends on the entry rate
     probability: float = 1.0             # a branch: share of requests taking the step
     read: bool = False                   # database work served by a read replica if any
     cache: int | None = None             # index into Topology.caches, looked up first
@@ -136,6 +136,15 @@ class ConflictRetrySpec:
 
 
 @dataclass(frozen=True)
+class PausesSpec:
+    """Stalls of a whole host (GC pauses, checkpoints), seconds (see ``HostPauses``)."""
+
+    rates: tuple[float, ...]        # requests/s entering the deployment, increasing
+    per_s: tuple[float, ...]        # pauses per second at those rates
+    durations_s: tuple[float, ...]  # measured pause durations, resampled
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """One machine whose cores every CPU station of the deployment shares."""
 
@@ -143,6 +152,7 @@ class HostSpec:
     background_cores: float = 0.0
     client_s_per_request: float = 0.0
     slice_s: float = 0.0  # 0: smooth sharing with the background; else stalls of slices
+    pauses: PausesSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,15 @@ class Topology:
     def contended(self) -> bool:
         """Some step locks or version-checks a row (the contention model is needed)."""
         return any(st.contended for r in self.routes for st, _ in walk_steps(r.steps))
+
+    @property
+    def rate_dependent(self) -> bool:
+        """Something reads the rate of requests entering the deployment: a step's
+        ``empirical_by_rate`` wait of more than one level, or the host's pauses (the engine
+        meters the entry rate only then)."""
+        waits = any(isinstance(st.external, EmpiricalByRate) and len(st.external.levels) > 1
+                    for r in self.routes for st, _ in walk_steps(r.steps))
+        return waits or (self.host is not None and self.host.pauses is not None)
 
 
 def walk_steps(steps: tuple[StepSpec, ...], p: float = 1.0
@@ -219,7 +238,8 @@ def _autoscaling(scenario: Scenario) -> str | None:
 
 def _host(scenario: Scenario) -> str | None:
     """A host's cores are shared by every process of the deployment: a partition of its
-    replicas would get all of them."""
+    replicas would get all of them (nor could a partition stop the whole machine for the
+    host's ``pauses``: refusing every host covers them)."""
     for d in scenario.deployments:
         if d.host is not None:
             return (f"deployment {d.name!r} runs on one host whose cores all its processes "
@@ -415,5 +435,14 @@ def compile_topology(scenario: Scenario, deployment: Deployment, k: int = 1) -> 
             backoff_cap_s=deployment.conflict_retry.backoff_cap_ms / 1000.0),
         host=None if deployment.host is None else HostSpec(
             deployment.host.cores, deployment.host.background_cores,
-            deployment.host.client_ms_per_request / 1000.0, deployment.host.slice_ms / 1000.0),
+            deployment.host.client_ms_per_request / 1000.0, deployment.host.slice_ms / 1000.0,
+            _pauses(deployment.host.pauses)),
     )
+
+
+def _pauses(p: HostPauses | None) -> PausesSpec | None:
+    if p is None:
+        return None
+    return PausesSpec(rates=tuple(x.rps for x in p.by_rate),
+                      per_s=tuple(x.per_s for x in p.by_rate),
+                      durations_s=tuple(d / 1000.0 for d in p.durations_ms))
