@@ -330,6 +330,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     if refusal is not None:
         notes.append(f"Not reduced: {refusal}.")
     notes += language_notes(scenario, order)
+    notes += pause_notes(by_dep, order, scenario.simulation.duration_s)
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -375,6 +376,22 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
         recovery=aggregate_recovery(rec),
     )
+
+
+def pause_notes(by_dep: dict[str, list[RepStats]], order: list[str],
+                duration_s: float) -> list[str]:
+    """One line per deployment whose host pauses (``host.pauses``): pauses and paused time
+    per replication (means over replications)."""
+    notes = []
+    for dep in order:
+        pol = [r.policy or {} for r in by_dep[dep]]
+        if not any("host:pauses" in c for c in pol):
+            continue
+        n = float(np.mean([c.get("host:pauses", 0.0) for c in pol]))
+        s = float(np.mean([c.get("host:paused_s", 0.0) for c in pol]))
+        notes.append(f"{dep}: host pauses: {n:.0f}, {s:.3g} s paused per replication "
+                     f"({s / duration_s:.2%} of the run).")
+    return notes
 
 
 def per_replication_table(reps: list[RepStats]) -> pd.DataFrame:

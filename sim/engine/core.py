@@ -262,4 +262,8 @@ class Engine:
         out.scale_events = [e for a in self.autoscalers for e in a.events]
         if self.contention is not None:
             out.contention = self.contention.output()
+        host = self.st.host
+        if host is not None and host.pauses is not None:  # finished pauses (a host: never reduced)
+            out.policy["host:pauses"] = float(host.pause_count)
+            out.policy["host:paused_s"] = host.paused_s
         return out

@@ -16,6 +16,7 @@ from sim.engine.core import Engine
 from sim.engine.host import EntryMeter, Host
 from sim.model.scenario import ScenarioError, parse_scenario
 from sim.model.topology import HostSpec, PausesSpec, compile_topology, reduce_refusal
+from sim.runner import run
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -188,3 +189,13 @@ def test_pauses_and_slice_stalls_compose_the_host_runs_only_when_neither_holds_i
     env.run(until=60.0)
     assert checks > 1000 and overlaps > 100
     assert host.pause_count > 300
+
+
+def test_a_run_reports_its_host_pauses() -> None:
+    raw = _with_pauses({"by_rate": [{"rps": 1, "per_s": 5.0}], "durations_ms": [10]})
+    res = run(parse_scenario(raw), jobs=1)
+    notes = [n for n in res.meta["notes"] if "host pauses" in n]
+    assert len(notes) == 1 and notes[0].startswith("d: host pauses: "), res.meta["notes"]
+    paused = res.meta["policies"]["d"]["host:paused_s"][0]
+    assert paused == pytest.approx(20 * 5.0 * 0.010, rel=0.3)  # 20 s at 5/s of 10 ms
+    assert not any("host pauses" in n for n in run(parse_scenario(BASE), jobs=1).meta["notes"])
