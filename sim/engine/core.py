@@ -264,6 +264,5 @@ class Engine:
             out.contention = self.contention.output()
         host = self.st.host
         if host is not None and host.pauses is not None:  # finished pauses (a host: never reduced)
-            out.policy["host:pauses"] = float(host.pause_count)
-            out.policy["host:paused_s"] = host.paused_s
+            out.host_pauses = (host.pause_count, host.paused_s)
         return out

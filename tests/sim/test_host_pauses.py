@@ -196,6 +196,7 @@ def test_a_run_reports_its_host_pauses() -> None:
     res = run(parse_scenario(raw), jobs=1)
     notes = [n for n in res.meta["notes"] if "host pauses" in n]
     assert len(notes) == 1 and notes[0].startswith("d: host pauses: "), res.meta["notes"]
-    paused = res.meta["policies"]["d"]["host:paused_s"][0]
+    paused = float(notes[0].split(", ")[1].split(" s paused")[0])
     assert paused == pytest.approx(20 * 5.0 * 0.010, rel=0.3)  # 20 s at 5/s of 10 ms
+    assert not any(k.startswith("host") for k in res.meta["policies"]["d"])  # not a policy
     assert not any("host pauses" in n for n in run(parse_scenario(BASE), jobs=1).meta["notes"])
