@@ -69,6 +69,7 @@ class RepStats:
     requests: int = 0
     recovery: list[dict[str, Any]] | None = None   # per fault and operation (faults only)
     policy: dict[str, float] | None = None  # resilience-policy counts (whole run, x k)
+    host_pauses: tuple[int, float] | None = None  # (pauses, seconds paused): host.pauses only
 
 
 def replication_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
@@ -237,6 +238,7 @@ def run_replication(scenario: Scenario, k: int, seed: np.random.SeedSequence, re
             stats.timeseries = stats.timeseries.merge(rolling, on=["t_s", "operation"],
                                                       how="left")
         stats.policy = policy_counts(out.policy, k)
+        stats.host_pauses = out.host_pauses
         stats.wall_s = time.perf_counter() - started
         results.append(stats)
     return results
@@ -330,6 +332,7 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
     if refusal is not None:
         notes.append(f"Not reduced: {refusal}.")
     notes += language_notes(scenario, order)
+    notes += pause_notes(by_dep, order, scenario.simulation.duration_s)
     windows = [
         {"name": sp.name, "start_s": sp.start_s, "end_s": sp.start_s + sp.duration_s}
         for sp in scenario.population.spikes
@@ -375,6 +378,22 @@ def aggregate(scenario: Scenario, reps: list[RepStats], k: int, wall_s: float) -
         station_timeseries=pd.concat(sts, ignore_index=True) if sts else pd.DataFrame(),
         recovery=aggregate_recovery(rec),
     )
+
+
+def pause_notes(by_dep: dict[str, list[RepStats]], order: list[str],
+                duration_s: float) -> list[str]:
+    """One line per deployment whose host pauses (``host.pauses``): pauses and paused time
+    per replication (means over replications)."""
+    notes = []
+    for dep in order:
+        counts = [r.host_pauses for r in by_dep[dep] if r.host_pauses is not None]
+        if not counts:
+            continue
+        n = float(np.mean([c[0] for c in counts]))
+        s = float(np.mean([c[1] for c in counts]))
+        notes.append(f"{dep}: host pauses: {n:.0f}, {s:.3g} s paused per replication "
+                     f"({s / duration_s:.2%} of the run).")
+    return notes
 
 
 def per_replication_table(reps: list[RepStats]) -> pd.DataFrame:

@@ -262,4 +262,7 @@ class Engine:
         out.scale_events = [e for a in self.autoscalers for e in a.events]
         if self.contention is not None:
             out.contention = self.contention.output()
+        host = self.st.host
+        if host is not None and host.pauses is not None:  # finished pauses (a host: never reduced)
+            out.host_pauses = (host.pause_count, host.paused_s)
         return out

@@ -46,6 +46,7 @@ class RunOutput:
     policy: dict[str, float] = field(default_factory=dict)  # sim.engine.policies counts
     scale_events: list[Any] = field(default_factory=list)   # autoscaler ScaleEvents
     contention: ContentionOutput | None = None  # when some step locks or version-checks rows
+    host_pauses: tuple[int, float] | None = None  # (pauses, seconds paused): host.pauses only
 
 
 @dataclass
