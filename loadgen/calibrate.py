@@ -385,8 +385,7 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
         off = off_cpu_by_rate(cal, lv.op, _on_path_ms(demands, lv.op)) or off_cpu.get(lv.op)
-        if off is not None and off.get("samples_ms") and \
-                sum(off["samples_ms"]) / len(off["samples_ms"]) >= MIN_OFF_CPU_MS:
+        if off is not None and _mean_wait_ms(off) >= MIN_OFF_CPU_MS:
             owner = "player" if lv.op == "login" else "wallet"
             demands[f"{lv.op}_off_cpu"] = off
             steps.insert(0, {"component": owner, "external": f"{lv.op}_off_cpu"})
@@ -438,6 +437,8 @@ class RoleLoad:
 def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
     """The mix levels the back office kept up with: p50 within :data:`SATURATED_P50` times
     the lowest level's (a saturated level's queue grew through its window)."""
+    if not mixes:
+        return []
     floor = min(mx.p50_ms for mx in mixes)
     return [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
 
@@ -474,6 +475,13 @@ def _off_cpu(lv: Level, loads: dict[str, RoleLoad]) -> dict[str, Any]:
               for r, ms in lv.cpu_ms.items())
     return {"kind": "empirical",
             "samples_ms": [round(max(0.0, q * speed - cpu), 4) for q in lv.quantiles_ms]}
+
+
+def _mean_wait_ms(dist: dict[str, Any]) -> float:
+    """Mean of an empirical wait, or of an empirical_by_rate's levels together."""
+    samples = dist.get("samples_ms") or [v for lv in dist.get("levels", ())
+                                         for v in lv["samples_ms"]]
+    return sum(samples) / len(samples) if samples else 0.0
 
 
 def _on_path_ms(demands: dict[str, Any], op: str) -> float:

@@ -39,8 +39,10 @@ LEVELS = (0.2, 0.5, 0.8, 0.95)
 KEEP_UP = 0.9
 MAX_ERROR_RATE = 0.01
 MAX_LATENCY_GROWTH = 5.0
-"""A step whose mean latency exceeds this multiple of the ramp's lowest is past capacity: its
-queue grew during the step (answers that only came in the drain still count as answered)."""
+"""A step whose median latency exceeds this multiple of the ramp's lowest is past capacity:
+its queue grew during the step (answers that only came in the drain still count as
+answered). The median, not the mean: one stall of 100 ms (a full garbage collection) lifts
+a short step's mean tenfold and says nothing about capacity."""
 RAMP_FACTOR = 1.5
 MAX_RAMP_STEPS = 12
 P50_TOLERANCE, P99_TOLERANCE = 0.15, 0.25
@@ -79,12 +81,17 @@ class Step:
         h = _whole(self.rec)
         return h.get_mean_value() / 1000 if h.get_total_count() else math.nan
 
-    def ok(self, base_mean_ms: float) -> bool:
-        """Kept up: answered the offered rate, few errors, nothing skipped, and a mean
-        latency within MAX_LATENCY_GROWTH of ``base_mean_ms`` (the ramp's lowest)."""
+    @property
+    def p50_ms(self) -> float:
+        h = _whole(self.rec)
+        return h.get_value_at_percentile(50) / 1000 if h.get_total_count() else math.nan
+
+    def ok(self, base_p50_ms: float) -> bool:
+        """Kept up: answered the offered rate, few errors, nothing skipped, and a median
+        latency within MAX_LATENCY_GROWTH of ``base_p50_ms`` (the ramp's lowest)."""
         return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
                 and not self.results.meta.get("skipped_requests")
-                and self.mean_ms <= MAX_LATENCY_GROWTH * base_mean_ms)
+                and self.p50_ms <= MAX_LATENCY_GROWTH * base_p50_ms)
 
 
 def _whole(rec: Recorder) -> HdrHistogram:
@@ -121,19 +128,19 @@ def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
         st = measure_at(plan, rate, seconds, f"ramp{i}")
         steps.append(st)
         say(f"ramp {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
-            f"{st.errors:.2%}, mean {st.mean_ms:.1f} ms")
-        if not st.ok(base_mean(steps)):
+            f"{st.errors:.2%}, p50 {st.p50_ms:.2f} ms, mean {st.mean_ms:.1f} ms")
+        if not st.ok(base_p50(steps)):
             break
         rate *= RAMP_FACTOR
     return steps
 
 
-def base_mean(steps: list[Step]) -> float:
-    return min(s.mean_ms for s in steps)
+def base_p50(steps: list[Step]) -> float:
+    return min(s.p50_ms for s in steps)
 
 
 def kept_up(steps: list[Step]) -> list[Step]:
-    base = base_mean(steps)
+    base = base_p50(steps)
     return [s for s in steps if s.ok(base)]
 
 

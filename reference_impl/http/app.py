@@ -51,6 +51,7 @@ from reference_impl.http.schemas import (
 )
 from reference_impl.metrics import Registry
 from reference_impl.rules import LimitsRequest
+from reference_impl.runtime import freeze_startup_heap
 from reference_impl.services.backoffice import BackOffice
 from reference_impl.services.ports import ServiceUnavailable
 
@@ -158,6 +159,7 @@ def create_app(
             yield
             return
         ref.office = await factory(metrics)
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -28,11 +28,20 @@ class TimeWentBackwards(ValueError):
     """Raised when an event or a query is older than one already seen."""
 
 
+Entry = tuple[float, int, Hashable | None]
+"""How a window stores an event: a plain ``(ts, value, key)`` tuple. CPython's collector
+stops tracking an exact tuple of atoms (floats, ints, strings, None) after it survives one
+collection; a NamedTuple (a subclass) stays tracked. At thousands of events per second the
+windows hold hundreds of thousands of them, and each tracked one lengthened every full
+collection: 166k tracked objects made a full collection pause the event loop 115 ms (the
+stalls `testbed calibrate` found; tests/reference_impl/test_windows_gc.py)."""
+
+
 class SlidingWindow:
     """Exact count, sum, distinct-key count and median over the last ``window_s`` seconds.
 
     ``track_median`` keeps a sorted copy of the values (O(n) insert/evict, exact);
-    ``track_distinct`` keeps a multiset of keys.
+    ``track_distinct`` keeps a multiset of keys. Events are stored as :data:`Entry` tuples.
     """
 
     __slots__ = ("_clock", "_events", "_keys", "_sorted", "_sum", "window_s")
@@ -43,7 +52,7 @@ class SlidingWindow:
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
         self.window_s = window_s
-        self._events: deque[WindowEvent] = deque()
+        self._events: deque[Entry] = deque()
         self._sum = 0
         self._keys: Counter[Hashable] | None = Counter() if track_distinct else None
         self._sorted: list[int] | None = [] if track_median else None
@@ -63,22 +72,22 @@ class SlidingWindow:
         self._clock = now
         horizon = now - self.window_s
         events = self._events
-        while events and events[0].ts <= horizon:
-            old = events.popleft()
-            self._sum -= old.value
-            if self._keys is not None and old.key is not None:
-                left = self._keys[old.key] - 1
+        while events and events[0][0] <= horizon:
+            _, value, key = events.popleft()
+            self._sum -= value
+            if self._keys is not None and key is not None:
+                left = self._keys[key] - 1
                 if left:
-                    self._keys[old.key] = left
+                    self._keys[key] = left
                 else:
-                    del self._keys[old.key]
+                    del self._keys[key]
             if self._sorted is not None:
-                del self._sorted[bisect_left(self._sorted, old.value)]
+                del self._sorted[bisect_left(self._sorted, value)]
 
     def add(self, ts: float, value: int = 0, key: Hashable | None = None) -> None:
         """Record an event at ``ts`` (evicts what ``ts`` pushes out of the window)."""
         self._advance(ts)
-        self._events.append(WindowEvent(ts, value, key))
+        self._events.append((ts, value, key))
         self._sum += value
         if self._keys is not None and key is not None:
             self._keys[key] += 1
@@ -127,4 +136,4 @@ class SlidingWindow:
     def events(self, now: float) -> list[WindowEvent]:
         """The events in the window, oldest first."""
         self._advance(now)
-        return list(self._events)
+        return [WindowEvent(*e) for e in self._events]

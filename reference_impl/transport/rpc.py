@@ -30,6 +30,7 @@ from tenacity import (
 
 from reference_impl.domain.errors import ErrorCode, WalletError
 from reference_impl.metrics import Registry
+from reference_impl.runtime import freeze_startup_heap
 from reference_impl.services.ports import ServiceUnavailable
 from reference_impl.transport.resilience import (
     DEFAULT_POLICY,
@@ -234,6 +235,7 @@ def rpc_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if startup is not None:
             await startup()
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -211,8 +211,12 @@ def test_the_off_cpu_fit_takes_out_what_the_model_adds(monkeypatch: pytest.Monke
     fitted = raw["demands"]["bet_off_cpu"]["levels"]
     assert all(v >= 0 for lv in fitted for v in lv["samples_ms"])
     assert all(lv["samples_ms"] == sorted(lv["samples_ms"]) for lv in fitted)
-    # the wait fitted at 200/s is near the truth's 0.4 ms (its median), not 1 ms
-    assert np.median(fitted[-1]["samples_ms"]) == pytest.approx(0.4, abs=0.15)
+    # the fitted wait falls with the rate as the truth's (1.0 ms at 20/s, 0.4 at 200/s);
+    # its shape is not identifiable from three quantiles, its level is
+    means = [float(np.mean(lv["samples_ms"])) for lv in fitted]
+    assert means[0] == pytest.approx(1.0, abs=0.25)
+    assert means[-1] == pytest.approx(0.4, abs=0.2)
+    assert means[0] > means[1] > means[2]
     parse_scenario(raw)  # still a valid scenario
 
 
