@@ -509,14 +509,20 @@ def off_cpu_by_rate(cal: Calibration, op: str, on_path_ms: float) -> dict[str, A
 
 def host_pauses(mixes: list[MixLevel]) -> dict[str, Any] | None:
     """The stalls found in the mix levels as the host's pauses: per second at each level's
-    rate, durations pooled over the levels (None when no level stalled)."""
+    rate, with the durations measured there (a level without stalls keeps the pooled ones,
+    never drawn there: its rate is 0); None when no level stalled."""
     kept = sorted(kept_up(mixes), key=lambda m: m.rate)
-    durations = [d for mx in kept for d in mx.stalls_ms]
+    durations = sorted(d for mx in kept for d in mx.stalls_ms)
     if not durations or not all(mx.seconds > 0 for mx in kept):
         return None
-    return {"by_rate": [{"rps": mx.rate, "per_s": round(len(mx.stalls_ms) / mx.seconds, 4)}
-                        for mx in kept],
-            "durations_ms": sorted(durations)}
+    points = []
+    for mx in kept:
+        point: dict[str, Any] = {"rps": mx.rate,
+                                 "per_s": round(len(mx.stalls_ms) / mx.seconds, 4)}
+        if mx.stalls_ms:
+            point["durations_ms"] = sorted(mx.stalls_ms)
+        points.append(point)
+    return {"by_rate": points, "durations_ms": durations}
 
 
 def host_model(mixes: list[MixLevel], loads: dict[str, RoleLoad]) -> dict[str, Any]:

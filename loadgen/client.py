@@ -171,6 +171,19 @@ class Pool:
         self.send(method, path, body, done)
         return await fut
 
+    async def warm(self, n: int, path: str = "/health") -> int:
+        """Open connections until at least ``n`` are idle, each having answered one ``path``
+        request. Measured: under load the back office answers a new connection's first
+        request hundreds of ms late (200 opened at once at 4,500 requests/s: up to 430 ms),
+        and an open loop that opens connections mid-window when a short stall fills its
+        idle ones measures that (median 500 ms over 1,150 such requests) as the server's
+        latency. Real callers keep pools of connections; so does the generator, opened
+        here before the window. Returns how many are idle."""
+        missing = n - len(self.idle)
+        if missing > 0:
+            await asyncio.gather(*(self.request("GET", path) for _ in range(missing)))
+        return len(self.idle)
+
     def abort(self) -> None:
         """Drop every connection now; outstanding requests fail with CONNECTION_ERROR."""
         for conn in list(self.conns):

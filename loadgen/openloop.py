@@ -1,7 +1,9 @@
 """Open-loop load: a Poisson arrival stream sent at its intended times whatever the server
 does, latency measured from the intended send time (no coordinated omission).
 
-One generator process runs one asyncio loop (uvloop): a scheduler wakes when the next
+Before the window each generator opens a pool of keep-alive connections
+(:func:`warm_connections`), as real callers keep theirs. One generator process runs one
+asyncio loop (uvloop): a scheduler wakes when the next
 arrival is due (at most once per millisecond, the loop's timer resolution), sends every
 arrival that is due (each on an idle keep-alive connection or
 a new one), and records the send lag (actual minus intended). The answer's callback records
@@ -14,6 +16,7 @@ each with its own players; their histograms are merged (see :mod:`loadgen.record
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import random
@@ -41,6 +44,15 @@ TICK_S = 0.001
 """Shortest sleep of the scheduler (the event loop's timer resolution)."""
 START_BARRIER_S = 120.0
 """Generator processes wait at most this long for each other's set-up."""
+WARM_S = 0.05
+"""Connections opened before the window: enough for this many seconds of arrivals (a
+short stall of the server then finds idle connections, not new ones: :meth:`Pool.warm`)."""
+MIN_WARM = 16
+
+
+def warm_connections(rate: float, max_in_flight: int) -> int:
+    """Keep-alive connections a generator opens before its window."""
+    return min(max_in_flight, max(MIN_WARM, math.ceil(rate * WARM_S)))
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
     players = source(scenario, cfg, index)
     try:
         await setup_players(pool, players)
+        await pool.warm(warm_connections(cfg.rate, cfg.max_in_flight))
     except OSError as exc:
         raise LoadError(f"cannot reach {cfg.target}: {exc}") from None
     if ready is not None:  # other generator processes: start together

@@ -108,6 +108,18 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+def bracket(xs: list[float], x: float, u: float) -> int:
+    """Index of the point of increasing ``xs`` a mixture at ``x`` draws from, given a uniform
+    ``u``: between two points the upper with probability ``x``'s position between them;
+    below the first point the first, above the last the last."""
+    i = bisect.bisect_right(xs, x)
+    if i == 0:
+        return 0
+    if i == len(xs):
+        return len(xs) - 1
+    return i if u < (x - xs[i - 1]) / (xs[i] - xs[i - 1]) else i - 1
+
+
 class HostMember(Protocol):
     """What the host needs of a CPU station (``PSCpu``)."""
 
@@ -180,9 +192,11 @@ class Host:
         top = max(per_s)
         while True:
             yield env.timeout(rng.exponential(1.0 / top))
-            if rng.random() * top >= interpolate(rates, per_s, entry.full_rate(env.now)):
+            rate = entry.full_rate(env.now)
+            if rng.random() * top >= interpolate(rates, per_s, rate):
                 continue
-            d = durations[int(rng.integers(len(durations)))]
+            point = bracket(rates, rate, rng.random())
+            d = durations[point][int(rng.integers(len(durations[point])))]
             self._pause("pause", True, env.now)
             yield env.timeout(d)
             self._pause("pause", False, env.now)

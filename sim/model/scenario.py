@@ -286,12 +286,18 @@ class PauseRate(_Model):
 
     rps: float = Field(gt=0, le=L.MAX_RATE_RPS)
     per_s: float = Field(ge=0, le=L.MAX_PAUSES_PER_S)
+    durations_ms: list[Annotated[float, Field(gt=0, le=L.MAX_PAUSE_MS)]] | None = Field(
+        default=None, min_length=1, max_length=L.MAX_PAUSE_SAMPLES,
+        description="pauses measured at this rate (default: the host's durations_ms)")
 
 
 class HostPauses(_Model):
     """Stalls of the whole host: Poisson pauses whose rate ``by_rate`` interpolates linearly
     in the requests per second entering the deployment (held beyond the points), each lasting
-    a duration drawn from ``durations_ms`` (measured); pauses never overlap."""
+    a duration drawn from the durations measured at a point (a point's own ``durations_ms``,
+    else the host's): between two points, from the upper one with probability the position
+    of the rate between them (a mixture), so a rare long stall seen at one load is not spread
+    over every load; pauses never overlap."""
 
     by_rate: list[PauseRate] = Field(min_length=1, max_length=L.MAX_RATE_LEVELS)
     durations_ms: list[Annotated[float, Field(gt=0, le=L.MAX_PAUSE_MS)]] = Field(

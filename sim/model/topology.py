@@ -141,7 +141,7 @@ class PausesSpec:
 
     rates: tuple[float, ...]        # requests/s entering the deployment, increasing
     per_s: tuple[float, ...]        # pauses per second at those rates
-    durations_s: tuple[float, ...]  # measured pause durations, resampled
+    durations_s: tuple[tuple[float, ...], ...]  # measured durations at each rate, resampled
 
 
 @dataclass(frozen=True)
@@ -445,4 +445,6 @@ def _pauses(p: HostPauses | None) -> PausesSpec | None:
         return None
     return PausesSpec(rates=tuple(x.rps for x in p.by_rate),
                       per_s=tuple(x.per_s for x in p.by_rate),
-                      durations_s=tuple(d / 1000.0 for d in p.durations_ms))
+                      durations_s=tuple(tuple(d / 1000.0 for d in (x.durations_ms or
+                                                                   p.durations_ms))
+                                        for x in p.by_rate))

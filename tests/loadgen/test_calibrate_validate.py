@@ -227,7 +227,8 @@ def test_stalls_in_the_mix_levels_become_host_pauses() -> None:
         mx.quantiles_by_op = {op: QUANTILES_MS[::2] for op in OPS}
     raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
     pauses = raw["deployments"][0]["host"]["pauses"]
-    assert pauses["by_rate"] == [{"rps": 20.0, "per_s": 0.0}, {"rps": 60.0, "per_s": 0.1},
-                                 {"rps": 200.0, "per_s": 0.3}]
+    assert pauses["by_rate"] == [
+        {"rps": 20.0, "per_s": 0.0}, {"rps": 60.0, "per_s": 0.1, "durations_ms": [12.0]},
+        {"rps": 200.0, "per_s": 0.3, "durations_ms": [6.0, 7.5, 40.0]}]
     assert pauses["durations_ms"] == [6.0, 7.5, 12.0, 40.0]
     assert parse_scenario(raw).deployments[0].host.pauses is not None  # type: ignore[union-attr]
