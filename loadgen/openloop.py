@@ -1,8 +1,9 @@
 """Open-loop load: a Poisson arrival stream sent at its intended times whatever the server
 does, latency measured from the intended send time (no coordinated omission).
 
-Before the window each generator opens a pool of keep-alive connections
-(:func:`warm_connections`), as real callers keep theirs. One generator process runs one
+Before the window each generator opens a fixed pool of keep-alive connections
+(:func:`warm_connections`), as real callers keep theirs; a request finding them all busy
+waits for one (its latency still from its intended time). One generator process runs one
 asyncio loop (uvloop): a scheduler wakes when the next
 arrival is due (at most once per millisecond, the loop's timer resolution), sends every
 arrival that is due (each on an idle keep-alive connection or
@@ -45,13 +46,15 @@ TICK_S = 0.001
 START_BARRIER_S = 120.0
 """Generator processes wait at most this long for each other's set-up."""
 WARM_S = 0.05
-"""Connections opened before the window: enough for this many seconds of arrivals (a
-short stall of the server then finds idle connections, not new ones: :meth:`Pool.warm`)."""
-MIN_WARM = 16
+"""Keep-alive connections of a generator: enough for this many seconds of arrivals, opened
+before the window (:meth:`Pool.warm`) and never more (``Pool.max_connections``): a request
+finding all busy waits for the next one freed, its latency still counted from its intended
+time, rather than open a connection whose first answer a busy server delays by seconds."""
+MIN_WARM = 32
 
 
 def warm_connections(rate: float, max_in_flight: int) -> int:
-    """Keep-alive connections a generator opens before its window."""
+    """Keep-alive connections a generator opens before its window and keeps."""
     return min(max_in_flight, max(MIN_WARM, math.ceil(rate * WARM_S)))
 
 
@@ -121,11 +124,12 @@ def scenario_players(scenario: Scenario, cfg: OpenLoopConfig, index: int) -> Pla
 async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
                ready: Any = None, hooks: Hooks | None = None,
                source: Source = scenario_players) -> dict[str, Any]:
-    pool = Pool(cfg.target, Signer(cfg.credentials))
+    pool = Pool(cfg.target, Signer(cfg.credentials),
+                max_connections=warm_connections(cfg.rate, cfg.max_in_flight))
     players = source(scenario, cfg, index)
     try:
         await setup_players(pool, players)
-        await pool.warm(warm_connections(cfg.rate, cfg.max_in_flight))
+        await pool.warm(pool.max_connections or 1)
     except OSError as exc:
         raise LoadError(f"cannot reach {cfg.target}: {exc}") from None
     if ready is not None:  # other generator processes: start together

@@ -36,8 +36,13 @@ SIG_FIGS_TOTAL = 3
 """Whole-run histograms: 0.1% value precision."""
 SIG_FIGS_PER_SECOND = 2
 """Per-second histograms (one per operation and second): 1% precision, 20 kB each."""
-FLUSH_EVERY = 65_536
-"""Raw latencies buffered before they are folded into the histograms (bounds memory)."""
+FLUSH_EVERY = 1 << 20
+"""Raw latencies buffered before they are folded into the histograms (bounds memory: 26 bytes
+a request, 27 MB at most). A fold pauses the generator's event loop about 1 µs per value:
+at 65,536 it stalled the generator 50-60 ms every 33 s at 2,000 requests/s, and the requests
+in flight then read as a stall of the server (`testbed calibrate` found it, at the same
+second in every run). At 2^20 a measured window of minutes at thousands of requests/s never
+folds before its end (:meth:`Recorder.export`)."""
 _GRID_BITS = {3: 12, 2: 9}
 """Significant figures -> values are snapped to multiples of 2**(bit_length - bits): finer
 than the histogram's own buckets (2048 sub-buckets at 3 figures, 256 at 2), so it holds

@@ -8,6 +8,7 @@ counts at the latest time seen for that player).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,12 @@ MAX_OPEN_ROUNDS = 256
 forgotten (its win is then not checked)."""
 ROUND_TTL_S = 86_400.0
 """A round without a win for this long is forgotten."""
+SWEEP_BATCH = 8
+"""Players whose expired state each observed event checks, round robin over every player
+with state: forgetting costs microseconds per event. A pass over every player at once (every
+100,000 events) stalled the monolith's event loop 65-110 ms on a fresh database and 200-450
+ms once calibration runs had left tens of thousands of players (found by `testbed
+calibrate` as host pauses; tests/reference_impl/test_rules_sweep.py)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ class AlertEvaluator:
         self._last_fired: dict[tuple[str, str], float] = {}
         self._sweep_every = sweep_every
         self._since_sweep = 0
+        self._sweep_queue: deque[str] = deque()  # players still to check this cycle
         self._clock = float("-inf")
 
     @property
@@ -181,10 +189,24 @@ class AlertEvaluator:
             alert = self._evaluate(c, event, player, ts, before[i], linked, multiple)
             if alert is not None:
                 alerts.append(alert)
+        self._sweep_some(self._clock)
         self._since_sweep += 1
         if self._since_sweep >= self._sweep_every:
-            self.expire(self._clock)
+            self._expire_shared(self._clock)
         return alerts
+
+    def _sweep_some(self, now: float) -> None:
+        """Check :data:`SWEEP_BATCH` players' state for expiry, round robin over every
+        player with state (a cycle starts from a snapshot of the players' ids)."""
+        queue = self._sweep_queue
+        if not queue:
+            queue.extend(self._players)
+        players = self._players
+        for _ in range(min(SWEEP_BATCH, len(queue))):
+            player_id = queue.popleft()
+            player = players.get(player_id)
+            if player is not None and self._expire_player(player, now):
+                del players[player_id]
 
     @staticmethod
     def _round(player: PlayerWindows, event: MoneyEvent, ts: float) -> tuple[float, int] | None:
@@ -260,21 +282,32 @@ class AlertEvaluator:
         )
 
     def expire(self, now: float) -> int:
-        """Drop state that has left every window at ``now``; return players forgotten."""
-        self._since_sweep = 0
+        """Drop state that has left every window at ``now``, every player at once; return
+        players forgotten. (Observing events does the same a few players at a time.)"""
         dropped = 0
         for player_id in list(self._players):
-            player = self._players[player_id]
-            at = player.clock = max(now, player.clock)  # windows now stand at `at`
-            for spec in list(player.windows):
-                if player.windows[spec].count(at) == 0:
-                    del player.windows[spec]
-            for round_id, (_, last_bet) in list(player.rounds.items()):
-                if at - last_bet >= ROUND_TTL_S:
-                    del player.rounds[round_id]
-            if not player.windows and not player.rounds:
+            if self._expire_player(self._players[player_id], now):
                 del self._players[player_id]
                 dropped += 1
+        self._expire_shared(now)
+        return dropped
+
+    @staticmethod
+    def _expire_player(player: PlayerWindows, now: float) -> bool:
+        """Drop what has left ``player``'s windows and open rounds at ``now``; True when
+        nothing is left (the player can be forgotten)."""
+        at = player.clock = max(now, player.clock)  # windows now stand at `at`
+        for spec in list(player.windows):
+            if player.windows[spec].count(at) == 0:
+                del player.windows[spec]
+        for round_id, (_, last_bet) in list(player.rounds.items()):
+            if at - last_bet >= ROUND_TTL_S:
+                del player.rounds[round_id]
+        return not player.windows and not player.rounds
+
+    def _expire_shared(self, now: float) -> None:
+        """Link indexes, rule cooldowns and self-exclusions: what has passed at ``now``."""
+        self._since_sweep = 0
         for index in self._links.values():
             index.expire(now)
         cooldowns = {r.rule.id: r.rule.cooldown_s for r in self._compiled}
@@ -284,4 +317,3 @@ class AlertEvaluator:
         for player_id, until in list(self._excluded_until.items()):
             if until <= now:
                 del self._excluded_until[player_id]
-        return dropped
