@@ -182,7 +182,7 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               help="rates of the whole mix measured after the operations: CPU per request "
                    "against load (cpu_by_rate), the host (generator, other processes, "
                    "stalls) and the off-CPU wait at each rate; auto: a ramp finds the "
-                   "capacity and the mix runs at 10, 35, 65 and 90% of it")
+                   "capacity and the mix runs at 10, 30, 55 and 80% of it")
 @click.option("--mix-seconds", type=float, default=10.0, show_default=True,
               callback=_finite_positive,
               help="measured seconds per mix level (stalls are rare: seconds, not a few)")
@@ -190,7 +190,10 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               callback=_finite_positive, help="first rate of the auto ramp (x1.5 a step)")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
-@click.option("--players", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
+              show_default=True,
+              help="players per measured run (new ones each run): few players at thousands of "
+                   "requests/s each hold far more history than real ones")
 @click.option("--database", default=None, metavar="NAME",
               help="PostgreSQL database the back office uses (its backends on this machine "
                    "are accounted as the database: a db demand per operation)")
@@ -206,7 +209,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     \b
     Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
     process spent (psutil) is divided by the requests answered. Then the whole mix runs at
-    each --mix-rates (auto: 10/35/65/90% of the capacity a ramp finds): the server's CPU
+    each --mix-rates (auto: 10/30/55/80% of the capacity a ramp finds): the server's CPU
     per request against load becomes each service's cpu_by_rate, and the machine becomes
     the deployment's host (its cores; the load generator's CPU, fixed and per request; the
     other processes' CPU; its stalls as pauses). What a request waited off the CPU at each
@@ -262,7 +265,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     if cal.mixes:
         errors = cal_mod.fit_off_cpu(raw, cal, say)
         kept = min(range(len(errors)), key=lambda i: errors[i])
-        header += "".join(f"# off-CPU fit round {i}: mean |log(predicted/measured)| {e:.3f}"
+        header += "".join(f"# off-CPU fit round {i}: mean |log(predicted/measured p50)| {e:.3f}"
                           f"{' <- used' if i == kept else ''}\n" for i, e in enumerate(errors))
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
@@ -290,7 +293,8 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
               callback=_finite_positive, help="measured seconds at 20/50/80/95% of capacity")
 @click.option("--sim-seconds", type=float, default=60.0, show_default=True,
               callback=_finite_positive, help="simulated seconds per prediction")
-@click.option("--players", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
+              show_default=True, help="players per measured level (new ones each level)")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,

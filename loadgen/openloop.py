@@ -163,10 +163,11 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
                 return
             players.answered(req, status)
             code = NO_RESPONSE if draining_over else err or error_code(status, body)
-            rec.record(req.operation, intended, pc(), code)
+            rec.record(req.operation, intended, pc(), code, sent)
             if in_flight == 0 and not sending:
                 drained.set()
 
+        sent = pc()
         pool.send(req.method, req.path, req.body, done)
 
     next_t = t0 + expo(rate)

@@ -77,12 +77,17 @@ class RequestLog:
     latency_s: array = field(default_factory=lambda: array("d"))
     op: list[str] = field(default_factory=list)
     code: list[str | None] = field(default_factory=list)
+    lag_s: array = field(default_factory=lambda: array("d"))
+    """How late the (last) attempt left against the intended time: latency less lag is
+    the time from sending to the answer (a generator's own pause is in lag, not in it)."""
 
-    def add(self, op: str, t_s: float, latency_s: float, code: str | None) -> None:
+    def add(self, op: str, t_s: float, latency_s: float, code: str | None,
+            lag_s: float = 0.0) -> None:
         self.t_s.append(t_s)
         self.latency_s.append(latency_s)
         self.op.append(op)
         self.code.append(code)
+        self.lag_s.append(lag_s)
 
     def extend(self, other: RequestLog) -> RequestLog:
         """This log with ``other``'s requests appended (another generator process)."""
@@ -90,6 +95,7 @@ class RequestLog:
         self.latency_s.extend(other.latency_s)
         self.op.extend(other.op)
         self.code.extend(other.code)
+        self.lag_s.extend(other.lag_s)
         return self
 
 
@@ -115,9 +121,11 @@ class Recorder:
     keep_requests: bool = False  # also keep every request (see :class:`RequestLog`)
     log: RequestLog | None = None
 
-    def record(self, op: str, intended: float, done: float, code: str | None) -> None:
-        """One answered (or failed) request: sent for ``intended``, finished at ``done``
-        (``perf_counter`` seconds); ``code`` is None on success, else the error code."""
+    def record(self, op: str, intended: float, done: float, code: str | None,
+               sent: float | None = None) -> None:
+        """One answered (or failed) request: sent for ``intended`` (actually at ``sent``
+        when given), finished at ``done`` (``perf_counter`` seconds); ``code`` is None on
+        success, else the error code."""
         idx = self._op_index.get(op)
         if idx is None:
             idx = self._op_index[op] = len(self._op_index)
@@ -131,7 +139,8 @@ class Recorder:
         if self.keep_requests:
             if self.log is None:
                 self.log = RequestLog()
-            self.log.add(op, intended - self.t0, done - intended, code)
+            self.log.add(op, intended - self.t0, done - intended, code,
+                         0.0 if sent is None else sent - intended)
         if len(self._lat) >= FLUSH_EVERY:
             self.flush()
 
