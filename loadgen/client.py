@@ -134,7 +134,10 @@ class Pool:
         self.signer = signer
         self.max_connections = max_connections
         self.waiting: deque[tuple[bytes, Done]] = deque()
-        self.idle: list[Connection] = []
+        # the least recently used first: every connection of the pool stays busy enough
+        # that the server never closes it as idle (uvicorn: after 5 s) and none needs
+        # replacing mid-window
+        self.idle: deque[Connection] = deque()
         self.conns: set[Connection] = set()
         self.open_count = 0
         self._host_line = f"Host: {host_header}\r\n".encode()
@@ -156,7 +159,7 @@ class Pool:
         at ``max_connections``, when one is freed."""
         raw = self.encode(method, path, body)
         if self.idle:
-            self.idle.pop().send(raw, done)
+            self.idle.popleft().send(raw, done)
             return
         if self.max_connections is not None and self.open_count >= self.max_connections:
             self.waiting.append((raw, done))

@@ -260,3 +260,64 @@ def test_one_stall_does_not_end_the_capacity_ramp() -> None:
     assert stalled.mean_ms > 5 * stalled.p50_ms
     assert stalled.ok(base_p50_ms=1.0)
     assert not step(1200).ok(base_p50_ms=1.0)  # most requests late: past capacity
+
+
+def _request_log(generator_pause: bool) -> object:
+    """1,000/s for 10 s answered in 1 ms, and at 5 s a 40 ms pause: of the back office
+    (every request sent then answered at its end) or of the generator (sent at its end)."""
+    from loadgen.record import RequestLog
+
+    log = RequestLog()
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.exponential(0.001, 10_000))
+    for ti in t[t < 10.0].tolist():
+        held = 5.040 - ti if 5.0 <= ti < 5.040 else 0.0
+        lag = held if generator_pause else 0.0
+        log.add("bet", ti, 0.001 + held, None, lag)
+    return log
+
+
+def test_a_stall_of_the_back_office_is_a_pause_one_of_the_generator_is_not() -> None:
+    from loadgen.calibrate import level_latencies
+
+    _, knots, stalls = level_latencies(_request_log(generator_pause=False))  # type: ignore[arg-type]
+    assert len(stalls) == 1 and stalls[0].duration_s == pytest.approx(0.040, abs=0.003)
+    _, knots_g, stalls_g = level_latencies(_request_log(generator_pause=True))  # type: ignore[arg-type]
+    assert stalls_g == []  # sent late, answered at once: the generator's pause
+    assert knots_g["bet"] == knots["bet"]  # the latency from the intended time keeps it
+
+
+def test_auto_mix_rates_spread_over_the_capacity_a_ramp_finds(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    from types import SimpleNamespace
+
+    from loadgen import calibrate as cal_mod
+
+    steps = [SimpleNamespace(achieved=r) for r in (100.0, 150.0, 225.0)]
+    monkeypatch.setattr(cal_mod, "ramp", lambda plan, start, seconds, say: steps)
+    monkeypatch.setattr(cal_mod, "capacity", lambda s: max(x.achieved for x in s))
+    rates = cal_mod.auto_mix_rates(None, 100.0, 1.0)  # type: ignore[arg-type]
+    assert rates == tuple(round(f * 225.0, 1) for f in cal_mod.MIX_FRACTIONS)
+    assert max(cal_mod.MIX_FRACTIONS) <= 0.8  # no level above what validate judges
+
+
+def test_operations_with_few_requests_are_reported_not_judged() -> None:
+    import pandas as pd
+
+    from loadgen.validate import MIN_JUDGED_REQUESTS, judged_misses, markdown
+
+    rows = []
+    for op, n, err in (("bet", 20_000, 0.05), ("login", 70, 3.0), ("win", 15_000, 0.4)):
+        rows.append({"level": 0.5, "offered_rps": 1000.0, "operation": op,
+                     "measured_requests": n, "measured_throughput_rps": n / 20,
+                     "predicted_throughput_rps": n / 20, "measured_p50_ms": 1.0,
+                     "predicted_p50_ms": 1.0, "error_p50_ms": 0.0, "measured_p99_ms": 5.0,
+                     "predicted_p99_ms": 5.0 * (1 + err), "error_p99_ms": err,
+                     "measured_busiest_process_util": 0.5, "predicted_busiest_cpu_util": 0.5})
+    table = pd.DataFrame(rows)
+    assert 70 < MIN_JUDGED_REQUESTS <= 15_000
+    assert judged_misses(table) == 1  # the win; the login's 70 requests are not judged
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    text = markdown(table, fit, 100.0, 100.0, "monolith", "x")
+    assert "| login |" in text and "reported (few requests)" in text

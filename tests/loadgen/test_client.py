@@ -95,3 +95,34 @@ def test_abort_fails_the_waiting_requests_too() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def test_idle_connections_take_turns() -> None:
+    # least recently used first: at a low rate every pooled connection still carries
+    # requests, so none sits idle long enough for the server to close it
+    async def main() -> None:
+        served: dict[int, int] = {}
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            me = len(served)
+            served[me] = 0
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    served[me] += 1
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool(f"http://127.0.0.1:{port}", Signer(None), max_connections=4)
+        await pool.warm(4)
+        for i in range(8):
+            await pool.request("GET", f"/z{i}")
+        assert sorted(served.values()) == [3, 3, 3, 3]  # one warm-up each, then 2 each
+        pool.close()
+        server.close()
+
+    asyncio.run(main())

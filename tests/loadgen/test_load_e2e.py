@@ -145,7 +145,7 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
     proc = subprocess.run(
         [sys.executable, "-m", "testbed", "calibrate", "--target", server.url,
          "--topology", "monolith", "--out", str(out), "--rates", "40", "--seconds", "1.5",
-         "--players", "20"],
+         "--mix-rates", "40,120", "--mix-seconds", "1.5", "--players", "20"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
@@ -156,6 +156,9 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
         step = next(s for s in sc.operations[op].steps if s.cpu is not None)
         demand = sc.demand(step.cpu)
         assert demand is not None and demand.mean_s() > 0, op
+        wait = next(s for s in sc.operations[op].steps if s.external is not None)
+        assert [lv.rps for lv in sc.demand(wait.external).levels] == [40.0, 120.0]  # type: ignore[union-attr]
+    assert "off-CPU fit round 0" in out.read_text()
 
 
 def test_the_run_ends_once_the_last_answer_is_in(server: Server) -> None:
