@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import sim
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.record import HIGHEST_US, LOWEST_US, Recorder, merge
 from loadgen.run import Plan, finish, server_watch
+from loadgen.stalls import find_stalls
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
@@ -76,6 +77,8 @@ class Step:
     """Cores wanted by anything but the back office during the step (mean run queue less
     the back office's use; the load generator included): the host's background in the
     prediction at this rate."""
+    stalls_ms: list[float] = field(default_factory=list)
+    """The back office's stalls seen in the step (:func:`back_office_stalls`)."""
 
     @property
     def achieved(self) -> float:
@@ -117,7 +120,7 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str) -> Step:
              plan.seed, plan.credentials, plan.architecture, f"{plan.prefix}{tag}-")
     watch = server_watch(p)
     cfg = OpenLoopConfig(p.target, rate, seconds, p.players, p.seed, p.prefix,
-                         credentials=p.credentials)
+                         credentials=p.credentials, keep_requests=True)
     parts = run_open_loop(p.scenario, cfg, 1, Hooks(watch.start, watch.stop) if watch else None)
     rec = merge([x["recorder"] for x in parts])
     gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
@@ -127,7 +130,20 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str) -> Step:
     if watch is not None and math.isfinite(watch.runnable):
         besides = watch.besides(seconds)
         res.meta["host_besides_back_office_cores"] = round(besides, 3)
-    return Step(rate, res, rec, besides)
+    return Step(rate, res, rec, besides, back_office_stalls(rec))
+
+
+def back_office_stalls(rec: Recorder) -> list[float]:
+    """Durations (ms) of the stalls of the back office in a run's request log (successful
+    requests, time from sending to the answer: :mod:`loadgen.stalls`)."""
+    log = rec.log
+    if log is None or not log.t_s:
+        return []
+    ok = np.array([c is None for c in log.code])
+    t = np.frombuffer(log.t_s, dtype=float)[ok]
+    sent_to_answer = (np.frombuffer(log.latency_s, dtype=float)
+                      - np.frombuffer(log.lag_s, dtype=float))[ok]
+    return [round(st.duration_s * 1000, 2) for st in find_stalls(t, sent_to_answer)]
 
 
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
@@ -315,6 +331,13 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
             f"{r.measured_p99_ms:.2f} | {r.predicted_p99_ms:.2f} | {pct(r.error_p99_ms)} | "
             f"{r.measured_busiest_process_util:.0%} | {r.predicted_busiest_cpu_util:.0%} | "
             f"{verdict} |")
+    if "measured_stalls" in table:
+        lines += ["", "Stalls of the back office measured at each level (moments it answered "
+                  "nobody, found from outside: `loadgen/stalls.py`); a level's p99 often is "
+                  "its longest stall:", ""]
+        for level, g in table.groupby("level", sort=True):
+            lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
+                         f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
               "measured at 20, 50 and 80% of capacity, for operations with at least "
               f"{MIN_JUDGED_REQUESTS:,} requests measured at the level; 95% is reported.", "",
@@ -355,6 +378,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
         t = compare(level, rate, st.results, pred)
         t["besides_back_office_cores"] = st.besides_cores
+        t["measured_stalls"] = len(st.stalls_ms)
+        t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -362,7 +387,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
             say(f"{level:.0%} ({rate:.0f}/s): bet p50 {b.measured_p50_ms:.2f} measured, "
                 f"{b.predicted_p50_ms:.2f} predicted; p99 {b.measured_p99_ms:.2f} measured, "
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
-                f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores")
+                f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
+                f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms")
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
     ramp_rows = pd.DataFrame([{"offered_rps": s.offered,
