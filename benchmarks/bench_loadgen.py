@@ -181,11 +181,12 @@ def _health_source(scenario: Any, cfg: Any, index: int) -> Any:
 
 
 def run_open(kind: str, url: str, seconds: float, rate: float) -> dict[str, Any]:
+    from loadgen.limits import DEFAULT_PLAYERS
     from loadgen.openloop import OpenLoopConfig, run_open_loop, scenario_players
     from loadgen.record import merge
     from sim.model.scenario import load_scenario
 
-    cfg = OpenLoopConfig(url, rate, seconds, players=200, seed=1,
+    cfg = OpenLoopConfig(url, rate, seconds, players=DEFAULT_PLAYERS, seed=1,
                          prefix=f"bench{os.getpid()}{int(time.time())}-")
     source = scenario_players if kind.endswith("wallet") else _health_source
     part = run_open_loop(load_scenario(SCENARIO), cfg, 1, source=source)[0]
