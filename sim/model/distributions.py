@@ -11,7 +11,7 @@ import bisect
 import math
 from functools import cached_property
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -185,6 +185,16 @@ class RateLevel(BaseModel):
         return _check_samples(v)
 
 
+def increasing_rps(points: list[Any], name: str) -> list[Any]:
+    """``points`` (each with an ``rps``) when their rates increase strictly; else a
+    ValueError naming the first pair out of order (``name[i].rps``)."""
+    for i, (a, b) in enumerate(pairwise(points)):
+        if b.rps <= a.rps:
+            raise ValueError(f"rps must increase strictly from point to point: "
+                             f"{name}[{i + 1}].rps {b.rps:g} <= {name}[{i}].rps {a.rps:g}")
+    return points
+
+
 class EmpiricalByRate(_Dist):
     """A wait whose distribution depends on the load: measured ``samples_ms`` at a few request
     rates into the deployment (the requests entering it per second), e.g. a database call
@@ -205,11 +215,7 @@ class EmpiricalByRate(_Dist):
     @field_validator("levels")
     @classmethod
     def _increasing(cls, v: list[RateLevel]) -> list[RateLevel]:
-        for i, (a, b) in enumerate(pairwise(v)):
-            if b.rps <= a.rps:
-                raise ValueError(f"rps must increase strictly from level to level: "
-                                 f"levels[{i + 1}].rps {b.rps:g} <= levels[{i}].rps {a.rps:g}")
-        return v
+        return increasing_rps(v, "levels")
 
     @cached_property
     def first(self) -> Empirical:

@@ -25,6 +25,7 @@ from sim.model.distributions import (
     Distribution,
     EmpiricalByRate,
     ExternalDistribution,
+    increasing_rps,
 )
 from sim.model.faults import (
     FAULT_KINDS,
@@ -306,11 +307,7 @@ class HostPauses(_Model):
     @field_validator("by_rate")
     @classmethod
     def _increasing(cls, v: list[PauseRate]) -> list[PauseRate]:
-        for i, (a, b) in enumerate(pairwise(v)):
-            if b.rps <= a.rps:
-                raise ValueError(f"rps must increase strictly from point to point: "
-                                 f"by_rate[{i + 1}].rps {b.rps:g} <= by_rate[{i}].rps {a.rps:g}")
-        return v
+        return increasing_rps(v, "by_rate")
 
 
 class Host(_Model):
