@@ -52,7 +52,7 @@ from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
-from loadgen.validate import capacity, predict, ramp
+from loadgen.validate import capacity, predict, ramp, warm_up
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -225,7 +225,9 @@ def _watch(plan: Plan, database: str | None) -> CpuWatch:
 
 def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLevel:
     """The scenario's whole mix at ``rate``: server CPU per request by role, the generator's
-    and the rest of the machine's cores, p50 and p99 of every request."""
+    and the rest of the machine's cores, p50 and p99 of every request (after
+    :func:`loadgen.validate.warm_up`, as validate's levels)."""
+    warm_up(plan, rate, f"mix{int(rate)}")
     watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
                          f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
