@@ -261,14 +261,10 @@ def level_latencies(log: RequestLog | None
     back office's stalls (:mod:`loadgen.stalls`, on the time from sending to the answer)."""
     if log is None or not log.t_s:
         return {}, {}, []
-    ok = np.array([c is None for c in log.code])
-    t = np.frombuffer(log.t_s, dtype=float)[ok]
-    lat = np.frombuffer(log.latency_s, dtype=float)[ok]
-    lag = np.frombuffer(log.lag_s, dtype=float)[ok]
-    ops = np.array(log.op, dtype=object)[ok]
+    t, lat, sent_to_answer, ops = log.successful()
     # the back office's stalls, from sending to answer: a pause of the generator itself
     # (its sends late, lag) is not one, and the model has no such pause
-    stalls = find_stalls(t, lat - lag)
+    stalls = find_stalls(t, sent_to_answer)
     normal = normal_mask(t, stalls)
     quantiles, knots = {}, {}
     for op in sorted(set(ops.tolist())):

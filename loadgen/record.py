@@ -89,6 +89,15 @@ class RequestLog:
         self.code.append(code)
         self.lag_s.append(lag_s)
 
+    def successful(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of the successful requests: intended send times, latencies from the intended
+        time, times from sending to the answer (s), and operations."""
+        ok = np.array([c is None for c in self.code], dtype=bool)
+        t = np.frombuffer(self.t_s, dtype=float)[ok]
+        lat = np.frombuffer(self.latency_s, dtype=float)[ok]
+        sent_to_answer = lat - np.frombuffer(self.lag_s, dtype=float)[ok]
+        return t, lat, sent_to_answer, np.array(self.op, dtype=object)[ok]
+
     def extend(self, other: RequestLog) -> RequestLog:
         """This log with ``other``'s requests appended (another generator process)."""
         self.t_s.extend(other.t_s)

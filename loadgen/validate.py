@@ -155,10 +155,7 @@ def back_office_stalls(rec: Recorder) -> list[float]:
     log = rec.log
     if log is None or not log.t_s:
         return []
-    ok = np.array([c is None for c in log.code])
-    t = np.frombuffer(log.t_s, dtype=float)[ok]
-    sent_to_answer = (np.frombuffer(log.latency_s, dtype=float)
-                      - np.frombuffer(log.lag_s, dtype=float))[ok]
+    t, _, sent_to_answer, _ = log.successful()
     return [round(st.duration_s * 1000, 2) for st in find_stalls(t, sent_to_answer)]
 
 

@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Generator, Sequence
 from itertools import pairwise
@@ -36,6 +35,7 @@ from typing import Protocol
 import numpy as np
 import simpy
 
+from sim.model.distributions import locate
 from sim.model.topology import HostSpec
 
 RATE_TAU_S = 1.0
@@ -99,25 +99,16 @@ class EntryMeter(RateMeter):
 
 def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     """``ys`` at ``x``, linear between the points of increasing ``xs``, held beyond them."""
-    i = bisect.bisect_right(xs, x)
-    if i == 0:
-        return ys[0]
-    if i == len(xs):
-        return ys[-1]
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    lo, hi, w = locate(xs, x)
+    return ys[lo] + (ys[hi] - ys[lo]) * w
 
 
 def bracket(xs: list[float], x: float, u: float) -> int:
     """Index of the point of increasing ``xs`` a mixture at ``x`` draws from, given a uniform
     ``u``: between two points the upper with probability ``x``'s position between them;
     below the first point the first, above the last the last."""
-    i = bisect.bisect_right(xs, x)
-    if i == 0:
-        return 0
-    if i == len(xs):
-        return len(xs) - 1
-    return i if u < (x - xs[i - 1]) / (xs[i] - xs[i - 1]) else i - 1
+    lo, hi, w = locate(xs, x)
+    return hi if u < w else lo
 
 
 class HostMember(Protocol):

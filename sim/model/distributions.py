@@ -156,19 +156,26 @@ def empirical_quantile(ascending: list[float], u: float) -> float:
     return ascending[min(int(u * len(ascending)), len(ascending) - 1)]
 
 
+def locate(xs: list[float], x: float) -> tuple[int, int, float]:
+    """Where ``x`` lies among the increasing points ``xs``: (lower index, upper index, weight
+    of the upper one), held beyond the ends (both indexes the end point, weight 0). The one
+    rule of every rate table (``cpu_by_rate``, pauses, ``empirical_by_rate``)."""
+    i = bisect.bisect_right(xs, x)
+    if i == 0:
+        return 0, 0, 0.0
+    if i == len(xs):
+        return i - 1, i - 1, 0.0
+    return i - 1, i, (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+
+
 def quantile_by_rate(rates: list[float], levels: list[list[float]], u: float,
                      rps: float) -> float:
     """Quantile ``u`` at ``rps`` requests/s: each level's :func:`empirical_quantile` (samples
-    ascending), linear in the rate between the two levels around ``rps``, the first level's
-    below the first rate, the last level's above the last (held, like
-    ``sim.engine.host.interpolate``)."""
-    i = bisect.bisect_right(rates, rps)
-    if i == 0:
-        return empirical_quantile(levels[0], u)
-    if i == len(rates):
-        return empirical_quantile(levels[-1], u)
-    q0, q1 = empirical_quantile(levels[i - 1], u), empirical_quantile(levels[i], u)
-    return q0 + (q1 - q0) * (rps - rates[i - 1]) / (rates[i] - rates[i - 1])
+    ascending), linear in the rate between the two levels around ``rps``, held beyond the
+    first and last (:func:`locate`)."""
+    lo, hi, w = locate(rates, rps)
+    q0 = empirical_quantile(levels[lo], u)
+    return q0 if w == 0.0 else q0 + (empirical_quantile(levels[hi], u) - q0) * w
 
 
 class RateLevel(BaseModel):
