@@ -49,10 +49,11 @@ from hdrh.histogram import HdrHistogram
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
+from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
-from loadgen.validate import capacity, predict, ramp, warm_up
+from loadgen.validate import predict, ramp, warm_up
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)

@@ -197,6 +197,12 @@ class CpuWatch:
         self.host_busy_s = host_busy() - self._host_start
         return self.used
 
+    def cpu_now(self) -> float:
+        """CPU seconds the watched processes have used so far, all together (NaN when none
+        can be read)."""
+        total = [c for c in (_cpu(p) for p in self.processes) if math.isfinite(c)]
+        return sum(total) if total else math.nan
+
     def besides(self, wall_s: float) -> float:
         """Cores wanted by everything but the watched processes (the load generator
         included). While the machine had idle cores (busy below :data:`SPARE_BUSY` of

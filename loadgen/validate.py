@@ -17,43 +17,27 @@ against measurements of the running back office.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from hdrh.histogram import HdrHistogram
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit
 
 import sim
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.record import HIGHEST_US, LOWEST_US, Recorder, merge
+from loadgen.ramp import KEEP_UP, Step, capacity, kept_up, search, settle_quiet, whole
+from loadgen.record import Recorder, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
 LEVELS = (0.2, 0.5, 0.8, 0.95)
-KEEP_UP = 0.9
-MAX_ERROR_RATE = 0.01
-MAX_LATENCY_GROWTH = 5.0
-"""A step whose median latency exceeds this multiple of the ramp's lowest is past capacity:
-its queue grew during the step (answers that only came in the drain still count as
-answered). The median, not the mean: one stall of 100 ms (a full garbage collection) lifts
-a short step's mean tenfold and says nothing about capacity."""
-RAMP_FACTOR = 1.5
 WARMUP_S = 3.0
 """Seconds of unmeasured load at a level's rate before its measured window."""
-SETTLE_S = 15.0
-"""Seconds left idle after a capacity ramp before anything else is measured: its last step
-overloads the back office on purpose, and what that leaves (a long WAL to checkpoint, the
-consumers' backlog, garbage) stalled the next level for 150-200 ms when it followed at once
-(the 20% level's p99 read 177 ms against 4-7 ms at 50%)."""
-MAX_RAMP_STEPS = 12
 P50_TOLERANCE, P99_TOLERANCE = 0.15, 0.25
 """The issue's bar at 20, 50 and 80% of capacity (95% is reported, not judged)."""
 JUDGED_LEVELS = (0.2, 0.5, 0.8)
@@ -66,54 +50,14 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
+RATE_TABLES = frozenset({"cpu_by_rate", "by_rate"})
+"""Keys of a scenario's tables of figures by request rate (points with ``rps``)."""
+CALIBRATED_MARGIN = 1.05
+"""A level more than this factor above the highest calibrated rate is flagged: the model
+extrapolates there (measured: a validation ramp found 5,085/s where its calibration's found
+3,391/s, and the 80% level lay past every calibrated point)."""
 MAX_BACKGROUND = 1024.0
 """Background cores given to a prediction, at most (the scenario's host range)."""
-
-
-@dataclass
-class Step:
-    offered: float
-    results: Results
-    rec: Recorder
-    besides_cores: float | None = None
-    """Cores wanted by anything but the back office during the step (mean run queue less
-    the back office's use; the load generator included): the host's background in the
-    prediction at this rate."""
-    stalls_ms: list[float] = field(default_factory=list)
-    """The back office's stalls seen in the step (:func:`back_office_stalls`)."""
-
-    @property
-    def achieved(self) -> float:
-        return float(self.results.meta["achieved_rate_rps"])
-
-    @property
-    def errors(self) -> float:
-        s = self.results.summary
-        return float((s["error_rate"] * s["requests"]).sum() / max(1, s["requests"].sum()))
-
-    @property
-    def mean_ms(self) -> float:
-        h = _whole(self.rec)
-        return h.get_mean_value() / 1000 if h.get_total_count() else math.nan
-
-    @property
-    def p50_ms(self) -> float:
-        h = _whole(self.rec)
-        return h.get_value_at_percentile(50) / 1000 if h.get_total_count() else math.nan
-
-    def ok(self, base_p50_ms: float) -> bool:
-        """Kept up: answered the offered rate, few errors, nothing skipped, and a median
-        latency within MAX_LATENCY_GROWTH of ``base_p50_ms`` (the ramp's lowest)."""
-        return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
-                and not self.results.meta.get("skipped_requests")
-                and self.p50_ms <= MAX_LATENCY_GROWTH * base_p50_ms)
-
-
-def _whole(rec: Recorder) -> HdrHistogram:
-    h = HdrHistogram(LOWEST_US, HIGHEST_US, 3)
-    for part in rec.total.values():
-        h.add(part)
-    return h
 
 
 def warm_up(plan: Plan, rate: float, tag: str) -> None:
@@ -160,35 +104,12 @@ def back_office_stalls(rec: Recorder) -> list[float]:
 
 
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
-    """Offered rates growing by RAMP_FACTOR until the back office stops keeping up."""
-    steps: list[Step] = []
-    rate = start
-    for i in range(MAX_RAMP_STEPS):
-        st = measure_at(plan, rate, seconds, f"ramp{i}")
-        steps.append(st)
-        say(f"ramp {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
-            f"{st.errors:.2%}, p50 {st.p50_ms:.2f} ms, mean {st.mean_ms:.1f} ms")
-        if not st.ok(base_p50(steps)):
-            break
-        rate *= RAMP_FACTOR
-    say(f"settling {SETTLE_S:g} s after the ramp's overload")
-    time.sleep(SETTLE_S)
-    return steps
-
-
-def base_p50(steps: list[Step]) -> float:
-    return min(s.p50_ms for s in steps)
-
-
-def kept_up(steps: list[Step]) -> list[Step]:
-    base = base_p50(steps)
-    return [s for s in steps if s.ok(base)]
-
-
-def capacity(steps: list[Step]) -> float:
-    """Highest answered rate of a step that kept up (else of any step)."""
-    good = [s.achieved for s in kept_up(steps)]
-    return max(good) if good else max(s.achieved for s in steps)
+    """The capacity search (:func:`loadgen.ramp.search`) on the running back office: steps
+    of ``seconds``, the back office left to go quiet after each overload."""
+    watch = server_watch(plan)
+    cpu_seconds = watch.cpu_now if watch is not None else (lambda: math.nan)
+    return search(lambda rate, tag: measure_at(plan, rate, seconds, tag), start,
+                  lambda: settle_quiet(cpu_seconds, say), say)
 
 
 def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
@@ -213,6 +134,32 @@ def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
     raw["simulation"]["reduce"] = False
     raw["simulation"].pop("closed", None)
     return parse_scenario(raw, f"{scenario.name} at {rate:g}/s")
+
+
+def calibrated_up_to(scenario: Scenario) -> float | None:
+    """The highest request rate the scenario's load-dependent figures were measured at (the
+    ``rps`` of its ``empirical_by_rate`` levels, ``cpu_by_rate`` and host ``pauses``
+    points); None when it has none. Beyond it the model holds the last point's figures."""
+    found: list[float] = []
+
+    def walk(node: Any, table: bool) -> None:
+        if isinstance(node, dict):
+            if table and isinstance(node.get("rps"), int | float):
+                found.append(float(node["rps"]))
+            for key, value in node.items():
+                walk(value, key in RATE_TABLES or (key == "levels"
+                                                   and node.get("kind") == "empirical_by_rate"))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, table)
+
+    walk(scenario.model_dump(mode="json", by_alias=True, exclude_none=True), False)
+    return max(found) if found else None
+
+
+def beyond(rate: float, up_to: float | None) -> bool:
+    """A rate beyond :data:`CALIBRATED_MARGIN` of the calibrated range."""
+    return up_to is not None and rate > CALIBRATED_MARGIN * up_to
 
 
 def deployment_for(scenario: Scenario, topology: str) -> str:
@@ -320,13 +267,17 @@ def plot(table: pd.DataFrame, ramp_rows: pd.DataFrame, path: Path, op: str) -> P
 
 
 def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float,
-             cap: float, topology: str, command: str) -> str:
+             cap: float, topology: str, command: str, up_to: float | None = None) -> str:
     def pct(x: float) -> str:
         return "–" if math.isnan(x) else f"{x:+.0%}"
 
     lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
              f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**; the simulator's "
-             f"own ramp of the same rates saturates at about **{sim_capacity:.0f}/s**.", "",
+             f"own ramp of the same rates saturates at about **{sim_capacity:.0f}/s**. "
+             + (f"The scenario was calibrated up to {up_to:.0f}/s; levels marked † lie "
+                f"beyond {CALIBRATED_MARGIN:g} times that, where the model holds its highest "
+                "point's figures." if up_to is not None else
+                "The scenario has no load-dependent figures (not calibrated by rate)."), "",
              "| level | offered /s | operation | thr meas | thr pred | p50 meas | p50 pred | "
              "p50 err | p99 meas | p99 pred | p99 err | busiest process util meas | "
              "busiest cpu util pred | verdict |",
@@ -338,7 +289,8 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         verdict = ("pass" if ok else "**miss**") if judged else \
             "reported" if r.measured_requests >= MIN_JUDGED_REQUESTS else "reported (few requests)"
         lines.append(
-            f"| {r.level:.0%} | {r.offered_rps:.0f} | {r.operation} | "
+            f"| {r.level:.0%}{' †' if getattr(r, 'beyond_calibration', False) else ''} | "
+            f"{r.offered_rps:.0f} | {r.operation} | "
             f"{r.measured_throughput_rps:.1f} | {r.predicted_throughput_rps:.1f} | "
             f"{r.measured_p50_ms:.2f} | {r.predicted_p50_ms:.2f} | {pct(r.error_p50_ms)} | "
             f"{r.measured_p99_ms:.2f} | {r.predicted_p99_ms:.2f} | {pct(r.error_p99_ms)} | "
@@ -378,11 +330,18 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     say(f"USL: sigma {usl_fit['sigma']:.4g}, kappa {usl_fit['kappa']:.4g}, peak "
         f"{usl_fit['peak_throughput']:.0f}/s")
     sim_cap = 0.0
-    for s in steps[:len(good) + 1]:  # the steps that kept up and the first that did not
-        pred = predict(plan.scenario, topology, s.offered, sim_s, jobs, s.besides_cores)
+    kept = {id(s) for s in good}
+    failed = [s.offered for s in steps if id(s) not in kept]
+    simulated = sorted({s.offered for s in good} | ({min(failed)} if failed else set()))
+    for rate in simulated:  # the rates kept up and the lowest that was not
+        pred = predict(plan.scenario, topology, rate, sim_s, jobs,
+                       next(s.besides_cores for s in steps if s.offered == rate))
         thr = float(pred.summary["throughput_rps"].sum())
-        if thr >= KEEP_UP * s.offered:
+        if thr >= KEEP_UP * rate:
             sim_cap = max(sim_cap, thr)
+    up_to = calibrated_up_to(plan.scenario)
+    if up_to is not None:
+        say(f"the scenario was calibrated up to {up_to:.0f} requests/s")
     tables = []
     for level in LEVELS:
         rate = level * cap
@@ -393,6 +352,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["besides_back_office_cores"] = st.besides_cores
         t["measured_stalls"] = len(st.stalls_ms)
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
+        t["beyond_calibration"] = beyond(rate, up_to)
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -401,15 +361,16 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p50_ms:.2f} predicted; p99 {b.measured_p99_ms:.2f} measured, "
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
-                f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms")
+                f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
+                + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
     ramp_rows = pd.DataFrame([{"offered_rps": s.offered,
-                               "measured_p99_ms": _whole(s.rec).get_value_at_percentile(99)
-                               / 1000} for s in steps])
+                               "measured_p99_ms": whole(s.rec).get_value_at_percentile(99)
+                               / 1000} for s in steps]).sort_values("offered_rps")
     plot(table, ramp_rows, out_dir / PLOT, "bet")
     (out_dir / "validate.md").write_text(
-        markdown(table, usl_fit, sim_cap, cap, topology, command), encoding="utf-8")
+        markdown(table, usl_fit, sim_cap, cap, topology, command, up_to), encoding="utf-8")
     return table
 
 

@@ -321,3 +321,30 @@ def test_operations_with_few_requests_are_reported_not_judged() -> None:
            "peak_throughput": 10.0, "points": 3}
     text = markdown(table, fit, 100.0, 100.0, "monolith", "x")
     assert "| login |" in text and "reported (few requests)" in text
+
+
+def test_levels_beyond_the_calibrated_range_are_flagged(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from loadgen.validate import CALIBRATED_MARGIN, beyond, calibrated_up_to, markdown
+
+    assert calibrated_up_to(BASE) is None  # no figure by rate: nothing to be beyond
+    raw, header = calibrated_scenario(BASE, _cal("monolith", {"serve": 0.9}, mixes=True),
+                                      60.0, "x")
+    # a table of off-CPU waits measured up to 350/s, beyond the mixes' 200/s
+    raw["demands"]["bet_off_cpu"] = {"kind": "empirical_by_rate", "levels": [
+        {"rps": 20.0, "samples_ms": [0.5]}, {"rps": 350.0, "samples_ms": [0.4]}]}
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    assert calibrated_up_to(sc) == 350.0
+    assert not beyond(350.0 * CALIBRATED_MARGIN, 350.0)
+    assert beyond(350.0 * CALIBRATED_MARGIN * 1.01, 350.0)
+    row = {"level": 0.8, "offered_rps": 400.0, "operation": "bet", "measured_requests": 8000,
+           "measured_throughput_rps": 400.0, "predicted_throughput_rps": 400.0,
+           "measured_p50_ms": 1.0, "predicted_p50_ms": 1.0, "error_p50_ms": 0.0,
+           "measured_p99_ms": 5.0, "predicted_p99_ms": 5.0, "error_p99_ms": 0.0,
+           "measured_busiest_process_util": 0.5, "predicted_busiest_cpu_util": 0.5,
+           "beyond_calibration": True}
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    text = markdown(pd.DataFrame([row]), fit, 500.0, 500.0, "monolith", "x", 350.0)
+    assert "| 80% † | 400 |" in text and "calibrated up to 350/s" in text

@@ -1,0 +1,188 @@
+"""The capacity search behind ``testbed validate`` and ``testbed calibrate --mix-rates auto``:
+a stepped open-loop ramp of the scenario's mix, then a bisection between the last rate the
+back office kept up with and the first it did not, with the back office left to go quiet
+after every step that overloaded it.
+
+Measured (monolith + SQLite, session 5): the plain geometric ramp (x1.5 per step) put the
+capacity of one server at 3,391/s in one run and 5,085/s in the next, a step apart, so the
+"80% of capacity" of calibration and validation lay 50% apart. :data:`REFINE_RATIO` bounds
+that quantisation.
+
+No I/O here but through the callables given: ``measure(rate, tag)`` runs one step,
+``settle()`` waits for the back office to go quiet (:func:`settle_quiet`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadgen.record import HIGHEST_US, LOWEST_US, Recorder
+from sim.reports.results import Results
+
+KEEP_UP = 0.9
+"""A step kept up when at least this share of its offered rate was answered."""
+MAX_ERROR_RATE = 0.01
+MAX_LATENCY_GROWTH = 5.0
+"""A step whose median latency exceeds this multiple of the ramp's lowest is past capacity:
+its queue grew during the step (answers that only came in the drain still count as
+answered). The median, not the mean: one stall of 100 ms (a full garbage collection) lifts
+a short step's mean tenfold and says nothing about capacity."""
+RAMP_FACTOR = 1.5
+"""Offered rate of each ramp step over the previous one."""
+MAX_RAMP_STEPS = 12
+REFINE_RATIO = 1.1
+"""The bisection stops when the first rate not kept up is within this factor of the last
+one kept up: the capacity is then known to 10% (at most :data:`MAX_REFINE_STEPS`)."""
+MAX_REFINE_STEPS = 4
+SETTLE_MIN_S = 5.0
+"""Seconds left idle after an overloaded step at least, even when the back office's
+processes look idle at once (a long WAL to checkpoint, garbage; measured: a level right
+after the overload stalled 150-200 ms)."""
+SETTLE_MAX_S = 90.0
+"""Longest wait for the back office to go quiet; the run says when it did not."""
+SETTLE_BLIND_S = 15.0
+"""The wait when the back office's CPU cannot be read (not on this machine)."""
+QUIET_WINDOW_S = 2.0
+QUIET_CORES = 0.05
+"""The back office is quiet when its processes together used less than this share of one
+core over :data:`QUIET_WINDOW_S`. Measured idle (1 s windows): microservices 0.00-0.02
+cores (six processes whose CPU times tick at 10 ms each). Session 5 saw the microservices'
+fraud and analytics consumers still draining an overload's backlog 15 s after the ramp;
+a fixed wait cannot know how long that lasts."""
+
+
+@dataclass(eq=False)
+class Step:
+    offered: float
+    results: Results
+    rec: Recorder
+    besides_cores: float | None = None
+    """Cores wanted by anything but the back office during the step (the load generator
+    included): the host's background in the prediction at this rate."""
+    stalls_ms: list[float] = field(default_factory=list)
+    """The back office's stalls seen in the step (:mod:`loadgen.stalls`)."""
+
+    @property
+    def achieved(self) -> float:
+        return float(self.results.meta["achieved_rate_rps"])
+
+    @property
+    def errors(self) -> float:
+        s = self.results.summary
+        return float((s["error_rate"] * s["requests"]).sum() / max(1, s["requests"].sum()))
+
+    @property
+    def mean_ms(self) -> float:
+        h = whole(self.rec)
+        return h.get_mean_value() / 1000 if h.get_total_count() else math.nan
+
+    @property
+    def p50_ms(self) -> float:
+        h = whole(self.rec)
+        return h.get_value_at_percentile(50) / 1000 if h.get_total_count() else math.nan
+
+    def ok(self, base_p50_ms: float) -> bool:
+        """Kept up: answered the offered rate, few errors, nothing skipped, and a median
+        latency within MAX_LATENCY_GROWTH of ``base_p50_ms`` (the ramp's lowest)."""
+        return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
+                and not self.results.meta.get("skipped_requests")
+                and self.p50_ms <= MAX_LATENCY_GROWTH * base_p50_ms)
+
+
+def whole(rec: Recorder) -> HdrHistogram:
+    """Every operation's latencies of a run in one histogram."""
+    h = HdrHistogram(LOWEST_US, HIGHEST_US, 3)
+    for part in rec.total.values():
+        h.add(part)
+    return h
+
+
+def base_p50(steps: list[Step]) -> float:
+    return min(s.p50_ms for s in steps)
+
+
+def kept_up(steps: list[Step]) -> list[Step]:
+    base = base_p50(steps)
+    return [s for s in steps if s.ok(base)]
+
+
+def capacity(steps: list[Step]) -> float:
+    """Highest answered rate of a step that kept up (else of any step)."""
+    good = [s.achieved for s in kept_up(steps)]
+    return max(good) if good else max(s.achieved for s in steps)
+
+
+def search(measure: Callable[[float, str], Step], start: float, settle: Callable[[], Any],
+           say: Callable[[str], Any]) -> list[Step]:
+    """Every step measured, in order: rates growing by :data:`RAMP_FACTOR` from ``start``
+    until a step is not kept up, then the geometric midpoint of the last rate kept up and
+    the first not, until they are within :data:`REFINE_RATIO`. ``settle()`` follows every
+    step that was not kept up (the next is measured on a quiet back office) and ends the
+    search."""
+    if not (start > 0 and math.isfinite(start)):
+        raise ValueError(f"start rate: must be a positive finite number, got {start}")
+    steps: list[Step] = []
+
+    def step(rate: float, tag: str) -> bool:
+        st = measure(rate, tag)
+        steps.append(st)
+        good = st.ok(base_p50(steps))
+        say(f"{tag:>8} {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
+            f"{st.errors:.2%}, p50 {st.p50_ms:.2f} ms, mean {st.mean_ms:.1f} ms"
+            + ("" if good else "  (not kept up)"))
+        if not good:
+            settle()
+        return good
+
+    low, high, rate = 0.0, math.inf, start
+    for i in range(MAX_RAMP_STEPS):
+        if not step(rate, f"ramp{i}"):
+            high = rate
+            break
+        low = rate
+        rate *= RAMP_FACTOR
+    if low > 0 and math.isfinite(high):
+        for j in range(MAX_REFINE_STEPS):
+            if high <= REFINE_RATIO * low:
+                break
+            mid = math.sqrt(low * high)
+            if step(mid, f"refine{j}"):
+                low = mid
+            else:
+                high = mid
+    if steps and steps[-1].ok(base_p50(steps)):
+        settle()  # the last step was kept up, but near capacity
+    return steps
+
+
+def settle_quiet(cpu_seconds: Callable[[], float], say: Callable[[str], Any],
+                 sleep: Callable[[float], Any] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> float:
+    """Wait until the back office is quiet: at least :data:`SETTLE_MIN_S`, then until its
+    processes used less than :data:`QUIET_CORES` over :data:`QUIET_WINDOW_S`, at most
+    :data:`SETTLE_MAX_S`. ``cpu_seconds()`` is the CPU its processes used so far (NaN when
+    it cannot be read: then :data:`SETTLE_BLIND_S`). Returns the seconds waited."""
+    t0 = clock()
+    if not math.isfinite(cpu_seconds()):
+        sleep(SETTLE_BLIND_S)
+        say(f"settled {SETTLE_BLIND_S:g} s (the back office's CPU is not measured)")
+        return clock() - t0
+    sleep(SETTLE_MIN_S)
+    while True:
+        before = cpu_seconds()
+        w0 = clock()
+        sleep(QUIET_WINDOW_S)
+        used = (cpu_seconds() - before) / max(clock() - w0, 1e-9)
+        waited = clock() - t0
+        if used < QUIET_CORES:
+            say(f"settled {waited:.0f} s (back office at {used:.2f} cores)")
+            return waited
+        if waited >= SETTLE_MAX_S:
+            say(f"still busy after {waited:.0f} s ({used:.2f} cores): going on")
+            return waited

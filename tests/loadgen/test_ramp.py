@@ -1,0 +1,123 @@
+"""The capacity search (loadgen.ramp) against synthetic back offices of known capacity, and
+the wait for a quiet back office on a fake clock."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadgen import ramp
+from loadgen.ramp import Step, capacity, search, settle_quiet
+from loadgen.record import Recorder
+
+START = 200.0
+
+
+def _step(offered: float, achieved: float, p50_s: float) -> Step:
+    rec = Recorder(0.0)
+    for i in range(200):
+        rec.record("bet", i / 200, i / 200 + p50_s, None)
+    rec.flush()
+    results = SimpleNamespace(meta={"achieved_rate_rps": achieved},
+                              summary=pd.DataFrame({"error_rate": [0.0], "requests": [200]}))
+    return Step(offered, results, rec)  # type: ignore[arg-type]
+
+
+def _back_office(cap: float) -> tuple[list[float], object]:
+    """Answers up to ``cap``/s in 1 ms; beyond it the queue grows (median 50 ms)."""
+    offered: list[float] = []
+
+    def measure(rate: float, tag: str) -> Step:
+        offered.append(rate)
+        if rate <= cap:
+            return _step(rate, rate, 0.001)
+        return _step(rate, cap, 0.050)
+    return offered, measure
+
+
+@settings(max_examples=20, deadline=None)
+@given(cap=st.floats(min_value=START * 1.01,
+                     max_value=START * ramp.RAMP_FACTOR ** (ramp.MAX_RAMP_STEPS - 1)))
+def test_the_capacity_found_is_within_the_refine_ratio_below_the_true_one(cap: float) -> None:
+    # the x1.5 ramp alone put one server at 3,391/s and at 5,085/s: a step's width
+    offered, measure = _back_office(cap)
+    settles: list[int] = []
+    steps = search(measure, START, lambda: settles.append(len(offered)), lambda s: None)
+    found = capacity(steps)
+    assert found <= cap
+    assert found >= cap / ramp.REFINE_RATIO
+    assert len(steps) <= ramp.MAX_RAMP_STEPS + ramp.MAX_REFINE_STEPS
+    # a quiet back office before every step that follows an overload, and at the end
+    over = [i + 1 for i, r in enumerate(offered) if r > cap]
+    assert set(over) <= set(settles) and settles[-1] == len(offered)
+
+
+def test_a_four_thousand_per_second_back_office_is_not_read_as_three_thousand_four() -> None:
+    _, measure = _back_office(4000.0)
+    steps = search(measure, START, lambda: None, lambda s: None)
+    geometric_only = max(s.offered for s in steps[:9] if s.offered <= 4000.0)
+    assert geometric_only == pytest.approx(3417.2, abs=0.1)  # what the ramp alone said
+    assert capacity(steps) >= 4000.0 / ramp.REFINE_RATIO
+
+
+def test_below_the_first_step_there_is_nothing_to_bisect() -> None:
+    offered, measure = _back_office(150.0)
+    steps = search(measure, START, lambda: None, lambda s: None)
+    assert offered == [START] and capacity(steps) == 150.0
+
+
+def test_a_start_rate_must_be_positive_and_finite() -> None:
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="start rate"):
+            search(lambda r, t: _step(r, r, 0.001), bad, lambda: None, lambda s: None)
+
+
+class _Clock:
+    """A fake clock whose back office uses ``busy(t)`` cores at time t."""
+
+    def __init__(self, busy: object) -> None:
+        self.t, self.cpu, self.busy = 0.0, 0.0, busy
+
+    def sleep(self, s: float) -> None:
+        n = max(1, round(s / 0.1))
+        for _ in range(n):
+            self.cpu += self.busy(self.t) * s / n  # type: ignore[operator]
+            self.t += s / n
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+
+def _settle(busy: object) -> tuple[float, list[str]]:
+    c, said = _Clock(busy), []
+    waited = settle_quiet(c.cpu_seconds, said.append, c.sleep, lambda: c.t)
+    return waited, said
+
+
+def test_a_quiet_back_office_is_left_the_minimum() -> None:
+    waited, _ = _settle(lambda t: 0.01)
+    assert waited == pytest.approx(ramp.SETTLE_MIN_S + ramp.QUIET_WINDOW_S)
+
+
+def test_a_draining_backlog_is_waited_for() -> None:
+    # the consumers' backlog after an overload: 0.6 cores for 30 s, then idle
+    waited, said = _settle(lambda t: 0.6 if t < 30.0 else 0.01)
+    assert 30.0 <= waited <= 30.0 + 2 * ramp.QUIET_WINDOW_S
+    assert "settled" in said[-1]
+
+
+def test_a_back_office_that_never_goes_quiet_is_left_after_the_maximum() -> None:
+    waited, said = _settle(lambda t: 0.5)
+    assert ramp.SETTLE_MAX_S <= waited <= ramp.SETTLE_MAX_S + ramp.QUIET_WINDOW_S
+    assert "still busy" in said[-1]
+
+
+def test_without_the_back_offices_cpu_the_wait_is_fixed() -> None:
+    c, said = _Clock(lambda t: 0.0), []
+    waited = settle_quiet(lambda: math.nan, said.append, c.sleep, lambda: c.t)
+    assert waited == pytest.approx(ramp.SETTLE_BLIND_S)
