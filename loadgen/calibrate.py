@@ -172,6 +172,9 @@ class MixLevel:
     """Durations of the stalls found in the level (:func:`loadgen.stalls.find_stalls`)."""
     seconds: float = 0.0
     """Measured window (s)."""
+    steal_cores: float = 0.0
+    """Cores the hypervisor took from this machine in the window (Linux steal; inside
+    ``other_cores``)."""
 
 
 @dataclass
@@ -252,7 +255,8 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
     return MixLevel(rate, n, cpu, gen_cores, other,
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
-                    [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s)
+                    [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
+                    watch.steal_s / plan.duration_s if math.isfinite(watch.steal_s) else 0.0)
 
 
 def level_latencies(log: RequestLog | None
@@ -333,7 +337,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
         progress(f"{'mix':<11} {rate:7.1f}/s  cpu ms/request "
                  + ", ".join(f"{k} {v:.3f}" for k, v in mx.cpu_ms.items())
                  + f"  generator {mx.generator_cores:.2f} cores, others "
-                 f"{mx.other_cores:.2f} cores; p50 {mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
+                 f"{mx.other_cores:.2f} cores (steal {mx.steal_cores:.2f}); p50 "
+                 f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
                  + stalls)
     return cal
 
@@ -394,7 +399,7 @@ def calibrated_scenario(base: Scenario, cal: Calibration, use_rate: float, comma
             demands[f"{lv.op}_db"] = {"kind": "gamma", "mean_ms": round(db_ms, 4),
                                       "cv": round(cv, 3)}
             step["db"] = f"{lv.op}_db"
-        off = off_cpu_by_rate(cal, lv.op, _on_path_ms(demands, lv.op)) or off_cpu.get(lv.op)
+        off = off_cpu_by_rate(cal, lv.op, _on_path_ms(demands, steps)) or off_cpu.get(lv.op)
         if off is not None and _mean_wait_ms(off) >= MIN_OFF_CPU_MS:
             owner = "player" if lv.op == "login" else "wallet"
             demands[f"{lv.op}_off_cpu"] = off
@@ -494,11 +499,11 @@ def _mean_wait_ms(dist: dict[str, Any]) -> float:
     return sum(samples) / len(samples) if samples else 0.0
 
 
-def _on_path_ms(demands: dict[str, Any], op: str) -> float:
-    """Mean CPU and database ms of ``op``'s demands written so far (its path's own work)."""
-    return sum(d["mean_ms"] for name, d in demands.items()
-               if name.startswith(f"{op}_") and (name.endswith("_cpu") or name.endswith("_db"))
-               and not name.endswith("_off_cpu"))
+def _on_path_ms(demands: dict[str, Any], steps: list[dict[str, Any]]) -> float:
+    """Mean CPU and database ms of an operation's synchronous steps (its path's own work; an
+    async step's, the fraud and analytics consumers', is not waited for)."""
+    return sum(demands[s[key]]["mean_ms"] for s in steps if s.get("mode") != "async"
+               for key in ("cpu", "db") if key in s)
 
 
 def off_cpu_by_rate(cal: Calibration, op: str, on_path_ms: float) -> dict[str, Any] | None:
@@ -629,8 +634,8 @@ def _header(cal: Calibration, use_rate: float, command: str) -> str:
     for mx in cal.mixes:
         cpu = ", ".join(f"{k} {v:.3f}" for k, v in sorted(mx.cpu_ms.items()))
         lines.append(f"  mix        {mx.rate:7.1f}/s: {cpu}; generator {mx.generator_cores:.2f} "
-                     f"cores, others {mx.other_cores:.2f}; p50 {mx.p50_ms:.2f} p99 "
-                     f"{mx.p99_ms:.2f} ms; stalls {len(mx.stalls_ms)}"
+                     f"cores, others {mx.other_cores:.2f} (steal {mx.steal_cores:.2f}); p50 "
+                     f"{mx.p50_ms:.2f} p99 {mx.p99_ms:.2f} ms; stalls {len(mx.stalls_ms)}"
                      + (f" (longest {max(mx.stalls_ms):.0f} ms)" if mx.stalls_ms else ""))
     lines += [
         "Mix levels: each role's CPU per second = fixed + per request x rate (least squares);",

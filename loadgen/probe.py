@@ -145,6 +145,12 @@ class RunQueue:
         return max(0.0, sum(self._samples) / len(self._samples)) if self._samples else math.nan
 
 
+def host_steal() -> float:
+    """CPU seconds the hypervisor has given this machine's virtual cores to others since boot
+    (Linux ``steal``; 0 on bare metal)."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
 def host_busy() -> float:
     """CPU seconds this machine has spent busy since boot, all cores (not idle, not iowait)."""
     t = psutil.cpu_times()
@@ -179,7 +185,11 @@ class CpuWatch:
     """Mean threads running or waiting for a core in the window (every process)."""
     waited: dict[str, float] = field(default_factory=dict)
     """Seconds each watched process waited for a core in the window (ready, not running)."""
+    steal_s: float = math.nan
+    """CPU seconds the hypervisor took from this machine's cores in the window (included in
+    ``host_busy_s``): a neighbour's load the machine cannot see, which slows everything."""
     _host_start: float = math.nan
+    _steal_start: float = math.nan
     _queue: RunQueue = field(default_factory=RunQueue)
     _wait_start: dict[int, float] = field(default_factory=dict)
 
@@ -187,6 +197,7 @@ class CpuWatch:
         self._start = {p.pid: _cpu(p) for p in self.processes}
         self._wait_start = {p.pid: _waited(p) for p in self.processes}
         self._host_start = host_busy()
+        self._steal_start = host_steal()
         self._queue.start()
 
     def stop(self) -> dict[str, float]:
@@ -195,6 +206,7 @@ class CpuWatch:
         self.waited = {_label(p, self.names): _waited(p) - self._wait_start[p.pid]
                        for p in self.processes}
         self.host_busy_s = host_busy() - self._host_start
+        self.steal_s = host_steal() - self._steal_start
         return self.used
 
     def cpu_now(self) -> float:

@@ -67,6 +67,8 @@ class Step:
     included): the host's background in the prediction at this rate."""
     stalls_ms: list[float] = field(default_factory=list)
     """The back office's stalls seen in the step (:mod:`loadgen.stalls`)."""
+    steal_cores: float | None = None
+    """Cores the hypervisor took from this machine during the step (Linux steal)."""
 
     @property
     def achieved(self) -> float:

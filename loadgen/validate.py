@@ -50,6 +50,10 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
+UNSTEADY_STEAL = 0.05
+"""Cores taken by the hypervisor (Linux steal) above which a level is marked: a neighbour
+on the same physical machine slowed everything in it (measured here: 0 to 0.54 cores from
+one ten-second window to the next on a machine whose own processes were idle)."""
 RATE_TABLES = frozenset({"cpu_by_rate", "by_rate"})
 """Keys of a scenario's tables of figures by request rate (points with ``rps``)."""
 CALIBRATED_MARGIN = 1.05
@@ -86,11 +90,14 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
     gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
     lag = rec.lag.get_value_at_percentile(99) / 1000 if rec.lag.get_total_count() else None
     res = finish(p, rec, watch, {"mode": "open", "target_rate_rps": rate}, gen, lag)
-    besides = None
+    besides = steal = None
     if watch is not None and math.isfinite(watch.runnable):
         besides = watch.besides(seconds)
         res.meta["host_besides_back_office_cores"] = round(besides, 3)
-    return Step(rate, res, rec, besides, back_office_stalls(rec))
+    if watch is not None and math.isfinite(watch.steal_s):
+        steal = watch.steal_s / seconds
+        res.meta["host_steal_cores"] = round(steal, 3)
+    return Step(rate, res, rec, besides, back_office_stalls(rec), steal)
 
 
 def back_office_stalls(rec: Recorder) -> list[float]:
@@ -299,10 +306,16 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
     if "measured_stalls" in table:
         lines += ["", "Stalls of the back office measured at each level (moments it answered "
                   "nobody, found from outside: `loadgen/stalls.py`); a level's p99 often is "
-                  "its longest stall:", ""]
+                  "its longest stall. Steal: cores the hypervisor gave to other machines "
+                  f"during the level (marked from {UNSTEADY_STEAL:g}: the machine was not "
+                  "steady):", ""]
         for level, g in table.groupby("level", sort=True):
+            steal = g["steal_cores"].iloc[0] if "steal_cores" in g else None
+            steal_text = "" if steal is None or not math.isfinite(steal) else \
+                f"; steal {steal:.2f} cores" + (" (**unsteady**)" if steal >= UNSTEADY_STEAL
+                                                else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
-                         f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms")
+                         f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
               "measured at 20, 50 and 80% of capacity, for operations with at least "
               f"{MIN_JUDGED_REQUESTS:,} requests measured at the level; 95% is reported.", "",
@@ -353,6 +366,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["measured_stalls"] = len(st.stalls_ms)
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
         t["beyond_calibration"] = beyond(rate, up_to)
+        t["steal_cores"] = st.steal_cores
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -362,6 +376,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
+                + (f"; the hypervisor took {st.steal_cores:.2f} cores"
+                   if st.steal_cores is not None and st.steal_cores >= UNSTEADY_STEAL else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)

@@ -348,3 +348,16 @@ def test_levels_beyond_the_calibrated_range_are_flagged(tmp_path: Path) -> None:
            "peak_throughput": 10.0, "points": 3}
     text = markdown(pd.DataFrame([row]), fit, 500.0, 500.0, "monolith", "x", 350.0)
     assert "| 80% † | 400 |" in text and "calibrated up to 350/s" in text
+
+
+def test_on_path_work_is_the_operations_own_synchronous_steps() -> None:
+    # an operation whose name extends another's (bet_big) and an async consumer (fraud)
+    # are not on the bet's path: the old name-prefix sum counted both (10.8 ms)
+    from loadgen.calibrate import _on_path_ms
+
+    demands = {name: {"kind": "gamma", "mean_ms": ms, "cv": 0.5} for name, ms in (
+        ("bet_wallet_cpu", 1.0), ("bet_fraud_cpu", 0.5), ("bet_db", 0.3),
+        ("bet_big_wallet_cpu", 9.0))}
+    steps = [{"component": "wallet", "cpu": "bet_wallet_cpu", "db": "bet_db"},
+             {"component": "fraud", "cpu": "bet_fraud_cpu", "mode": "async"}]
+    assert _on_path_ms(demands, steps) == pytest.approx(1.3)

@@ -34,3 +34,34 @@ def test_a_saturated_machine_falls_back_to_the_share_a_core_gave() -> None:
     busy = cores * 10.0  # every core busy all the window: use says nothing of demand
     w = _watch({"serve": 2.0}, {"serve": 2.0}, host_busy_s=busy)
     assert w.besides(10.0) == pytest.approx(cores * 4.0 / 2.0 - 1.0)
+
+
+def test_the_hypervisors_steal_is_read_over_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadgen import probe
+
+    steal = iter([100.0, 103.5])  # seconds of steal since boot at start and at stop
+    monkeypatch.setattr(probe, "host_steal", lambda: next(steal))
+    w = CpuWatch([])
+    w.start()
+    w.stop()
+    assert w.steal_s == pytest.approx(3.5)
+
+
+def test_an_unsteady_level_is_marked_in_the_report() -> None:
+    import pandas as pd
+
+    from loadgen.validate import UNSTEADY_STEAL, markdown
+
+    rows = [{"level": lv, "offered_rps": 100.0 * lv, "operation": "bet",
+             "measured_requests": 5000, "measured_throughput_rps": 100.0,
+             "predicted_throughput_rps": 100.0, "measured_p50_ms": 1.0,
+             "predicted_p50_ms": 1.0, "error_p50_ms": 0.0, "measured_p99_ms": 5.0,
+             "predicted_p99_ms": 5.0, "error_p99_ms": 0.0,
+             "measured_busiest_process_util": 0.5, "predicted_busiest_cpu_util": 0.5,
+             "measured_stalls": 0, "longest_stall_ms": 0.0, "steal_cores": steal}
+            for lv, steal in ((0.2, 0.0), (0.5, UNSTEADY_STEAL * 4))]
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    text = markdown(pd.DataFrame(rows), fit, 100.0, 100.0, "monolith", "x")
+    assert "- 20%: 0 stall(s), longest 0 ms; steal 0.00 cores\n" in text
+    assert "- 50%: 0 stall(s), longest 0 ms; steal 0.20 cores (**unsteady**)" in text
