@@ -53,6 +53,7 @@ from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
+from loadgen.steady import steady
 from loadgen.validate import predict, ramp, warm_up
 from sim.model.scenario import Scenario, parse_scenario
 
@@ -144,6 +145,8 @@ class Level:
     """Latency at :data:`QUANTILES` (the off-CPU wait's shape)."""
     besides_cores: float = 0.0
     """What the rest of the machine wanted meanwhile (:meth:`CpuWatch.besides`)."""
+    steal_cores: float = 0.0
+    """Cores the hypervisor took from this machine in the window (Linux steal)."""
 
 
 @dataclass
@@ -209,7 +212,7 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
                  h.get_value_at_percentile(99) / 1000,
                  sum(sum(c.values()) for c in rec.codes.values()),
                  [h.get_value_at_percentile(q) / 1000 for q in QUANTILES],
-                 watch.besides(plan.duration_s))
+                 watch.besides(plan.duration_s), _steal(watch, plan.duration_s))
 
 
 def _watch(plan: Plan, database: str | None) -> CpuWatch:
@@ -256,7 +259,11 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    watch.steal_s / plan.duration_s if math.isfinite(watch.steal_s) else 0.0)
+                    _steal(watch, plan.duration_s))
+
+
+def _steal(watch: CpuWatch, seconds: float) -> float:
+    return watch.steal_s / seconds if math.isfinite(watch.steal_s) else 0.0
 
 
 def level_latencies(log: RequestLog | None
@@ -321,7 +328,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     for rate in rates:
         bet: dict[str, float] | None = None
         for op in ops:
-            lv = measure(plan, op, rate, bet, database)
+            lv = steady(lambda: measure(plan, op, rate, bet, database),  # noqa: B023
+                        lambda x: x.steal_cores, progress, f"{op} at {rate:g}/s")
             if op == "bet":
                 bet = lv.cpu_ms
             cal.levels.append(lv)
@@ -330,7 +338,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
-        mx = measure_mix(mix_plan, rate, database)
+        mx = steady(lambda: measure_mix(mix_plan, rate, database),  # noqa: B023
+                    lambda x: x.steal_cores, progress, f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
         cal.mixes.append(mx)

@@ -23,6 +23,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.record import HIGHEST_US, LOWEST_US, Recorder
+from loadgen.steady import steady
 from sim.reports.results import Results
 
 KEEP_UP = 0.9
@@ -127,12 +128,18 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
     the first not, until they are within :data:`REFINE_RATIO`. ``settle()`` follows every
     step that was not kept up (the next is measured on a quiet back office) and ends the
     search."""
+    def settle_for(_: float) -> None:  # before another try of an overloaded step
+        settle()
+
     if not (start > 0 and math.isfinite(start)):
         raise ValueError(f"start rate: must be a positive finite number, got {start}")
     steps: list[Step] = []
 
     def step(rate: float, tag: str) -> bool:
-        st = measure(rate, tag)
+        # a step not kept up while the hypervisor took cores is taken again: it says
+        # nothing of the back office's capacity (:mod:`loadgen.steady`)
+        st = steady(lambda: measure(rate, tag), lambda x: x.steal_cores, say, tag,
+                    retry=lambda x: not x.ok(base_p50([*steps, x])), sleep=settle_for)
         steps.append(st)
         good = st.ok(base_p50(steps))
         say(f"{tag:>8} {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "

@@ -32,6 +32,7 @@ from loadgen.ramp import KEEP_UP, Step, capacity, kept_up, search, settle_quiet,
 from loadgen.record import Recorder, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
+from loadgen.steady import UNSTEADY_STEAL, steady, unsteady
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
@@ -50,10 +51,6 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
-UNSTEADY_STEAL = 0.05
-"""Cores taken by the hypervisor (Linux steal) above which a level is marked: a neighbour
-on the same physical machine slowed everything in it (measured here: 0 to 0.54 cores from
-one ten-second window to the next on a machine whose own processes were idle)."""
 RATE_TABLES = frozenset({"cpu_by_rate", "by_rate"})
 """Keys of a scenario's tables of figures by request rate (points with ``rps``)."""
 CALIBRATED_MARGIN = 1.05
@@ -312,8 +309,7 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         for level, g in table.groupby("level", sort=True):
             steal = g["steal_cores"].iloc[0] if "steal_cores" in g else None
             steal_text = "" if steal is None or not math.isfinite(steal) else \
-                f"; steal {steal:.2f} cores" + (" (**unsteady**)" if steal >= UNSTEADY_STEAL
-                                                else "")
+                f"; steal {steal:.2f} cores" + (" (**unsteady**)" if unsteady(steal) else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
@@ -358,7 +354,9 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     tables = []
     for level in LEVELS:
         rate = level * cap
-        st = measure_at(plan, rate, level_s, f"l{round(level * 100)}", warm=True)
+        tag = f"l{round(level * 100)}"
+        st = steady(lambda: measure_at(plan, rate, level_s, tag, warm=True),  # noqa: B023
+                    lambda x: x.steal_cores, say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
         t = compare(level, rate, st.results, pred)
@@ -377,7 +375,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
                 + (f"; the hypervisor took {st.steal_cores:.2f} cores"
-                   if st.steal_cores is not None and st.steal_cores >= UNSTEADY_STEAL else "")
+                   if unsteady(st.steal_cores) else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
