@@ -199,6 +199,8 @@ def compare(level: float, rate: float, measured: Results, predicted: Results) ->
         for col in ("throughput_rps", "p50_ms", "p99_ms"):
             row[f"measured_{col}"] = float(m.loc[op, col])
             row[f"predicted_{col}"] = float(p.loc[op, col])
+            row[f"predicted_{col}_ci"] = float(p.loc[op, f"{col}_ci"]) \
+                if f"{col}_ci" in p.columns else math.nan
             row[f"error_{col}"] = _rel(row[f"predicted_{col}"], row[f"measured_{col}"])
         row["measured_requests"] = int(m.loc[op, "requests"])
         row["measured_busiest_process_util"] = _busiest(measured.stations)
@@ -252,11 +254,15 @@ def plot(table: pd.DataFrame, ramp_rows: pd.DataFrame, path: Path, op: str) -> P
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     t = table[table["operation"] == op].sort_values("offered_rps")
-    for q, colour in (("p50_ms", "tab:blue"), ("p99_ms", "tab:red")):
-        ax.plot(t["offered_rps"], t[f"measured_{q}"], "o-", color=colour,
-                label=f"{op} {q[:3]} measured")
-        ax.plot(t["offered_rps"], t[f"predicted_{q}"], "s--", color=colour,
-                label=f"{op} {q[:3]} predicted")
+    for q, colour, bar in (("p50_ms", "tab:blue", P50_TOLERANCE),
+                           ("p99_ms", "tab:red", P99_TOLERANCE)):
+        x, meas = t["offered_rps"], t[f"measured_{q}"]
+        ax.plot(x, meas, "o-", color=colour, label=f"{op} {q[:3]} measured")
+        ax.fill_between(x, meas * (1 - bar), meas * (1 + bar), color=colour, alpha=0.12,
+                        label=f"the bar: ±{bar:.0%} of measured {q[:3]}")
+        ci = t.get(f"predicted_{q}_ci")
+        ax.errorbar(x, t[f"predicted_{q}"], yerr=ci, fmt="s--", color=colour, capsize=3,
+                    label=f"{op} {q[:3]} predicted (95% CI)")
     if not ramp_rows.empty:
         ax.plot(ramp_rows["offered_rps"], ramp_rows["measured_p99_ms"], ":", color="grey",
                 label="p99 measured on the ramp (all operations)")
@@ -275,6 +281,11 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
     def pct(x: float) -> str:
         return "–" if math.isnan(x) else f"{x:+.0%}"
 
+    def pred(r: Any, col: str) -> str:
+        ci = getattr(r, f"predicted_{col}_ci", math.nan)
+        v = getattr(r, f"predicted_{col}")
+        return f"{v:.2f} ± {ci:.2f}" if math.isfinite(ci) else f"{v:.2f}"
+
     lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
              f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**; the simulator's "
              f"own ramp of the same rates saturates at about **{sim_capacity:.0f}/s**. "
@@ -282,6 +293,8 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                 f"beyond {CALIBRATED_MARGIN:g} times that, where the model holds its highest "
                 "point's figures." if up_to is not None else
                 "The scenario has no load-dependent figures (not calibrated by rate)."), "",
+             "Predicted figures carry the 95% confidence half-width of the simulation "
+             "(± when known).", "",
              "| level | offered /s | operation | thr meas | thr pred | p50 meas | p50 pred | "
              "p50 err | p99 meas | p99 pred | p99 err | busiest process util meas | "
              "busiest cpu util pred | verdict |",
@@ -296,8 +309,8 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
             f"| {r.level:.0%}{' †' if getattr(r, 'beyond_calibration', False) else ''} | "
             f"{r.offered_rps:.0f} | {r.operation} | "
             f"{r.measured_throughput_rps:.1f} | {r.predicted_throughput_rps:.1f} | "
-            f"{r.measured_p50_ms:.2f} | {r.predicted_p50_ms:.2f} | {pct(r.error_p50_ms)} | "
-            f"{r.measured_p99_ms:.2f} | {r.predicted_p99_ms:.2f} | {pct(r.error_p99_ms)} | "
+            f"{r.measured_p50_ms:.2f} | {pred(r, 'p50_ms')} | {pct(r.error_p50_ms)} | "
+            f"{r.measured_p99_ms:.2f} | {pred(r, 'p99_ms')} | {pct(r.error_p99_ms)} | "
             f"{r.measured_busiest_process_util:.0%} | {r.predicted_busiest_cpu_util:.0%} | "
             f"{verdict} |")
     if "measured_stalls" in table:

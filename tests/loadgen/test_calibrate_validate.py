@@ -361,3 +361,43 @@ def test_on_path_work_is_the_operations_own_synchronous_steps() -> None:
     steps = [{"component": "wallet", "cpu": "bet_wallet_cpu", "db": "bet_db"},
              {"component": "fraud", "cpu": "bet_fraud_cpu", "mode": "async"}]
     assert _on_path_ms(demands, steps) == pytest.approx(1.3)
+
+
+def test_predictions_carry_the_simulations_confidence_interval() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from loadgen.validate import compare, markdown
+
+    def res(p50: float, ci: float) -> SimpleNamespace:
+        return SimpleNamespace(summary=pd.DataFrame([{
+            "operation": "bet", "requests": 5000, "throughput_rps": 100.0,
+            "throughput_rps_ci": 1.0, "p50_ms": p50, "p50_ms_ci": ci, "p99_ms": 9.0,
+            "p99_ms_ci": 0.5}]), stations=pd.DataFrame(columns=["kind", "utilisation"]))
+
+    t = compare(0.5, 100.0, res(2.0, float("nan")), res(2.2, 0.1))  # type: ignore[arg-type]
+    assert t.loc[0, "predicted_p50_ms_ci"] == 0.1
+    assert t.loc[0, "error_p50_ms"] == pytest.approx(0.1)
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    assert "| 2.00 | 2.20 ± 0.10 | +10% |" in markdown(t, fit, 100.0, 200.0, "monolith", "x")
+
+
+def test_a_level_measured_while_the_hypervisor_took_cores_is_left_out() -> None:
+    from loadgen.calibrate import kept_up
+    from loadgen.steady import UNSTEADY_STEAL
+
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    for mx, stalls in zip(cal.mixes, ([], [12.0] * 40, [6.0, 40.0, 7.5]), strict=True):
+        mx.seconds, mx.stalls_ms = 10.0, stalls
+        mx.quantiles_by_op = {op: QUANTILES_MS[::2] for op in OPS}
+    cal.mixes[1].steal_cores = 2 * UNSTEADY_STEAL  # its 40 stalls were the neighbours'
+    assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 200.0]
+    raw, _ = calibrated_scenario(BASE, cal, 60.0, "x")
+    assert [p["rps"] for p in raw["deployments"][0]["host"]["pauses"]["by_rate"]] == [20.0,
+                                                                                      200.0]
+    assert [lv["rps"] for lv in raw["demands"]["bet_off_cpu"]["levels"]] == [20.0, 200.0]
+    # with fewer than two steady levels every level kept up is used
+    cal.mixes[0].steal_cores = cal.mixes[2].steal_cores = 1.0
+    assert len(kept_up(cal.mixes)) == 3
