@@ -15,7 +15,7 @@ import click
 from loadgen.client import parse_target
 from loadgen.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_PLAYERS, MAX_PROCESSES
 from loadgen.signing import ENV_VAR, CredentialsError, load_credentials
-from sim.model.scenario import ScenarioError, load_scenario
+from sim.model.scenario import Scenario, ScenarioError, load_scenario
 
 # The generators (numpy, pandas, uvloop, locust) are imported inside the commands, so that
 # every other `testbed` command (serve above all) starts without them.
@@ -199,10 +199,15 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    "are accounted as the database: a db demand per operation)")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
+@click.option("--from-levels", "from_levels", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="build the scenario from an earlier calibration's FILE.levels.json instead "
+                   "of measuring (no load is sent: a changed model, the same measurements)")
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
               use_rate: float | None, mix_rates: tuple[float, ...] | None,
               mix_seconds: float, start_rate: float, seconds: float,
-              players: int, database: str | None, credentials: str | None) -> None:
+              players: int, database: str | None, credentials: str | None,
+              from_levels: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
 
@@ -223,6 +228,8 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     Example:
       testbed serve --db sqlite:///data/cal.db &
       testbed calibrate --topology monolith --out scenarios/calibrated_monolith.yaml
+      testbed calibrate --topology monolith --out again.yaml \\
+          --from-levels scenarios/calibrated_monolith.levels.json
     """
     from loadgen import calibrate as cal_mod
     from loadgen import run
@@ -233,13 +240,16 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
         host, port, _ = parse_target(target)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--target") from exc
-    if use_rate is not None and use_rate not in rates:
-        raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
     try:
         sc = load_scenario(base)
         creds = load_credentials(credentials)
     except (ScenarioError, CredentialsError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if from_levels is not None:
+        _rebuild(sc, Path(from_levels), topology, use_rate, out_file, base)
+        return
+    if use_rate is not None and use_rate not in rates:
+        raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
     _check_reachable(target)
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=seconds,
                     players=players, seed=1, credentials=creds, architecture=topology,
@@ -261,19 +271,53 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
                + f" --mix-seconds {mix_seconds:g} --players {players}"
                + (f" --database {database}" if database else ""))
-    raw, header = cal_mod.calibrated_scenario(sc, cal, chosen, command)
+    _write_calibrated(sc, cal, chosen, command, out_file, say)
+
+
+def _write_calibrated(sc: Scenario, cal: Any, use_rate: float, command: str, out_file: str,
+                      say: Any) -> None:
+    """Build, fit and write the calibrated scenario and its levels."""
+    from loadgen import calibrate as cal_mod
+
+    raw, header = cal_mod.calibrated_scenario(sc, cal, use_rate, command)
     if cal.mixes:
         errors = cal_mod.fit_off_cpu(raw, cal, say)
         kept = min(range(len(errors)), key=lambda i: errors[i])
         header += "".join(f"# off-CPU fit round {i}: mean |log(predicted/measured p50)| {e:.3f}"
                           f"{' <- used' if i == kept else ''}\n" for i, e in enumerate(errors))
+    levels = Path(out_file).with_suffix(".levels.json")
     try:
         cal_mod.write_scenario(raw, header, Path(out_file))
-        cal_mod.write_levels(cal, Path(out_file).with_suffix(".levels.json"))
+        cal_mod.write_levels(cal, levels)
     except ScenarioError as exc:
         raise click.ClickException(f"the calibrated scenario is invalid: {exc}") from exc
-    click.echo(f"wrote {out_file} (and every measured level: "
-               f"{Path(out_file).with_suffix('.levels.json')})", err=True)
+    click.echo(f"wrote {out_file} (and every measured level: {levels})", err=True)
+
+
+def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
+             out_file: str, base: str) -> None:
+    """``calibrate --from-levels``: the scenario from saved measurements."""
+    from loadgen import calibrate as cal_mod
+
+    try:
+        cal = cal_mod.read_levels(levels)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise click.BadParameter(f"{levels}: not a calibration's levels file ({exc})",
+                                 param_hint="--from-levels") from exc
+    if cal.topology != topology:
+        raise click.BadParameter(f"{levels} measured a {cal.topology} back office, not "
+                                 f"{topology}", param_hint="--topology")
+    rates = sorted({lv.rate for lv in cal.levels})
+    if not rates:
+        raise click.BadParameter(f"{levels}: no operation level measured",
+                                 param_hint="--from-levels")
+    chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
+    if chosen not in rates:
+        raise click.BadParameter(f"must be one of the levels' rates {rates}",
+                                 param_hint="--use-rate")
+    command = (f"testbed calibrate --topology {topology} --out {out_file} --scenario {base} "
+               f"--use-rate {chosen:g} --from-levels {levels}")
+    _write_calibrated(sc, cal, chosen, command, out_file, lambda s: click.echo(s, err=True))
 
 
 @click.command("validate")

@@ -401,3 +401,30 @@ def test_a_level_measured_while_the_hypervisor_took_cores_is_left_out() -> None:
     # with fewer than two steady levels every level kept up is used
     cal.mixes[0].steal_cores = cal.mixes[2].steal_cores = 1.0
     assert len(kept_up(cal.mixes)) == 3
+
+
+def test_a_calibration_is_rebuilt_from_its_levels_without_load(tmp_path: Path) -> None:
+    from loadgen.calibrate import write_levels
+
+    levels = tmp_path / "cal.levels.json"
+    write_levels(_cal("monolith", {"serve": 0.9}), levels)
+    out = tmp_path / "again.yaml"
+    # the target is nobody: no load is sent, nothing needs to listen
+    res = CliRunner().invoke(cli, ["calibrate", "--topology", "monolith", "--out", str(out),
+                                   "--target", "http://127.0.0.1:1",
+                                   "--from-levels", str(levels)])
+    assert res.exit_code == 0, res.output
+    sc = load_scenario(out)
+    assert set(sc.operations) == set(OPS)
+    assert "--from-levels" in out.read_text().split("\n", 3)[1]
+    wrong = CliRunner().invoke(cli, ["calibrate", "--topology", "microservices", "--out",
+                                     str(out), "--from-levels", str(levels)])
+    assert wrong.exit_code == 2 and "measured a monolith back office" in wrong.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    res = CliRunner().invoke(cli, ["calibrate", "--topology", "monolith", "--out", str(out),
+                                   "--from-levels", str(bad)])
+    assert res.exit_code == 2 and "--from-levels" in res.output
+    res = CliRunner().invoke(cli, ["calibrate", "--topology", "monolith", "--out", str(out),
+                                   "--from-levels", str(levels), "--use-rate", "33"])
+    assert res.exit_code == 2 and "--use-rate" in res.output
