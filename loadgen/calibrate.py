@@ -48,7 +48,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.behaviour import Players, Request
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.probe import SHARED_PREFIX, CpuWatch, database_processes
+from loadgen.probe import SHARED_PREFIX, CpuWatch
 from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
@@ -149,6 +149,8 @@ class Level:
     """What the rest of the machine wanted meanwhile (:meth:`CpuWatch.besides`)."""
     steal_cores: float = 0.0
     """Cores the hypervisor took from this machine in the window (Linux steal)."""
+    steal_burst_s: float = 0.0
+    """The most it took within a second of the window."""
 
 
 @dataclass
@@ -180,6 +182,8 @@ class MixLevel:
     steal_cores: float = 0.0
     """Cores the hypervisor took from this machine in the window (Linux steal; inside
     ``other_cores``)."""
+    steal_burst_s: float = 0.0
+    """The most it took within a second of the window."""
 
 
 @dataclass
@@ -214,21 +218,15 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
                  h.get_value_at_percentile(99) / 1000,
                  sum(sum(c.values()) for c in rec.codes.values()),
                  [h.get_value_at_percentile(q) / 1000 for q in QUANTILES],
-                 watch.besides(plan.duration_s), _steal(watch, plan.duration_s))
+                 watch.besides(plan.duration_s), *_steal(watch, plan.duration_s))
 
 
 def _watch(plan: Plan, database: str | None) -> CpuWatch:
     """The back office's processes (and, with ``database``, its PostgreSQL backends)."""
-    watch = server_watch(plan)
+    watch = server_watch(dataclasses.replace(plan, database=database))
     if watch is None:
         raise RuntimeError(f"calibrate needs the back office on this machine: no process "
                            f"listens on {plan.target}")
-    if database is not None:
-        backends = database_processes(database)
-        if not backends:
-            raise RuntimeError(f"no PostgreSQL backend serves database {database!r} here")
-        watch.processes += backends
-        watch.names.update({b.pid: DATABASE for b in backends})
     return watch
 
 
@@ -261,11 +259,13 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    _steal(watch, plan.duration_s))
+                    *_steal(watch, plan.duration_s))
 
 
-def _steal(watch: CpuWatch, seconds: float) -> float:
-    return watch.steal_s / seconds if math.isfinite(watch.steal_s) else 0.0
+def _steal(watch: CpuWatch, seconds: float) -> tuple[float, float]:
+    """Mean steal (cores) and its burst (seconds within a second) in a watched window."""
+    return (watch.steal_s / seconds if math.isfinite(watch.steal_s) else 0.0,
+            watch.steal_burst_s if math.isfinite(watch.steal_burst_s) else 0.0)
 
 
 def level_latencies(log: RequestLog | None
@@ -331,7 +331,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
         bet: dict[str, float] | None = None
         for op in ops:
             lv = steady(lambda: measure(plan, op, rate, bet, database),  # noqa: B023
-                        lambda x: x.steal_cores, progress, f"{op} at {rate:g}/s")
+                        lambda x: (x.steal_cores, x.steal_burst_s), progress,
+                        f"{op} at {rate:g}/s")
             if op == "bet":
                 bet = lv.cpu_ms
             cal.levels.append(lv)
@@ -341,7 +342,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
         mx = steady(lambda: measure_mix(mix_plan, rate, database),  # noqa: B023
-                    lambda x: x.steal_cores, progress, f"mix at {rate:g}/s")
+                    lambda x: (x.steal_cores, x.steal_burst_s), progress,
+                    f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
         cal.mixes.append(mx)
@@ -471,7 +473,7 @@ def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
         return []
     floor = min(mx.p50_ms for mx in mixes)
     kept = [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
-    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores)]
+    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores, mx.steal_burst_s)]
     return steady_ones if len(steady_ones) >= MIN_STEADY_LEVELS else kept
 
 

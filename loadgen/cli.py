@@ -343,10 +343,14 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="parallel processes of the simulations")
+@click.option("--database", default=None, metavar="NAME",
+              help="PostgreSQL database the back office uses: its backends on this machine "
+                   "are watched with the back office (else their CPU reads as the rest of "
+                   "the machine's, and the prediction counts it twice)")
 def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
                       start_rate: float, step_seconds: float, level_seconds: float,
                       sim_seconds: float, players: int, credentials: str | None,
-                      jobs: int | None) -> None:
+                      jobs: int | None, database: str | None) -> None:
     """Predicted against measured: find the back office's capacity with a stepped open-loop
     ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
     the error of each prediction; exit 1 when p50 is off by more than 15% or p99 by more
@@ -367,17 +371,21 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
     except (ScenarioError, CredentialsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     _check_reachable(target)
+    if database is None and any(name.endswith("_db") for name in sc.demands):
+        click.echo("warning: SCENARIO has database demands and no --database was given: the "
+                   "database's CPU will read as the rest of the machine's", err=True)
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=step_seconds,
                     players=players, seed=1, credentials=creds, architecture=topology,
-                    prefix=f"val{secrets.token_hex(3)}-")
+                    prefix=f"val{secrets.token_hex(3)}-", database=database)
     command = (f"testbed validate {scenario} --target {target} --topology {topology} "
                f"--out {out_dir} --start-rate {start_rate:g} --step-seconds {step_seconds:g} "
-               f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}")
+               f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}"
+               + (f" --database {database}" if database else ""))
     try:
         table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
                                    level_seconds, sim_seconds, jobs, command,
                                    lambda s: click.echo(s, err=True))
-    except (LoadError, BehaviourError) as exc:
+    except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     misses = val.judged_misses(table)
     click.echo(f"wrote {Path(out_dir) / 'validate.md'}; {misses} judged figure(s) off the bar",

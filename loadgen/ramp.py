@@ -70,6 +70,8 @@ class Step:
     """The back office's stalls seen in the step (:mod:`loadgen.stalls`)."""
     steal_cores: float | None = None
     """Cores the hypervisor took from this machine during the step (Linux steal)."""
+    steal_burst_s: float | None = None
+    """The most it took within a second of the step (seconds)."""
 
     @property
     def achieved(self) -> float:
@@ -138,7 +140,8 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
     def step(rate: float, tag: str) -> bool:
         # a step not kept up while the hypervisor took cores is taken again: it says
         # nothing of the back office's capacity (:mod:`loadgen.steady`)
-        st = steady(lambda: measure(rate, tag), lambda x: x.steal_cores, say, tag,
+        st = steady(lambda: measure(rate, tag), lambda x: (x.steal_cores, x.steal_burst_s),
+                    say, tag,
                     retry=lambda x: not x.ok(base_p50([*steps, x])), sleep=settle_for)
         steps.append(st)
         good = st.ok(base_p50(steps))

@@ -11,7 +11,15 @@ from typing import Any
 import httpx
 
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.probe import LOCAL_HOSTS, CpuWatch, names_from_health, saturation, server_processes
+from loadgen.probe import (
+    LOCAL_HOSTS,
+    SHARED_PREFIX,
+    CpuWatch,
+    database_processes,
+    names_from_health,
+    saturation,
+    server_processes,
+)
 from loadgen.record import Recorder, RunInfo, merge, to_results
 from loadgen.signing import Credentials
 from sim.model.scenario import Scenario
@@ -33,6 +41,10 @@ class Plan:
     credentials: Credentials | None
     architecture: str
     prefix: str
+    database: str | None = None
+    """PostgreSQL database the back office uses on this machine: its backends are watched
+    with the back office's processes (labelled :data:`loadgen.probe.SHARED_PREFIX`), so
+    their CPU is not read as the rest of the machine's."""
 
 
 def server_watch(plan: Plan) -> CpuWatch | None:
@@ -46,6 +58,13 @@ def server_watch(plan: Plan) -> CpuWatch | None:
         names = names_from_health(httpx.get(f"{plan.target}/health", timeout=5).json())
     except (httpx.HTTPError, ValueError):
         names = {}
+    if plan.database is not None:
+        backends = database_processes(plan.database)
+        if not backends:
+            raise RuntimeError(f"no PostgreSQL backend serves database {plan.database!r} "
+                               "on this machine")
+        procs += backends
+        names.update({b.pid: SHARED_PREFIX for b in backends})
     return CpuWatch(procs, names)
 
 

@@ -16,6 +16,7 @@ against measurements of the running back office.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ from loadgen.ramp import KEEP_UP, Step, capacity, kept_up, search, settle_quiet,
 from loadgen.record import Recorder, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
-from loadgen.steady import UNSTEADY_STEAL, steady, unsteady
+from loadgen.steady import UNSTEADY_BURST_S, UNSTEADY_STEAL, describe, steady, unsteady
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
@@ -77,8 +78,7 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
     ``warm``)."""
     if warm:
         warm_up(plan, rate, tag)
-    p = Plan(plan.scenario, plan.target, plan.host, plan.port, seconds, plan.players,
-             plan.seed, plan.credentials, plan.architecture, f"{plan.prefix}{tag}-")
+    p = dataclasses.replace(plan, duration_s=seconds, prefix=f"{plan.prefix}{tag}-")
     watch = server_watch(p)
     cfg = OpenLoopConfig(p.target, rate, seconds, p.players, p.seed, p.prefix,
                          credentials=p.credentials, keep_requests=True)
@@ -87,14 +87,15 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
     gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
     lag = rec.lag.get_value_at_percentile(99) / 1000 if rec.lag.get_total_count() else None
     res = finish(p, rec, watch, {"mode": "open", "target_rate_rps": rate}, gen, lag)
-    besides = steal = None
+    besides = steal = burst = None
     if watch is not None and math.isfinite(watch.runnable):
         besides = watch.besides(seconds)
         res.meta["host_besides_back_office_cores"] = round(besides, 3)
     if watch is not None and math.isfinite(watch.steal_s):
-        steal = watch.steal_s / seconds
+        steal, burst = watch.steal_s / seconds, watch.steal_burst_s
         res.meta["host_steal_cores"] = round(steal, 3)
-    return Step(rate, res, rec, besides, back_office_stalls(rec), steal)
+        res.meta["host_steal_burst_s"] = round(burst, 3)
+    return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst)
 
 
 def back_office_stalls(rec: Recorder) -> list[float]:
@@ -317,12 +318,16 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         lines += ["", "Stalls of the back office measured at each level (moments it answered "
                   "nobody, found from outside: `loadgen/stalls.py`); a level's p99 often is "
                   "its longest stall. Steal: cores the hypervisor gave to other machines "
-                  f"during the level (marked from {UNSTEADY_STEAL:g}: the machine was not "
-                  "steady):", ""]
+                  f"during the level (marked from {UNSTEADY_STEAL:g} cores or "
+                  f"{UNSTEADY_BURST_S:g} s within a second: the machine was not steady):", ""]
         for level, g in table.groupby("level", sort=True):
             steal = g["steal_cores"].iloc[0] if "steal_cores" in g else None
+            burst = g["steal_burst_s"].iloc[0] if "steal_burst_s" in g else None
             steal_text = "" if steal is None or not math.isfinite(steal) else \
-                f"; steal {steal:.2f} cores" + (" (**unsteady**)" if unsteady(steal) else "")
+                f"; steal {steal:.2f} cores" + (
+                    f", at most {burst:.2f} s in a second" if burst is not None
+                    and math.isfinite(burst) else "") + (
+                    " (**unsteady**)" if unsteady(steal, burst) else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
@@ -369,7 +374,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         rate = level * cap
         tag = f"l{round(level * 100)}"
         st = steady(lambda: measure_at(plan, rate, level_s, tag, warm=True),  # noqa: B023
-                    lambda x: x.steal_cores, say, f"level {level:.0%}")
+                    lambda x: (x.steal_cores, x.steal_burst_s), say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
         t = compare(level, rate, st.results, pred)
@@ -378,6 +383,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
         t["beyond_calibration"] = beyond(rate, up_to)
         t["steal_cores"] = st.steal_cores
+        t["steal_burst_s"] = st.steal_burst_s
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -387,8 +393,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
-                + (f"; the hypervisor took {st.steal_cores:.2f} cores"
-                   if unsteady(st.steal_cores) else "")
+                + (f"; {describe(st.steal_cores, st.steal_burst_s)}"
+                   if unsteady(st.steal_cores, st.steal_burst_s) else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)

@@ -65,3 +65,37 @@ def test_an_unsteady_level_is_marked_in_the_report() -> None:
     text = markdown(pd.DataFrame(rows), fit, 100.0, 100.0, "monolith", "x")
     assert "- 20%: 0 stall(s), longest 0 ms; steal 0.00 cores\n" in text
     assert "- 50%: 0 stall(s), longest 0 ms; steal 0.20 cores (**unsteady**)" in text
+
+
+def test_the_databases_backends_are_watched_with_the_back_office(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # validate without them read the PostgreSQL backends' 0.3 cores as the rest of the
+    # machine's, and the prediction counted the database twice (p99 4-8x the measured)
+    import httpx
+
+    from loadgen import run
+    from loadgen.probe import _label
+
+    me = psutil.Process()
+    backend = psutil.Process(me.ppid())
+    monkeypatch.setattr(run, "server_processes", lambda port: [me])
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: (_ for _ in ()).throw(
+        httpx.ConnectError("no")))
+    seen: list[str] = []
+
+    def backends(name: str) -> list[psutil.Process]:
+        seen.append(name)
+        return [backend] if name == "calib" else []
+
+    monkeypatch.setattr(run, "database_processes", backends)
+    plan = run.Plan(None, "http://127.0.0.1:9", "127.0.0.1", 9, 1.0, 1, 1, None,  # type: ignore[arg-type]
+                    "monolith", "x-", database="calib")
+    watch = run.server_watch(plan)
+    assert watch is not None and backend in watch.processes
+    assert _label(backend, watch.names).startswith(f"{SHARED_PREFIX}:")
+    assert run.server_watch(run.Plan(None, "http://127.0.0.1:9", "127.0.0.1", 9, 1.0, 1, 1,  # type: ignore[arg-type]
+                                     None, "monolith", "x-")).processes == [me]  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError, match="no PostgreSQL backend serves database 'other'"):
+        run.server_watch(run.Plan(None, "http://127.0.0.1:9", "127.0.0.1", 9, 1.0, 1, 1,  # type: ignore[arg-type]
+                                  None, "monolith", "x-", database="other"))
+    assert seen == ["calib", "other"]

@@ -21,8 +21,8 @@ def _run(steals: list[float], retry: object = None) -> tuple[float, int, list[fl
         calls += 1
         return next(it)
 
-    got = steady(measure, lambda s: s, said.append, "level 50%", retry,  # type: ignore[arg-type]
-                 sleep=slept.append)
+    got = steady(measure, lambda s: (s, None), said.append, "level 50%",
+                 retry, sleep=slept.append)  # type: ignore[arg-type]
     return got, calls, slept, said
 
 
@@ -49,6 +49,23 @@ def test_a_result_that_needs_no_retry_is_kept_even_when_unsteady() -> None:
 def test_unsteady_is_from_the_bound_up_and_never_for_unknown_steal() -> None:
     assert unsteady(st.UNSTEADY_STEAL) and not unsteady(st.UNSTEADY_STEAL * 0.99)
     assert not unsteady(None) and not unsteady(math.nan)
+    # a burst alone: one vCPU descheduled 360 ms in a 20 s window of 0.018 cores' steal
+    assert not unsteady(0.018) and unsteady(0.018, 0.36)
+    assert unsteady(None, st.UNSTEADY_BURST_S) and not unsteady(None, math.nan)
+
+
+def test_the_burst_is_the_most_stolen_within_a_window() -> None:
+    from loadgen.probe import steal_burst
+
+    # samples every 50 ms; 0.36 s stolen between 2.0 and 2.4 s, 0.01 s a second otherwise
+    samples, steal = [], 0.0
+    for i in range(100):
+        t = i * 0.05
+        steal += 0.045 if 40 < i <= 48 else 0.0005
+        samples.append((t, steal))
+    assert steal_burst(samples) == pytest.approx(0.36 + 0.0005 * 12, abs=0.003)
+    assert steal_burst(samples[:10]) == pytest.approx(0.0045)
+    assert steal_burst([]) == 0.0 and steal_burst(samples[:1]) == 0.0
 
 
 def test_a_ramp_step_lost_to_the_hypervisor_is_taken_again(monkeypatch: pytest.MonkeyPatch
