@@ -53,7 +53,7 @@ from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
-from loadgen.steady import steady, unsteady
+from loadgen.steady import fresh, steady, unsteady
 from loadgen.validate import predict, ramp, warm_up
 from sim.model.scenario import Scenario, parse_scenario
 
@@ -262,6 +262,11 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     *_steal(watch, plan.duration_s))
 
 
+def _try(plan: Plan, n: int) -> Plan:
+    """The plan of try ``n`` of a measurement: its own players (:func:`loadgen.steady.fresh`)."""
+    return dataclasses.replace(plan, prefix=fresh(plan.prefix, n))
+
+
 def _steal(watch: CpuWatch, seconds: float) -> tuple[float, float]:
     """Mean steal (cores) and its burst (seconds within a second) in a watched window."""
     return (watch.steal_s / seconds if math.isfinite(watch.steal_s) else 0.0,
@@ -330,7 +335,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     for rate in rates:
         bet: dict[str, float] | None = None
         for op in ops:
-            lv = steady(lambda: measure(plan, op, rate, bet, database),  # noqa: B023
+            lv = steady(lambda n: measure(_try(plan, n), op, rate, bet, database),  # noqa: B023
                         lambda x: (x.steal_cores, x.steal_burst_s), progress,
                         f"{op} at {rate:g}/s")
             if op == "bet":
@@ -341,7 +346,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
-        mx = steady(lambda: measure_mix(mix_plan, rate, database),  # noqa: B023
+        mx = steady(lambda n: measure_mix(_try(mix_plan, n), rate, database),  # noqa: B023
                     lambda x: (x.steal_cores, x.steal_burst_s), progress,
                     f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"

@@ -23,7 +23,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.record import HIGHEST_US, LOWEST_US, Recorder
-from loadgen.steady import steady
+from loadgen.steady import fresh, steady
 from sim.reports.results import Results
 
 KEEP_UP = 0.9
@@ -140,7 +140,8 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
     def step(rate: float, tag: str) -> bool:
         # a step not kept up while the hypervisor took cores is taken again: it says
         # nothing of the back office's capacity (:mod:`loadgen.steady`)
-        st = steady(lambda: measure(rate, tag), lambda x: (x.steal_cores, x.steal_burst_s),
+        st = steady(lambda n: measure(rate, fresh(tag, n)),
+                    lambda x: (x.steal_cores, x.steal_burst_s),
                     say, tag,
                     retry=lambda x: not x.ok(base_p50([*steps, x])), sleep=settle_for)
         steps.append(st)

@@ -36,6 +36,11 @@ RETRY_WAIT_S = 10.0
 """Seconds between tries: steal came in episodes of tens of seconds to minutes here."""
 
 
+def fresh(tag: str, n: int) -> str:
+    """The players' tag of try ``n`` of a measurement tagged ``tag``."""
+    return tag if n == 1 else f"{tag}t{n}"
+
+
 def _known(x: float | None) -> float:
     return x if x is not None and math.isfinite(x) else 0.0
 
@@ -54,16 +59,18 @@ def describe(steal_cores: float | None, burst_s: float | None = None) -> str:
             f"(at most {_known(burst_s):.2f} s within a second)")
 
 
-def steady(measure: Callable[[], T],
+def steady(measure: Callable[[int], T],
            steal_of: Callable[[T], tuple[float | None, float | None]],
            say: Callable[[str], Any], what: str, retry: Callable[[T], bool] | None = None,
            sleep: Callable[[float], Any] = time.sleep) -> T:
-    """``measure()`` until a try is steady (or ``retry(result)`` is false), at most
-    :data:`MAX_TRIES`; the steadiest try when none is. ``steal_of(result)`` gives the
-    window's mean steal (cores) and its burst (seconds within a second)."""
+    """``measure(n)`` for tries n = 1, 2, ... until one is steady (or ``retry(result)`` is
+    false), at most :data:`MAX_TRIES`; the steadiest try when none is. ``steal_of(result)``
+    gives the window's mean steal (cores) and its burst (seconds within a second). Each try
+    must use its own players (:func:`fresh`): a try that reused the last one's players
+    found the fraud rules' velocity windows full of its bets and read 38% errors."""
     tries: list[T] = []
     for n in range(1, MAX_TRIES + 1):
-        got = measure()
+        got = measure(n)
         tries.append(got)
         steal = steal_of(got)
         if not unsteady(*steal) or (retry is not None and not retry(got)):

@@ -33,7 +33,14 @@ from loadgen.ramp import KEEP_UP, Step, capacity, kept_up, search, settle_quiet,
 from loadgen.record import Recorder, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
-from loadgen.steady import UNSTEADY_BURST_S, UNSTEADY_STEAL, describe, steady, unsteady
+from loadgen.steady import (
+    UNSTEADY_BURST_S,
+    UNSTEADY_STEAL,
+    describe,
+    fresh,
+    steady,
+    unsteady,
+)
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
@@ -373,7 +380,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     for level in LEVELS:
         rate = level * cap
         tag = f"l{round(level * 100)}"
-        st = steady(lambda: measure_at(plan, rate, level_s, tag, warm=True),  # noqa: B023
+        st = steady(lambda n: measure_at(plan, rate, level_s, fresh(tag, n),  # noqa: B023
+                                         warm=True),
                     lambda x: (x.steal_cores, x.steal_burst_s), say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)

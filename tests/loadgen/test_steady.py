@@ -16,8 +16,9 @@ def _run(steals: list[float], retry: object = None) -> tuple[float, int, list[fl
     it, slept, said = iter(steals), [], []
     calls = 0
 
-    def measure() -> float:
+    def measure(n: int) -> float:
         nonlocal calls
+        assert n == calls + 1
         calls += 1
         return next(it)
 
@@ -77,9 +78,11 @@ def test_a_ramp_step_lost_to_the_hypervisor_is_taken_again(monkeypatch: pytest.M
     # a 4,000/s back office; the first try at 3,417/s ran while the hypervisor took 0.4
     # cores and did not keep up: without a second try the ramp read 2,278/s
     tried: dict[float, int] = {}
+    tags: list[str] = []
 
     def measure(rate: float, tag: str) -> ramp.Step:
         tried[rate] = tried.get(rate, 0) + 1
+        tags.append(tag)
         stolen = rate > 3000 and tried[rate] == 1
         s = _step(rate, rate if rate <= 4000 and not stolen else min(rate, 4000) * 0.7,
                   0.001 if rate <= 4000 and not stolen else 0.05)
@@ -89,3 +92,16 @@ def test_a_ramp_step_lost_to_the_hypervisor_is_taken_again(monkeypatch: pytest.M
     steps = ramp.search(measure, 200.0, lambda: None, lambda s: None)
     assert max(n for r, n in tried.items() if 3400 < r < 3420) == 2
     assert ramp.capacity(steps) >= 4000 / ramp.REFINE_RATIO
+    # each try with its own players: a second try on the first's players found the fraud
+    # rules' velocity windows full of their bets (38% errors)
+    assert len(set(tags)) == len(tags) and "ramp8t2" in tags
+
+
+def test_calibrations_tries_have_their_own_players() -> None:
+    from loadgen.calibrate import _try
+    from loadgen.run import Plan
+
+    plan = Plan(None, "http://127.0.0.1:1", "127.0.0.1", 1, 1.0, 10, 1, None, "monolith",  # type: ignore[arg-type]
+                "cal1-")
+    assert _try(plan, 1) == plan
+    assert len({_try(plan, n).prefix for n in range(1, st.MAX_TRIES + 1)}) == st.MAX_TRIES
