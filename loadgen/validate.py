@@ -406,13 +406,23 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
-    ramp_rows = pd.DataFrame([{"offered_rps": s.offered,
-                               "measured_p99_ms": whole(s.rec).get_value_at_percentile(99)
-                               / 1000} for s in steps]).sort_values("offered_rps")
-    plot(table, ramp_rows, out_dir / PLOT, "bet")
+    ramp_rows = ramp_table(steps)
+    ramp_rows.to_csv(out_dir / "ramp.csv", index=False)
+    plot(table, ramp_rows.sort_values("offered_rps"), out_dir / PLOT, "bet")
     (out_dir / "validate.md").write_text(
         markdown(table, usl_fit, sim_cap, cap, topology, command, up_to), encoding="utf-8")
     return table
+
+
+def ramp_table(steps: list[Step]) -> pd.DataFrame:
+    """Every step of the capacity search in the order measured (``ramp.csv``)."""
+    base = min(s.p50_ms for s in steps)
+    return pd.DataFrame([{
+        "offered_rps": s.offered, "achieved_rps": s.achieved, "errors": s.errors,
+        "p50_ms": s.p50_ms, "mean_ms": s.mean_ms,
+        "measured_p99_ms": whole(s.rec).get_value_at_percentile(99) / 1000,
+        "kept_up": s.ok(base), "steal_cores": s.steal_cores,
+        "steal_burst_s": s.steal_burst_s} for s in steps])
 
 
 def judged_misses(table: pd.DataFrame) -> int:

@@ -121,3 +121,14 @@ def test_without_the_back_offices_cpu_the_wait_is_fixed() -> None:
     c, said = _Clock(lambda t: 0.0), []
     waited = settle_quiet(lambda: math.nan, said.append, c.sleep, lambda: c.t)
     assert waited == pytest.approx(ramp.SETTLE_BLIND_S)
+
+
+def test_the_ramp_table_keeps_every_step_in_order() -> None:
+    from loadgen.validate import ramp_table
+
+    _, measure = _back_office(1000.0)
+    steps = search(measure, START, lambda: None, lambda s: None)
+    table = ramp_table(steps)
+    assert table["offered_rps"].tolist() == [s.offered for s in steps]
+    assert table["kept_up"].tolist() == [s.offered <= 1000.0 for s in steps]
+    assert capacity(steps) == table.loc[table["kept_up"], "achieved_rps"].max()
