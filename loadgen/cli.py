@@ -347,10 +347,15 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
               help="PostgreSQL database the back office uses: its backends on this machine "
                    "are watched with the back office (else their CPU reads as the rest of "
                    "the machine's, and the prediction counts it twice)")
+@click.option("--from-measured", "from_measured", default=None,
+              type=click.Path(exists=True, file_okay=False),
+              help="predict again against an earlier validation's --out DIR (its levels, "
+                   "rates and machine background), sending no load")
 def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
                       start_rate: float, step_seconds: float, level_seconds: float,
                       sim_seconds: float, players: int, credentials: str | None,
-                      jobs: int | None, database: str | None) -> None:
+                      jobs: int | None, database: str | None,
+                      from_measured: str | None) -> None:
     """Predicted against measured: find the back office's capacity with a stepped open-loop
     ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
     the error of each prediction; exit 1 when p50 is off by more than 15% or p99 by more
@@ -370,6 +375,18 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
         val.deployment_for(sc, topology)
     except (ScenarioError, CredentialsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if from_measured is not None:
+        command = (f"testbed validate {scenario} --topology {topology} --out {out_dir} "
+                   f"--sim-seconds {sim_seconds:g} --from-measured {from_measured}")
+        try:
+            table = val.repredict(sc, topology, Path(from_measured), Path(out_dir),
+                                  sim_seconds, jobs, command, lambda s: click.echo(s, err=True))
+        except (ValueError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--from-measured") from exc
+        misses = val.judged_misses(table)
+        click.echo(f"wrote {Path(out_dir) / 'validate.md'}; {misses} judged figure(s) off "
+                   "the bar", err=True)
+        raise SystemExit(1 if misses else 0)
     _check_reachable(target)
     if database is None and any(name.endswith("_db") for name in sc.demands):
         click.echo("warning: SCENARIO has database demands and no --database was given: the "

@@ -295,8 +295,9 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         return f"{v:.2f} ± {ci:.2f}" if math.isfinite(ci) else f"{v:.2f}"
 
     lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
-             f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**; the simulator's "
-             f"own ramp of the same rates saturates at about **{sim_capacity:.0f}/s**. "
+             f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**. "
+             + (f"the simulator's own ramp of the same rates saturates at about "
+                f"**{sim_capacity:.0f}/s**. " if math.isfinite(sim_capacity) else "")
              + (f"The scenario was calibrated up to {up_to:.0f}/s; levels marked † lie "
                 f"beyond {CALIBRATED_MARGIN:g} times that, where the model holds its highest "
                 "point's figures." if up_to is not None else
@@ -411,6 +412,52 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     plot(table, ramp_rows.sort_values("offered_rps"), out_dir / PLOT, "bet")
     (out_dir / "validate.md").write_text(
         markdown(table, usl_fit, sim_cap, cap, topology, command, up_to), encoding="utf-8")
+    return table
+
+
+KEPT_COLUMNS = ("besides_back_office_cores", "measured_stalls", "longest_stall_ms",
+                "steal_cores", "steal_burst_s")
+"""Columns of a validation's table that describe the measurement, kept by :func:`repredict`."""
+
+
+def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, sim_s: float,
+              jobs: int | None, command: str, say: Any) -> pd.DataFrame:
+    """Predict again against an earlier validation's measurements (its ``validate.csv`` and
+    ``level_NN`` results), no load sent: the same levels, rates and machine background, a
+    changed scenario (``testbed calibrate --from-levels`` after a model change). Writes
+    validate.md, validate.csv and the plot into ``out_dir``."""
+    deployment_for(scenario, topology)
+    try:
+        old = pd.read_csv(measured / "validate.csv")
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{measured}: no validation's validate.csv ({exc})") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    up_to = calibrated_up_to(scenario)
+    tables = []
+    for level, g in old.groupby("level", sort=True):
+        rate = float(g["offered_rps"].iloc[0])
+        res = sim.load_results(str(measured / f"level_{round(level * 100)}"))
+        besides = g["besides_back_office_cores"].iloc[0]
+        besides = float(besides) if pd.notna(besides) else None
+        say(f"{level:.0%} ({rate:.0f}/s): simulating")
+        t = compare(float(level), rate, res, predict(scenario, topology, rate, sim_s, jobs,
+                                                     besides))
+        for col in KEPT_COLUMNS:
+            if col in g:
+                t[col] = g[col].iloc[0]
+        t["beyond_calibration"] = beyond(rate, up_to)
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out_dir / "validate.csv", index=False)
+    plot(table, pd.DataFrame(columns=["offered_rps", "measured_p99_ms"]), out_dir / PLOT, "bet")
+    first = table.iloc[0]
+    cap = float(first["offered_rps"] / first["level"])
+    nan_fit = {"lambda": math.nan, "sigma": math.nan, "kappa": math.nan,
+               "peak_concurrency": math.nan, "peak_throughput": math.nan, "points": 0}
+    text = markdown(table, nan_fit, math.nan, cap, topology, command, up_to)
+    (out_dir / "validate.md").write_text(
+        text + f"\nMeasurements: {measured} (predicted again, no load sent).\n",
+        encoding="utf-8")
     return table
 
 

@@ -428,3 +428,39 @@ def test_a_calibration_is_rebuilt_from_its_levels_without_load(tmp_path: Path) -
     res = CliRunner().invoke(cli, ["calibrate", "--topology", "monolith", "--out", str(out),
                                    "--from-levels", str(levels), "--use-rate", "33"])
     assert res.exit_code == 2 and "--use-rate" in res.output
+
+
+def test_a_validation_is_predicted_again_from_its_measurements(tmp_path: Path) -> None:
+    # "measurements" made by the model itself: predicted again with the same scenario (same
+    # seed, rates and background) every error is zero and nothing misses
+    import pandas as pd
+
+    from loadgen.validate import judged_misses, predict
+
+    raw, header = calibrated_scenario(BASE, _cal("monolith", {"serve": 0.9}, mixes=True),
+                                      60.0, "x")
+    raw["simulation"]["replications"] = 2
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    measured = tmp_path / "measured"
+    rows = []
+    for level, rate in ((0.2, 40.0), (0.5, 100.0)):
+        res = predict(sc, "monolith", rate, 8.0, 1, 0.3)
+        res.save(measured / f"level_{round(level * 100)}")
+        rows.append({"level": level, "offered_rps": rate, "operation": "bet",
+                     "besides_back_office_cores": 0.3, "measured_stalls": 2,
+                     "longest_stall_ms": 9.0})
+    pd.DataFrame(rows).to_csv(measured / "validate.csv", index=False)
+    out = tmp_path / "again"
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path / "cal.yaml"), "--topology",
+                                   "monolith", "--out", str(out), "--sim-seconds", "8",
+                                   "-j", "1", "--from-measured", str(measured)])
+    table = pd.read_csv(out / "validate.csv")
+    assert set(table["level"]) == {0.2, 0.5}
+    assert table["error_p50_ms"].abs().max() < 1e-9, table
+    assert (table["measured_stalls"] == 2).all()
+    assert judged_misses(table) == 0 and res.exit_code == 0, res.output
+    assert "predicted again, no load sent" in (out / "validate.md").read_text()
+    bad = CliRunner().invoke(cli, ["validate", str(tmp_path / "cal.yaml"), "--topology",
+                                   "monolith", "--out", str(out), "--from-measured",
+                                   str(tmp_path)])
+    assert bad.exit_code == 2 and "--from-measured" in bad.output
