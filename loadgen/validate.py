@@ -59,8 +59,10 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
-RATE_TABLES = frozenset({"cpu_by_rate", "by_rate"})
-"""Keys of a scenario's tables of figures by request rate (points with ``rps``)."""
+RATE_TABLES = frozenset({"by_rate"})
+"""Keys of a scenario's tables of figures by the deployment's request rate (points with
+``rps``: the host's pauses). A service's ``cpu_by_rate`` is by the rate into that service,
+another scale, and is left out."""
 CALIBRATED_MARGIN = 1.05
 """A level more than this factor above the highest calibrated rate is flagged: the model
 extrapolates there (measured: a validation ramp found 5,085/s where its calibration's found
@@ -149,24 +151,29 @@ def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
 
 
 def calibrated_up_to(scenario: Scenario) -> float | None:
-    """The highest request rate the scenario's load-dependent figures were measured at (the
-    ``rps`` of its ``empirical_by_rate`` levels, ``cpu_by_rate`` and host ``pauses``
-    points); None when it has none. Beyond it the model holds the last point's figures."""
-    found: list[float] = []
+    """The highest request rate up to which every load-dependent figure of the scenario was
+    measured: the lowest of its tables' highest ``rps`` (``empirical_by_rate`` levels and
+    the host's ``pauses`` points, by the deployment's rate; a table that stops at 79/s while
+    another goes on to 211/s holds its 79/s figures beyond); None when it has none."""
+    tops: list[float] = []
 
-    def walk(node: Any, table: bool) -> None:
+    def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if table and isinstance(node.get("rps"), int | float):
-                found.append(float(node["rps"]))
             for key, value in node.items():
-                walk(value, key in RATE_TABLES or (key == "levels"
-                                                   and node.get("kind") == "empirical_by_rate"))
+                table = key in RATE_TABLES or (key == "levels"
+                                               and node.get("kind") == "empirical_by_rate")
+                if table and isinstance(value, list):
+                    rates = [float(p["rps"]) for p in value
+                             if isinstance(p, dict) and isinstance(p.get("rps"), int | float)]
+                    if rates:
+                        tops.append(max(rates))
+                walk(value)
         elif isinstance(node, list):
             for item in node:
-                walk(item, table)
+                walk(item)
 
-    walk(scenario.model_dump(mode="json", by_alias=True, exclude_none=True), False)
-    return max(found) if found else None
+    walk(scenario.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return min(tops) if tops else None
 
 
 def beyond(rate: float, up_to: float | None) -> bool:

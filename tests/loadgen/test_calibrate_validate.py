@@ -336,6 +336,13 @@ def test_levels_beyond_the_calibrated_range_are_flagged(tmp_path: Path) -> None:
         {"rps": 20.0, "samples_ms": [0.5]}, {"rps": 350.0, "samples_ms": [0.4]}]}
     sc = write_scenario(raw, header, tmp_path / "cal.yaml")
     assert calibrated_up_to(sc) == 350.0
+    # another operation's wait stopping at 200/s holds its 200/s figures beyond: the
+    # scenario is calibrated up to 200/s; a service's cpu_by_rate (by the rate into that
+    # service, another scale) does not count
+    raw["demands"]["win_off_cpu"] = {"kind": "empirical_by_rate", "levels": [
+        {"rps": 20.0, "samples_ms": [0.5]}, {"rps": 200.0, "samples_ms": [0.4]}]}
+    raw["deployments"][0]["services"][0]["cpu_by_rate"][-1]["rps"] = 1000.0
+    assert calibrated_up_to(write_scenario(raw, header, tmp_path / "cal2.yaml")) == 200.0
     assert not beyond(350.0 * CALIBRATED_MARGIN, 350.0)
     assert beyond(350.0 * CALIBRATED_MARGIN * 1.01, 350.0)
     row = {"level": 0.8, "offered_rps": 400.0, "operation": "bet", "measured_requests": 8000,
