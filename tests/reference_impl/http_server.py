@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 import yaml
 
@@ -158,10 +159,18 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
 
-    def service_pids(self) -> dict[str, int]:
-        """pid of each process of a multi-process deployment (from the public /health)."""
-        body = httpx.get(f"{self.url}/health", timeout=5).json()
-        pids = {name: int(s["pid"]) for name, s in body.get("services", {}).items()}
+    def service_pids(self, wait_s: float = 10.0) -> dict[str, int]:
+        """pid of each process of a multi-process deployment (from the public /health). A
+        service whose probe timed out under load is reported without its pid (``down``):
+        asked again until every service has one, at most ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            body = httpx.get(f"{self.url}/health", timeout=5).json()
+            services = body.get("services", {})
+            if all("pid" in s for s in services.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        pids = {name: int(s["pid"]) for name, s in services.items() if "pid" in s}
         if pids:
             pids["edge" if self.topology == "hybrid" else "gateway"] = int(body["pid"])
         return pids
@@ -169,7 +178,9 @@ class Server:
     def kill9(self) -> None:
         """kill -9 the whole deployment; every child process must die with it."""
         assert self.proc is not None
-        children = list(self.service_pids().values())
+        # every descendant, from the process tree: /health may miss a service whose probe
+        # timed out under load (seen once in a full run: KeyError 'pid')
+        children = [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
         deadline = time.monotonic() + 10
