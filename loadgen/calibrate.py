@@ -218,7 +218,7 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
                  h.get_value_at_percentile(99) / 1000,
                  sum(sum(c.values()) for c in rec.codes.values()),
                  [h.get_value_at_percentile(q) / 1000 for q in QUANTILES],
-                 watch.besides(plan.duration_s), *_steal(watch, plan.duration_s))
+                 watch.besides(plan.duration_s), *watch.steal(plan.duration_s))
 
 
 def _watch(plan: Plan, database: str | None) -> CpuWatch:
@@ -259,18 +259,13 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    *_steal(watch, plan.duration_s))
+                    *watch.steal(plan.duration_s))
 
 
 def _try(plan: Plan, n: int) -> Plan:
     """The plan of try ``n`` of a measurement: its own players (:func:`loadgen.steady.fresh`)."""
     return dataclasses.replace(plan, prefix=fresh(plan.prefix, n))
 
-
-def _steal(watch: CpuWatch, seconds: float) -> tuple[float, float]:
-    """Mean steal (cores) and its burst (seconds within a second) in a watched window."""
-    return (watch.steal_s / seconds if math.isfinite(watch.steal_s) else 0.0,
-            watch.steal_burst_s if math.isfinite(watch.steal_burst_s) else 0.0)
 
 
 def level_latencies(log: RequestLog | None

@@ -237,6 +237,12 @@ class CpuWatch:
         self.steal_s = host_steal() - self._steal_start
         return self.used
 
+    def steal(self, wall_s: float) -> tuple[float, float]:
+        """The window's steal: mean cores and the most seconds within a second (NaN when
+        not read)."""
+        cores = self.steal_s / wall_s if wall_s > 0 else math.nan
+        return cores, self.steal_burst_s
+
     def cpu_now(self) -> float:
         """CPU seconds the watched processes have used so far, all together (NaN when none
         can be read)."""

@@ -29,7 +29,16 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 import sim
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
-from loadgen.ramp import KEEP_UP, Step, capacity, kept_up, search, settle_quiet, whole
+from loadgen.ramp import (
+    KEEP_UP,
+    Step,
+    base_p50,
+    capacity,
+    kept_up,
+    search,
+    settle_quiet,
+    whole,
+)
 from loadgen.record import Recorder, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
@@ -41,6 +50,7 @@ from loadgen.steady import (
     steady,
     unsteady,
 )
+from sim.model.distributions import EmpiricalByRate
 from sim.model.scenario import Scenario, parse_scenario
 from sim.reports.results import Results
 
@@ -59,10 +69,6 @@ KAPPA_NONE = 1e-12
 SIM_PLAYERS = 10_000
 """Online players of the flat population simulated at a given rate."""
 PLOT = "latency_vs_load.png"
-RATE_TABLES = frozenset({"by_rate"})
-"""Keys of a scenario's tables of figures by the deployment's request rate (points with
-``rps``: the host's pauses). A service's ``cpu_by_rate`` is by the rate into that service,
-another scale, and is left out."""
 CALIBRATED_MARGIN = 1.05
 """A level more than this factor above the highest calibrated rate is flagged: the model
 extrapolates there (measured: a validation ramp found 5,085/s where its calibration's found
@@ -96,12 +102,13 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
     gen = {"cpu_share": [x["cpu_s"] / x["wall_s"] for x in parts]}
     lag = rec.lag.get_value_at_percentile(99) / 1000 if rec.lag.get_total_count() else None
     res = finish(p, rec, watch, {"mode": "open", "target_rate_rps": rate}, gen, lag)
-    besides = steal = burst = None
+    besides = None
+    steal = burst = math.nan
     if watch is not None and math.isfinite(watch.runnable):
         besides = watch.besides(seconds)
         res.meta["host_besides_back_office_cores"] = round(besides, 3)
-    if watch is not None and math.isfinite(watch.steal_s):
-        steal, burst = watch.steal_s / seconds, watch.steal_burst_s
+    if watch is not None:
+        steal, burst = watch.steal(seconds)
         res.meta["host_steal_cores"] = round(steal, 3)
         res.meta["host_steal_burst_s"] = round(burst, 3)
     return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst)
@@ -152,27 +159,15 @@ def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
 
 def calibrated_up_to(scenario: Scenario) -> float | None:
     """The highest request rate up to which every load-dependent figure of the scenario was
-    measured: the lowest of its tables' highest ``rps`` (``empirical_by_rate`` levels and
-    the host's ``pauses`` points, by the deployment's rate; a table that stops at 79/s while
-    another goes on to 211/s holds its 79/s figures beyond); None when it has none."""
-    tops: list[float] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                table = key in RATE_TABLES or (key == "levels"
-                                               and node.get("kind") == "empirical_by_rate")
-                if table and isinstance(value, list):
-                    rates = [float(p["rps"]) for p in value
-                             if isinstance(p, dict) and isinstance(p.get("rps"), int | float)]
-                    if rates:
-                        tops.append(max(rates))
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(scenario.model_dump(mode="json", by_alias=True, exclude_none=True))
+    measured: the lowest of the highest ``rps`` of its operations' ``empirical_by_rate``
+    waits and of its hosts' ``pauses`` (both by the deployment's rate; a wait that stops at
+    79/s while another goes on to 211/s holds its 79/s figures beyond). A service's
+    ``cpu_by_rate`` is by the rate into that service, another scale, and is left out. None
+    when the scenario has no such figure."""
+    tops = [wait.levels[-1].rps for op in scenario.operations.values() for step in op.steps
+            if isinstance(wait := scenario.demand(step.external), EmpiricalByRate)]
+    tops += [d.host.pauses.by_rate[-1].rps for d in scenario.deployments
+             if d.host is not None and d.host.pauses is not None]
     return min(tops) if tops else None
 
 
@@ -372,14 +367,12 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     say(f"USL: sigma {usl_fit['sigma']:.4g}, kappa {usl_fit['kappa']:.4g}, peak "
         f"{usl_fit['peak_throughput']:.0f}/s")
     sim_cap = 0.0
-    kept = {id(s) for s in good}
-    failed = [s.offered for s in steps if id(s) not in kept]
-    simulated = sorted({s.offered for s in good} | ({min(failed)} if failed else set()))
-    for rate in simulated:  # the rates kept up and the lowest that was not
-        pred = predict(plan.scenario, topology, rate, sim_s, jobs,
-                       next(s.besides_cores for s in steps if s.offered == rate))
+    not_kept = [s for s in steps if all(s is not g for g in good)]
+    lowest_not_kept = [min(not_kept, key=lambda s: s.offered)] if not_kept else []
+    for s in good + lowest_not_kept:  # the steps kept up and the lowest that was not
+        pred = predict(plan.scenario, topology, s.offered, sim_s, jobs, s.besides_cores)
         thr = float(pred.summary["throughput_rps"].sum())
-        if thr >= KEEP_UP * rate:
+        if thr >= KEEP_UP * s.offered:
             sim_cap = max(sim_cap, thr)
     up_to = calibrated_up_to(plan.scenario)
     if up_to is not None:
@@ -470,7 +463,7 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
 
 def ramp_table(steps: list[Step]) -> pd.DataFrame:
     """Every step of the capacity search in the order measured (``ramp.csv``)."""
-    base = min(s.p50_ms for s in steps)
+    base = base_p50(steps)
     return pd.DataFrame([{
         "offered_rps": s.offered, "achieved_rps": s.achieved, "errors": s.errors,
         "p50_ms": s.p50_ms, "mean_ms": s.mean_ms,
