@@ -50,8 +50,7 @@ from loadgen.steady import (
     steady,
     unsteady,
 )
-from sim.model.distributions import EmpiricalByRate
-from sim.model.scenario import Scenario, parse_scenario
+from sim.model.scenario import EmpiricalByRate, Scenario, parse_scenario
 from sim.reports.results import Results
 
 LEVELS = (0.2, 0.5, 0.8, 0.95)
