@@ -184,6 +184,9 @@ class MixLevel:
     ``other_cores``)."""
     steal_burst_s: float = 0.0
     """The most it took within a second of the window."""
+    log: RequestLog | None = field(default=None, repr=False, compare=False)
+    """Every request of the window (kept beside the levels file, ``FILE.logs.npz``, so that
+    :func:`reanalyse` can find the stalls and waits again without load)."""
 
 
 @dataclass
@@ -259,7 +262,7 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    *watch.steal(plan.duration_s))
+                    *watch.steal(plan.duration_s), log=rec.log)
 
 
 def _try(plan: Plan, n: int) -> Plan:
@@ -677,16 +680,52 @@ def write_scenario(raw: dict[str, Any], header: str, path: Path) -> Scenario:
 
 
 
+def logs_path(levels: Path) -> Path:
+    """Where the mix levels' request logs lie beside a levels file."""
+    return levels.with_name(levels.name.removesuffix(".json") + ".logs.npz")
+
+
 def write_levels(cal: Calibration, path: Path) -> None:
-    """Every level measured, as JSON (``read_levels`` loads it back)."""
-    path.write_text(json.dumps(asdict(cal), indent=1))
+    """Every level measured, as JSON (``read_levels`` loads it back), and the mix levels'
+    request logs beside it (:func:`logs_path`, compressed arrays)."""
+    mixes = [{f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "log"}
+             for m in cal.mixes]
+    path.write_text(json.dumps({"topology": cal.topology, "target": cal.target,
+                                "levels": [asdict(lv) for lv in cal.levels],
+                                "mixes": mixes}, indent=1))
+    arrays = {f"mix{i}_{k}": v for i, m in enumerate(cal.mixes) if m.log is not None
+              for k, v in m.log.arrays().items()}
+    if arrays:
+        np.savez_compressed(logs_path(path), **arrays)
 
 
 def read_levels(path: Path) -> Calibration:
-    """A calibration written by :func:`write_levels`."""
+    """A calibration written by :func:`write_levels`, with its mix levels' request logs
+    when they lie beside it."""
     d = json.loads(path.read_text())
-    return Calibration(d["topology"], d["target"], [Level(**lv) for lv in d["levels"]],
-                       [MixLevel(**m) for m in d["mixes"]])
+    cal = Calibration(d["topology"], d["target"], [Level(**lv) for lv in d["levels"]],
+                      [MixLevel(**m) for m in d["mixes"]])
+    if logs_path(path).exists():
+        with np.load(logs_path(path), allow_pickle=False) as z:
+            for i, m in enumerate(cal.mixes):
+                if f"mix{i}_t_s" in z:
+                    m.log = RequestLog.from_arrays(
+                        {k: z[f"mix{i}_{k}"] for k in ("t_s", "latency_s", "lag_s", "op",
+                                                        "code")})
+    return cal
+
+
+def reanalyse(cal: Calibration) -> int:
+    """Each mix level with its request log: its waits and stalls found again
+    (:func:`level_latencies`, as the code now finds them). Returns how many were."""
+    n = 0
+    for m in cal.mixes:
+        if m.log is None or not m.log.t_s:
+            continue
+        m.quantiles_by_op, m.knots_by_op, stalls = level_latencies(m.log)
+        m.stalls_ms = [round(st.duration_s * 1000, 3) for st in stalls]
+        n += 1
+    return n
 
 
 def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]

@@ -315,6 +315,10 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
     if chosen not in rates:
         raise click.BadParameter(f"must be one of the levels' rates {rates}",
                                  param_hint="--use-rate")
+    again = cal_mod.reanalyse(cal)
+    if again:
+        click.echo(f"stalls and waits found again in {again} mix level(s)' request logs "
+                   f"({cal_mod.logs_path(levels)})", err=True)
     command = (f"testbed calibrate --topology {topology} --out {out_file} --scenario {base} "
                f"--use-rate {chosen:g} --from-levels {levels}")
     _write_calibrated(sc, cal, chosen, command, out_file, lambda s: click.echo(s, err=True))

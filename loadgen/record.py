@@ -98,6 +98,25 @@ class RequestLog:
         sent_to_answer = lat - np.frombuffer(self.lag_s, dtype=float)[ok]
         return t, lat, sent_to_answer, np.array(self.op, dtype=object)[ok]
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The log as plain arrays (``np.savez``; :meth:`from_arrays` reads them back): an
+        error code of None is stored as the empty string."""
+        return {"t_s": np.frombuffer(self.t_s, dtype=float).copy(),
+                "latency_s": np.frombuffer(self.latency_s, dtype=float).copy(),
+                "lag_s": np.frombuffer(self.lag_s, dtype=float).copy(),
+                "op": np.array(self.op, dtype=str),
+                "code": np.array(["" if c is None else c for c in self.code], dtype=str)}
+
+    @classmethod
+    def from_arrays(cls, a: Any) -> RequestLog:
+        """A log written by :meth:`arrays` (any mapping of those names to arrays)."""
+        n = len(a["t_s"])
+        assert all(len(a[k]) == n for k in ("latency_s", "lag_s", "op", "code")), \
+            "a request log's arrays have one entry per request"
+        return cls(array("d", a["t_s"]), array("d", a["latency_s"]),
+                   [str(o) for o in a["op"]], [str(c) or None for c in a["code"]],
+                   array("d", a["lag_s"]))
+
     def extend(self, other: RequestLog) -> RequestLog:
         """This log with ``other``'s requests appended (another generator process)."""
         self.t_s.extend(other.t_s)

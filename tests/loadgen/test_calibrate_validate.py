@@ -471,3 +471,30 @@ def test_a_validation_is_predicted_again_from_its_measurements(tmp_path: Path) -
                                    "monolith", "--out", str(out), "--from-measured",
                                    str(tmp_path)])
     assert bad.exit_code == 2 and "--from-measured" in bad.output
+
+
+def test_mix_levels_request_logs_are_kept_and_analysed_again(tmp_path: Path) -> None:
+    from loadgen.calibrate import logs_path, read_levels, reanalyse, write_levels
+    from loadgen.record import RequestLog
+
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    rng = np.random.default_rng(3)
+    log = RequestLog()
+    for i in range(3000):  # 1,000/s for 3 s, ~2 ms; the server answers nobody at 1.0-1.05 s
+        t = i / 1000
+        lat = 0.002 + rng.exponential(0.0002) + (1.05 - t if 1.0 <= t < 1.05 else 0.0)
+        log.add("bet" if i % 2 else "balance", t, lat, None if i % 97 else "409", 0.0)
+    cal.mixes[1].log = log
+    levels = tmp_path / "cal.levels.json"
+    write_levels(cal, levels)
+    assert logs_path(levels).name == "cal.levels.logs.npz" and logs_path(levels).exists()
+    back = read_levels(levels)
+    assert back.mixes[0].log is None and back.mixes[1].log is not None
+    assert list(back.mixes[1].log.op) == list(log.op)
+    assert list(back.mixes[1].log.code) == list(log.code)
+    assert np.array_equal(np.frombuffer(back.mixes[1].log.latency_s), np.frombuffer(
+        log.latency_s))
+    assert back.mixes[1].stalls_ms == [] and reanalyse(back) == 1
+    assert len(back.mixes[1].stalls_ms) == 1
+    assert back.mixes[1].stalls_ms[0] == pytest.approx(50, abs=4)
+    assert set(back.mixes[1].quantiles_by_op) == {"bet", "balance"}
