@@ -281,8 +281,9 @@ def level_latencies(log: RequestLog | None
     t, lat, sent_to_answer, ops = log.successful()
     # the back office's stalls, from sending to answer: a pause of the generator itself
     # (its sends late, lag) is not one, and the model has no such pause
-    stalls = find_stalls(t, sent_to_answer)
-    normal = normal_mask(t, stalls)
+    sent = t + (lat - sent_to_answer)
+    stalls = find_stalls(sent, sent_to_answer)
+    normal = normal_mask(sent, stalls)
     quantiles, knots = {}, {}
     for op in sorted(set(ops.tolist())):
         mine = ops == op
