@@ -54,7 +54,7 @@ from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
 from loadgen.steady import fresh, steady, unsteady
-from loadgen.validate import predict, ramp, warm_up
+from loadgen.validate import LEAD_IN_S, predict, ramp
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -236,12 +236,11 @@ def _watch(plan: Plan, database: str | None) -> CpuWatch:
 def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLevel:
     """The scenario's whole mix at ``rate``: server CPU per request by role, the generator's
     and the rest of the machine's cores, p50 and p99 of every request (after
-    :func:`loadgen.validate.warm_up`, as validate's levels)."""
-    warm_up(plan, rate, f"mix{int(rate)}")
+    :data:`loadgen.validate.LEAD_IN_S` of it not measured, as validate's levels)."""
     watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
                          f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
-                         keep_requests=True)
+                         keep_requests=True, lead_in_s=LEAD_IN_S)
     part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
     rec = merge([part["recorder"]])
     n = sum(h.get_total_count() for h in rec.total.values())

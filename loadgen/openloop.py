@@ -88,12 +88,19 @@ class OpenLoopConfig:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     credentials: Credentials | None = None
     keep_requests: bool = False  # every request in the export (``recorder["requests"]``)
+    lead_in_s: float = 0.0
+    """Seconds of the same arrival stream, to the same players, sent before the measured
+    window and not measured: the window starts on a back office already at the rate (not
+    just after the players' set-up burst)."""
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and self.rate < float("inf")):
             raise ValueError(f"rate: must be a positive finite number, got {self.rate}")
         if not (self.duration_s > 0 and self.duration_s < float("inf")):
             raise ValueError(f"duration: must be positive and finite, got {self.duration_s}")
+        if not (0 <= self.lead_in_s < float("inf")):
+            raise ValueError(f"lead-in: must be zero or positive and finite, got "
+                             f"{self.lead_in_s}")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight: must be at least 1")
 
@@ -140,17 +147,16 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
     cap = cfg.max_in_flight
     in_flight = 0
     draining_over = False
-    t0 = pc()
+    t_lead = pc()
+    t0 = t_lead + cfg.lead_in_s
     rec = Recorder(t0, keep_requests=cfg.keep_requests)
     cpu0 = time.process_time()
-    if hooks is not None:
-        hooks.on_start()
     end = t0 + cfg.duration_s
     sent = 0
     sending = True
     drained = asyncio.Event()
 
-    def dispatch(req: Request, intended: float, attempt: int) -> None:
+    def dispatch(req: Request, intended: float, attempt: int, measured: bool) -> None:
         nonlocal in_flight
         in_flight += 1
 
@@ -159,35 +165,50 @@ async def _run(scenario: Scenario, cfg: OpenLoopConfig, index: int,
             in_flight -= 1
             if (not draining_over and attempt < MAX_ATTEMPTS
                     and (err == CONNECTION_ERROR or status in RETRY_STATUSES)):
-                dispatch(req, intended, attempt + 1)  # same body: same transaction id
+                dispatch(req, intended, attempt + 1, measured)  # same body: same transaction id
                 return
             players.answered(req, status)
-            code = NO_RESPONSE if draining_over else err or error_code(status, body)
-            rec.record(req.operation, intended, pc(), code, sent)
+            if measured:
+                code = NO_RESPONSE if draining_over else err or error_code(status, body)
+                rec.record(req.operation, intended, pc(), code, sent)
             if in_flight == 0 and not sending:
                 drained.set()
 
         sent = pc()
         pool.send(req.method, req.path, req.body, done)
 
-    next_t = t0 + expo(rate)
-    while next_t < end:
-        now = pc()
-        if next_t > now:
-            # uvloop's timers have millisecond resolution: a shorter sleep returns at once
-            # and spins. Wake at most once per TICK_S and send every arrival then due (its
-            # lag is recorded; its latency still counts from the intended time).
-            await asyncio.sleep(max(next_t - now, TICK_S))
+    async def send_until(stop: float, measured: bool) -> int:
+        """Send the arrivals due before ``stop``; returns how many were sent."""
+        nonlocal next_t
+        n = 0
+        while next_t < stop:
             now = pc()
-        while next_t <= now and next_t < end:
-            rec.send_lag(now - next_t)
-            req = players.next()
-            if in_flight >= cap:
-                rec.skip(req.operation)
-            else:
-                dispatch(req, next_t, 1)
-                sent += 1
-            next_t += expo(rate)
+            if next_t > now:
+                # uvloop's timers have millisecond resolution: a shorter sleep returns at
+                # once and spins. Wake at most once per TICK_S and send every arrival then
+                # due (its lag is recorded; its latency still counts from the intended time).
+                await asyncio.sleep(max(min(next_t, stop) - now, TICK_S))
+                now = pc()
+            while next_t <= now and next_t < stop:
+                req = players.next()
+                if measured:
+                    rec.send_lag(now - next_t)
+                if in_flight >= cap:
+                    if measured:
+                        rec.skip(req.operation)
+                else:
+                    dispatch(req, next_t, 1, measured)
+                    n += 1
+                next_t += expo(rate)
+        return n
+
+    next_t = t_lead + expo(rate)
+    if cfg.lead_in_s > 0:
+        await send_until(t0, measured=False)
+        cpu0 = time.process_time()
+    if hooks is not None:
+        hooks.on_start()
+    sent = await send_until(end, measured=True)
     sending = False
     send_window_s = pc() - t0
     if hooks is not None:
@@ -231,7 +252,7 @@ def run_open_loop(scenario: Scenario, cfg: OpenLoopConfig, processes: int = 1,
     share = OpenLoopConfig(cfg.target, cfg.rate / processes, cfg.duration_s,
                            max(1, cfg.players // processes), cfg.seed, cfg.prefix,
                            max(1, cfg.max_in_flight // processes), cfg.credentials,
-                           cfg.keep_requests)
+                           cfg.keep_requests, cfg.lead_in_s)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Barrier(processes + 1)  # the generators and this process
     out = ctx.Queue()
@@ -248,6 +269,7 @@ def run_open_loop(scenario: Scenario, cfg: OpenLoopConfig, processes: int = 1,
             pass  # a generator failed its set-up: its error is in the queue
         else:
             if hooks is not None:
+                time.sleep(cfg.lead_in_s)
                 hooks.on_start()
                 time.sleep(cfg.duration_s)
                 hooks.on_stop()

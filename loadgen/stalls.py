@@ -12,7 +12,8 @@ stall is a gap between two consecutive answers during which the back office owed
 request in flight at the last answer or sent since had been in it for longer than the
 level's median latency) for at least :func:`min_pause_s`, that held at least
 :data:`STALL_MIN_HELD` such requests (each owed an answer for at least half that before the
-silence ended), and that ended by answering one of them. Its duration is that silence only.
+silence ended), and that ended by answering them at once (the first
+:data:`STALL_MIN_HELD` of them within half that after it). Its duration is that silence only.
 Slow requests while others were still answered are not a stall: a commit waiting for
 PostgreSQL's WAL flush on an asyncpg connection holds its own request, not the event loop,
 which goes on answering balance reads. An earlier version called any request slower than
@@ -96,8 +97,12 @@ def find_stalls(sent_s: Sequence[float], latency_s: Sequence[float]) -> list[Sta
         # hold them: they are slow on their own
         if int(held.sum()) < STALL_MIN_HELD or sent_of_answer[k + 1] > end - median - least / 2:
             continue
-        stalls.append(Stall(start, end - start, float(answers[lo:hi][late][held].max()),
-                            int(held.sum()), float(waiting[held][0])))
+        released = np.sort(answers[lo:hi][late][held])
+        # ... all at once: two slow requests that overlapped by chance end far apart
+        if released[STALL_MIN_HELD - 1] > end + least / 2:
+            continue
+        stalls.append(Stall(start, end - start, float(released[-1]), int(held.sum()),
+                            float(waiting[held][0])))
     assert all(st.duration_s > 0 and st.end_s >= st.start_s + st.duration_s for st in stalls)
     return stalls
 

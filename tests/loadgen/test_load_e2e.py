@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,6 +138,33 @@ def test_a_one_second_pause_shows_in_the_open_loop_p99_only(server: Server) -> N
     print(f"\n1 s SIGSTOP: open-loop p99 {open_p99:.1f} ms, closed-loop p99 {closed_p99:.1f} ms")
     assert open_p99 >= 0.6 * PAUSE_S * 1000  # requests due during the pause waited for it
     assert closed_p99 < 0.5 * open_p99       # 4 users: 4 stalled requests hide in the p99
+
+
+def test_a_lead_in_is_sent_but_not_measured(server: Server) -> None:
+    # the server is stopped for a second inside the lead-in: the window that follows must
+    # not see it (nor count the lead-in's requests), and the CPU hooks bracket the window
+    assert server.proc is not None
+    sc = load_scenario(SCENARIO_PATH)
+    pause = _PauseServer(server.proc.pid, after_s=1.0)  # 50 players' set-up takes < 0.5 s
+    started: list[float] = []
+
+    def start_pause() -> None:
+        started.append(time.perf_counter())
+
+    cfg = OpenLoopConfig(server.url, rate=200, duration_s=3, players=50, seed=9,
+                         prefix="lead-", lead_in_s=3.0)
+    t_run = time.perf_counter()
+    pause.start()
+    part = run_open_loop(sc, cfg, 1, Hooks(start_pause, lambda: None))[0]
+    pause.stop()
+    rec = merge([part["recorder"]])
+    n = sum(h.get_total_count() for h in rec.total.values())
+    assert started and started[0] - t_run >= 3.0
+    assert 400 <= n <= 800, n  # 3 s at 200/s, not 6
+    assert _p99_ms(rec) < 0.3 * PAUSE_S * 1000
+    with pytest.raises(ValueError, match="lead-in"):
+        OpenLoopConfig(server.url, rate=1, duration_s=1, players=1, seed=1, prefix="x",
+                       lead_in_s=float("nan"))
 
 
 def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,

@@ -107,9 +107,10 @@ def test_stalls_are_ordered_disjoint_and_never_invented(
     for a, b in pairwise(found):
         assert a.start_s + a.duration_s <= b.start_s
     assert all(s.duration_s > 0 and s.end_s >= s.start_s + s.duration_s for s in found)
-    # each stall lies inside a pause (merged when pauses overlap), never outside every one
+    # each stall lies inside a pause (merged when pauses overlap), never outside every one;
+    # from outside it may start up to a long service time early (the job the pause held)
     for s in found:
-        assert any(p - 0.002 <= s.start_s and s.start_s + s.duration_s <= p + d + 0.002
+        assert any(p - 0.005 <= s.start_s and s.start_s + s.duration_s <= p + d + 0.002
                    for p, d in _merged(pauses))
     assert len(found) <= len(pauses)
     held = np.zeros(t.size, dtype=bool)
