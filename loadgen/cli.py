@@ -61,6 +61,10 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> 
 @click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), default=1,
               show_default=True,
               help="open loop: generator processes sharing the rate (histograms merged)")
+@click.option("--lead-in", "lead_in_s", type=click.FloatRange(0, 3600), default=0.0,
+              show_default=True,
+              help="open loop: seconds of the same arrivals sent first and not measured (the "
+                   "window starts on a back office already at the rate)")
 @click.option("--players", type=click.IntRange(1, 10_000_000), default=DEFAULT_PLAYERS,
               show_default=True, help="players created and funded before measuring")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
@@ -73,8 +77,9 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> 
               help="override a scenario field, as in `testbed simulate`")
 def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: float | None,
          users: int | None, workers: int, shape: bool, spawn_rate: float | None,
-         max_in_flight: int, processes: int, players: int, credentials: str | None,
-         architecture: str, seed: int, overrides: tuple[str, ...]) -> None:
+         max_in_flight: int, processes: int, lead_in_s: float, players: int,
+         credentials: str | None, architecture: str, seed: int,
+         overrides: tuple[str, ...]) -> None:
     """Drive a running back office with SCENARIO's players; write a measured run that
     `sim.load_results(DIR)`, report.md and the notebook read like a simulated one.
 
@@ -104,6 +109,9 @@ def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: floa
     if rate is not None and (workers or shape or spawn_rate):
         raise click.UsageError("--workers, --shape and --spawn-rate are closed-loop options "
                                "(use --users); the open loop scales with --processes")
+    if users is not None and lead_in_s:
+        raise click.UsageError("--lead-in is an open-loop option (use --rate); closed-loop "
+                               "users ramp up with --spawn-rate")
     if users is not None and processes != 1:
         raise click.UsageError("--processes is an open-loop option; closed loop uses --workers")
     try:
@@ -126,7 +134,7 @@ def load(scenario: str, target: str, duration_s: float, out_dir: str, rate: floa
     started = time.perf_counter()
     try:
         if rate is not None:
-            results = run.open_loop(plan, rate, max_in_flight, processes)
+            results = run.open_loop(plan, rate, max_in_flight, processes, lead_in_s)
         else:
             assert users is not None
             results = run.closed_loop(plan, users, workers, shape, spawn_rate)

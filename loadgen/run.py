@@ -105,10 +105,12 @@ def finish(plan: Plan, rec: Recorder, watch: CpuWatch | None, mode: dict[str, An
     return to_results(rec, info, stations)
 
 
-def open_loop(plan: Plan, rate: float, max_in_flight: int, processes: int) -> Results:
-    """Poisson arrivals at ``rate``/s for the plan's duration."""
+def open_loop(plan: Plan, rate: float, max_in_flight: int, processes: int,
+              lead_in_s: float = 0.0) -> Results:
+    """Poisson arrivals at ``rate``/s for the plan's duration, after ``lead_in_s`` of them
+    not measured."""
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
-                         plan.prefix, max_in_flight, plan.credentials)
+                         plan.prefix, max_in_flight, plan.credentials, lead_in_s=lead_in_s)
     watch = server_watch(plan)
     hooks = Hooks(watch.start, watch.stop) if watch else None
     parts = run_open_loop(plan.scenario, cfg, processes, hooks)

@@ -66,7 +66,7 @@ def test_open_loop_reaches_its_rate_and_writes_the_results_schema(server: Server
     creds.write_text(f'providers: [{{id: p, secret: "{"s" * 40}"}}]\n'
                      f'operators: [{{id: o, token: "{"t" * 40}"}}]\n')
     res = _load(server, tmp_path / "out", "--rate", "300", "--duration", "6",
-                "--credentials", str(creds))
+                "--credentials", str(creds), "--lead-in", "2")  # 2 s sent, not measured
     m = res.meta
     assert m["source"] == "measurement" and m["mode"] == "open"
     assert m["achieved_rate_rps"] == pytest.approx(300, rel=0.05)
@@ -77,6 +77,19 @@ def test_open_loop_reaches_its_rate_and_writes_the_results_schema(server: Server
     assert res.timeseries["t_s"].max() == 5.0
     assert m["server_cpu_s"] and m["generator"]["cpu_s"] > 0
     assert "generator_saturated" in m
+
+
+def test_lead_in_is_an_open_loop_option() -> None:
+    from click.testing import CliRunner
+
+    from testbed.cli import cli
+
+    res = CliRunner().invoke(cli, ["load", str(SCENARIO_PATH), "--users", "3", "--lead-in", "2",
+                                   "--out", "x"])
+    assert res.exit_code == 2 and "--lead-in is an open-loop option" in res.output
+    res = CliRunner().invoke(cli, ["load", str(SCENARIO_PATH), "--rate", "3", "--lead-in", "-1",
+                                   "--out", "x"])
+    assert res.exit_code == 2 and "--lead-in" in res.output
 
 
 @pytest.mark.parametrize("workers", [0, 2])
