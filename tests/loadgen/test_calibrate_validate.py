@@ -498,3 +498,28 @@ def test_mix_levels_request_logs_are_kept_and_analysed_again(tmp_path: Path) -> 
     assert len(back.mixes[1].stalls_ms) == 1
     assert back.mixes[1].stalls_ms[0] == pytest.approx(50, abs=4)
     assert set(back.mixes[1].quantiles_by_op) == {"bet", "balance"}
+
+
+def test_the_calibrated_model_does_not_count_the_measured_spread_twice(tmp_path: Path) -> None:
+    # every operation measured at 1.5-2.5 ms (p95 ~2.45), of which 1.4 ms CPU: the wait off
+    # the CPU carries the whole measured spread, so the CPU's own must be small. With an
+    # exponential-like CPU (cv 1, the old shape) the model read p95 ~5 ms at light load.
+    from loadgen.validate import predict
+
+    raw, header = calibrated_scenario(BASE, _cal("monolith", {"serve": 1.4 / 1.5}), 20.0,
+                                      "testbed calibrate x")  # 1.4 ms CPU at 20/s
+    sc = write_scenario(raw, header, tmp_path / "cal.yaml")
+    pred = predict(sc, "monolith", 20.0, 20.0, 1).summary.set_index("operation")
+    measured_p95 = QUANTILES_MS[int(0.95 * len(QUANTILES_MS))]
+    for op in ("bet", "balance"):
+        assert pred.loc[op, "p50_ms"] == pytest.approx(2.0, rel=0.15), op
+        assert pred.loc[op, "p95_ms"] <= 1.3 * measured_p95, (op, pred.loc[op, "p95_ms"])
+
+
+def test_a_prediction_at_a_low_rate_simulates_enough_requests() -> None:
+    from loadgen.validate import MIN_SIM_REQUESTS, predict
+
+    sc = parse_scenario(calibrated_scenario(BASE, _cal("monolith", {"serve": 0.9}), 60.0,
+                                            "x")[0], "cal")
+    res = predict(sc, "monolith", 10.0, 5.0, 1)  # 5 s at 10/s would be 50 requests
+    assert res.summary["requests"].sum() >= 0.9 * MIN_SIM_REQUESTS  # a Poisson count
