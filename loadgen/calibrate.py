@@ -54,7 +54,7 @@ from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
 from loadgen.steady import fresh, steady, unsteady
-from loadgen.validate import LEAD_IN_S, predict, ramp
+from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -189,6 +189,8 @@ class MixLevel:
     ``other_cores``)."""
     steal_burst_s: float = 0.0
     """The most it took within a second of the window."""
+    episode_s: float = 0.0
+    """Its longest episode of slow seconds (:func:`loadgen.steady.episode_s`)."""
     log: RequestLog | None = field(default=None, repr=False, compare=False)
     """Every request of the window (kept beside the levels file, ``FILE.logs.npz``, so that
     :func:`reanalyse` can find the stalls and waits again without load)."""
@@ -266,7 +268,7 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    *watch.steal(plan.duration_s), log=rec.log)
+                    *watch.steal(plan.duration_s), log_episode_s(rec.log), rec.log)
 
 
 def _try(plan: Plan, n: int) -> Plan:
@@ -350,7 +352,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
         mx = steady(lambda n: measure_mix(_try(mix_plan, n), rate, database),  # noqa: B023
-                    lambda x: (x.steal_cores, x.steal_burst_s), progress,
+                    lambda x: (x.steal_cores, x.steal_burst_s, x.episode_s), progress,
                     f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
@@ -360,7 +362,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                  + f"  generator {mx.generator_cores:.2f} cores, others "
                  f"{mx.other_cores:.2f} cores (steal {mx.steal_cores:.2f}); p50 "
                  f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
-                 + stalls)
+                 + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else ""))
     return cal
 
 
@@ -481,7 +483,8 @@ def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
         return []
     floor = min(mx.p50_ms for mx in mixes)
     kept = [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
-    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores, mx.steal_burst_s)]
+    steady_ones = [mx for mx in kept
+                   if not unsteady(mx.steal_cores, mx.steal_burst_s, mx.episode_s)]
     return steady_ones if len(steady_ones) >= MIN_STEADY_LEVELS else kept
 
 
@@ -729,6 +732,7 @@ def reanalyse(cal: Calibration) -> int:
             continue
         m.quantiles_by_op, m.knots_by_op, stalls = level_latencies(m.log)
         m.stalls_ms = [round(st.duration_s * 1000, 3) for st in stalls]
+        m.episode_s = log_episode_s(m.log)
         n += 1
     return n
 

@@ -72,6 +72,8 @@ class Step:
     """Cores the hypervisor took from this machine during the step (Linux steal)."""
     steal_burst_s: float | None = None
     """The most it took within a second of the step (seconds)."""
+    episode_s: float = 0.0
+    """Its longest episode of slow seconds (:func:`loadgen.steady.episode_s`)."""
 
     @property
     def achieved(self) -> float:

@@ -12,15 +12,25 @@ hypervisor took :data:`UNSTEADY_STEAL` cores or more on average, or
 third of a second: a 360 ms stall in a level whose mean steal was under 0.02 cores), is
 measured again after
 :data:`RETRY_WAIT_S` (at most :data:`MAX_TRIES` in all); when none is steady the steadiest
-is kept and the run says so. No I/O but through the callables given.
+is kept and the run says so.
+
+The machine's other tenants show in a second way: an *episode*, seconds during which the back
+office answered many times slower than in the rest of its window, with no steal to explain
+it (session 7, microservices at 80% of capacity: 18 s of ~1 s medians in a 70 s window
+whose other seconds read 12-35 ms, the calibration's level at the same rate 13 ms). A window
+with an episode of :data:`UNSTEADY_EPISODE_S` or more (:func:`episode_s`) is measured again
+the same way, and kept and marked when every try had one. No I/O but through the callables
+given.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -31,6 +41,11 @@ UNSTEADY_BURST_S = 0.05
 """Seconds stolen within :data:`loadgen.probe.BURST_WINDOW_S` from which a window is measured
 again: longer than this machine's own stalls at low load (measured: at most 0.01 s a second
 outside steal episodes, 0.05-0.14 s within them)."""
+UNSTEADY_EPISODE_S = 3.0
+"""Seconds of an episode (:func:`episode_s`) from which a window is measured again."""
+EPISODE_FACTOR = 5.0
+"""A second belongs to an episode when its median latency is above this multiple of the
+median of the window's per-second medians."""
 MAX_TRIES = 3
 RETRY_WAIT_S = 10.0
 """Seconds between tries: steal came in episodes of tens of seconds to minutes here."""
@@ -45,27 +60,65 @@ def _known(x: float | None) -> float:
     return x if x is not None and math.isfinite(x) else 0.0
 
 
-def badness(steal_cores: float | None, burst_s: float | None = None) -> float:
-    """How far a window was from steady: 1 at either bound (0 when unknown)."""
-    return max(_known(steal_cores) / UNSTEADY_STEAL, _known(burst_s) / UNSTEADY_BURST_S)
+def episode_s(t_s: Sequence[float], latency_s: Sequence[float]) -> float:
+    """The longest run of consecutive seconds (by intended send time) whose median latency
+    exceeds :data:`EPISODE_FACTOR` times the median of the window's per-second medians (0
+    for a window of fewer than three seconds)."""
+    t = np.asarray(t_s, dtype=float)
+    lat = np.asarray(latency_s, dtype=float)
+    assert t.shape == lat.shape, "one latency per request"
+    if t.size == 0:
+        return 0.0
+    sec = np.floor(t - t.min()).astype(int)
+    seconds = np.unique(sec)
+    if seconds.size < 3:
+        return 0.0
+    medians = np.array([np.median(lat[sec == k]) for k in seconds])
+    slow = medians > EPISODE_FACTOR * float(np.median(medians))
+    longest = run = 0
+    last = -2
+    for k, is_slow in zip(seconds.tolist(), slow.tolist(), strict=True):
+        if not is_slow:
+            run = 0
+        elif run and k == last + 1:  # the run goes on
+            run += 1
+        else:
+            run = 1
+        last = k
+        longest = max(longest, run)
+    return float(longest)
 
 
-def unsteady(steal_cores: float | None, burst_s: float | None = None) -> bool:
-    return badness(steal_cores, burst_s) >= 1.0
+def badness(steal_cores: float | None, burst_s: float | None = None,
+            episode: float | None = None) -> float:
+    """How far a window was from steady: 1 at any bound (0 when unknown)."""
+    return max(_known(steal_cores) / UNSTEADY_STEAL, _known(burst_s) / UNSTEADY_BURST_S,
+               _known(episode) / UNSTEADY_EPISODE_S)
 
 
-def describe(steal_cores: float | None, burst_s: float | None = None) -> str:
-    return (f"the hypervisor took {_known(steal_cores):.2f} cores of this machine "
+def unsteady(steal_cores: float | None, burst_s: float | None = None,
+             episode: float | None = None) -> bool:
+    return badness(steal_cores, burst_s, episode) >= 1.0
+
+
+def describe(steal_cores: float | None, burst_s: float | None = None,
+             episode: float | None = None) -> str:
+    text = (f"the hypervisor took {_known(steal_cores):.2f} cores of this machine "
             f"(at most {_known(burst_s):.2f} s within a second)")
+    if _known(episode) >= UNSTEADY_EPISODE_S:
+        text += (f"; for {_known(episode):.0f} s the back office answered over "
+                 f"{EPISODE_FACTOR:g}x slower than in the rest of the window")
+    return text
 
 
 def steady(measure: Callable[[int], T],
-           steal_of: Callable[[T], tuple[float | None, float | None]],
+           steal_of: Callable[[T], tuple[float | None, ...]],
            say: Callable[[str], Any], what: str, retry: Callable[[T], bool] | None = None,
            sleep: Callable[[float], Any] = time.sleep) -> T:
     """``measure(n)`` for tries n = 1, 2, ... until one is steady (or ``retry(result)`` is
     false), at most :data:`MAX_TRIES`; the steadiest try when none is. ``steal_of(result)``
-    gives the window's mean steal (cores) and its burst (seconds within a second). Each try
+    gives the window's mean steal (cores), its burst (seconds within a second) and,
+    optionally, its episode (:func:`episode_s`). Each try
     must use its own players (:func:`fresh`): a try that reused the last one's players
     found the fraud rules' velocity windows full of its bets and read 38% errors."""
     tries: list[T] = []

@@ -39,13 +39,16 @@ from loadgen.ramp import (
     settle_quiet,
     whole,
 )
-from loadgen.record import Recorder, merge
+from loadgen.record import Recorder, RequestLog, merge
 from loadgen.run import Plan, finish, server_watch
 from loadgen.stalls import find_stalls
 from loadgen.steady import (
+    EPISODE_FACTOR,
     UNSTEADY_BURST_S,
+    UNSTEADY_EPISODE_S,
     UNSTEADY_STEAL,
     describe,
+    episode_s,
     fresh,
     steady,
     unsteady,
@@ -110,7 +113,17 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
         steal, burst = watch.steal(seconds)
         res.meta["host_steal_cores"] = round(steal, 3)
         res.meta["host_steal_burst_s"] = round(burst, 3)
-    return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst)
+    return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst,
+                log_episode_s(rec.log))
+
+
+def log_episode_s(log: RequestLog | None) -> float:
+    """The longest episode of slow seconds of a run's successful requests
+    (:func:`loadgen.steady.episode_s`)."""
+    if log is None or not log.t_s:
+        return 0.0
+    t, lat, _, _ = log.successful()
+    return episode_s(t, lat)
 
 
 def back_office_stalls(rec: Recorder) -> list[float]:
@@ -331,15 +344,22 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                   "nobody, found from outside: `loadgen/stalls.py`); a level's p99 often is "
                   "its longest stall. Steal: cores the hypervisor gave to other machines "
                   f"during the level (marked from {UNSTEADY_STEAL:g} cores or "
-                  f"{UNSTEADY_BURST_S:g} s within a second: the machine was not steady):", ""]
+                  f"{UNSTEADY_BURST_S:g} s within a second: the machine was not steady); "
+                  f"episode: the longest run of seconds whose median latency was over "
+                  f"{EPISODE_FACTOR:g}x the window's (unsteady from {UNSTEADY_EPISODE_S:g} s; "
+                  "an unsteady level was measured again, up to three times, and the "
+                  "steadiest kept):", ""]
         for level, g in table.groupby("level", sort=True):
             steal = g["steal_cores"].iloc[0] if "steal_cores" in g else None
             burst = g["steal_burst_s"].iloc[0] if "steal_burst_s" in g else None
+            episode = g["episode_s"].iloc[0] if "episode_s" in g else None
             steal_text = "" if steal is None or not math.isfinite(steal) else \
                 f"; steal {steal:.2f} cores" + (
                     f", at most {burst:.2f} s in a second" if burst is not None
                     and math.isfinite(burst) else "") + (
-                    " (**unsteady**)" if unsteady(steal, burst) else "")
+                    f"; episode {episode:.0f} s" if episode is not None
+                    and math.isfinite(episode) else "") + (
+                    " (**unsteady**)" if unsteady(steal, burst, episode) else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
@@ -385,7 +405,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         tag = f"l{round(level * 100)}"
         st = steady(lambda n: measure_at(plan, rate, level_s, fresh(tag, n),  # noqa: B023
                                          LEAD_IN_S),
-                    lambda x: (x.steal_cores, x.steal_burst_s), say, f"level {level:.0%}")
+                    lambda x: (x.steal_cores, x.steal_burst_s, x.episode_s), say,
+                    f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
         t = compare(level, rate, st.results, pred)
@@ -395,6 +416,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["beyond_calibration"] = beyond(rate, up_to)
         t["steal_cores"] = st.steal_cores
         t["steal_burst_s"] = st.steal_burst_s
+        t["episode_s"] = st.episode_s
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -404,8 +426,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
-                + (f"; {describe(st.steal_cores, st.steal_burst_s)}"
-                   if unsteady(st.steal_cores, st.steal_burst_s) else "")
+                + (f"; {describe(st.steal_cores, st.steal_burst_s, st.episode_s)}"
+                   if unsteady(st.steal_cores, st.steal_burst_s, st.episode_s) else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
@@ -418,7 +440,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
 
 
 KEPT_COLUMNS = ("besides_back_office_cores", "measured_stalls", "longest_stall_ms",
-                "steal_cores", "steal_burst_s")
+                "steal_cores", "steal_burst_s", "episode_s")
 """Columns of a validation's table that describe the measurement, kept by :func:`repredict`."""
 
 

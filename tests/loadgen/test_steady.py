@@ -105,3 +105,24 @@ def test_calibrations_tries_have_their_own_players() -> None:
                 "cal1-")
     assert _try(plan, 1) == plan
     assert len({_try(plan, n).prefix for n in range(1, st.MAX_TRIES + 1)}) == st.MAX_TRIES
+
+
+def test_an_episode_is_the_longest_run_of_slow_seconds() -> None:
+    import numpy as np
+
+    t = np.arange(0, 30, 0.01)  # 30 s at 100/s, 10 ms each
+    lat = np.full(t.size, 0.010)
+    assert st.episode_s(t, lat) == 0
+    lat[(t >= 12) & (t < 17)] = 0.9      # 5 slow seconds: the back office taken away
+    lat[(t >= 20) & (t < 22)] = 0.9      # and 2 more, apart
+    assert st.episode_s(t, lat) == 5
+    assert st.episode_s(t[:150], lat[:150]) == 0  # under three seconds: no baseline
+    assert st.episode_s([], []) == 0
+    assert unsteady(0.0, 0.0, 5.0) and not unsteady(0.0, 0.0, 2.0)
+    assert "answered over 5x slower" in st.describe(0.0, 0.0, 5.0)
+    # a retry is taken for an episode as for steal, and the steadiest kept
+    said: list[str] = []
+    tries = iter([6.0, 4.0, 3.0])
+    got = steady(lambda n: next(tries), lambda e: (0.0, 0.0, e), said.append, "level 80%",
+                 sleep=lambda s: None)
+    assert got == 3.0 and len(said) == 3 and "keeping the steadiest" in said[-1]
