@@ -410,6 +410,17 @@ def test_a_level_measured_while_the_hypervisor_took_cores_is_left_out() -> None:
     assert len(kept_up(cal.mixes)) == 3
 
 
+def test_a_burst_of_steal_alone_does_not_leave_a_level_out_but_an_episode_does() -> None:
+    from loadgen.calibrate import kept_up
+    from loadgen.steady import UNSTEADY_BURST_S, UNSTEADY_EPISODE_S
+
+    cal = _cal("monolith", {"serve": 0.9}, mixes=True)
+    cal.mixes[2].steal_burst_s = 2 * UNSTEADY_BURST_S  # the top level: every try had one
+    assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 60.0, 200.0]
+    cal.mixes[1].episode_s = UNSTEADY_EPISODE_S
+    assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 200.0]
+
+
 def test_a_calibration_is_rebuilt_from_its_levels_without_load(tmp_path: Path) -> None:
     from loadgen.calibrate import write_levels
 
