@@ -284,10 +284,10 @@ def level_latencies(log: RequestLog | None
     back office's stalls (:mod:`loadgen.stalls`, on the time from sending to the answer)."""
     if log is None or not log.t_s:
         return {}, {}, []
-    t, lat, sent_to_answer, ops = log.successful()
+    _, lat, _, ops = log.successful()
     # the back office's stalls, from sending to answer: a pause of the generator itself
     # (its sends late, lag) is not one, and the model has no such pause
-    sent = t + (lat - sent_to_answer)
+    sent, sent_to_answer, _ = log.sends()
     stalls = find_stalls(sent, sent_to_answer)
     normal = normal_mask(sent, stalls)
     quantiles, knots = {}, {}

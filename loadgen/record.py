@@ -117,6 +117,13 @@ class RequestLog:
                    [str(o) for o in a["op"]], [str(c) or None for c in a["code"]],
                    array("d", a["lag_s"]))
 
+    def sends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of the successful requests: when each left (intended time plus its send lag),
+        the time from sending to the answer (s), and operations: what the back office saw
+        (:func:`loadgen.stalls.find_stalls`), without the generator's own lateness."""
+        t, lat, sent_to_answer, ops = self.successful()
+        return t + (lat - sent_to_answer), sent_to_answer, ops
+
     def extend(self, other: RequestLog) -> RequestLog:
         """This log with ``other``'s requests appended (another generator process)."""
         self.t_s.extend(other.t_s)

@@ -132,9 +132,8 @@ def back_office_stalls(rec: Recorder) -> list[float]:
     log = rec.log
     if log is None or not log.t_s:
         return []
-    t, lat, sent_to_answer, _ = log.successful()
-    return [round(st.duration_s * 1000, 2)
-            for st in find_stalls(t + (lat - sent_to_answer), sent_to_answer)]
+    sent, sent_to_answer, _ = log.sends()
+    return [round(st.duration_s * 1000, 2) for st in find_stalls(sent, sent_to_answer)]
 
 
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
