@@ -298,7 +298,10 @@ def test_auto_mix_rates_spread_over_the_capacity_a_ramp_finds(monkeypatch: pytes
     monkeypatch.setattr(cal_mod, "capacity", lambda s: max(x.achieved for x in s))
     rates = cal_mod.auto_mix_rates(None, 100.0, 1.0)  # type: ignore[arg-type]
     assert rates == tuple(round(f * 225.0, 1) for f in cal_mod.MIX_FRACTIONS)
-    assert max(cal_mod.MIX_FRACTIONS) <= 0.8  # no level above what validate judges
+    # the calibrated range covers a validation's 80% even when its ramp finds a capacity
+    # 10% above the calibration's (session 7: 950/s and 998/s; 80% lay beyond it)
+    assert max(cal_mod.MIX_FRACTIONS) >= 0.8 * 1.1 / 1.05
+    assert max(cal_mod.MIX_FRACTIONS) <= 0.9  # never into saturation
 
 
 def test_operations_with_few_requests_are_reported_not_judged() -> None:

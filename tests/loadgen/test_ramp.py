@@ -65,6 +65,30 @@ def test_a_four_thousand_per_second_back_office_is_not_read_as_three_thousand_fo
     assert capacity(steps) >= 4000.0 / ramp.REFINE_RATIO
 
 
+def test_a_step_whose_median_quadrupled_is_past_capacity() -> None:
+    # session 7: 1,240/s read a median 4.6 times light load's and passed as kept up; 40 s
+    # at 1,000/s then showed the back office could not sustain it (medians of 4-30 ms)
+    assert _step(1000.0, 1000.0, 0.0025).ok(1.0)
+    assert not _step(1240.0, 1240.0, 0.004).ok(1.0)
+
+
+def _knee(cap: float) -> object:
+    """Light load answers in 1 ms; the median's queueing part grows as 1/(1 - rho)."""
+    def measure(rate: float, tag: str) -> Step:
+        rho = rate / cap
+        p50 = 0.001 * (1 + math.log(2) * rho / (1 - rho)) if rho < 1 else 1.0
+        return _step(rate, min(rate, cap), p50)
+    return measure
+
+
+def test_the_capacity_is_a_rate_well_below_the_knee() -> None:
+    steps = search(_knee(2000.0), START, lambda: None, lambda s: None)
+    found = capacity(steps)
+    # median within 3x of the lowest step's (200/s: 1.08 ms): rho <= 0.763, to 10%; with
+    # 5x the search went on to rho 0.85
+    assert 2000.0 * 0.763 / ramp.REFINE_RATIO <= found <= 2000.0 * 0.763
+
+
 def test_below_the_first_step_there_is_nothing_to_bisect() -> None:
     offered, measure = _back_office(150.0)
     steps = search(measure, START, lambda: None, lambda s: None)
