@@ -53,7 +53,7 @@ from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
-from loadgen.steady import fresh, steady, unsteady
+from loadgen.steady import fresh, steady, tail_share, unsteady
 from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp
 from sim.model.scenario import Scenario, parse_scenario
 
@@ -196,6 +196,11 @@ class MixLevel:
     log: RequestLog | None = field(default=None, repr=False, compare=False)
     """Every request of the window (kept beside the levels file, ``FILE.logs.npz``, so that
     :func:`reanalyse` can find the stalls and waits again without load)."""
+
+    @property
+    def tail_share(self) -> float:
+        """Share of the window held by its slowest event (:func:`loadgen.steady.tail_share`)."""
+        return tail_share(self.seconds, self.episode_s, self.stalls_ms)
 
 
 @dataclass
@@ -354,7 +359,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
         mx = steady(lambda n: measure_mix(_try(mix_plan, n), rate, database),  # noqa: B023
-                    lambda x: (x.steal_cores, x.steal_burst_s, x.episode_s), progress,
+                    lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), progress,
                     f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
@@ -364,7 +369,9 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                  + f"  generator {mx.generator_cores:.2f} cores, others "
                  f"{mx.other_cores:.2f} cores (steal {mx.steal_cores:.2f}); p50 "
                  f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
-                 + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else ""))
+                 + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else "")
+                 + (f"; slowest event {mx.tail_share:.1%} of the window"
+                    if unsteady(None, None, mx.tail_share) else ""))
     return cal
 
 
@@ -479,9 +486,12 @@ def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
     within :data:`SATURATED_P50` times the lowest level's: a saturated level's queue grew
     through its window) and, when at least :data:`MIN_STEADY_LEVELS` of them are, only the
     steady ones: under :data:`loadgen.steady.UNSTEADY_STEAL` cores of steal on average and
-    without an episode (one measured while the hypervisor took 0.2 cores had 91 stalls
-    where its neighbours had 5 and 67, and the pauses interpolated from it put the next
-    validation's p99 at 2.5 times the measured). A burst of steal within one second is
+    without one slow event (an episode or a stall) holding
+    :data:`loadgen.steady.UNSTEADY_SHARE` of the window (a 262 ms stall in a 20 s level put
+    54-78 ms into the predicted p99 near its rate where 6 ms was measured; one measured
+    while the hypervisor took 0.2 cores had 91 stalls where its neighbours had 5 and 67, and
+    the pauses interpolated from it put the next validation's p99 at 2.5 times the
+    measured). A burst of steal within one second is
     reason to measure again, not to leave the level out when every try had one: in session
     7 most windows had one (0.05-0.14 s), and leaving them out left the model without its
     top level (calibrated up to 55% of capacity)."""
@@ -489,7 +499,7 @@ def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
         return []
     floor = min(mx.p50_ms for mx in mixes)
     kept = [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
-    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores, None, mx.episode_s)]
+    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores, None, mx.tail_share)]
     return steady_ones if len(steady_ones) >= MIN_STEADY_LEVELS else kept
 
 

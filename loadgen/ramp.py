@@ -23,7 +23,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.record import HIGHEST_US, LOWEST_US, Recorder
-from loadgen.steady import fresh, steady
+from loadgen.steady import fresh, steady, tail_share
 from sim.reports.results import Results
 
 KEEP_UP = 0.9
@@ -80,6 +80,13 @@ class Step:
     """The most it took within a second of the step (seconds)."""
     episode_s: float = 0.0
     """Its longest episode of slow seconds (:func:`loadgen.steady.episode_s`)."""
+    seconds: float = 0.0
+    """Its measured window (s)."""
+
+    @property
+    def tail_share(self) -> float:
+        """Share of the window held by its slowest event (:func:`loadgen.steady.tail_share`)."""
+        return tail_share(self.seconds, self.episode_s, self.stalls_ms)
 
     @property
     def achieved(self) -> float:

@@ -45,12 +45,13 @@ from loadgen.stalls import find_stalls
 from loadgen.steady import (
     EPISODE_FACTOR,
     UNSTEADY_BURST_S,
-    UNSTEADY_EPISODE_S,
+    UNSTEADY_SHARE,
     UNSTEADY_STEAL,
     describe,
     episode_s,
     fresh,
     steady,
+    tail_share,
     unsteady,
 )
 from sim.model.scenario import EmpiricalByRate, Scenario, parse_scenario
@@ -114,7 +115,7 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
         res.meta["host_steal_cores"] = round(steal, 3)
         res.meta["host_steal_burst_s"] = round(burst, 3)
     return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst,
-                log_episode_s(rec.log))
+                log_episode_s(rec.log), seconds)
 
 
 def log_episode_s(log: RequestLog | None) -> float:
@@ -345,20 +346,24 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                   f"during the level (marked from {UNSTEADY_STEAL:g} cores or "
                   f"{UNSTEADY_BURST_S:g} s within a second: the machine was not steady); "
                   f"episode: the longest run of seconds whose median latency was over "
-                  f"{EPISODE_FACTOR:g}x the window's (unsteady from {UNSTEADY_EPISODE_S:g} s; "
-                  "an unsteady level was measured again, up to three times, and the "
-                  "steadiest kept):", ""]
+                  f"{EPISODE_FACTOR:g}x the window's; a level whose slowest event (episode "
+                  f"or stall) held {UNSTEADY_SHARE:.0%} of its window or more (its p99 is "
+                  "that event's) was unsteady too. An unsteady level was measured again, up "
+                  "to three times, and the steadiest kept:", ""]
         for level, g in table.groupby("level", sort=True):
             steal = g["steal_cores"].iloc[0] if "steal_cores" in g else None
             burst = g["steal_burst_s"].iloc[0] if "steal_burst_s" in g else None
             episode = g["episode_s"].iloc[0] if "episode_s" in g else None
+            share = g["tail_share"].iloc[0] if "tail_share" in g else None
             steal_text = "" if steal is None or not math.isfinite(steal) else \
                 f"; steal {steal:.2f} cores" + (
                     f", at most {burst:.2f} s in a second" if burst is not None
                     and math.isfinite(burst) else "") + (
                     f"; episode {episode:.0f} s" if episode is not None
                     and math.isfinite(episode) else "") + (
-                    " (**unsteady**)" if unsteady(steal, burst, episode) else "")
+                    f"; slowest event {share:.1%} of the window" if share is not None
+                    and math.isfinite(share) else "") + (
+                    " (**unsteady**)" if unsteady(steal, burst, share) else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
@@ -404,7 +409,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         tag = f"l{round(level * 100)}"
         st = steady(lambda n: measure_at(plan, rate, level_s, fresh(tag, n),  # noqa: B023
                                          LEAD_IN_S),
-                    lambda x: (x.steal_cores, x.steal_burst_s, x.episode_s), say,
+                    lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), say,
                     f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
@@ -416,6 +421,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["steal_cores"] = st.steal_cores
         t["steal_burst_s"] = st.steal_burst_s
         t["episode_s"] = st.episode_s
+        t["tail_share"] = st.tail_share
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -425,8 +431,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
-                + (f"; {describe(st.steal_cores, st.steal_burst_s, st.episode_s)}"
-                   if unsteady(st.steal_cores, st.steal_burst_s, st.episode_s) else "")
+                + (f"; {describe(st.steal_cores, st.steal_burst_s, st.tail_share)}"
+                   if unsteady(st.steal_cores, st.steal_burst_s, st.tail_share) else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)
@@ -439,7 +445,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
 
 
 KEPT_COLUMNS = ("besides_back_office_cores", "measured_stalls", "longest_stall_ms",
-                "steal_cores", "steal_burst_s", "episode_s")
+                "steal_cores", "steal_burst_s", "episode_s", "tail_share")
 """Columns of a validation's table that describe the measurement, kept by :func:`repredict`."""
 
 
@@ -468,6 +474,10 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
         for col in KEPT_COLUMNS:
             if col in g:
                 t[col] = g[col].iloc[0]
+        if "tail_share" not in g and {"episode_s", "longest_stall_ms"} <= set(g):
+            t["tail_share"] = tail_share(float(res.meta["duration_s"]),
+                                         float(g["episode_s"].iloc[0]),
+                                         [float(g["longest_stall_ms"].iloc[0])])
         t["beyond_calibration"] = beyond(rate, up_to)
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)

@@ -415,13 +415,18 @@ def test_a_level_measured_while_the_hypervisor_took_cores_is_left_out() -> None:
 
 def test_a_burst_of_steal_alone_does_not_leave_a_level_out_but_an_episode_does() -> None:
     from loadgen.calibrate import kept_up
-    from loadgen.steady import UNSTEADY_BURST_S, UNSTEADY_EPISODE_S
+    from loadgen.steady import UNSTEADY_BURST_S
 
     cal = _cal("monolith", {"serve": 0.9}, mixes=True)
     cal.mixes[2].steal_burst_s = 2 * UNSTEADY_BURST_S  # the top level: every try had one
     assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 60.0, 200.0]
-    cal.mixes[1].episode_s = UNSTEADY_EPISODE_S
+    cal.mixes[1].seconds, cal.mixes[1].episode_s = 20.0, 1.0  # 5% of its window
     assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 200.0]
+    cal.mixes[1].episode_s = 0.0
+    cal.mixes[1].stalls_ms = [262.0]  # one stall holding 1.3% of the window
+    assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 200.0]
+    cal.mixes[1].stalls_ms = [25.0] * 50  # routine stalls: the level stays
+    assert [m.rate for m in kept_up(cal.mixes)] == [20.0, 60.0, 200.0]
 
 
 def test_a_calibration_is_rebuilt_from_its_levels_without_load(tmp_path: Path) -> None:
