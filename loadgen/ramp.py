@@ -40,6 +40,15 @@ with, and monolith + SQLite's ramp took 1,240/s (median 13.1 ms, 4.6 times light
 8): "80% of capacity" then lay at the sustained knee, where p99 is decided by which second
 a queue forms. At 3 times light load's median the capacity is a rate the back office
 sustains."""
+MAX_DEFERRED_SHARE = 0.25
+"""A step is past capacity when, in the :data:`QUIET_WINDOW_S` right after its last answer,
+the back office's processes still used more than this share of the cores they used during
+the step: work was left behind (events queued for the fraud and analytics consumers) that a
+longer window would have had to do too. Measured (microservices + PostgreSQL, session 9): 5 s
+steps kept up with 411/s at a median of 7 ms while the consumers' backlog grew, and the
+validation's 80% level (319/s, 70 s) did not keep up at all (medians of 0.5-6 s); the
+calibration's 40 s level at 324/s neither. A steady back office has nothing left to do
+within a second of its last answer."""
 RAMP_FACTOR = 1.5
 """Offered rate of each ramp step over the previous one."""
 MAX_RAMP_STEPS = 12
@@ -82,6 +91,25 @@ class Step:
     """Its longest episode of slow seconds (:func:`loadgen.steady.episode_s`)."""
     seconds: float = 0.0
     """Its measured window (s)."""
+    after_cores: float | None = None
+    """Cores the back office's processes used in the :data:`QUIET_WINDOW_S` right after the
+    step's last answer (None: not measured)."""
+
+    @property
+    def busy_cores(self) -> float | None:
+        """Cores the back office's processes used during the measured window (None: not
+        measured)."""
+        used = self.results.meta.get("server_cpu_s")
+        if not used or not self.seconds > 0:
+            return None
+        return float(sum(used.values())) / self.seconds
+
+    @property
+    def left_work(self) -> bool:
+        """It left work behind (:data:`MAX_DEFERRED_SHARE`)."""
+        busy = self.busy_cores
+        return (self.after_cores is not None and busy is not None and busy > 0
+                and self.after_cores > MAX_DEFERRED_SHARE * busy)
 
     @property
     def tail_share(self) -> float:
@@ -108,11 +136,13 @@ class Step:
         return h.get_value_at_percentile(50) / 1000 if h.get_total_count() else math.nan
 
     def ok(self, base_p50_ms: float) -> bool:
-        """Kept up: answered the offered rate, few errors, nothing skipped, and a median
-        latency within MAX_LATENCY_GROWTH of ``base_p50_ms`` (the ramp's lowest)."""
+        """Kept up: answered the offered rate, few errors, nothing skipped, a median
+        latency within MAX_LATENCY_GROWTH of ``base_p50_ms`` (the ramp's lowest), and no
+        work left behind (:attr:`left_work`)."""
         return (self.achieved >= KEEP_UP * self.offered and self.errors <= MAX_ERROR_RATE
                 and not self.results.meta.get("skipped_requests")
-                and self.p50_ms <= MAX_LATENCY_GROWTH * base_p50_ms)
+                and self.p50_ms <= MAX_LATENCY_GROWTH * base_p50_ms
+                and not self.left_work)
 
 
 def whole(rec: Recorder) -> HdrHistogram:
@@ -163,7 +193,9 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
         good = st.ok(base_p50(steps))
         say(f"{tag:>8} {rate:8.1f}/s offered: {st.achieved:8.1f}/s answered, errors "
             f"{st.errors:.2%}, p50 {st.p50_ms:.2f} ms, mean {st.mean_ms:.1f} ms"
-            + ("" if good else "  (not kept up)"))
+            + ("" if good else "  (not kept up)")
+            + (f"  (left work: {st.after_cores:.2f} cores after it, "
+               f"{st.busy_cores or 0:.2f} during)" if st.left_work else ""))
         if not good:
             settle()
         return good
@@ -187,6 +219,15 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
     if steps and steps[-1].ok(base_p50(steps)):
         settle()  # the last step was kept up, but near capacity
     return steps
+
+
+def cores_after(cpu_seconds: Callable[[], float], sleep: Callable[[float], Any] = time.sleep,
+                clock: Callable[[], float] = time.monotonic) -> float:
+    """Cores the back office's processes use over the next :data:`QUIET_WINDOW_S`
+    (``cpu_seconds()`` as for :func:`settle_quiet`; NaN when it cannot be read)."""
+    before, t0 = cpu_seconds(), clock()
+    sleep(QUIET_WINDOW_S)
+    return (cpu_seconds() - before) / max(clock() - t0, 1e-9)
 
 
 def settle_quiet(cpu_seconds: Callable[[], float], say: Callable[[str], Any],

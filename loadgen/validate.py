@@ -34,6 +34,7 @@ from loadgen.ramp import (
     Step,
     base_p50,
     capacity,
+    cores_after,
     kept_up,
     search,
     settle_quiet,
@@ -142,8 +143,15 @@ def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
     of ``seconds``, the back office left to go quiet after each overload."""
     watch = server_watch(plan)
     cpu_seconds = watch.cpu_now if watch is not None else (lambda: math.nan)
-    return search(lambda rate, tag: measure_at(plan, rate, seconds, tag, RAMP_LEAD_IN_S), start,
-                  lambda: settle_quiet(cpu_seconds, say), say)
+
+    def step(rate: float, tag: str) -> Step:
+        st = measure_at(plan, rate, seconds, tag, RAMP_LEAD_IN_S)
+        if watch is not None:  # what the step left behind (:attr:`Step.left_work`)
+            after = cores_after(cpu_seconds)
+            st.after_cores = after if math.isfinite(after) else None
+        return st
+
+    return search(step, start, lambda: settle_quiet(cpu_seconds, say), say)
 
 
 def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
@@ -502,7 +510,8 @@ def ramp_table(steps: list[Step]) -> pd.DataFrame:
         "p50_ms": s.p50_ms, "mean_ms": s.mean_ms,
         "measured_p99_ms": whole(s.rec).get_value_at_percentile(99) / 1000,
         "kept_up": s.ok(base), "steal_cores": s.steal_cores,
-        "steal_burst_s": s.steal_burst_s} for s in steps])
+        "steal_burst_s": s.steal_burst_s, "busy_cores": s.busy_cores,
+        "cores_after": s.after_cores} for s in steps])
 
 
 def judged_misses(table: pd.DataFrame) -> int:

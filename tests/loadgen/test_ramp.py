@@ -156,3 +156,42 @@ def test_the_ramp_table_keeps_every_step_in_order() -> None:
     assert table["offered_rps"].tolist() == [s.offered for s in steps]
     assert table["kept_up"].tolist() == [s.offered <= 1000.0 for s in steps]
     assert capacity(steps) == table.loc[table["kept_up"], "achieved_rps"].max()
+
+
+def _deferring(burst_cap: float, sustained_cap: float, busy: float = 1.6) -> object:
+    """Answers in 1 ms up to ``burst_cap``/s for a step, but above ``sustained_cap`` its
+    consumers fall behind: after the step they go on working at the step's cores."""
+    def measure(rate: float, tag: str) -> Step:
+        st = _step(rate, min(rate, burst_cap), 0.001 if rate <= burst_cap else 0.050)
+        st.seconds = 5.0
+        st.results.meta["server_cpu_s"] = {"public": busy * 5.0 / 2, "fraud": busy * 5.0 / 2}
+        st.after_cores = busy if rate > sustained_cap else 0.02
+        return st
+    return measure
+
+
+def test_a_step_that_leaves_work_behind_is_past_capacity() -> None:
+    # session 9, microservices: 5 s steps kept up with 411/s (median 7 ms) while the event
+    # consumers fell behind; 70 s at 319/s never kept up. The old search read the burst rate.
+    steps = search(_deferring(400.0, 300.0), START, lambda: None, lambda s: None)
+    found = capacity(steps)
+    assert 300.0 / ramp.REFINE_RATIO <= found <= 300.0
+    st_ = _deferring(400.0, 300.0)(350.0, "x")
+    assert st_.left_work and not st_.ok(1.0) and st_.busy_cores == pytest.approx(1.6)
+    calm = _deferring(400.0, 300.0)(250.0, "y")
+    assert not calm.left_work and calm.ok(1.0)
+    # unmeasured (no CPU figures): the other rules alone
+    blind = _step(350.0, 350.0, 0.001)
+    assert blind.busy_cores is None and not blind.left_work and blind.ok(1.0)
+
+
+def test_the_cores_after_a_step_are_read_over_the_quiet_window() -> None:
+    clock = SimpleNamespace(t=0.0)
+    cpu = SimpleNamespace(s=10.0)
+
+    def sleep(dt: float) -> None:
+        clock.t += dt
+        cpu.s += 0.8 * dt  # a backlog worked off at 0.8 cores
+
+    got = ramp.cores_after(lambda: cpu.s, sleep, lambda: clock.t)
+    assert got == pytest.approx(0.8) and clock.t == ramp.QUIET_WINDOW_S
