@@ -108,10 +108,16 @@ def test_stalls_are_ordered_disjoint_and_never_invented(
         assert a.start_s + a.duration_s <= b.start_s
     assert all(s.duration_s > 0 and s.end_s >= s.start_s + s.duration_s for s in found)
     # each stall lies inside a pause (merged when pauses overlap), never outside every one;
-    # from outside it may start up to a long service time early (the job the pause held)
+    # from outside it may start up to a long service time early (the job the pause held) or
+    # at the last answer before the pause, a Poisson gap early (600/s: one 6.2 ms early, seed
+    # 3464, pause at 4.234 s; a gap over 8 mean gaps has odds e^-8); it ends with the first
+    # answer after the pause: the job then in service (gamma, tail ~2 ms) and the loopback
+    # (200/s: one 2.05 ms late, seed 1774); pauses closer than that are one from outside
+    # (two 0.3 ms apart were found as one stall)
+    early = max(0.005, 8.0 / rate)
     for s in found:
-        assert any(p - 0.005 <= s.start_s and s.start_s + s.duration_s <= p + d + 0.002
-                   for p, d in _merged(pauses))
+        assert any(p - early <= s.start_s and s.start_s + s.duration_s <= p + d + 0.004
+                   for p, d in _merged(pauses, within=0.004))
     assert len(found) <= len(pauses)
     held = np.zeros(t.size, dtype=bool)
     for s in found:
@@ -120,10 +126,12 @@ def test_stalls_are_ordered_disjoint_and_never_invented(
     assert not (normal_mask(t, found) & held).any()
 
 
-def _merged(pauses: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _merged(pauses: list[tuple[float, float]], within: float = 0.0
+            ) -> list[tuple[float, float]]:
+    """Pauses that overlap, or lie ``within`` seconds of each other, as one."""
     out: list[list[float]] = []
     for p, d in sorted(pauses):
-        if out and p <= out[-1][0] + out[-1][1]:
+        if out and p <= out[-1][0] + out[-1][1] + within:
             out[-1][1] = max(out[-1][1], p + d - out[-1][0])
         else:
             out.append([p, d])
