@@ -245,10 +245,7 @@ def settle_quiet(cpu_seconds: Callable[[], float], say: Callable[[str], Any],
         return clock() - t0
     sleep(SETTLE_MIN_S)
     while True:
-        before = cpu_seconds()
-        w0 = clock()
-        sleep(QUIET_WINDOW_S)
-        used = (cpu_seconds() - before) / max(clock() - w0, 1e-9)
+        used = cores_after(cpu_seconds, sleep, clock)
         waited = clock() - t0
         if used < QUIET_CORES:
             say(f"settled {waited:.0f} s (back office at {used:.2f} cores)")

@@ -18,10 +18,10 @@ The machine's other tenants show in a second way: an *episode*, seconds during w
 office answered many times slower than in the rest of its window, with no steal to explain
 it (session 7, microservices at 80% of capacity: 18 s of ~1 s medians in a 70 s window
 whose other seconds read 12-35 ms, the calibration's level at the same rate 13 ms). And a
-third, shorter and as decisive: a disk write that takes a quarter of a second (session 9,
-no steal: stalls of 243-466 ms on SQLite and PostgreSQL alike, about one a minute) holds
-every request for its length. One event of either kind that holds :data:`UNSTEADY_SHARE` of
-a window's requests decides the window's p99 by itself (:func:`tail_share`): SQLite at 50%
+third, shorter and as decisive: a stall of a quarter to half a second (session 9, no
+steal: 243-466 ms on SQLite and PostgreSQL alike, about one a minute; a slow disk write by
+its look, not measured) holds every request for its length. One event of either kind
+that holds :data:`UNSTEADY_SHARE` of a window's requests decides the window's p99 by itself (:func:`tail_share`): SQLite at 50%
 of capacity read p99 328 ms from one slow first second (p50 217 ms there, 2 ms in the other
 29), and a 262 ms stall in a 20 s calibration level put 54-78 ms into the model's p99 at
 every rate near it where the validation measured 6 ms. Such a window is measured again the
