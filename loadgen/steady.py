@@ -22,9 +22,10 @@ third, shorter and as decisive: a stall of a quarter to half a second (session 9
 steal: 243-466 ms on SQLite and PostgreSQL alike, about one a minute; a slow disk write by
 its look, not measured) holds every request for its length. One event of either kind
 that holds :data:`UNSTEADY_SHARE` of a window's requests decides the window's p99 by itself
-(:func:`tail_share`): SQLite at 50% of capacity read p99 328 ms from one slow first second (p50 217 ms there, 2 ms in the other
-29), and a 262 ms stall in a 20 s calibration level put 54-78 ms into the model's p99 at
-every rate near it where the validation measured 6 ms. Such a window is measured again the
+(:func:`tail_share`): SQLite at 50% of capacity read p99 328 ms from one slow first
+second (p50 217 ms there, 2 ms in the other 29), and a 262 ms stall in a 20 s calibration
+level put 54-78 ms into the model's p99 at every rate near it where the validation
+measured 6 ms. Such a window is measured again the
 same way, and kept and marked when every try had one. No I/O but through the callables
 given.
 """
