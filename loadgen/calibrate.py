@@ -54,7 +54,7 @@ from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
 from loadgen.steady import fresh, steady, tail_share, unsteady
-from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp
+from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp, rest
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -344,7 +344,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
               ) -> Calibration:
     """Measure every operation of the plan's scenario at every rate, then the whole mix at
     every rate of ``mix_rates`` for ``mix_seconds`` (default: the plan's duration; what
-    changes with load: CPU per request, the machine, stalls, the off-CPU wait)."""
+    changes with load: CPU per request, the machine, stalls, the off-CPU wait), each after
+    the back office has gone quiet (:func:`loadgen.validate.rest`, as a validation's levels)."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
     cal = Calibration(topology, plan.target)
@@ -362,8 +363,11 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     for rate in mix_rates:
-        mx = steady(lambda n: measure_mix(_try(mix_plan, n), rate, database),  # noqa: B023
-                    lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), progress,
+        def one(n: int, rate: float = rate) -> MixLevel:
+            rest(dataclasses.replace(plan, database=database), progress)  # as validate's
+            return measure_mix(_try(mix_plan, n), rate, database)
+
+        mx = steady(one, lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), progress,
                     f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
