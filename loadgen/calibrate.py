@@ -47,13 +47,14 @@ import yaml
 from hdrh.histogram import HdrHistogram
 
 from loadgen.behaviour import Players, Request
+from loadgen.limits import players_at
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import SHARED_PREFIX, CpuWatch
 from loadgen.ramp import capacity
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
-from loadgen.steady import fresh, steady, tail_share, unsteady
+from loadgen.steady import Steadiness, fresh, steady, tail_share
 from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp, rest
 from sim.model.scenario import Scenario, parse_scenario
 
@@ -163,6 +164,10 @@ class Level:
     steal_burst_s: float = 0.0
     """The most it took within a second of the window."""
 
+    @property
+    def steadiness(self) -> Steadiness:
+        return Steadiness(self.steal_cores, self.steal_burst_s)
+
 
 @dataclass
 class MixLevel:
@@ -205,6 +210,10 @@ class MixLevel:
     def tail_share(self) -> float:
         """Share of the window held by its slowest event (:func:`loadgen.steady.tail_share`)."""
         return tail_share(self.seconds, self.episode_s, self.stalls_ms)
+
+    @property
+    def steadiness(self) -> Steadiness:
+        return Steadiness(self.steal_cores, self.steal_burst_s, self.tail_share)
 
 
 @dataclass
@@ -256,7 +265,8 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
     and the rest of the machine's cores, p50 and p99 of every request (after
     :data:`loadgen.validate.LEAD_IN_S` of it not measured, as validate's levels)."""
     watch = _watch(plan, database)
-    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
+    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, players_at(rate, plan.players),
+                         plan.seed,
                          f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
                          keep_requests=True, lead_in_s=LEAD_IN_S)
     part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
@@ -353,7 +363,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
         bet: dict[str, float] | None = None
         for op in ops:
             lv = steady(lambda n: measure(_try(plan, n), op, rate, bet, database),  # noqa: B023
-                        lambda x: (x.steal_cores, x.steal_burst_s), progress,
+                        lambda x: x.steadiness, progress,
                         f"{op} at {rate:g}/s")
             if op == "bet":
                 bet = lv.cpu_ms
@@ -367,8 +377,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
             rest(dataclasses.replace(plan, database=database), progress)  # as validate's
             return measure_mix(_try(mix_plan, n), rate, database)
 
-        mx = steady(one, lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), progress,
-                    f"mix at {rate:g}/s")
+        mx = steady(one, lambda x: x.steadiness, progress, f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
                   if mx.stalls_ms else "; no stall")
         cal.mixes.append(mx)
@@ -379,7 +388,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                  f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
                  + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else "")
                  + (f"; slowest event {mx.tail_share:.1%} of the window"
-                    if unsteady(None, None, mx.tail_share) else ""))
+                    if Steadiness(tail_share=mx.tail_share).unsteady else ""))
     return cal
 
 
@@ -507,7 +516,8 @@ def kept_up(mixes: list[MixLevel]) -> list[MixLevel]:
         return []
     floor = min(mx.p50_ms for mx in mixes)
     kept = [mx for mx in mixes if mx.p50_ms <= SATURATED_P50 * floor]
-    steady_ones = [mx for mx in kept if not unsteady(mx.steal_cores, None, mx.tail_share)]
+    steady_ones = [mx for mx in kept
+                   if not Steadiness(mx.steal_cores, None, mx.tail_share).unsteady]
     return steady_ones if len(steady_ones) >= MIN_STEADY_LEVELS else kept
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen.record import HIGHEST_US, LOWEST_US, Recorder
-from loadgen.steady import fresh, steady, tail_share
+from loadgen.steady import Steadiness, fresh, steady, tail_share
 from sim.reports.results import Results
 
 KEEP_UP = 0.9
@@ -118,6 +118,10 @@ class Step:
         return tail_share(self.seconds, self.episode_s, self.stalls_ms)
 
     @property
+    def steadiness(self) -> Steadiness:
+        return Steadiness(self.steal_cores, self.steal_burst_s, self.tail_share)
+
+    @property
     def achieved(self) -> float:
         return float(self.results.meta["achieved_rate_rps"])
 
@@ -187,7 +191,7 @@ def search(measure: Callable[[float, str], Step], start: float, settle: Callable
         # a step not kept up while the hypervisor took cores is taken again: it says
         # nothing of the back office's capacity (:mod:`loadgen.steady`)
         st = steady(lambda n: measure(rate, fresh(tag, n)),
-                    lambda x: (x.steal_cores, x.steal_burst_s),
+                    lambda x: Steadiness(x.steal_cores, x.steal_burst_s),  # steal only
                     say, tag,
                     retry=lambda x: not x.ok(base_p50([*steps, x])), sleep=settle_for)
         steps.append(st)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -110,52 +111,58 @@ def tail_share(window_s: float, episode: float, stalls_ms: Sequence[float]) -> f
     return max(episode, max(stalls_ms, default=0.0) / 1000) / window_s
 
 
-def badness(steal_cores: float | None, burst_s: float | None = None,
-            share: float | None = None) -> float:
-    """How far a window was from steady: 1 at any bound (0 when unknown). ``share`` is
-    :func:`tail_share`."""
-    return max(_known(steal_cores) / UNSTEADY_STEAL, _known(burst_s) / UNSTEADY_BURST_S,
-               _known(share) / UNSTEADY_SHARE)
+@dataclass(frozen=True)
+class Steadiness:
+    """What the machine and the back office did during one measured window that would make
+    its figures not the level's: the hypervisor's steal (mean cores, and the most within a
+    second) and the share of the window held by its slowest event (:func:`tail_share`).
+    Unknown (None or NaN) counts as steady."""
+
+    steal_cores: float | None = None
+    steal_burst_s: float | None = None
+    tail_share: float | None = None
+
+    @property
+    def badness(self) -> float:
+        """How far the window was from steady: 1 at any bound."""
+        return max(_known(self.steal_cores) / UNSTEADY_STEAL,
+                   _known(self.steal_burst_s) / UNSTEADY_BURST_S,
+                   _known(self.tail_share) / UNSTEADY_SHARE)
+
+    @property
+    def unsteady(self) -> bool:
+        return self.badness >= 1.0
+
+    def describe(self) -> str:
+        text = (f"the hypervisor took {_known(self.steal_cores):.2f} cores of this machine "
+                f"(at most {_known(self.steal_burst_s):.2f} s within a second)")
+        if _known(self.tail_share) >= UNSTEADY_SHARE:
+            text += (f"; one slow event (seconds answered over {EPISODE_FACTOR:g}x slower "
+                     f"than the rest, or a stall) held {_known(self.tail_share):.1%} of the "
+                     "window: alone it decides the p99")
+        return text
 
 
-def unsteady(steal_cores: float | None, burst_s: float | None = None,
-             share: float | None = None) -> bool:
-    return badness(steal_cores, burst_s, share) >= 1.0
-
-
-def describe(steal_cores: float | None, burst_s: float | None = None,
-             share: float | None = None) -> str:
-    text = (f"the hypervisor took {_known(steal_cores):.2f} cores of this machine "
-            f"(at most {_known(burst_s):.2f} s within a second)")
-    if _known(share) >= UNSTEADY_SHARE:
-        text += (f"; one slow event (seconds answered over {EPISODE_FACTOR:g}x slower than "
-                 f"the rest, or a stall) held {_known(share):.1%} of the window: alone it "
-                 "decides the p99")
-    return text
-
-
-def steady(measure: Callable[[int], T],
-           steal_of: Callable[[T], tuple[float | None, ...]],
+def steady(measure: Callable[[int], T], steadiness: Callable[[T], Steadiness],
            say: Callable[[str], Any], what: str, retry: Callable[[T], bool] | None = None,
            sleep: Callable[[float], Any] = time.sleep) -> T:
     """``measure(n)`` for tries n = 1, 2, ... until one is steady (or ``retry(result)`` is
-    false), at most :data:`MAX_TRIES`; the steadiest try when none is. ``steal_of(result)``
-    gives the window's mean steal (cores), its burst (seconds within a second) and,
-    optionally, its slowest event's share (:func:`tail_share`). Each try
-    must use its own players (:func:`fresh`): a try that reused the last one's players
-    found the fraud rules' velocity windows full of its bets and read 38% errors."""
+    false), at most :data:`MAX_TRIES`; the steadiest try when none is. ``steadiness(result)``
+    says how steady a try was. Each try must use its own players (:func:`fresh`): a try that
+    reused the last one's players found the fraud rules' velocity windows full of its bets
+    and read 38% errors."""
     tries: list[T] = []
     for n in range(1, MAX_TRIES + 1):
         got = measure(n)
         tries.append(got)
-        steal = steal_of(got)
-        if not unsteady(*steal) or (retry is not None and not retry(got)):
+        how = steadiness(got)
+        if not how.unsteady or (retry is not None and not retry(got)):
             return got
         if n < MAX_TRIES:
-            say(f"{what}: {describe(*steal)}; measuring again in {RETRY_WAIT_S:g} s "
+            say(f"{what}: {how.describe()}; measuring again in {RETRY_WAIT_S:g} s "
                 f"(try {n + 1} of {MAX_TRIES})")
             sleep(RETRY_WAIT_S)
-    best = min(tries, key=lambda t: badness(*steal_of(t)))
+    best = min(tries, key=lambda t: steadiness(t).badness)
     say(f"{what}: unsteady in all {MAX_TRIES} tries; keeping the steadiest: "
-        f"{describe(*steal_of(best))}")
+        f"{steadiness(best).describe()}")
     return best

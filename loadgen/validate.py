@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit
 
 import sim
+from loadgen.limits import players_at
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.ramp import (
     KEEP_UP,
@@ -48,12 +49,11 @@ from loadgen.steady import (
     UNSTEADY_BURST_S,
     UNSTEADY_SHARE,
     UNSTEADY_STEAL,
-    describe,
+    Steadiness,
     episode_s,
     fresh,
     steady,
     tail_share,
-    unsteady,
 )
 from sim.model.scenario import EmpiricalByRate, Scenario, parse_scenario
 from sim.reports.results import Results
@@ -98,7 +98,7 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
     measured."""
     p = dataclasses.replace(plan, duration_s=seconds, prefix=f"{plan.prefix}{tag}-")
     watch = server_watch(p)
-    cfg = OpenLoopConfig(p.target, rate, seconds, p.players, p.seed, p.prefix,
+    cfg = OpenLoopConfig(p.target, rate, seconds, players_at(rate, p.players), p.seed, p.prefix,
                          credentials=p.credentials, keep_requests=True,
                          lead_in_s=lead_in_s)
     parts = run_open_loop(p.scenario, cfg, 1, Hooks(watch.start, watch.stop) if watch else None)
@@ -386,7 +386,7 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                     and math.isfinite(episode) else "") + (
                     f"; slowest event {share:.1%} of the window" if share is not None
                     and math.isfinite(share) else "") + (
-                    " (**unsteady**)" if unsteady(steal, burst, share) else "")
+                    " (**unsteady**)" if Steadiness(steal, burst, share).unsteady else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
@@ -435,8 +435,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
             rest(plan, say)
             return measure_at(plan, rate, level_s, fresh(tag, n), LEAD_IN_S)
 
-        st = steady(one, lambda x: (x.steal_cores, x.steal_burst_s, x.tail_share), say,
-                    f"level {level:.0%}")
+        st = steady(one, lambda x: x.steadiness, say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         measured.append((level, rate, st))
     tables = []
@@ -460,8 +459,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
-                + (f"; {describe(st.steal_cores, st.steal_burst_s, st.tail_share)}"
-                   if unsteady(st.steal_cores, st.steal_burst_s, st.tail_share) else "")
+                + (f"; {st.steadiness.describe()}" if st.steadiness.unsteady else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "validate.csv", index=False)

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from loadgen import steady as st
-from loadgen.steady import steady, unsteady
+from loadgen.steady import Steadiness, steady
 
 
 def _run(steals: list[float], retry: object = None) -> tuple[float, int, list[float], list[str]]:
@@ -22,7 +22,7 @@ def _run(steals: list[float], retry: object = None) -> tuple[float, int, list[fl
         calls += 1
         return next(it)
 
-    got = steady(measure, lambda s: (s, None), said.append, "level 50%",
+    got = steady(measure, lambda s: Steadiness(s), said.append, "level 50%",
                  retry, sleep=slept.append)  # type: ignore[arg-type]
     return got, calls, slept, said
 
@@ -48,11 +48,13 @@ def test_a_result_that_needs_no_retry_is_kept_even_when_unsteady() -> None:
 
 
 def test_unsteady_is_from_the_bound_up_and_never_for_unknown_steal() -> None:
-    assert unsteady(st.UNSTEADY_STEAL) and not unsteady(st.UNSTEADY_STEAL * 0.99)
-    assert not unsteady(None) and not unsteady(math.nan)
+    assert Steadiness(st.UNSTEADY_STEAL).unsteady
+    assert not Steadiness(st.UNSTEADY_STEAL * 0.99).unsteady
+    assert not Steadiness(None).unsteady and not Steadiness(math.nan).unsteady
     # a burst alone: one vCPU descheduled 360 ms in a 20 s window of 0.018 cores' steal
-    assert not unsteady(0.018) and unsteady(0.018, 0.36)
-    assert unsteady(None, st.UNSTEADY_BURST_S) and not unsteady(None, math.nan)
+    assert not Steadiness(0.018).unsteady and Steadiness(0.018, 0.36).unsteady
+    assert Steadiness(None, st.UNSTEADY_BURST_S).unsteady
+    assert not Steadiness(None, math.nan).unsteady
 
 
 def test_the_burst_is_the_most_stolen_within_a_window() -> None:
@@ -118,13 +120,13 @@ def test_an_episode_is_the_longest_run_of_slow_seconds() -> None:
     assert st.episode_s(t, lat) == 5
     assert st.episode_s(t[:150], lat[:150]) == 0  # under three seconds: no baseline
     assert st.episode_s([], []) == 0
-    assert unsteady(0.0, 0.0, st.tail_share(30.0, 5.0, []))
-    assert "answered over 5x slower" in st.describe(0.0, 0.0, st.tail_share(30.0, 5.0, []))
+    one_slow = Steadiness(0.0, 0.0, st.tail_share(30.0, 5.0, []))
+    assert one_slow.unsteady and "answered over 5x slower" in one_slow.describe()
     # a retry is taken for an episode as for steal, and the steadiest kept
     said: list[str] = []
     tries = iter([0.06, 0.04, 0.03])
-    got = steady(lambda n: next(tries), lambda e: (0.0, 0.0, e), said.append, "level 80%",
-                 sleep=lambda s: None)
+    got = steady(lambda n: next(tries), lambda e: Steadiness(0.0, 0.0, e), said.append,
+                 "level 80%", sleep=lambda s: None)
     assert got == 0.03 and len(said) == 3 and "keeping the steadiest" in said[-1]
 
 
@@ -139,18 +141,31 @@ def test_one_slow_second_of_a_30_s_window_decides_its_p99_and_is_measured_again(
     assert np.percentile(lat, 99) > 0.2  # the one second is the p99
     share = st.tail_share(30.0, st.episode_s(t, lat), [])
     assert share == pytest.approx(1 / 30)
-    assert unsteady(0.0, 0.0, share)
+    assert Steadiness(0.0, 0.0, share).unsteady
     # the same second in a window long enough to hold it under 1% is the window's tail
     long_t = np.arange(0, 150, 0.001)
     long_lat = np.full(long_t.size, 0.002)
     long_lat[long_t < 1] = 0.217
-    assert not unsteady(0.0, 0.0, st.tail_share(150.0, st.episode_s(long_t, long_lat), []))
+    long_share = st.tail_share(150.0, st.episode_s(long_t, long_lat), [])
+    assert not Steadiness(0.0, 0.0, long_share).unsteady
 
 
 def test_a_stall_holding_a_hundredth_of_the_window_is_measured_again() -> None:
     # session 9: a 262 ms stall in a 20 s calibration level (1.3%) made its p99 104 ms; the
     # routine stalls of that server were 5-25 ms
-    assert unsteady(0.0, 0.0, st.tail_share(20.0, 0.0, [12.0, 262.0, 20.0]))
-    assert not unsteady(0.0, 0.0, st.tail_share(20.0, 0.0, [25.0] * 60))
+    assert Steadiness(0.0, 0.0, st.tail_share(20.0, 0.0, [12.0, 262.0, 20.0])).unsteady
+    assert not Steadiness(0.0, 0.0, st.tail_share(20.0, 0.0, [25.0] * 60)).unsteady
     assert st.tail_share(20.0, 0.0, []) == 0.0 and st.tail_share(0.0, 1.0, [5.0]) == 0.0
     assert st.tail_share(10.0, 1.0, [2500.0]) == pytest.approx(0.25)  # the longer event
+
+
+def test_a_measured_level_has_enough_players_that_none_sends_too_fast() -> None:
+    """Regression (session 10): 1,000 players at 3,900/s (3.9 requests/s each) read a p50
+    rising 2 -> 7-14 ms over a 60 s window, 10,000 players a flat 2 ms."""
+    from loadgen.limits import MAX_PLAYER_RPS, players_at
+
+    assert players_at(100.0, 1000) == 1000
+    assert players_at(3900.0, 1000) >= 3900.0 / MAX_PLAYER_RPS >= 9000
+    for rate in (1.0, 399.9, 400.0, 401.0, 5000.0, 12345.6):
+        n = players_at(rate, 1000)
+        assert n >= 1000 and rate / n <= MAX_PLAYER_RPS
