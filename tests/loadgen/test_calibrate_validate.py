@@ -557,6 +557,7 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
 
     from loadgen import calibrate as cal_mod
     from loadgen import validate as val
+    from loadgen.steady import Steadiness
 
     events: list[str] = []
     monkeypatch.setattr(val, "rest", lambda plan, say: events.append("rest"))
@@ -571,7 +572,7 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
         events.append(f"measure {rate:g}")
         return SimpleNamespace(results=fake_results(rate), steal_cores=0.0,
                                steal_burst_s=0.0, tail_share=0.0, besides_cores=0.1,
-                               stalls_ms=[], episode_s=0.0)
+                               stalls_ms=[], episode_s=0.0, steadiness=Steadiness())
 
     def fake_predict(scenario: object, topology: str, rate: float, *args: object
                      ) -> SimpleNamespace:
