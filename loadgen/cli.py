@@ -200,8 +200,9 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               callback=_finite_positive, help="measured seconds per operation and level")
 @click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
               show_default=True,
-              help="players per measured run (new ones each run): few players at thousands of "
-                   "requests/s each hold far more history than real ones")
+              help="players per measured run (new ones each run), at least one per 0.4 "
+                   "requests/s of a mix level: few players at thousands of requests/s each "
+                   "hold far more history than real ones")
 @click.option("--database", default=None, metavar="NAME",
               help="PostgreSQL database the back office uses (its backends on this machine "
                    "are accounted as the database: a db demand per operation)")
@@ -350,7 +351,9 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
 @click.option("--sim-seconds", type=float, default=60.0, show_default=True,
               callback=_finite_positive, help="simulated seconds per prediction")
 @click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
-              show_default=True, help="players per measured level (new ones each level)")
+              show_default=True,
+              help="players per measured level (new ones each level), at least one per 0.4 "
+                   "requests/s of the level")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
