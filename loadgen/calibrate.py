@@ -229,8 +229,9 @@ def measure(plan: Plan, op: str, rate: float, bet_cpu: dict[str, float] | None,
     """One calibration run: ``op`` alone at ``rate`` for the plan's duration; with
     ``database`` (a PostgreSQL database name) its backends' CPU is the role ``database``."""
     watch = _watch(plan, database)
-    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, plan.players, plan.seed,
-                         f"{plan.prefix}{op}{int(rate)}-", credentials=plan.credentials)
+    cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, players_at(rate, plan.players),
+                         plan.seed, f"{plan.prefix}{op}{int(rate)}-",
+                         credentials=plan.credentials)
 
     def source(sc: Scenario, c: OpenLoopConfig, i: int) -> OneOperation:
         return OneOperation(Players(sc, c.players, f"{c.prefix}g{i}-", c.seed), op)
@@ -266,8 +267,7 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
     :data:`loadgen.validate.LEAD_IN_S` of it not measured, as validate's levels)."""
     watch = _watch(plan, database)
     cfg = OpenLoopConfig(plan.target, rate, plan.duration_s, players_at(rate, plan.players),
-                         plan.seed,
-                         f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
+                         plan.seed, f"{plan.prefix}mix{int(rate)}-", credentials=plan.credentials,
                          keep_requests=True, lead_in_s=LEAD_IN_S)
     part = run_open_loop(plan.scenario, cfg, 1, Hooks(watch.start, watch.stop))[0]
     rec = merge([part["recorder"]])

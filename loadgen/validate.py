@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,17 +142,27 @@ def back_office_stalls(rec: Recorder) -> list[float]:
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
     """The capacity search (:func:`loadgen.ramp.search`) on the running back office: steps
     of ``seconds``, the back office left to go quiet after each overload."""
-    watch = server_watch(plan)
-    cpu_seconds = watch.cpu_now if watch is not None else (lambda: math.nan)
+    cpu_seconds = server_cpu_seconds(plan)
 
     def step(rate: float, tag: str) -> Step:
         st = measure_at(plan, rate, seconds, tag, RAMP_LEAD_IN_S)
-        if watch is not None:  # what the step left behind (:attr:`Step.left_work`)
+        if cpu_seconds is not None:  # what the step left behind (:attr:`Step.left_work`)
             after = cores_after(cpu_seconds)
             st.after_cores = after if math.isfinite(after) else None
         return st
 
-    return search(step, start, lambda: settle_quiet(cpu_seconds, say), say)
+    return search(step, start, lambda: settle_quiet(cpu_seconds or _unread, say), say)
+
+
+def _unread() -> float:
+    return math.nan
+
+
+def server_cpu_seconds(plan: Plan) -> Callable[[], float] | None:
+    """The CPU seconds the back office's processes (with ``plan.database``, its PostgreSQL
+    backends too) have used so far, as a callable; None when they are not on this machine."""
+    watch = server_watch(plan)
+    return watch.cpu_now if watch is not None else None
 
 
 def rest(plan: Plan, say: Any) -> float:
@@ -165,8 +176,7 @@ def rest(plan: Plan, say: Any) -> float:
     model, following its calibration, read p50 11-32% above the validation in all four
     runs, never below (SQLite twice, PostgreSQL, microservices).
     Returns the seconds waited."""
-    watch = server_watch(plan)
-    return settle_quiet(watch.cpu_now if watch is not None else (lambda: math.nan), say)
+    return settle_quiet(server_cpu_seconds(plan) or _unread, say)
 
 
 def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
