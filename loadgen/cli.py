@@ -9,6 +9,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -31,6 +32,23 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: Any) -> 
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter("must be a positive finite number", ctx, param)
     return value
+
+
+def _database(ctx: click.Context, param: click.Parameter, value: str | None
+              ) -> tuple[str | None, str | None]:
+    """``--database NAME`` or ``--database postgresql://user@host:port/NAME``: (name, URL)."""
+    if value is None:
+        return None, None
+    if "://" in value:
+        url = urlsplit(value)
+        name = url.path.strip("/")
+        if url.scheme not in ("postgresql", "postgres") or not name or "/" in name:
+            raise click.BadParameter(
+                "must be a database name or a postgresql://user@host:port/NAME URL", ctx, param)
+        return name, value
+    if not value.strip() or "/" in value:
+        raise click.BadParameter("must be a database name or a postgresql:// URL", ctx, param)
+    return value, None
 
 
 @click.command()
@@ -203,9 +221,10 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               help="players per measured run (new ones each run), at least one per 0.4 "
                    "requests/s of a mix level: few players at thousands of requests/s each "
                    "hold far more history than real ones")
-@click.option("--database", default=None, metavar="NAME",
+@click.option("--database", default=None, metavar="NAME|URL", callback=_database,
               help="PostgreSQL database the back office uses (its backends on this machine "
-                   "are accounted as the database: a db demand per operation)")
+                   "are accounted as the database: a db demand per operation); as a "
+                   "postgresql:// URL, each mix level starts just after a CHECKPOINT")
 @click.option("--credentials", type=click.Path(dir_okay=False), default=None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 @click.option("--from-levels", "from_levels", type=click.Path(exists=True, dir_okay=False),
@@ -215,8 +234,8 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
               use_rate: float | None, mix_rates: tuple[float, ...] | None,
               mix_seconds: float, start_rate: float, seconds: float,
-              players: int, database: str | None, credentials: str | None,
-              from_levels: str | None) -> None:
+              players: int, database: tuple[str | None, str | None],
+              credentials: str | None, from_levels: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
 
@@ -260,9 +279,10 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     if use_rate is not None and use_rate not in rates:
         raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
     _check_reachable(target)
+    database, database_url = database
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=seconds,
                     players=players, seed=1, credentials=creds, architecture=topology,
-                    prefix=f"cal{secrets.token_hex(3)}-")
+                    prefix=f"cal{secrets.token_hex(3)}-", database_url=database_url)
     say = lambda s: click.echo(s, err=True)  # noqa: E731
     try:
         if mix_rates is None:
@@ -279,7 +299,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                f"--use-rate {chosen:g} --seconds {seconds:g}"
                + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
                + f" --mix-seconds {mix_seconds:g} --players {players}"
-               + (f" --database {database}" if database else ""))
+               + (f" --database {database_url or database}" if database else ""))
     _write_calibrated(sc, cal, chosen, command, out_file, say)
 
 
@@ -358,10 +378,12 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
               help=f"credentials YAML [default: ${ENV_VAR}]")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="parallel processes of the simulations")
-@click.option("--database", default=None, metavar="NAME",
+@click.option("--database", default=None, metavar="NAME|URL", callback=_database,
               help="PostgreSQL database the back office uses: its backends on this machine "
                    "are watched with the back office (else their CPU reads as the rest of "
-                   "the machine's, and the prediction counts it twice)")
+                   "the machine's, and the prediction counts it twice); as a postgresql:// "
+                   "URL, each level starts just after a CHECKPOINT (a timed one writing "
+                   "during a level raised its p99 tenfold here)")
 @click.option("--from-measured", "from_measured", default=None,
               type=click.Path(exists=True, file_okay=False),
               help="predict again against an earlier validation's --out DIR (its levels, "
@@ -369,7 +391,7 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
 def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
                       start_rate: float, step_seconds: float, level_seconds: float,
                       sim_seconds: float, players: int, credentials: str | None,
-                      jobs: int | None, database: str | None,
+                      jobs: int | None, database: tuple[str | None, str | None],
                       from_measured: str | None) -> None:
     """Predicted against measured: find the back office's capacity with a stepped open-loop
     ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
@@ -403,16 +425,18 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
                    "the bar", err=True)
         raise SystemExit(1 if misses else 0)
     _check_reachable(target)
+    database, database_url = database
     if database is None and any(name.endswith("_db") for name in sc.demands):
         click.echo("warning: SCENARIO has database demands and no --database was given: the "
                    "database's CPU will read as the rest of the machine's", err=True)
     plan = run.Plan(scenario=sc, target=target, host=host, port=port, duration_s=step_seconds,
                     players=players, seed=1, credentials=creds, architecture=topology,
-                    prefix=f"val{secrets.token_hex(3)}-", database=database)
+                    prefix=f"val{secrets.token_hex(3)}-", database=database,
+                    database_url=database_url)
     command = (f"testbed validate {scenario} --target {target} --topology {topology} "
                f"--out {out_dir} --start-rate {start_rate:g} --step-seconds {step_seconds:g} "
                f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}"
-               + (f" --database {database}" if database else ""))
+               + (f" --database {database_url or database}" if database else ""))
     try:
         table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
                                    level_seconds, sim_seconds, jobs, command,

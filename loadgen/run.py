@@ -45,6 +45,9 @@ class Plan:
     """PostgreSQL database the back office uses on this machine: its backends are watched
     with the back office's processes (labelled :data:`loadgen.probe.SHARED_PREFIX`), so
     their CPU is not read as the rest of the machine's."""
+    database_url: str | None = None
+    """The same database as a ``postgresql://`` URL (``--database URL``): before each
+    measured level a checkpoint is asked of it (:func:`loadgen.validate.rest`)."""
 
 
 def server_watch(plan: Plan) -> CpuWatch | None:

@@ -9,7 +9,9 @@ one write transaction and every caller is answered after the COMMIT. Common bets
 take the all-or-nothing short paths of :mod:`reference_impl.storage.sqlite_fast`; any other
 command runs the general script in a savepoint, so its refusal undoes only its own writes;
 an unexpected error rolls the whole batch back and its commands run one transaction each.
-Checkpoints run in a background thread (:mod:`reference_impl.storage.sqlite_checkpointer`).
+Checkpoints run in a background thread (:mod:`reference_impl.storage.sqlite_checkpointer`);
+every write transaction holds its gate (:meth:`SqliteStorage._writing`), so a checkpoint that
+blocks writers is waited for off the event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -96,6 +99,7 @@ class SqliteStorage(SqlStorage):
         self._pending: list[_Pending] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._checkpointer: WalCheckpointer | None = None
+        self._gate = threading.Lock()  # held by a write transaction or a RESTART checkpoint
         self.group_commits = 0  # write transactions committed by the group commit
 
     async def open(self) -> None:
@@ -122,7 +126,7 @@ class SqliteStorage(SqlStorage):
             raise
         self._db = db
         self._sql = CountedSqlite(db, self.metrics)
-        self._checkpointer = WalCheckpointer(self.path)
+        self._checkpointer = WalCheckpointer(self.path, self._gate)
         self._checkpointer.start()
 
     @property
@@ -148,7 +152,7 @@ class SqliteStorage(SqlStorage):
         if db is None:
             raise RuntimeError("storage is not open")
         started = time.perf_counter()
-        async with self._lock:
+        async with self._writing(write), self._lock:
             immediate = write and self.settings.concurrency == "pessimistic"
             db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             self.metrics.lock_wait_seconds.observe(time.perf_counter() - started, "sqlite")
@@ -158,6 +162,27 @@ class SqliteStorage(SqlStorage):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _writing(self, write: bool = True) -> AsyncIterator[None]:
+        """Hold the checkpointer's gate for one write transaction (nothing for a read). A
+        RESTART checkpoint in progress is waited for in a worker thread, so the event loop
+        goes on answering meanwhile instead of sleeping in SQLite's busy handler."""
+        gate = self._gate
+        if not write:
+            yield
+            return
+        if not gate.acquire(blocking=False):
+            waiter = asyncio.ensure_future(asyncio.to_thread(gate.acquire))
+            try:
+                await asyncio.shield(waiter)
+            except asyncio.CancelledError:  # the gate is ours once the thread gets it
+                waiter.add_done_callback(lambda _: gate.release())
+                raise
+        try:
+            yield
+        finally:
+            gate.release()
 
     async def read_ledger(self, *, incremental: bool) -> LedgerSnapshot:
         """Read in a worker thread on its own connection: WAL gives it a snapshot, and
@@ -204,7 +229,7 @@ class SqliteStorage(SqlStorage):
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
-                async with self._lock:
+                async with self._writing(), self._lock:
                     done = self._commit_batch(batch)
                 if not done:  # the batch as a whole failed: one transaction per command
                     for item in batch:
