@@ -214,6 +214,10 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               help="measured seconds per mix level (stalls are rare: seconds, not a few)")
 @click.option("--start-rate", type=float, default=50.0, show_default=True,
               callback=_finite_positive, help="first rate of the auto ramp (x1.5 a step)")
+@click.option("--refine", type=click.IntRange(0, 10), default=2, show_default=True,
+              help="mix levels added after the others, each halfway between the two "
+                   "neighbours that disagree most (p99 over 1.6x apart, or stalls over "
+                   "0.5/s apart): the model interpolates between levels")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
 @click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
@@ -233,7 +237,7 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    "of measuring (no load is sent: a changed model, the same measurements)")
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
               use_rate: float | None, mix_rates: tuple[float, ...] | None,
-              mix_seconds: float, start_rate: float, seconds: float,
+              mix_seconds: float, start_rate: float, refine: int, seconds: float,
               players: int, database: tuple[str | None, str | None],
               credentials: str | None, from_levels: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
@@ -290,7 +294,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
             mix_rates = cal_mod.auto_mix_rates(ramp_plan, start_rate, ramp_plan.duration_s,
                                                say)
         cal = cal_mod.calibrate(plan, topology, rates, say, database, mix_rates,
-                                mix_seconds)
+                                mix_seconds, refine)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
@@ -298,7 +302,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                f"--scenario {base} --rates {','.join(f'{r:g}' for r in rates)} "
                f"--use-rate {chosen:g} --seconds {seconds:g}"
                + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
-               + f" --mix-seconds {mix_seconds:g} --players {players}"
+               + f" --mix-seconds {mix_seconds:g} --refine {refine} --players {players}"
                + (f" --database {database_url or database}" if database else ""))
     _write_calibrated(sc, cal, chosen, command, out_file, say)
 

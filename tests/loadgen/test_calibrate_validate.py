@@ -688,3 +688,58 @@ def test_database_is_a_name_or_a_postgresql_url(value: str, ok: bool) -> None:
                                       "monolith", "--out", "/tmp/never", "--database", value])
     if not ok:
         assert result.exit_code == 2 and "--database" in result.output
+
+
+def _level(rate: float, p99: float, stalls_per_s: float, seconds: float = 60.0) -> MixLevel:
+    mx = MixLevel(rate, int(rate * seconds), {"serve": 0.3}, 0.05, 0.0, 1.0, p99)
+    mx.seconds = seconds
+    mx.stalls_ms = [6.0] * round(stalls_per_s * seconds)
+    return mx
+
+
+def test_a_mix_level_is_added_where_its_neighbours_disagree_most() -> None:
+    """Session 10, monolith + SQLite: stalls 0/s at 514/s and 2.7/s at 1,541/s (p99 2.5 and
+    10 ms); interpolated, 1.2/s at the validation's 973/s where 0.2/s was measured."""
+    from loadgen.calibrate import refine_rate
+
+    session10 = [_level(513.8, 2.5, 0.0), _level(1541.4, 10.0, 2.7),
+                 _level(2825.9, 22.2, 3.65), _level(3596.6, 27.4, 3.7)]
+    assert refine_rate(session10) == 1027.6
+    # gentle everywhere: nothing to add
+    gentle = [_level(r, 2.0 + r / 1000, 0.1 * r / 1000) for r in (500, 1000, 1500, 2000)]
+    assert refine_rate(gentle) is None
+    # only the stalls jump (same p99): still split
+    assert refine_rate([_level(500, 4.0, 0.0), _level(1000, 4.5, 1.0)]) == 750.0
+    # neighbours already close together are not split again
+    assert refine_rate([_level(1000, 2.0, 0.0), _level(1050, 9.0, 3.0)]) is None
+    # a saturated level (p50 ten times the lowest) is not a neighbour
+    sat = _level(3000, 900.0, 0.0)
+    sat.p50_ms = 50.0
+    assert refine_rate([_level(500, 2.0, 0.0), _level(1000, 2.5, 0.1), sat]) is None
+    assert refine_rate([]) is None and refine_rate([_level(500, 2.0, 0.0)]) is None
+
+
+def test_calibrate_measures_refined_levels_after_the_asked_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadgen import calibrate as cal_mod
+    from loadgen.run import Plan
+
+    monkeypatch.setattr(cal_mod, "rest", lambda plan, say: None)
+    measured: list[float] = []
+
+    def fake_mix(plan: object, rate: float, database: str | None = None) -> MixLevel:
+        measured.append(rate)
+        return _level(rate, 2.0 if rate < 1000 else 2.0 + (rate - 1000) / 50, 0.0)
+
+    monkeypatch.setattr(cal_mod, "measure_mix", fake_mix)
+    plan = Plan(BASE, "http://127.0.0.1:1", "127.0.0.1", 1, 1.0, 10, 1, None, "monolith", "p")
+    said: list[str] = []
+    cal = cal_mod.calibrate(plan, "monolith", (), said.append, mix_rates=(500.0, 1500.0),
+                            mix_seconds=1.0, refine=2)
+    # 500/s p99 2 ms, 1,500/s 12 ms: split at 1,000 (p99 2), then 1,250 (7 ms)
+    assert measured == [500.0, 1500.0, 1000.0, 1250.0]
+    assert [m.rate for m in cal.mixes] == sorted(measured)
+    assert sum("measuring it too" in s for s in said) == 2
+    measured.clear()
+    cal_mod.calibrate(plan, "monolith", (), mix_rates=(500.0, 1500.0), mix_seconds=1.0)
+    assert measured == [500.0, 1500.0]  # refine=0: only what was asked
