@@ -459,7 +459,7 @@ def test_sqlite_group_commit_and_background_checkpoints(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert storage.checkpointer.passes >= 1
-            storage.checkpointer.checkpoint(probe)
+            storage.checkpointer.checkpoint(probe, restart=True)
             await storage.execute(Bet("last", "a", "last", "g", 1), 4)
             _, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             assert 0 < frames < 20  # the log restarted from its beginning
