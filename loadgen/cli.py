@@ -209,9 +209,10 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    "against load (cpu_by_rate), the host (generator, other processes, "
                    "stalls) and the off-CPU wait at each rate; auto: a ramp finds the "
                    "capacity and the mix runs at 10, 30, 55, 70, 80 and 90% of it")
-@click.option("--mix-seconds", type=float, default=10.0, show_default=True,
+@click.option("--mix-seconds", type=float, default=60.0, show_default=True,
               callback=_finite_positive,
-              help="measured seconds per mix level (stalls are rare: seconds, not a few)")
+              help="measured seconds per mix level (stalls are rare: a minute's count, not a "
+                   "few seconds'; the predicted-against-measured results used 60)")
 @click.option("--start-rate", type=float, default=50.0, show_default=True,
               callback=_finite_positive, help="first rate of the auto ramp (x1.5 a step)")
 @click.option("--refine", type=click.IntRange(0, 10), default=2, show_default=True,
@@ -369,9 +370,13 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
 @click.option("--start-rate", type=float, default=50.0, show_default=True,
               callback=_finite_positive, help="first rate of the capacity ramp (x1.5 a step)")
 @click.option("--step-seconds", type=float, default=5.0, show_default=True,
-              callback=_finite_positive, help="measured seconds per ramp step")
-@click.option("--level-seconds", type=float, default=10.0, show_default=True,
-              callback=_finite_positive, help="measured seconds at 20/50/80/95% of capacity")
+              callback=_finite_positive,
+              help="measured seconds per ramp step; the capacity found is then held four "
+                   "times as long to confirm it")
+@click.option("--level-seconds", type=float, default=60.0, show_default=True,
+              callback=_finite_positive,
+              help="measured seconds at 20/50/80/95% of capacity (a p99 of 10 s windows "
+                   "swings with one stall; the results used 60)")
 @click.option("--sim-seconds", type=float, default=60.0, show_default=True,
               callback=_finite_positive, help="simulated seconds per prediction")
 @click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,

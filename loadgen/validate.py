@@ -32,6 +32,7 @@ import sim
 from loadgen.limits import players_at
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.ramp import (
+    CONFIRM_FACTOR,
     KEEP_UP,
     Step,
     base_p50,
@@ -141,17 +142,27 @@ def back_office_stalls(rec: Recorder) -> list[float]:
 
 def ramp(plan: Plan, start: float, seconds: float, say: Any) -> list[Step]:
     """The capacity search (:func:`loadgen.ramp.search`) on the running back office: steps
-    of ``seconds``, the back office left to go quiet after each overload."""
+    of ``seconds``, the back office left to go quiet after each overload; its capacity
+    confirmed by steps :data:`loadgen.ramp.CONFIRM_FACTOR` times as long, each started as a
+    level is (:func:`rest`, :data:`LEAD_IN_S`)."""
     cpu_seconds = server_cpu_seconds(plan)
 
-    def step(rate: float, tag: str) -> Step:
-        st = measure_at(plan, rate, seconds, tag, RAMP_LEAD_IN_S)
+    def measured(rate: float, tag: str, window_s: float, lead_in_s: float) -> Step:
+        st = measure_at(plan, rate, window_s, tag, lead_in_s)
         if cpu_seconds is not None:  # what the step left behind (:attr:`Step.left_work`)
             after = cores_after(cpu_seconds)
             st.after_cores = after if math.isfinite(after) else None
         return st
 
-    return search(step, start, lambda: settle_quiet(cpu_seconds or _unread, say), say)
+    def step(rate: float, tag: str) -> Step:
+        return measured(rate, tag, seconds, RAMP_LEAD_IN_S)
+
+    def confirm(rate: float, tag: str) -> Step:
+        rest(plan, say)
+        return measured(rate, tag, CONFIRM_FACTOR * seconds, LEAD_IN_S)
+
+    return search(step, start, lambda: settle_quiet(cpu_seconds or _unread, say), say,
+                  confirm)
 
 
 def _unread() -> float:
@@ -564,7 +575,7 @@ def ramp_table(steps: list[Step]) -> pd.DataFrame:
         "measured_p99_ms": whole(s.rec).get_value_at_percentile(99) / 1000,
         "kept_up": s.ok(base), "steal_cores": s.steal_cores,
         "steal_burst_s": s.steal_burst_s, "busy_cores": s.busy_cores,
-        "cores_after": s.after_cores} for s in steps])
+        "cores_after": s.after_cores, "confirming": s.confirming} for s in steps])
 
 
 def judged_misses(table: pd.DataFrame) -> int:

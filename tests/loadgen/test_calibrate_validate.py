@@ -743,3 +743,44 @@ def test_calibrate_measures_refined_levels_after_the_asked_ones(
     measured.clear()
     cal_mod.calibrate(plan, "monolith", (), mix_rates=(500.0, 1500.0), mix_seconds=1.0)
     assert measured == [500.0, 1500.0]  # refine=0: only what was asked
+
+
+def test_the_ramps_confirming_steps_start_as_levels_do_and_last_four_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A confirming step is measured as a validation level is: after a rest (a CHECKPOINT
+    on PostgreSQL), with the levels' lead-in, for CONFIRM_FACTOR times a ramp step."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from loadgen import ramp as ramp_mod
+    from loadgen import validate as val
+    from loadgen.record import Recorder
+
+    events: list[tuple[str, float, float, float]] = []
+    monkeypatch.setattr(val, "rest", lambda plan, say: events.append(("rest", 0, 0, 0)))
+    monkeypatch.setattr(val, "server_cpu_seconds", lambda plan: None)
+    monkeypatch.setattr(ramp_mod, "settle_quiet", lambda *a: 0.0)
+    monkeypatch.setattr(val, "settle_quiet", lambda *a: 0.0)
+
+    def fake_measure_at(plan: object, rate: float, seconds: float, tag: str,
+                        lead_in_s: float = 0.0) -> ramp_mod.Step:
+        events.append(("measure", rate, seconds, lead_in_s))
+        rec = Recorder(0.0)
+        slow = rate > 700.0 if seconds > 5.0 else rate > 800.0  # held longer, it queues
+        for i in range(100):
+            rec.record("bet", i / 100, i / 100 + (0.05 if slow else 0.001), None)
+        rec.flush()
+        res = SimpleNamespace(meta={"achieved_rate_rps": rate},
+                              summary=pd.DataFrame({"error_rate": [0.0], "requests": [100]}))
+        return ramp_mod.Step(rate, res, rec, seconds=seconds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(val, "measure_at", fake_measure_at)
+    steps = val.ramp(SimpleNamespace(), 100.0, 5.0, lambda s: None)  # type: ignore[arg-type]
+    confirms = [e for e in events if e[0] == "measure" and e[2] > 5.0]
+    assert confirms and all(e[2] == ramp_mod.CONFIRM_FACTOR * 5.0 and e[3] == val.LEAD_IN_S
+                            for e in confirms)
+    for i, e in enumerate(events):  # every confirming step right after a rest
+        if e in confirms:
+            assert events[i - 1][0] == "rest"
+    assert 700.0 * ramp_mod.CONFIRM_BACKOFF <= ramp_mod.capacity(steps) <= 700.0

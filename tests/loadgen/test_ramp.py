@@ -3,6 +3,7 @@ the wait for a quiet back office on a fake clock."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 
@@ -195,3 +196,50 @@ def test_the_cores_after_a_step_are_read_over_the_quiet_window() -> None:
 
     got = ramp.cores_after(lambda: cpu.s, sleep, lambda: clock.t)
     assert got == pytest.approx(0.8) and clock.t == ramp.QUIET_WINDOW_S
+
+
+def _short_lived(burst_cap: float, sustained_cap: float) -> tuple[object, object]:
+    """5 s steps keep up to ``burst_cap``; a confirming step (four times as long) only up to
+    ``sustained_cap``: above it, its queue has time to grow (median 50 ms)."""
+    def measure(rate: float, tag: str) -> Step:
+        return _step(rate, min(rate, burst_cap), 0.001 if rate <= burst_cap else 0.050)
+
+    def confirm(rate: float, tag: str) -> Step:
+        st = _step(rate, min(rate, sustained_cap), 0.001 if rate <= sustained_cap else 0.050)
+        st.seconds = 20.0
+        return st
+    return measure, confirm
+
+
+@settings(max_examples=25, deadline=None)
+@given(sustained=st.floats(min_value=400.0, max_value=8000.0),
+       short_over=st.floats(min_value=1.0, max_value=1.15))
+def test_the_capacity_is_a_rate_held_four_times_as_long_as_a_step(sustained: float,
+                                                                   short_over: float) -> None:
+    # session 11, monolith + PostgreSQL: 5 s steps kept up with 3,061/s; 60 s at 2,908/s did
+    # not (median 122 ms). The search without confirming steps reads the short-lived rate.
+    measure, confirm = _short_lived(sustained * short_over, sustained)
+    found = capacity(search(measure, START, lambda: None, lambda s: None, confirm))
+    assert found <= sustained
+    low_by = ramp.CONFIRM_BACKOFF / ramp.REFINE_RATIO  # a confirm's step below the bisection's
+    assert found >= sustained * low_by
+
+
+def test_without_confirming_steps_a_short_lived_rate_is_read_as_capacity() -> None:
+    measure, _ = _short_lived(3100.0, 2800.0)
+    assert capacity(search(measure, START, lambda: None, lambda s: None)) > 2800.0
+
+
+def test_confirming_steps_are_bounded_and_the_last_answered_rate_is_said() -> None:
+    measure, confirm = _short_lived(3100.0, 1000.0)
+    said: list[str] = []
+    steps = search(measure, START, lambda: None, said.append, confirm)
+    confirming = [s for s in steps if s.confirming]
+    assert len(confirming) == ramp.MAX_CONFIRM_STEPS
+    assert all(b.offered == pytest.approx(a.offered * ramp.CONFIRM_BACKOFF)
+               for a, b in itertools.pairwise(confirming))
+    assert capacity(steps) == confirming[-1].achieved == 1000.0
+    assert any("no confirming step kept up" in s for s in said)
+    # the table shows which steps confirmed
+    from loadgen.validate import ramp_table
+    assert ramp_table(steps)["confirming"].sum() == ramp.MAX_CONFIRM_STEPS
