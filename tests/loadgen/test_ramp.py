@@ -211,7 +211,7 @@ def _short_lived(burst_cap: float, sustained_cap: float) -> tuple[object, object
     return measure, confirm
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(sustained=st.floats(min_value=400.0, max_value=8000.0),
        short_over=st.floats(min_value=1.0, max_value=1.15))
 def test_the_capacity_is_a_rate_held_four_times_as_long_as_a_step(sustained: float,
