@@ -51,7 +51,7 @@ from loadgen.behaviour import Players, Request
 from loadgen.limits import players_at
 from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.probe import SHARED_PREFIX, CpuWatch
-from loadgen.ramp import capacity
+from loadgen.ramp import capacity, confirmed
 from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
@@ -448,7 +448,10 @@ def auto_mix_rates(plan: Plan, start_rate: float, step_s: float,
     :data:`MIX_FRACTIONS` of it."""
     steps = ramp(plan, start_rate, step_s, progress)
     cap = capacity(steps)
-    progress(f"capacity: {cap:.1f} requests/s; mix levels at "
+    progress(f"capacity: {cap:.1f} requests/s"
+             + (" (NOT CONFIRMED: no confirming step kept up)"
+                if confirmed(steps) is False else "")
+             + "; mix levels at "
              + ", ".join(f"{f:.0%}" for f in MIX_FRACTIONS))
     return tuple(round(f * cap, 1) for f in MIX_FRACTIONS)
 

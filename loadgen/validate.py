@@ -34,9 +34,12 @@ from loadgen.openloop import Hooks, OpenLoopConfig, run_open_loop
 from loadgen.ramp import (
     CONFIRM_FACTOR,
     KEEP_UP,
+    MAX_CONFIRM_STEPS,
     Step,
     base_p50,
     capacity,
+    confirm_rate,
+    confirmed,
     cores_after,
     kept_up,
     search,
@@ -370,7 +373,8 @@ def plot(table: pd.DataFrame, ramp_rows: pd.DataFrame, path: Path, op: str) -> P
 
 
 def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float,
-             cap: float, topology: str, command: str, up_to: float | None = None) -> str:
+             cap: float, topology: str, command: str, up_to: float | None = None,
+             confirmed: bool | None = None) -> str:
     def pct(x: float) -> str:
         return "–" if math.isnan(x) else f"{x:+.0%}"
 
@@ -380,7 +384,15 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         return f"{v:.2f} ± {ci:.2f}" if math.isfinite(ci) else f"{v:.2f}"
 
     lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
-             f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**. "
+             f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**"
+             + {None: ". ",
+                True: f" (held by a step {CONFIRM_FACTOR:g} times as long as the ramp's). ",
+                False: " (**not confirmed**: no step held for "
+                       f"{CONFIRM_FACTOR:g} times as long as the ramp's kept up, down to "
+                       f"{confirm_rate(1.0, MAX_CONFIRM_STEPS - 1):.0%}"
+                       " of the bisection's rate; this is the last one's answered rate, and "
+                       "the levels below are shares of a rate not shown to be sustained). "
+                }[confirmed]
              + (f"the simulator's own ramp of the same rates saturates at about "
                 f"**{sim_capacity:.0f}/s**. " if math.isfinite(sim_capacity) else "")
              + (f"The scenario was calibrated up to {up_to:.0f}/s; levels marked † lie "
@@ -454,7 +466,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = ramp(plan, start_rate, step_s, say)
     cap = capacity(steps)
-    say(f"capacity: {cap:.1f} requests/s")
+    held = confirmed(steps)
+    say(f"capacity: {cap:.1f} requests/s" + ("" if held is not False else " (NOT CONFIRMED)"))
     good = kept_up(steps)
     usl_fit = fit_usl([s.achieved * s.mean_ms / 1000 for s in steps],
                       [s.achieved for s in steps])
@@ -512,7 +525,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     ramp_rows.to_csv(out_dir / "ramp.csv", index=False)
     plot(table, ramp_rows.sort_values("offered_rps"), out_dir / PLOT, "bet")
     (out_dir / "validate.md").write_text(
-        markdown(table, usl_fit, sim_cap, cap, topology, command, up_to), encoding="utf-8")
+        markdown(table, usl_fit, sim_cap, cap, topology, command, up_to, held),
+        encoding="utf-8")
     return table
 
 

@@ -294,7 +294,7 @@ def test_auto_mix_rates_spread_over_the_capacity_a_ramp_finds(monkeypatch: pytes
 
     from loadgen import calibrate as cal_mod
 
-    steps = [SimpleNamespace(achieved=r) for r in (100.0, 150.0, 225.0)]
+    steps = [SimpleNamespace(achieved=r, confirming=False) for r in (100.0, 150.0, 225.0)]
     monkeypatch.setattr(cal_mod, "ramp", lambda plan, start, seconds, say: steps)
     monkeypatch.setattr(cal_mod, "capacity", lambda s: max(x.achieved for x in s))
     rates = cal_mod.auto_mix_rates(None, 100.0, 1.0)  # type: ignore[arg-type]
@@ -325,6 +325,13 @@ def test_operations_with_few_requests_are_reported_not_judged() -> None:
            "peak_throughput": 10.0, "points": 3}
     text = markdown(table, fit, 100.0, 100.0, "monolith", "x")
     assert "| login |" in text and "reported (few requests)" in text
+    # whether a longer step held the capacity is said (session 12: none did, and nothing
+    # in the report said so)
+    assert "not confirmed" not in text and "held by a step" not in text
+    assert "held by a step" in markdown(table, fit, 100.0, 100.0, "monolith", "x",
+                                        confirmed=True)
+    unheld = markdown(table, fit, 100.0, 100.0, "monolith", "x", confirmed=False)
+    assert "**not confirmed**" in unheld and "60%" in unheld
 
 
 def test_levels_beyond_the_calibrated_range_are_flagged(tmp_path: Path) -> None:
@@ -761,7 +768,8 @@ def test_the_ramps_confirming_steps_start_as_levels_do_and_last_four_steps(
     monkeypatch.setattr(val, "rest", lambda plan, say: events.append(("rest", 0, 0, 0)))
     monkeypatch.setattr(val, "server_cpu_seconds", lambda plan: None)
     monkeypatch.setattr(ramp_mod, "settle_quiet", lambda *a: 0.0)
-    monkeypatch.setattr(val, "settle_quiet", lambda *a: 0.0)
+    monkeypatch.setattr(val, "settle_quiet",
+                        lambda *a: events.append(("settle", 0, 0, 0)) or 0.0)
 
     def fake_measure_at(plan: object, rate: float, seconds: float, tag: str,
                         lead_in_s: float = 0.0) -> ramp_mod.Step:
@@ -780,7 +788,10 @@ def test_the_ramps_confirming_steps_start_as_levels_do_and_last_four_steps(
     confirms = [e for e in events if e[0] == "measure" and e[2] > 5.0]
     assert confirms and all(e[2] == ramp_mod.CONFIRM_FACTOR * 5.0 and e[3] == val.LEAD_IN_S
                             for e in confirms)
-    for i, e in enumerate(events):  # every confirming step right after a rest
-        if e in confirms:
-            assert events[i - 1][0] == "rest"
-    assert 700.0 * ramp_mod.CONFIRM_BACKOFF <= ramp_mod.capacity(steps) <= 700.0
+    for i, e in enumerate(events):  # every confirming step right after a rest, and once
+        if e in confirms:  # one was not held, no settle before the next one's rest
+            assert events[i - 1][0] == "rest" and events[i - 2][0] != "settle"
+    assert len(confirms) >= 2  # the bisection ends above 700/s: its rate was not held
+    assert ramp_mod.confirmed(steps) is True
+    assert 700.0 * ramp_mod.confirm_rate(1.0, len(confirms) - 1) <= ramp_mod.capacity(steps) \
+        <= 700.0
