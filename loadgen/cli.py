@@ -208,7 +208,7 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
               help="rates of the whole mix measured after the operations: CPU per request "
                    "against load (cpu_by_rate), the host (generator, other processes, "
                    "stalls) and the off-CPU wait at each rate; auto: a ramp finds the "
-                   "capacity and the mix runs at 10, 30, 55, 70, 80 and 90% of it")
+                   "capacity and the mix runs at 10, 30, 55, 70, 80, 90 and 100% of it")
 @click.option("--mix-seconds", type=float, default=60.0, show_default=True,
               callback=_finite_positive,
               help="measured seconds per mix level (stalls are rare: a minute's count, not a "
@@ -247,7 +247,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     \b
     Each operation runs alone (open loop) at each rate for --seconds; the CPU each server
     process spent (psutil) is divided by the requests answered. Then the whole mix runs at
-    each --mix-rates (auto: 10/30/55/70/80/90% of the capacity a ramp finds): the server's CPU
+    each --mix-rates (auto: 10/30/55/70/80/90/100% of the capacity a ramp finds): the server's CPU
     per request against load becomes each service's cpu_by_rate, and the machine becomes
     the deployment's host (its cores; the load generator's CPU, fixed and per request; the
     other processes' CPU; its stalls as pauses). What a request waited off the CPU at each

@@ -302,7 +302,11 @@ def test_auto_mix_rates_spread_over_the_capacity_a_ramp_finds(monkeypatch: pytes
     # the calibrated range covers a validation's 80% even when its ramp finds a capacity
     # 10% above the calibration's (session 7: 950/s and 998/s; 80% lay beyond it)
     assert max(cal_mod.MIX_FRACTIONS) >= 0.8 * 1.1 / 1.05
-    assert max(cal_mod.MIX_FRACTIONS) <= 0.9  # never into saturation
+    # sessions 12 and 13: the validation's capacity 16-17% above the calibration's; its
+    # 80% level then lay beyond a top level at 90%
+    from loadgen import validate as val
+    assert max(cal_mod.MIX_FRACTIONS) * val.CALIBRATED_MARGIN >= 0.8 * 1.25
+    assert max(cal_mod.MIX_FRACTIONS) <= 1.0  # never past the rate a confirming step held
 
 
 def test_operations_with_few_requests_are_reported_not_judged() -> None:
