@@ -814,6 +814,14 @@ def read_levels(path: Path) -> Calibration:
     return cal
 
 
+def cpu_by_mix_rate(cal: Calibration) -> tuple[list[float], list[float]]:
+    """The back office's CPU ms per request (every role together) at each mix level's rate,
+    ascending: what :func:`loadgen.validate.cpu_vs_calibration` holds a validation's
+    levels against."""
+    mixes = sorted(cal.mixes, key=lambda m: m.rate)
+    return [m.rate for m in mixes], [float(sum(m.cpu_ms.values())) for m in mixes]
+
+
 def reanalyse(cal: Calibration) -> int:
     """Each mix level with its request log: its waits and stalls found again
     (:func:`level_latencies`, as the code now finds them). Returns how many were."""

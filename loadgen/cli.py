@@ -308,6 +308,21 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     _write_calibrated(sc, cal, chosen, command, out_file, say)
 
 
+def _calibrated_cpu(scenario: Path) -> tuple[list[float], list[float]] | None:
+    """The calibration's CPU per request by rate, from the levels written beside a
+    calibrated scenario (``FILE.levels.json``); None for a scenario without them."""
+    from loadgen import calibrate as cal_mod
+
+    levels = scenario.with_suffix(".levels.json")
+    if not levels.is_file():
+        return None
+    try:
+        return cal_mod.cpu_by_mix_rate(cal_mod.read_levels(levels))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        click.echo(f"warning: {levels} unreadable ({exc}): no CPU drift reported", err=True)
+        return None
+
+
 def _write_calibrated(sc: Scenario, cal: Any, use_rate: float, command: str, out_file: str,
                       say: Any) -> None:
     """Build, fit and write the calibrated scenario and its levels."""
@@ -449,7 +464,8 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
     try:
         table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
                                    level_seconds, sim_seconds, jobs, command,
-                                   lambda s: click.echo(s, err=True))
+                                   lambda s: click.echo(s, err=True),
+                                   _calibrated_cpu(Path(scenario)))
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     misses = val.judged_misses(table)

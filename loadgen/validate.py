@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,29 @@ def _busiest(stations: pd.DataFrame, kind: str | None = "cpu") -> float:
     return float(s["utilisation"].max()) if not s.empty else math.nan
 
 
+def cpu_vs_calibration(measured: Results,
+                       calibrated: tuple[Sequence[float], Sequence[float]] | None) -> float:
+    """The back office's CPU per request in a measured level over the calibration's at the
+    same rate (``calibrated``: its mix levels' rates and CPU ms per request, interpolated,
+    held beyond its ends); NaN when either is unknown. Not used by the prediction: it says
+    how much faster (below 1) or slower the machine, or the back office, ran than when the
+    model was calibrated. Measured (sessions 11-13, levels at 20-80%): this ratio and the
+    ratio of measured to predicted p50 moved together, 0.80 and 0.85, 0.84 and 0.90, 1.12 and
+    1.23, 0.91 and 0.92 (monolith + PostgreSQL, whose capacity read 2,065, 2,657 and 2,402/s
+    within one hour): a p50 error of that size is the machine's drift between the two runs,
+    not the model."""
+    if calibrated is None or not calibrated[0]:
+        return math.nan
+    used = measured.meta.get("server_cpu_s")
+    rate = measured.meta.get("achieved_rate_rps")
+    seconds = measured.meta.get("duration_s")
+    if not used or not rate or not seconds:
+        return math.nan
+    per_request = 1000.0 * float(sum(used.values())) / (float(rate) * float(seconds))
+    at_rate = float(np.interp(float(rate), calibrated[0], calibrated[1]))
+    return per_request / at_rate if at_rate > 0 else math.nan
+
+
 def compare(level: float, rate: float, measured: Results, predicted: Results) -> pd.DataFrame:
     """One row per operation: predicted vs measured throughput, p50, p99, utilisation."""
     m = measured.summary.set_index("operation")
@@ -446,6 +469,15 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                     " (**unsteady**)" if Steadiness(steal, burst, share).unsteady else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
+    if "cpu_vs_calibration" in table and table["cpu_vs_calibration"].notna().any():
+        lines += ["", "The back office's CPU per request at each level over the calibration's "
+                  "at the same rate (below 1: the machine, or the back office, ran faster "
+                  "than when the model was calibrated; the prediction does not use it). A "
+                  "p50 error of about the same size and sign is that drift, not the model:", ""]
+        for level, g in table.groupby("level", sort=True):
+            ratio = float(g["cpu_vs_calibration"].iloc[0])
+            if math.isfinite(ratio):
+                lines.append(f"- {level:.0%}: {ratio:.2f}")
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
               "measured at 20, 50 and 80% of capacity, for operations with at least "
               f"{MIN_JUDGED_REQUESTS:,} requests measured at the level; 95% is reported.", "",
@@ -459,9 +491,12 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
 
 def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, step_s: float,
                    level_s: float, sim_s: float, jobs: int | None, command: str,
-                   say: Any) -> pd.DataFrame:
+                   say: Any, calibrated_cpu: tuple[Sequence[float], Sequence[float]] | None
+                   = None) -> pd.DataFrame:
     """The whole comparison; writes validate.md, validate.csv, the plot and each level's
-    measured results (``level_20`` ...) into ``out_dir``; returns the table."""
+    measured results (``level_20`` ...) into ``out_dir``; returns the table.
+    ``calibrated_cpu``: the calibration's CPU per request by rate
+    (:func:`loadgen.calibrate.cpu_by_mix_rate`), for :func:`cpu_vs_calibration`."""
     deployment_for(plan.scenario, topology)  # fail early, before any load
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = ramp(plan, start_rate, step_s, say)
@@ -508,6 +543,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["steal_burst_s"] = st.steal_burst_s
         t["episode_s"] = st.episode_s
         t["tail_share"] = st.tail_share
+        t["cpu_vs_calibration"] = cpu_vs_calibration(st.results, calibrated_cpu)
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -531,7 +567,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
 
 
 KEPT_COLUMNS = ("besides_back_office_cores", "measured_stalls", "longest_stall_ms",
-                "steal_cores", "steal_burst_s", "episode_s", "tail_share")
+                "steal_cores", "steal_burst_s", "episode_s", "tail_share",
+                "cpu_vs_calibration")
 """Columns of a validation's table that describe the measurement, kept by :func:`repredict`."""
 
 

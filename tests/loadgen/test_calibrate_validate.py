@@ -799,3 +799,50 @@ def test_the_ramps_confirming_steps_start_as_levels_do_and_last_four_steps(
     assert ramp_mod.confirmed(steps) is True
     assert 700.0 * ramp_mod.confirm_rate(1.0, len(confirms) - 1) <= ramp_mod.capacity(steps) \
         <= 700.0
+
+
+def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path: Path) -> None:
+    """Session 13, monolith + PostgreSQL: the back office spent 0.80 of the calibration's CPU
+    per request at the 20% level and its p50 read 0.85 of the prediction; the report says
+    so beside the error, from the levels written beside the calibrated scenario."""
+    import math
+
+    import pandas as pd
+
+    from loadgen.calibrate import cpu_by_mix_rate, write_levels
+    from loadgen.cli import _calibrated_cpu
+    from loadgen.validate import cpu_vs_calibration, markdown
+
+    cal = _cal("monolith", {"serve": 0.9, "database": 0.1}, mixes=True)
+    rates, cpu = cpu_by_mix_rate(cal)
+    assert rates == [20.0, 60.0, 200.0]
+    assert cpu[0] == pytest.approx(2 * (50 / 20 + 0.3))  # both roles together
+    write_levels(cal, tmp_path / "cal.levels.json")
+    assert _calibrated_cpu(tmp_path / "cal.yaml") == (rates, cpu)
+    assert _calibrated_cpu(tmp_path / "other.yaml") is None  # a scenario not calibrated
+
+    def level(rate: float, cpu_s: dict[str, float], seconds: float = 60.0) -> object:
+        return SimpleNamespace(meta={"server_cpu_s": cpu_s, "achieved_rate_rps": rate,
+                                     "duration_s": seconds})
+
+    # 40/s for 60 s: 2,400 requests; the calibration's 40/s lies halfway, 2 x (1.65 + 0.3)
+    at_40 = (cpu[0] + cpu[1]) / 2
+    half = level(40.0, {"serve:1": 2.4 * at_40 / 4, "database:2": 2.4 * at_40 / 4})
+    assert cpu_vs_calibration(half, (rates, cpu)) == pytest.approx(0.5)  # type: ignore[arg-type]
+    beyond = level(400.0, {"serve:1": 24.0 * cpu[2]})  # held at the top level beyond it
+    assert cpu_vs_calibration(beyond, (rates, cpu)) == pytest.approx(1.0)  # type: ignore[arg-type]
+    assert math.isnan(cpu_vs_calibration(half, None))  # type: ignore[arg-type]
+    assert math.isnan(cpu_vs_calibration(level(40.0, {}), (rates, cpu)))  # type: ignore[arg-type]
+
+    row = {"level": 0.2, "offered_rps": 40.0, "operation": "bet", "measured_requests": 2400,
+           "measured_throughput_rps": 40.0, "predicted_throughput_rps": 40.0,
+           "measured_p50_ms": 1.0, "predicted_p50_ms": 1.2, "error_p50_ms": 0.2,
+           "measured_p99_ms": 5.0, "predicted_p99_ms": 5.0, "error_p99_ms": 0.0,
+           "measured_busiest_process_util": 0.5, "predicted_busiest_cpu_util": 0.5,
+           "cpu_vs_calibration": 0.8}
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    text = markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
+    assert "- 20%: 0.80" in text and "drift" in text
+    del row["cpu_vs_calibration"]
+    assert "drift" not in markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
