@@ -287,9 +287,10 @@ def _busiest(stations: pd.DataFrame, kind: str | None = "cpu") -> float:
 
 def cpu_vs_calibration(measured: Results,
                        calibrated: tuple[Sequence[float], Sequence[float]] | None) -> float:
-    """The back office's CPU per request in a measured level over the calibration's at the
-    same rate (``calibrated``: its mix levels' rates and CPU ms per request, interpolated,
-    held beyond its ends); NaN when either is unknown. Not used by the prediction: it says
+    """The back office's CPU per request in a measured level (its meta's
+    ``server_cpu_ms_per_request``) over the calibration's at the same rate (``calibrated``:
+    its mix levels' rates and CPU ms per request, interpolated, held beyond its ends); NaN
+    when either is unknown. Not used by the prediction: it says
     how much faster (below 1) or slower the machine, or the back office, ran than when the
     model was calibrated. Measured (sessions 11-13, levels at 20-80%): this ratio and the
     ratio of measured to predicted p50 moved together, 0.80 and 0.85, 0.84 and 0.90, 1.12 and
@@ -298,12 +299,10 @@ def cpu_vs_calibration(measured: Results,
     not the model."""
     if calibrated is None or not calibrated[0]:
         return math.nan
-    used = measured.meta.get("server_cpu_s")
+    per_request = measured.meta.get("server_cpu_ms_per_request")  # loadgen.run's figure
     rate = measured.meta.get("achieved_rate_rps")
-    seconds = measured.meta.get("duration_s")
-    if not used or not rate or not seconds:
+    if per_request is None or not math.isfinite(per_request) or not rate:
         return math.nan
-    per_request = 1000.0 * float(sum(used.values())) / (float(rate) * float(seconds))
     at_rate = float(np.interp(float(rate), calibrated[0], calibrated[1]))
     return per_request / at_rate if at_rate > 0 else math.nan
 

@@ -822,8 +822,12 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
     assert _calibrated_cpu(tmp_path / "other.yaml") is None  # a scenario not calibrated
 
     def level(rate: float, cpu_s: dict[str, float], seconds: float = 60.0) -> object:
+        # the meta loadgen.run writes: CPU seconds by process and per answered request
+        total = sum(cpu_s.values())
         return SimpleNamespace(meta={"server_cpu_s": cpu_s, "achieved_rate_rps": rate,
-                                     "duration_s": seconds})
+                                     "duration_s": seconds,
+                                     "server_cpu_ms_per_request":
+                                     1000 * total / (rate * seconds) if cpu_s else math.nan})
 
     # 40/s for 60 s: 2,400 requests; the calibration's 40/s lies halfway, 2 x (1.65 + 0.3)
     at_40 = (cpu[0] + cpu[1]) / 2
