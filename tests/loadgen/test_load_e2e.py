@@ -186,7 +186,7 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
     proc = subprocess.run(
         [sys.executable, "-m", "testbed", "calibrate", "--target", server.url,
          "--topology", "monolith", "--out", str(out), "--rates", "40", "--seconds", "1.5",
-         "--mix-rates", "40,120", "--mix-seconds", "1.5", "--players", "20"],
+         "--mix-rates", "40,120", "--mix-seconds", "1.5", "--refine", "0", "--players", "20"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
