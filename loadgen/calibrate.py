@@ -56,7 +56,16 @@ from loadgen.record import HIGHEST_US, LOWEST_US, RequestLog, merge
 from loadgen.run import Plan, server_watch
 from loadgen.stalls import Stall, find_stalls, normal_mask
 from loadgen.steady import Steadiness, fresh, steady, tail_share
-from loadgen.validate import LEAD_IN_S, log_episode_s, predict, ramp, rest
+from loadgen.validate import (
+    LEAD_IN_S,
+    REFERENCE_S,
+    Calibrated,
+    log_episode_s,
+    predict,
+    ramp,
+    reference,
+    rest,
+)
 from sim.model.scenario import Scenario, parse_scenario
 
 DEFAULT_RATES = (20.0, 60.0, 150.0)
@@ -209,6 +218,12 @@ class MixLevel:
     """The most it took within a second of the window."""
     episode_s: float = 0.0
     """Its longest episode of slow seconds (:func:`loadgen.steady.episode_s`)."""
+    reference_rps: float = 0.0
+    """The rate of the reference window measured before it (0: none)."""
+    reference_cpu_ms: float = math.nan
+    """The back office's CPU ms per request in that window (:func:`loadgen.validate.reference`):
+    the machine's speed when this level was measured, which a validation's own reference
+    windows are held against."""
     log: RequestLog | None = field(default=None, repr=False, compare=False)
     """Every request of the window (kept beside the levels file, ``FILE.logs.npz``, so that
     :func:`reanalyse` can find the stalls and waits again without load)."""
@@ -296,7 +311,7 @@ def measure_mix(plan: Plan, rate: float, database: str | None = None) -> MixLeve
                     whole.get_value_at_percentile(50) / 1000,
                     whole.get_value_at_percentile(99) / 1000, by_op, quantiles, knots,
                     [round(st.duration_s * 1000, 3) for st in stalls], plan.duration_s,
-                    *watch.steal(plan.duration_s), log_episode_s(rec.log), rec.log)
+                    *watch.steal(plan.duration_s), log_episode_s(rec.log), log=rec.log)
 
 
 def _try(plan: Plan, n: int) -> Plan:
@@ -358,13 +373,14 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
               progress: Callable[[str], None] = lambda s: None,
               database: str | None = None,
               mix_rates: tuple[float, ...] = (), mix_seconds: float | None = None,
-              refine: int = 0) -> Calibration:
+              refine: int = 0, reference_s: float = REFERENCE_S) -> Calibration:
     """Measure every operation of the plan's scenario at every rate, then the whole mix at
     every rate of ``mix_rates`` for ``mix_seconds`` (default: the plan's duration; what
     changes with load: CPU per request, the machine, stalls, the off-CPU wait), each after
     the back office has gone quiet (:func:`loadgen.validate.rest`, as a validation's levels);
     then up to ``refine`` more mix levels, each where the measured ones bend most
-    (:func:`refine_rate`)."""
+    (:func:`refine_rate`). Before each mix level (and a rest before it), a reference window
+    of ``reference_s`` (0: none) at the lowest mix rate (:func:`loadgen.validate.reference`)."""
     ops = [o for o, spec in plan.scenario.operations.items() if spec.weight > 0]
     ops.sort(key=lambda o: o != "bet")  # the bet first: wins and rollbacks subtract it
     cal = Calibration(topology, plan.target)
@@ -382,6 +398,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                      + f"  latency mean {lv.latency_mean_ms:.2f} ms p99 {lv.p99_ms:.2f} ms")
     mix_plan = plan if mix_seconds is None else dataclasses.replace(plan, duration_s=mix_seconds)
     rates_to_do = list(mix_rates)
+    ref_rps = min(mix_rates, default=0.0) if reference_s > 0 else 0.0  # refined: above it
+    db_plan = dataclasses.replace(plan, database=database)
     refined = 0
     while rates_to_do or refined < refine:
         if not rates_to_do:  # every level asked for is measured: one more where it bends
@@ -395,8 +413,14 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
         rate = rates_to_do.pop(0)
 
         def one(n: int, rate: float = rate) -> MixLevel:
-            rest(dataclasses.replace(plan, database=database), progress)  # as validate's
-            return measure_mix(_try(mix_plan, n), rate, database)
+            ref = math.nan
+            if ref_rps:  # the machine's speed now, as validate measures it before a level
+                rest(db_plan, progress)
+                ref = reference(db_plan, ref_rps, fresh(f"mix{round(rate)}", n), reference_s)
+            rest(db_plan, progress)  # as validate's
+            mx = measure_mix(_try(mix_plan, n), rate, database)
+            mx.reference_rps, mx.reference_cpu_ms = ref_rps, ref
+            return mx
 
         mx = steady(one, lambda x: x.steadiness, progress, f"mix at {rate:g}/s")
         stalls = (f"; {len(mx.stalls_ms)} stall(s), longest {max(mx.stalls_ms):.0f} ms"
@@ -408,6 +432,8 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                  f"{mx.other_cores:.2f} cores (steal {mx.steal_cores:.2f}); p50 "
                  f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
                  + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else "")
+                 + (f"; reference {mx.reference_cpu_ms:.3f} ms/request at {ref_rps:g}/s"
+                    if math.isfinite(mx.reference_cpu_ms) else "")
                  + (f"; slowest event {mx.tail_share:.1%} of the window"
                     if Steadiness(tail_share=mx.tail_share).unsteady else ""))
     cal.mixes.sort(key=lambda m: m.rate)
@@ -814,12 +840,19 @@ def read_levels(path: Path) -> Calibration:
     return cal
 
 
-def cpu_by_mix_rate(cal: Calibration) -> tuple[list[float], list[float]]:
+def calibrated_figures(cal: Calibration) -> Calibrated:
     """The back office's CPU ms per request (every role together) at each mix level's rate,
-    ascending: what :func:`loadgen.validate.cpu_vs_calibration` holds a validation's
-    levels against."""
+    ascending, and the reference window measured before each: what a validation holds its
+    levels against (:func:`loadgen.validate.cpu_vs_calibration`,
+    :func:`loadgen.validate.machine_factor`)."""
     mixes = sorted(cal.mixes, key=lambda m: m.rate)
-    return [m.rate for m in mixes], [float(sum(m.cpu_ms.values())) for m in mixes]
+    refs = {m.reference_rps for m in mixes if m.reference_rps and
+            math.isfinite(m.reference_cpu_ms)}
+    assert len(refs) <= 1, f"reference windows at several rates: {sorted(refs)}"
+    return Calibrated(tuple(m.rate for m in mixes),
+                      tuple(float(sum(m.cpu_ms.values())) for m in mixes),
+                      refs.pop() if refs else None,
+                      tuple(m.reference_cpu_ms for m in mixes))
 
 
 def reanalyse(cal: Calibration) -> int:

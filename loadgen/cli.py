@@ -221,6 +221,12 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    "0.5/s apart): the model interpolates between levels")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
+@click.option("--reference-seconds", type=click.FloatRange(0, 600), default=5.0,
+              show_default=True,
+              help="measured seconds of the reference window before each mix level (the mix "
+                   "at the lowest mix rate: the machine's speed, which testbed validate "
+                   "measures again before each level to correct for the machine's drift); "
+                   "0: none")
 @click.option("--players", type=click.IntRange(1, 100_000), default=DEFAULT_PLAYERS,
               show_default=True,
               help="players per measured run (new ones each run), at least one per 0.4 "
@@ -239,7 +245,8 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
               use_rate: float | None, mix_rates: tuple[float, ...] | None,
               mix_seconds: float, start_rate: float, refine: int, seconds: float,
-              players: int, database: tuple[str | None, str | None],
+              reference_seconds: float, players: int,
+              database: tuple[str | None, str | None],
               credentials: str | None, from_levels: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
     at several load levels, and write a scenario with those demands.
@@ -295,7 +302,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
             mix_rates = cal_mod.auto_mix_rates(ramp_plan, start_rate, ramp_plan.duration_s,
                                                say)
         cal = cal_mod.calibrate(plan, topology, rates, say, database, mix_rates,
-                                mix_seconds, refine)
+                                mix_seconds, refine, reference_seconds)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     chosen = use_rate if use_rate is not None else rates[len(rates) // 2]
@@ -304,12 +311,14 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                f"--use-rate {chosen:g} --seconds {seconds:g}"
                + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
                + f" --mix-seconds {mix_seconds:g} --refine {refine} --players {players}"
+               + f" --reference-seconds {reference_seconds:g}"
                + (f" --database {database_url or database}" if database else ""))
     _write_calibrated(sc, cal, chosen, command, out_file, say)
 
 
-def _calibrated_cpu(scenario: Path) -> tuple[list[float], list[float]] | None:
-    """The calibration's CPU per request by rate, from the levels written beside a
+def _calibrated(scenario: Path) -> Any:
+    """The calibration's CPU per request by rate and its reference windows
+    (:func:`loadgen.calibrate.calibrated_figures`), from the levels written beside a
     calibrated scenario (``FILE.levels.json``); None for a scenario without them."""
     from loadgen import calibrate as cal_mod
 
@@ -317,9 +326,9 @@ def _calibrated_cpu(scenario: Path) -> tuple[list[float], list[float]] | None:
     if not levels.is_file():
         return None
     try:
-        return cal_mod.cpu_by_mix_rate(cal_mod.read_levels(levels))
+        return cal_mod.calibrated_figures(cal_mod.read_levels(levels))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        click.echo(f"warning: {levels} unreadable ({exc}): no CPU drift reported", err=True)
+        click.echo(f"warning: {levels} unreadable ({exc}): no machine drift measured", err=True)
         return None
 
 
@@ -412,11 +421,18 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
               type=click.Path(exists=True, file_okay=False),
               help="predict again against an earlier validation's --out DIR (its levels, "
                    "rates and machine background), sending no load")
+@click.option("--machine-correction/--no-machine-correction", default=True,
+              show_default=True,
+              help="when SCENARIO's calibration measured reference windows (its "
+                   "FILE.levels.json), measure one before each level too and predict on a "
+                   "machine as much slower or faster as the back office's CPU per request "
+                   "there says (the machine drifts: one server's capacity read 2,065, 2,657 "
+                   "and 2,402/s within an hour); without: the factor is reported only")
 def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
                       start_rate: float, step_seconds: float, level_seconds: float,
                       sim_seconds: float, players: int, credentials: str | None,
                       jobs: int | None, database: tuple[str | None, str | None],
-                      from_measured: str | None) -> None:
+                      from_measured: str | None, machine_correction: bool) -> None:
     """Predicted against measured: find the back office's capacity with a stepped open-loop
     ramp, drive it at 20/50/80/95% of it, simulate SCENARIO at the same rates, and report
     the error of each prediction; exit 1 when p50 is off by more than 15% or p99 by more
@@ -438,10 +454,12 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
         raise click.ClickException(str(exc)) from exc
     if from_measured is not None:
         command = (f"testbed validate {scenario} --topology {topology} --out {out_dir} "
-                   f"--sim-seconds {sim_seconds:g} --from-measured {from_measured}")
+                   f"--sim-seconds {sim_seconds:g} --from-measured {from_measured}"
+                   + ("" if machine_correction else " --no-machine-correction"))
         try:
             table = val.repredict(sc, topology, Path(from_measured), Path(out_dir),
-                                  sim_seconds, jobs, command, lambda s: click.echo(s, err=True))
+                                  sim_seconds, jobs, command, lambda s: click.echo(s, err=True),
+                                  _calibrated(Path(scenario)), machine_correction)
         except (ValueError, OSError) as exc:
             raise click.BadParameter(str(exc), param_hint="--from-measured") from exc
         misses = val.judged_misses(table)
@@ -460,12 +478,13 @@ def validate_measured(scenario: str, target: str, topology: str, out_dir: str,
     command = (f"testbed validate {scenario} --target {target} --topology {topology} "
                f"--out {out_dir} --start-rate {start_rate:g} --step-seconds {step_seconds:g} "
                f"--level-seconds {level_seconds:g} --sim-seconds {sim_seconds:g}"
-               + (f" --database {database_url or database}" if database else ""))
+               + (f" --database {database_url or database}" if database else "")
+               + ("" if machine_correction else " --no-machine-correction"))
     try:
         table = val.run_validation(plan, topology, Path(out_dir), start_rate, step_seconds,
                                    level_seconds, sim_seconds, jobs, command,
                                    lambda s: click.echo(s, err=True),
-                                   _calibrated_cpu(Path(scenario)))
+                                   _calibrated(Path(scenario)), machine_correction)
     except (LoadError, BehaviourError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     misses = val.judged_misses(table)

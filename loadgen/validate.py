@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,14 @@ from loadgen.steady import (
     steady,
     tail_share,
 )
-from sim.model.scenario import EmpiricalByRate, Scenario, parse_scenario
+from sim.model.scenario import (
+    MAX_MACHINE_FACTOR,
+    MIN_MACHINE_FACTOR,
+    EmpiricalByRate,
+    Scenario,
+    on_slower_machine,
+    parse_scenario,
+)
 from sim.reports.results import Results
 
 LEVELS = (0.2, 0.5, 0.8, 0.95)
@@ -95,6 +102,37 @@ p50 (microservices, session 7: mean error 0.12 after three rounds; 0.03 with thi
 :data:`loadgen.calibrate.CPU_CV` together)."""
 MAX_BACKGROUND = 1024.0
 """Background cores given to a prediction, at most (the scenario's host range)."""
+REFERENCE_S = 5.0
+"""Measured seconds of a reference window (:func:`reference`): at the calibration's lowest
+mix rate, ~1 s of the back office's CPU, so the 10 ms tick of process CPU times is ~1%."""
+REFERENCE_LEAD_IN_S = 2.0
+"""Unmeasured seconds before it (the window's players log in there)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibrated:
+    """What a validation holds its levels against, from the calibration's levels file
+    (``FILE.levels.json`` beside the calibrated scenario): its mix levels' rates, their
+    CPU ms per request (every role), and the reference window measured before each
+    (:func:`reference`, at ``reference_rps``; NaN where none was)."""
+
+    rates: tuple[float, ...]
+    cpu_ms: tuple[float, ...]
+    reference_rps: float | None = None
+    reference_cpu_ms: tuple[float, ...] = ()
+
+    def cpu_at(self, rate: float) -> float:
+        """The calibration's CPU per request at ``rate`` (interpolated, held beyond)."""
+        return float(np.interp(rate, self.rates, self.cpu_ms)) if self.rates else math.nan
+
+    def reference_at(self, rate: float) -> float:
+        """The reference CPU per request measured before the calibration's mix levels
+        around ``rate`` (interpolated between those that have one, held beyond)."""
+        pts = [(r, c) for r, c in zip(self.rates, self.reference_cpu_ms, strict=False)
+               if math.isfinite(c) and c > 0]
+        if not pts:
+            return math.nan
+        return float(np.interp(rate, [r for r, _ in pts], [c for _, c in pts]))
 
 
 def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
@@ -122,6 +160,38 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
         res.meta["host_steal_burst_s"] = round(burst, 3)
     return Step(rate, res, rec, besides, back_office_stalls(rec), steal, burst,
                 log_episode_s(rec.log), seconds)
+
+
+def reference(plan: Plan, rate: float, tag: str, seconds: float = REFERENCE_S) -> float:
+    """The back office's CPU ms per request (every process; with ``plan.database``, its
+    PostgreSQL backends too) in ``seconds`` of the scenario's mix at ``rate``, after
+    :data:`REFERENCE_LEAD_IN_S` not measured: the machine's speed as the back office sees
+    it, at the same rate before every calibration mix level and every validation level, so
+    that a validation can tell how much faster or slower the machine runs than when the
+    model was calibrated (:func:`machine_factor`). NaN when the back office's CPU cannot
+    be read (not on this machine). ``tag``: its own players' prefix (after the plan's)."""
+    st = measure_at(plan, rate, seconds, f"ref-{tag}", REFERENCE_LEAD_IN_S)
+    got = st.results.meta.get("server_cpu_ms_per_request")
+    return float(got) if got is not None and math.isfinite(got) and got > 0 else math.nan
+
+
+def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None,
+                   rate: float) -> float:
+    """How many times slower the machine ran before a level than when the calibration's
+    levels around ``rate`` were measured: the reference window's CPU per request over the
+    calibration's (:meth:`Calibrated.reference_at`), within
+    [:data:`MIN_MACHINE_FACTOR`, :data:`MAX_MACHINE_FACTOR`]; NaN when either is unknown.
+    The prediction runs the calibrated scenario on a machine that much slower
+    (:func:`sim.model.scenario.on_slower_machine`). Why: over sessions 11-13 the level's
+    CPU per request over the calibration's and the measured over predicted p50 moved
+    together (0.80 and 0.85, 0.84 and 0.90, 1.12 and 1.23, 0.91 and 0.92): the machine's
+    drift between the two runs, not the model."""
+    if calibrated is None or reference_cpu_ms is None or not math.isfinite(reference_cpu_ms):
+        return math.nan
+    then = calibrated.reference_at(rate)
+    if not (math.isfinite(then) and then > 0 and reference_cpu_ms > 0):
+        return math.nan
+    return min(MAX_MACHINE_FACTOR, max(MIN_MACHINE_FACTOR, reference_cpu_ms / then))
 
 
 def log_episode_s(log: RequestLog | None) -> float:
@@ -218,10 +288,13 @@ def checkpoint(url: str, say: Any) -> bool:
 
 
 def at_rate(scenario: Scenario, rate: float, sim_seconds: float,
-            besides_cores: float | None = None) -> Scenario:
+            besides_cores: float | None = None, machine: float = 1.0) -> Scenario:
     """``scenario`` as a flat population whose actions add up to ``rate`` per second; with
     ``besides_cores`` (measured), each deployment's host has that background and no separate
-    generator CPU (the measurement includes the generator)."""
+    generator CPU (the measurement includes the generator); on a machine ``machine`` times
+    slower than the calibration's (:func:`machine_factor`; NaN: as calibrated)."""
+    if math.isfinite(machine) and machine != 1.0:
+        scenario = on_slower_machine(scenario, machine)
     raw = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
     if besides_cores is not None:
         for dep in raw["deployments"]:
@@ -269,10 +342,13 @@ def deployment_for(scenario: Scenario, topology: str) -> str:
 
 
 def predict(scenario: Scenario, topology: str, rate: float, sim_seconds: float,
-            jobs: int | None, besides_cores: float | None = None) -> Results:
+            jobs: int | None, besides_cores: float | None = None,
+            machine: float = 1.0) -> Results:
     """The calibrated scenario simulated at ``rate`` for ``sim_seconds``, or longer at a low
-    rate: each replication holds at least :data:`MIN_SIM_REQUESTS` requests."""
-    sc = at_rate(scenario, rate, max(sim_seconds, MIN_SIM_REQUESTS / rate), besides_cores)
+    rate: each replication holds at least :data:`MIN_SIM_REQUESTS` requests; on a machine
+    ``machine`` times slower than the calibration's (:func:`at_rate`)."""
+    sc = at_rate(scenario, rate, max(sim_seconds, MIN_SIM_REQUESTS / rate), besides_cores,
+                 machine)
     return sim.run(sc, deployments=[deployment_for(scenario, topology)], jobs=jobs)
 
 
@@ -285,26 +361,25 @@ def _busiest(stations: pd.DataFrame, kind: str | None = "cpu") -> float:
     return float(s["utilisation"].max()) if not s.empty else math.nan
 
 
-def cpu_vs_calibration(measured: Results,
-                       calibrated: tuple[Sequence[float], Sequence[float]] | None) -> float:
+def cpu_vs_calibration(measured: Results, calibrated: Calibrated | None) -> float:
     """The back office's CPU per request in a measured level (its meta's
-    ``server_cpu_ms_per_request``) over the calibration's at the same rate (``calibrated``:
-    its mix levels' rates and CPU ms per request, interpolated, held beyond its ends); NaN
-    when either is unknown. Not used by the prediction: it says
+    ``server_cpu_ms_per_request``) over the calibration's at the same rate
+    (:meth:`Calibrated.cpu_at`); NaN when either is unknown. Not used by the prediction
+    (:func:`machine_factor` is, from a reference window before the level): it says
     how much faster (below 1) or slower the machine, or the back office, ran than when the
     model was calibrated. Measured (sessions 11-13, levels at 20-80%): this ratio and the
     ratio of measured to predicted p50 moved together, 0.80 and 0.85, 0.84 and 0.90, 1.12 and
     1.23, 0.91 and 0.92 (monolith + PostgreSQL, whose capacity read 2,065, 2,657 and 2,402/s
     within one hour): a p50 error of that size is the machine's drift between the two runs,
     not the model."""
-    if calibrated is None or not calibrated[0]:
+    if calibrated is None or not calibrated.rates:
         return math.nan
     per_request = measured.meta.get("server_cpu_ms_per_request")  # loadgen.run's figure
     rate = measured.meta.get("achieved_rate_rps")
     if per_request is None or not math.isfinite(per_request) or not rate:
         return math.nan
-    at_rate = float(np.interp(float(rate), calibrated[0], calibrated[1]))
-    return per_request / at_rate if at_rate > 0 else math.nan
+    then = calibrated.cpu_at(float(rate))
+    return per_request / then if then > 0 else math.nan
 
 
 def compare(level: float, rate: float, measured: Results, predicted: Results) -> pd.DataFrame:
@@ -468,15 +543,7 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                     " (**unsteady**)" if Steadiness(steal, burst, share).unsteady else "")
             lines.append(f"- {level:.0%}: {int(g['measured_stalls'].iloc[0])} stall(s), "
                          f"longest {float(g['longest_stall_ms'].iloc[0]):.0f} ms{steal_text}")
-    if "cpu_vs_calibration" in table and table["cpu_vs_calibration"].notna().any():
-        lines += ["", "The back office's CPU per request at each level over the calibration's "
-                  "at the same rate (below 1: the machine, or the back office, ran faster "
-                  "than when the model was calibrated; the prediction does not use it). A "
-                  "p50 error of about the same size and sign is that drift, not the model:", ""]
-        for level, g in table.groupby("level", sort=True):
-            ratio = float(g["cpu_vs_calibration"].iloc[0])
-            if math.isfinite(ratio):
-                lines.append(f"- {level:.0%}: {ratio:.2f}")
+    lines += _drift_lines(table)
     lines += ["", f"Bar: p50 within {P50_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of "
               "measured at 20, 50 and 80% of capacity, for operations with at least "
               f"{MIN_JUDGED_REQUESTS:,} requests measured at the level; 95% is reported.", "",
@@ -488,14 +555,49 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
     return "\n".join(lines)
 
 
+def _column(g: pd.DataFrame, col: str) -> float:
+    return float(g[col].iloc[0]) if col in g and pd.notna(g[col].iloc[0]) else math.nan
+
+
+def _drift_lines(table: pd.DataFrame) -> list[str]:
+    """The machine's drift between calibration and each level, as validate.md says it."""
+    has = [c for c in ("machine_factor", "cpu_vs_calibration")
+           if c in table and table[c].notna().any()]
+    if not has:
+        return []
+    corrected = "machine_corrected" in table and bool(table["machine_corrected"].any())
+    lines = ["", "The machine against the calibration, before and at each level (below 1: it "
+             "ran faster than when the model was calibrated). *Reference*: the back office's "
+             f"CPU per request in {REFERENCE_S:g} s at the calibration's reference rate just "
+             "before the level, over the calibration's before its mix levels at the same "
+             "rate; "
+             + ("the prediction ran on a machine that many times as slow "
+                "(`sim.model.scenario.on_slower_machine`: every demand, wait and pause). "
+                if corrected else "reported only (the prediction ran as calibrated). ")
+             + "*At the level*: its CPU per request over the calibration's at the same rate "
+             "(reported only: it holds the level's own load). Where the prediction was not "
+             "corrected, a p50 error of about the same size and sign is that drift, not the "
+             "model:", ""]
+    for level, g in table.groupby("level", sort=True):
+        ref, at = _column(g, "machine_factor"), _column(g, "cpu_vs_calibration")
+        parts = ([f"reference {ref:.3f}"] if math.isfinite(ref) else []) + \
+            ([f"at the level {at:.2f}"] if math.isfinite(at) else [])
+        if parts:
+            lines.append(f"- {level:.0%}: " + ", ".join(parts))
+    return lines
+
+
 def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, step_s: float,
                    level_s: float, sim_s: float, jobs: int | None, command: str,
-                   say: Any, calibrated_cpu: tuple[Sequence[float], Sequence[float]] | None
-                   = None) -> pd.DataFrame:
+                   say: Any, calibrated: Calibrated | None = None,
+                   correct_machine: bool = True) -> pd.DataFrame:
     """The whole comparison; writes validate.md, validate.csv, the plot and each level's
     measured results (``level_20`` ...) into ``out_dir``; returns the table.
-    ``calibrated_cpu``: the calibration's CPU per request by rate
-    (:func:`loadgen.calibrate.cpu_by_mix_rate`), for :func:`cpu_vs_calibration`."""
+    ``calibrated``: the calibration's CPU per request by rate and its reference windows
+    (:func:`loadgen.calibrate.calibrated_figures`): each level's :func:`cpu_vs_calibration`
+    and, when the calibration measured reference windows, one before each level
+    (:func:`reference`) whose :func:`machine_factor` the prediction runs on
+    (``correct_machine``; else reported only)."""
     deployment_for(plan.scenario, topology)  # fail early, before any load
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = ramp(plan, start_rate, step_s, say)
@@ -518,22 +620,39 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     up_to = calibrated_up_to(plan.scenario)
     if up_to is not None:
         say(f"the scenario was calibrated up to {up_to:.0f} requests/s")
+    ref_rps = calibrated.reference_rps if calibrated is not None else None
+    if ref_rps:
+        say(f"before each level: {REFERENCE_S:g} s at the calibration's reference rate "
+            f"{ref_rps:g}/s (the machine's speed against the calibration's)")
     measured: list[tuple[float, float, Step]] = []
     for level in LEVELS:  # every level measured before any is simulated: see :func:`rest`
         rate = level * cap
         tag = f"l{round(level * 100)}"
 
         def one(n: int, rate: float = rate, tag: str = tag) -> Step:
+            ref = math.nan
+            if ref_rps:
+                rest(plan, say)
+                ref = reference(plan, ref_rps, fresh(tag, n))
             rest(plan, say)
-            return measure_at(plan, rate, level_s, fresh(tag, n), LEAD_IN_S)
+            st = measure_at(plan, rate, level_s, fresh(tag, n), LEAD_IN_S)
+            st.results.meta["reference_cpu_ms_per_request"] = ref
+            st.results.meta["reference_rps"] = ref_rps
+            return st
 
         st = steady(one, lambda x: x.steadiness, say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
         measured.append((level, rate, st))
     tables = []
     for level, rate, st in measured:
-        pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores)
+        factor = machine_factor(st.results.meta.get("reference_cpu_ms_per_request"),
+                                calibrated, rate)
+        corrected = correct_machine and math.isfinite(factor)
+        pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores,
+                       factor if corrected else 1.0)
         t = compare(level, rate, st.results, pred)
+        t["machine_factor"] = factor
+        t["machine_corrected"] = corrected
         t["besides_back_office_cores"] = st.besides_cores
         t["measured_stalls"] = len(st.stalls_ms)
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
@@ -542,7 +661,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         t["steal_burst_s"] = st.steal_burst_s
         t["episode_s"] = st.episode_s
         t["tail_share"] = st.tail_share
-        t["cpu_vs_calibration"] = cpu_vs_calibration(st.results, calibrated_cpu)
+        t["cpu_vs_calibration"] = cpu_vs_calibration(st.results, calibrated)
         tables.append(t)
         bet = t[t["operation"] == "bet"]
         if not bet.empty:
@@ -552,6 +671,9 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
                 f"{b.predicted_p99_ms:.2f} predicted; machine besides the back office "
                 f"{st.besides_cores if st.besides_cores is not None else math.nan:.2f} cores; "
                 f"{len(st.stalls_ms)} stall(s), longest {max(st.stalls_ms, default=0):.0f} ms"
+                + (f"; machine {factor:.3f} times as slow as calibrated"
+                   + ("" if correct_machine else " (not corrected)")
+                   if math.isfinite(factor) else "")
                 + (f"; {st.steadiness.describe()}" if st.steadiness.unsteady else "")
                 + ("; BEYOND the calibrated range" if beyond(rate, up_to) else ""))
     table = pd.concat(tables, ignore_index=True)
@@ -572,11 +694,14 @@ KEPT_COLUMNS = ("besides_back_office_cores", "measured_stalls", "longest_stall_m
 
 
 def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, sim_s: float,
-              jobs: int | None, command: str, say: Any) -> pd.DataFrame:
+              jobs: int | None, command: str, say: Any, calibrated: Calibrated | None = None,
+              correct_machine: bool = True) -> pd.DataFrame:
     """Predict again against an earlier validation's measurements (its ``validate.csv`` and
     ``level_NN`` results), no load sent: the same levels, rates and machine background, a
-    changed scenario (``testbed calibrate --from-levels`` after a model change). Writes
-    validate.md, validate.csv and the plot into ``out_dir``."""
+    changed scenario (``testbed calibrate --from-levels`` after a model change). Each
+    level's :func:`machine_factor` from its reference window against ``calibrated`` (the
+    earlier run's ``machine_factor`` when either is missing); with ``correct_machine`` the
+    prediction runs on it. Writes validate.md, validate.csv and the plot into ``out_dir``."""
     deployment_for(scenario, topology)
     try:
         old = pd.read_csv(measured / "validate.csv")
@@ -590,12 +715,23 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
         res = sim.load_results(str(measured / f"level_{round(level * 100)}"))
         besides = g["besides_back_office_cores"].iloc[0]
         besides = float(besides) if pd.notna(besides) else None
-        say(f"{level:.0%} ({rate:.0f}/s): simulating")
+        factor = machine_factor(res.meta.get("reference_cpu_ms_per_request"), calibrated,
+                                rate)
+        if not math.isfinite(factor) and "machine_factor" in g:
+            factor = float(g["machine_factor"].iloc[0])
+        say(f"{level:.0%} ({rate:.0f}/s): simulating"
+            + (f" on a machine {factor:.3f} times as slow" if math.isfinite(factor)
+               and correct_machine else ""))
+        corrected = correct_machine and math.isfinite(factor)
         t = compare(float(level), rate, res, predict(scenario, topology, rate, sim_s, jobs,
-                                                     besides))
+                                                     besides, factor if corrected else 1.0))
         for col in KEPT_COLUMNS:
             if col in g:
                 t[col] = g[col].iloc[0]
+        if calibrated is not None:
+            t["cpu_vs_calibration"] = cpu_vs_calibration(res, calibrated)
+        t["machine_factor"] = factor
+        t["machine_corrected"] = corrected
         if "tail_share" not in g and {"episode_s", "longest_stall_ms"} <= set(g):
             t["tail_share"] = tail_share(float(res.meta["duration_s"]),
                                          float(g["episode_s"].iloc[0]),

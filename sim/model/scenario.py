@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sim.model import limits as L
 from sim.model.distributions import (
@@ -1018,3 +1026,63 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         reason = f"not valid YAML: {getattr(exc, 'problem', exc)}"
         raise ScenarioError(str(p), [(where, reason)]) from None
     return parse_scenario(raw, str(p), overrides)
+
+
+MIN_MACHINE_FACTOR, MAX_MACHINE_FACTOR = 0.25, 4.0
+"""The range of :func:`on_slower_machine`'s factor: a machine four times faster or slower."""
+_TIMED_STEP_FIELDS = ("cpu", "db", "external")
+_TIMED_DEPLOYMENT_FIELDS = ("network_hop", "rpc_cpu")
+
+
+def on_slower_machine(scenario: Scenario, factor: float) -> Scenario:
+    """``scenario`` on a machine ``factor`` times slower (below 1: faster): every time the
+    back office spends working or waiting on its own machine is multiplied by ``factor``:
+    named and inline demands (CPU, database, external waits, by rate too), the network hop
+    and RPC CPU between services, broker publishes, cache lookups and the host's pauses.
+    What is policy or elsewhere stays: timeouts, back-off, think times, replication lag and
+    the database's synchronous round trip. ``testbed validate`` uses it with the back
+    office's CPU per request at a reference rate before a level over the calibration's (the
+    machine's drift between the two). Raises ValueError for a factor outside
+    [:data:`MIN_MACHINE_FACTOR`, :data:`MAX_MACHINE_FACTOR`] or not finite."""
+    if not (math.isfinite(factor) and MIN_MACHINE_FACTOR <= factor <= MAX_MACHINE_FACTOR):
+        raise ValueError(f"factor: {factor!r} is not a finite number in "
+                         f"[{MIN_MACHINE_FACTOR}, {MAX_MACHINE_FACTOR}]")
+    raw = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if factor == 1.0:
+        return parse_scenario(raw, scenario.name)
+    adapter = TypeAdapter(ExternalDistribution)
+
+    def scaled(dist: Any) -> Any:
+        if not isinstance(dist, dict):  # a demand's name: scaled in demands
+            return dist
+        return adapter.validate_python(dist).scaled(factor).model_dump(mode="json")
+
+    def steps(items: list[dict[str, Any]]) -> None:
+        for step in items:
+            for key in _TIMED_STEP_FIELDS:
+                if key in step:
+                    step[key] = scaled(step[key])
+            steps(step.get("calls", []))
+
+    def pauses(durations: list[float]) -> list[float]:
+        return [min(L.MAX_PAUSE_MS, d * factor) for d in durations]
+
+    raw["demands"] = {k: scaled(v) for k, v in raw.get("demands", {}).items()}
+    for op in raw["operations"].values():
+        steps(op["steps"])
+    for dep in raw["deployments"]:
+        for key in _TIMED_DEPLOYMENT_FIELDS:
+            if key in dep:
+                dep[key] = scaled(dep[key])
+        if "broker" in dep and "publish" in dep["broker"]:
+            dep["broker"]["publish"] = scaled(dep["broker"]["publish"])
+        for cache in dep.get("caches", []):
+            if "lookup" in cache:
+                cache["lookup"] = scaled(cache["lookup"])
+        host_pauses = (dep.get("host") or {}).get("pauses")
+        if host_pauses:
+            host_pauses["durations_ms"] = pauses(host_pauses["durations_ms"])
+            for point in host_pauses["by_rate"]:
+                if point.get("durations_ms"):
+                    point["durations_ms"] = pauses(point["durations_ms"])
+    return parse_scenario(raw, f"{scenario.name} on a machine {factor:.3g} times as slow")

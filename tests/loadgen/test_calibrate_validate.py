@@ -577,7 +577,7 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     def fake_results(rate: float) -> SimpleNamespace:
         def save(path: Path) -> None:
             events.append(f"save {rate:g}")
-        return SimpleNamespace(save=save)
+        return SimpleNamespace(save=save, meta={})
 
     def fake_measure_at(plan: object, rate: float, seconds: float, tag: str,
                         lead_in_s: float = 0.0) -> SimpleNamespace:
@@ -588,7 +588,8 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
 
     def fake_predict(scenario: object, topology: str, rate: float, *args: object
                      ) -> SimpleNamespace:
-        events.append(f"predict {rate:g}")
+        events.append(f"predict {rate:g}" + (f" on {args[-1]:g}" if len(args) == 4
+                                              and args[-1] != 1.0 else ""))
         return SimpleNamespace()
 
     def fake_compare(level: float, rate: float, measured: object, predicted: object
@@ -620,6 +621,27 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     assert all(not e.startswith("measure") for e in events[first_predict:])
     assert [e for e in events if e.startswith("predict")] == [f"predict {r}" for r in rates]
 
+    # with a calibration that measured reference windows: one before each level, between
+    # rests, at the calibration's reference rate; the prediction runs on their factor
+    events.clear()
+    monkeypatch.setattr(val, "reference", lambda plan, rate, tag:
+                        events.append(f"ref {rate:g}") or 2.4)
+    calibrated = val.Calibrated((100.0, 1000.0), (1.0, 1.0), 50.0, (2.0, 2.0))
+    val.run_validation(plan, "monolith", tmp_path, 100.0, 1.0, 1.0, 1.0, 1,  # type: ignore[arg-type]
+                       "x", lambda s: None, calibrated)
+    measured = [e for e in events if e.startswith(("rest", "measure", "ref"))]
+    assert measured == [x for r in rates for x in ("rest", "ref 50", "rest", f"measure {r}")]
+    assert [e for e in events if e.startswith("predict")] == \
+        [f"predict {r} on 1.2" for r in rates]
+    events.clear()  # --no-machine-correction: measured and reported, not used
+    val.run_validation(plan, "monolith", tmp_path, 100.0, 1.0, 1.0, 1.0, 1,  # type: ignore[arg-type]
+                       "x", lambda s: None, calibrated, False)
+    assert "ref 50" in events
+    assert [e for e in events if e.startswith("predict")] == [f"predict {r}" for r in rates]
+    table = pd.read_csv(tmp_path / "validate.csv")
+    assert table["machine_factor"].tolist() == pytest.approx([1.2] * len(rates))
+    assert not table["machine_corrected"].any()
+
     # the calibration's mix levels: a rest before each, retries included
     cal_events: list[str] = []
     monkeypatch.setattr(cal_mod, "rest", lambda plan, say: cal_events.append("rest"))
@@ -634,13 +656,25 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
         return mx
 
     monkeypatch.setattr(cal_mod, "measure_mix", fake_mix)
+    monkeypatch.setattr(cal_mod, "reference",
+                        lambda plan, rate, tag, s: cal_events.append(f"ref {rate:g}") or 1.5)
     monkeypatch.setattr("loadgen.steady.RETRY_WAIT_S", 0.0)
     from loadgen.run import Plan
 
     base_plan = Plan(BASE, "http://127.0.0.1:1", "127.0.0.1", 1, 1.0, 10, 1, None,
                      "monolith", "p")
-    cal_mod.calibrate(base_plan, "monolith", (), mix_rates=(100.0, 200.0), mix_seconds=1.0)
-    assert cal_events == ["rest", "mix 100", "rest", "mix 200", "rest", "mix 200"]
+    cal = cal_mod.calibrate(base_plan, "monolith", (), mix_rates=(200.0, 100.0),
+                            mix_seconds=1.0)
+    # a reference window at the lowest mix rate before each level, between two rests
+    assert cal_events == ["rest", "ref 100", "rest", "mix 200"] * 2 + \
+        ["rest", "ref 100", "rest", "mix 100"]
+    assert [(m.reference_rps, m.reference_cpu_ms) for m in cal.mixes] == [(100.0, 1.5)] * 2
+    assert cal_mod.calibrated_figures(cal).reference_rps == 100.0
+    cal_events.clear()  # --reference-seconds 0: none
+    cal = cal_mod.calibrate(base_plan, "monolith", (), mix_rates=(100.0,), mix_seconds=1.0,
+                            reference_s=0.0)
+    assert cal_events == ["rest", "mix 100"]
+    assert cal_mod.calibrated_figures(cal).reference_rps is None
 
 
 @pytest.mark.postgres
@@ -743,6 +777,7 @@ def test_calibrate_measures_refined_levels_after_the_asked_ones(
         return _level(rate, 2.0 if rate < 1000 else 2.0 + (rate - 1000) / 50, 0.0)
 
     monkeypatch.setattr(cal_mod, "measure_mix", fake_mix)
+    monkeypatch.setattr(cal_mod, "reference", lambda plan, rate, tag, s: 1.5)
     plan = Plan(BASE, "http://127.0.0.1:1", "127.0.0.1", 1, 1.0, 10, 1, None, "monolith", "p")
     said: list[str] = []
     cal = cal_mod.calibrate(plan, "monolith", (), said.append, mix_rates=(500.0, 1500.0),
@@ -809,17 +844,21 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
 
     import pandas as pd
 
-    from loadgen.calibrate import cpu_by_mix_rate, write_levels
-    from loadgen.cli import _calibrated_cpu
+    from loadgen.calibrate import calibrated_figures, write_levels
+    from loadgen.cli import _calibrated
     from loadgen.validate import cpu_vs_calibration, markdown
 
     cal = _cal("monolith", {"serve": 0.9, "database": 0.1}, mixes=True)
-    rates, cpu = cpu_by_mix_rate(cal)
-    assert rates == [20.0, 60.0, 200.0]
+    figures = calibrated_figures(cal)
+    rates, cpu = figures.rates, figures.cpu_ms
+    assert rates == (20.0, 60.0, 200.0)
     assert cpu[0] == pytest.approx(2 * (50 / 20 + 0.3))  # both roles together
+    assert figures.reference_rps is None  # no reference window measured
     write_levels(cal, tmp_path / "cal.levels.json")
-    assert _calibrated_cpu(tmp_path / "cal.yaml") == (rates, cpu)
-    assert _calibrated_cpu(tmp_path / "other.yaml") is None  # a scenario not calibrated
+    read = _calibrated(tmp_path / "cal.yaml")
+    assert (read.rates, read.cpu_ms, read.reference_rps) == (rates, cpu, None)
+    assert all(math.isnan(c) for c in read.reference_cpu_ms)
+    assert _calibrated(tmp_path / "other.yaml") is None  # a scenario not calibrated
 
     def level(rate: float, cpu_s: dict[str, float], seconds: float = 60.0) -> object:
         # the meta loadgen.run writes: CPU seconds by process and per answered request
@@ -832,11 +871,11 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
     # 40/s for 60 s: 2,400 requests; the calibration's 40/s lies halfway, 2 x (1.65 + 0.3)
     at_40 = (cpu[0] + cpu[1]) / 2
     half = level(40.0, {"serve:1": 2.4 * at_40 / 4, "database:2": 2.4 * at_40 / 4})
-    assert cpu_vs_calibration(half, (rates, cpu)) == pytest.approx(0.5)  # type: ignore[arg-type]
+    assert cpu_vs_calibration(half, figures) == pytest.approx(0.5)  # type: ignore[arg-type]
     beyond = level(400.0, {"serve:1": 24.0 * cpu[2]})  # held at the top level beyond it
-    assert cpu_vs_calibration(beyond, (rates, cpu)) == pytest.approx(1.0)  # type: ignore[arg-type]
+    assert cpu_vs_calibration(beyond, figures) == pytest.approx(1.0)  # type: ignore[arg-type]
     assert math.isnan(cpu_vs_calibration(half, None))  # type: ignore[arg-type]
-    assert math.isnan(cpu_vs_calibration(level(40.0, {}), (rates, cpu)))  # type: ignore[arg-type]
+    assert math.isnan(cpu_vs_calibration(level(40.0, {}), figures))  # type: ignore[arg-type]
 
     row = {"level": 0.2, "offered_rps": 40.0, "operation": "bet", "measured_requests": 2400,
            "measured_throughput_rps": 40.0, "predicted_throughput_rps": 40.0,
@@ -847,6 +886,46 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
     fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
            "peak_throughput": 10.0, "points": 3}
     text = markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
-    assert "- 20%: 0.80" in text and "drift" in text
+    assert "- 20%: at the level 0.80" in text and "drift" in text
+    assert "reported only (the prediction ran as calibrated)" in text
     del row["cpu_vs_calibration"]
     assert "drift" not in markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
+
+
+def test_the_machine_factor_holds_a_reference_window_against_the_calibrations() -> None:
+    """The reference window before a level over the calibration's before its mix levels at
+    the level's rate (interpolated between those measured, held beyond), clamped to the
+    range a scenario can be scaled by; NaN when either is unknown (no correction)."""
+    import math
+
+    from loadgen.validate import Calibrated, machine_factor
+    from sim.model.scenario import MAX_MACHINE_FACTOR, MIN_MACHINE_FACTOR
+
+    cal = Calibrated((100.0, 300.0, 500.0), (3.0, 2.0, 1.5), 50.0, (2.0, math.nan, 3.0))
+    assert cal.reference_at(100.0) == 2.0
+    assert cal.reference_at(300.0) == pytest.approx(2.5)  # the level without one skipped
+    assert cal.reference_at(900.0) == 3.0
+    assert machine_factor(2.0, cal, 100.0) == pytest.approx(1.0)
+    assert machine_factor(2.0, cal, 300.0) == pytest.approx(0.8)
+    assert machine_factor(1e-3, cal, 100.0) == MIN_MACHINE_FACTOR
+    assert machine_factor(1e3, cal, 100.0) == MAX_MACHINE_FACTOR
+    for ref, figures in ((math.nan, cal), (None, cal), (2.0, None),
+                         (2.0, Calibrated((100.0,), (3.0,))),
+                         (2.0, Calibrated((100.0,), (3.0,), 50.0, (math.nan,)))):
+        assert math.isnan(machine_factor(ref, figures, 100.0))
+
+
+def test_a_prediction_on_a_slower_machine_is_slower_by_about_its_factor() -> None:
+    """A calibrated monolith + PostgreSQL at 10% of its capacity (no queueing to speak of):
+    the p50 predicted on a machine 1.25 times as slow is about 1.25 times the calibrated
+    one, and 0.8 times on one that much faster."""
+    from loadgen.validate import predict
+    from sim.model.scenario import load_scenario
+
+    sc = load_scenario(Path(__file__).resolve().parents[2]
+                       / "benchmarks/validation/session13/mpg/mpg_calibrated.yaml")
+    p50 = {f: float(predict(sc, "monolith", 260.0, 10.0, 1, 0.05, f)
+                    .summary.set_index("operation").loc["bet", "p50_ms"])
+           for f in (0.8, 1.0, 1.25)}
+    assert p50[1.25] / p50[1.0] == pytest.approx(1.25, rel=0.06)
+    assert p50[0.8] / p50[1.0] == pytest.approx(0.8, rel=0.06)

@@ -4,6 +4,7 @@ a one-second SIGSTOP of the server that the open loop sees and the closed loop h
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -186,7 +187,8 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
     proc = subprocess.run(
         [sys.executable, "-m", "testbed", "calibrate", "--target", server.url,
          "--topology", "monolith", "--out", str(out), "--rates", "40", "--seconds", "1.5",
-         "--mix-rates", "40,120", "--mix-seconds", "1.5", "--refine", "0", "--players", "20"],
+         "--mix-rates", "40,120", "--mix-seconds", "1.5", "--refine", "0", "--players", "20",
+         "--reference-seconds", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
@@ -200,6 +202,11 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
         wait = next(s for s in sc.operations[op].steps if s.external is not None)
         assert [lv.rps for lv in sc.demand(wait.external).levels] == [40.0, 120.0]  # type: ignore[union-attr]
     assert "off-CPU fit round 0" in out.read_text()
+    # a reference window at the lowest mix rate before each mix level: the machine's speed
+    levels = json.loads(out.with_suffix(".levels.json").read_text())
+    assert [(m["rate"], m["reference_rps"]) for m in levels["mixes"]] == [(40.0, 40.0),
+                                                                         (120.0, 40.0)]
+    assert all(m["reference_cpu_ms"] > 0 for m in levels["mixes"])
 
 
 def test_the_run_ends_once_the_last_answer_is_in(server: Server) -> None:
