@@ -123,7 +123,9 @@ queue grew through the window): left out of the fits."""
 FIT_OPS = ("bet", "win", "balance")
 """Operations whose p50 and p99 the fit reports (the bulk of the mix)."""
 FIT_ROUNDS = 3
-"""Rounds of :func:`fit_off_cpu` (each simulates every kept-up mix level once)."""
+"""Rounds of :func:`fit_off_cpu` (each simulates every kept-up mix level once): the mean p50
+error fell 0.145, 0.012, 0.008, 0.007 over rounds 0-3 (monolith + PostgreSQL, session 14)."""
+MAX_FIT_ROUNDS = 10
 FIT_SIM_S = 20.0
 """Simulated seconds per mix level and fit round."""
 FIT_KNOTS = (0.5, 0.95, 0.99)
@@ -869,8 +871,13 @@ def reanalyse(cal: Calibration) -> int:
     return n
 
 
-def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None]
-                ) -> list[float]:
+def fit_text(p50: float, p99: float) -> str:
+    """A fit round's errors as the calibrated scenario's header and the log say them."""
+    return f"mean |log(predicted/measured p50)| {p50:.3f}, p99 {p99:.3f}"
+
+
+def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None],
+                rounds: int = FIT_ROUNDS) -> list[tuple[float, float]]:
     """Correct each operation's off-CPU wait at each mix level for what the model adds
     itself, so that the calibrated scenario reproduces the levels it was measured at.
 
@@ -882,15 +889,20 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
     (a quantile function). A level the model cannot keep up with (predicted p50 above
     :data:`FIT_UNSTABLE` times the measured: a long pause drains slower in the model than
     in the batching back office) keeps its wait: shifting it would only empty it. After
-    :data:`FIT_ROUNDS` rounds the round whose p50s are closest (mean absolute log error of
-    :data:`FIT_OPS`, the statistic a few stalls cannot move) is kept in ``raw``. Only the
-    calibration's own levels are used, never a validation's. Returns the error by round."""
+    ``rounds`` rounds (:data:`FIT_ROUNDS`) the round whose p50s are closest (mean absolute
+    log error of :data:`FIT_OPS`, the statistic a few stalls cannot move) is kept in ``raw``.
+    Only the calibration's own levels are used, never a validation's. Returns the error by round:
+    (p50's, p99's), each the mean absolute log error of :data:`FIT_OPS` over the levels
+    (p99's reported: a validation judges it too, and a model whose p99 misses its own
+    levels misses between them)."""
     kept = sorted(kept_up(cal.mixes), key=lambda m: m.rate)
-    errors: list[float] = []
+    errors: list[tuple[float, float]] = []
     best: tuple[float, dict[str, Any]] | None = None
-    for rnd in range(FIT_ROUNDS + 1):
+    assert 0 <= rounds <= MAX_FIT_ROUNDS, rounds
+    for rnd in range(rounds + 1):
         sc = parse_scenario(raw, "off-CPU fit")
         logs: list[float] = []
+        logs99: list[float] = []
         shifts: dict[tuple[str, float], list[float]] = {}
         for mx in kept:
             pred = predict(sc, cal.topology, mx.rate, FIT_SIM_S, 1,
@@ -903,14 +915,17 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
                     continue
                 if op in FIT_OPS:  # an unstable level counts, capped
                     logs.append(min(abs(math.log(got[0] / meas[0])), FIT_ERROR_CAP))
+                    if meas[2] > 0:
+                        logs99.append(min(abs(math.log(got[2] / meas[2])), FIT_ERROR_CAP))
                 if got[0] <= FIT_UNSTABLE * meas[0]:
                     shifts[(op, mx.rate)] = [g - m for g, m in zip(got, meas, strict=True)]
         err = float(np.mean(logs)) if logs else math.inf
-        errors.append(err)
-        progress(f"off-CPU fit round {rnd}: mean |log(predicted/measured p50)| {err:.3f}")
+        err99 = float(np.mean(logs99)) if logs99 else math.inf
+        errors.append((err, err99))
+        progress(f"off-CPU fit round {rnd}: {fit_text(err, err99)}")
         if best is None or err < best[0]:
             best = (err, json.loads(json.dumps(raw)))
-        if rnd == FIT_ROUNDS:
+        if rnd == rounds:
             break
         for name, dist in raw["demands"].items():
             if dist.get("kind") != "empirical_by_rate" or not name.endswith("_off_cpu"):

@@ -221,6 +221,9 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
                    "0.5/s apart): the model interpolates between levels")
 @click.option("--seconds", type=float, default=4.0, show_default=True,
               callback=_finite_positive, help="measured seconds per operation and level")
+@click.option("--fit-rounds", type=click.IntRange(0, 10), default=3, show_default=True,
+              help="rounds of the off-CPU fit (each simulates every mix level once; the "
+                   "round closest to the measured p50s is kept; 0: the waits as measured)")
 @click.option("--reference-seconds", type=click.FloatRange(0, 600), default=5.0,
               show_default=True,
               help="measured seconds of the reference window before each mix level (the mix "
@@ -245,7 +248,7 @@ def _rates_or_auto(ctx: click.Context, param: click.Parameter, value: str
 def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple[float, ...],
               use_rate: float | None, mix_rates: tuple[float, ...] | None,
               mix_seconds: float, start_rate: float, refine: int, seconds: float,
-              reference_seconds: float, players: int,
+              fit_rounds: int, reference_seconds: float, players: int,
               database: tuple[str | None, str | None],
               credentials: str | None, from_levels: str | None) -> None:
     """Measure each operation's CPU per request on each process of a running back office,
@@ -286,7 +289,7 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
     except (ScenarioError, CredentialsError) as exc:
         raise click.ClickException(str(exc)) from exc
     if from_levels is not None:
-        _rebuild(sc, Path(from_levels), topology, use_rate, out_file, base)
+        _rebuild(sc, Path(from_levels), topology, use_rate, out_file, base, fit_rounds)
         return
     if use_rate is not None and use_rate not in rates:
         raise click.BadParameter(f"must be one of --rates {rates}", param_hint="--use-rate")
@@ -311,9 +314,9 @@ def calibrate(target: str, topology: str, out_file: str, base: str, rates: tuple
                f"--use-rate {chosen:g} --seconds {seconds:g}"
                + f" --mix-rates {','.join(f'{r:g}' for r in mix_rates)}"
                + f" --mix-seconds {mix_seconds:g} --refine {refine} --players {players}"
-               + f" --reference-seconds {reference_seconds:g}"
+               + f" --reference-seconds {reference_seconds:g} --fit-rounds {fit_rounds}"
                + (f" --database {database_url or database}" if database else ""))
-    _write_calibrated(sc, cal, chosen, command, out_file, say)
+    _write_calibrated(sc, cal, chosen, command, out_file, say, fit_rounds)
 
 
 def _calibrated(scenario: Path) -> Any:
@@ -333,15 +336,16 @@ def _calibrated(scenario: Path) -> Any:
 
 
 def _write_calibrated(sc: Scenario, cal: Any, use_rate: float, command: str, out_file: str,
-                      say: Any) -> None:
+                      say: Any, fit_rounds: int | None = None) -> None:
     """Build, fit and write the calibrated scenario and its levels."""
     from loadgen import calibrate as cal_mod
 
     raw, header = cal_mod.calibrated_scenario(sc, cal, use_rate, command)
     if cal.mixes:
-        errors = cal_mod.fit_off_cpu(raw, cal, say)
-        kept = min(range(len(errors)), key=lambda i: errors[i])
-        header += "".join(f"# off-CPU fit round {i}: mean |log(predicted/measured p50)| {e:.3f}"
+        errors = cal_mod.fit_off_cpu(raw, cal, say, cal_mod.FIT_ROUNDS if fit_rounds is None
+                                     else fit_rounds)
+        kept = min(range(len(errors)), key=lambda i: errors[i][0])
+        header += "".join(f"# off-CPU fit round {i}: {cal_mod.fit_text(*e)}"
                           f"{' <- used' if i == kept else ''}\n" for i, e in enumerate(errors))
     levels = Path(out_file).with_suffix(".levels.json")
     try:
@@ -353,7 +357,7 @@ def _write_calibrated(sc: Scenario, cal: Any, use_rate: float, command: str, out
 
 
 def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
-             out_file: str, base: str) -> None:
+             out_file: str, base: str, fit_rounds: int | None = None) -> None:
     """``calibrate --from-levels``: the scenario from saved measurements."""
     from loadgen import calibrate as cal_mod
 
@@ -379,7 +383,8 @@ def _rebuild(sc: Scenario, levels: Path, topology: str, use_rate: float | None,
                    f"({cal_mod.logs_path(levels)})", err=True)
     command = (f"testbed calibrate --topology {topology} --out {out_file} --scenario {base} "
                f"--use-rate {chosen:g} --from-levels {levels}")
-    _write_calibrated(sc, cal, chosen, command, out_file, lambda s: click.echo(s, err=True))
+    _write_calibrated(sc, cal, chosen, command, out_file, lambda s: click.echo(s, err=True),
+                      fit_rounds)
 
 
 @click.command("validate")

@@ -3,6 +3,7 @@ simulates at, the USL fit, the joined `testbed validate` command."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -205,10 +206,11 @@ def test_the_off_cpu_fit_takes_out_what_the_model_adds(monkeypatch: pytest.Monke
     assert [lv["rps"] for lv in wait["levels"]] == [20.0, 60.0, 200.0]
     assert "pauses" not in raw["deployments"][0]["host"]  # no level stalled
     monkeypatch.setattr(cal_mod, "FIT_SIM_S", 8.0)
-    monkeypatch.setattr(cal_mod, "FIT_ROUNDS", 2)
-    errors = cal_mod.fit_off_cpu(raw, cal, lambda s: None)
-    assert len(errors) == 3
+    rounds = cal_mod.fit_off_cpu(raw, cal, lambda s: None, 2)
+    assert len(rounds) == 3
+    errors = [p50 for p50, _ in rounds]
     assert min(errors) < errors[0] and min(errors) < 0.08
+    assert all(math.isfinite(p99) for _, p99 in rounds)
     fitted = raw["demands"]["bet_off_cpu"]["levels"]
     assert all(v >= 0 for lv in fitted for v in lv["samples_ms"])
     assert all(lv["samples_ms"] == sorted(lv["samples_ms"]) for lv in fitted)

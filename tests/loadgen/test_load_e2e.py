@@ -188,7 +188,7 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
         [sys.executable, "-m", "testbed", "calibrate", "--target", server.url,
          "--topology", "monolith", "--out", str(out), "--rates", "40", "--seconds", "1.5",
          "--mix-rates", "40,120", "--mix-seconds", "1.5", "--refine", "0", "--players", "20",
-         "--reference-seconds", "1"],
+         "--reference-seconds", "0", "--fit-rounds", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
@@ -202,11 +202,22 @@ def test_calibrate_writes_a_valid_scenario_with_measured_demands(server: Server,
         wait = next(s for s in sc.operations[op].steps if s.external is not None)
         assert [lv.rps for lv in sc.demand(wait.external).levels] == [40.0, 120.0]  # type: ignore[union-attr]
     assert "off-CPU fit round 0" in out.read_text()
-    # a reference window at the lowest mix rate before each mix level: the machine's speed
+    assert "off-CPU fit round 1" in out.read_text()  # --fit-rounds 1
+    assert "off-CPU fit round 2" not in out.read_text()
     levels = json.loads(out.with_suffix(".levels.json").read_text())
-    assert [(m["rate"], m["reference_rps"]) for m in levels["mixes"]] == [(40.0, 40.0),
-                                                                         (120.0, 40.0)]
-    assert all(m["reference_cpu_ms"] > 0 for m in levels["mixes"])
+    assert [m["reference_rps"] for m in levels["mixes"]] == [0.0, 0.0]  # --reference-seconds 0
+
+
+def test_a_reference_window_reads_the_back_offices_cpu_per_request(server: Server) -> None:
+    """The machine's speed as the back office sees it (calibrate's before each mix level,
+    validate's before each level): its processes' CPU per answered request, on this server."""
+    from loadgen.run import Plan
+    from loadgen.validate import reference
+
+    plan = Plan(load_scenario(SCENARIO_PATH), server.url, "127.0.0.1", server.port, 1.0, 20,
+                1, None, "monolith", "refw-")
+    got = reference(plan, 60.0, "t", 1.0)
+    assert 0.05 < got < 100.0, got  # ms of CPU per request, not seconds nor NaN
 
 
 def test_the_run_ends_once_the_last_answer_is_in(server: Server) -> None:

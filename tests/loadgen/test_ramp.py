@@ -41,7 +41,7 @@ def _back_office(cap: float) -> tuple[list[float], object]:
     return offered, measure
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(cap=st.floats(min_value=START * 1.01,
                      max_value=START * ramp.RAMP_FACTOR ** (ramp.MAX_RAMP_STEPS - 1)))
 def test_the_capacity_found_is_within_the_refine_ratio_below_the_true_one(cap: float) -> None:
