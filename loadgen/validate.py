@@ -587,6 +587,22 @@ def _drift_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def compare_on_machine(scenario: Scenario, topology: str, level: float, rate: float,
+                       measured: Results, sim_s: float, jobs: int | None,
+                       besides: float | None, factor: float,
+                       correct_machine: bool) -> pd.DataFrame:
+    """:func:`compare` of a measured level with its prediction on a machine ``factor``
+    times slower (:func:`machine_factor`; NaN, or ``correct_machine`` False: as
+    calibrated), the factor and whether it was used as columns. The one place a validation
+    and :func:`repredict` turn a level into its rows."""
+    corrected = correct_machine and math.isfinite(factor)
+    t = compare(level, rate, measured, predict(scenario, topology, rate, sim_s, jobs, besides,
+                                               factor if corrected else 1.0))
+    t["machine_factor"] = factor
+    t["machine_corrected"] = corrected
+    return t
+
+
 def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, step_s: float,
                    level_s: float, sim_s: float, jobs: int | None, command: str,
                    say: Any, calibrated: Calibrated | None = None,
@@ -647,12 +663,8 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
     for level, rate, st in measured:
         factor = machine_factor(st.results.meta.get("reference_cpu_ms_per_request"),
                                 calibrated, rate)
-        corrected = correct_machine and math.isfinite(factor)
-        pred = predict(plan.scenario, topology, rate, sim_s, jobs, st.besides_cores,
-                       factor if corrected else 1.0)
-        t = compare(level, rate, st.results, pred)
-        t["machine_factor"] = factor
-        t["machine_corrected"] = corrected
+        t = compare_on_machine(plan.scenario, topology, level, rate, st.results, sim_s, jobs,
+                               st.besides_cores, factor, correct_machine)
         t["besides_back_office_cores"] = st.besides_cores
         t["measured_stalls"] = len(st.stalls_ms)
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
@@ -722,16 +734,13 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
         say(f"{level:.0%} ({rate:.0f}/s): simulating"
             + (f" on a machine {factor:.3f} times as slow" if math.isfinite(factor)
                and correct_machine else ""))
-        corrected = correct_machine and math.isfinite(factor)
-        t = compare(float(level), rate, res, predict(scenario, topology, rate, sim_s, jobs,
-                                                     besides, factor if corrected else 1.0))
+        t = compare_on_machine(scenario, topology, float(level), rate, res, sim_s, jobs,
+                               besides, factor, correct_machine)
         for col in KEPT_COLUMNS:
             if col in g:
                 t[col] = g[col].iloc[0]
         if calibrated is not None:
             t["cpu_vs_calibration"] = cpu_vs_calibration(res, calibrated)
-        t["machine_factor"] = factor
-        t["machine_corrected"] = corrected
         if "tail_share" not in g and {"episode_s", "longest_stall_ms"} <= set(g):
             t["tail_share"] = tail_share(float(res.meta["duration_s"]),
                                          float(g["episode_s"].iloc[0]),
