@@ -60,6 +60,7 @@ from loadgen.validate import (
     LEAD_IN_S,
     REFERENCE_S,
     Calibrated,
+    Reference,
     log_episode_s,
     predict,
     ramp,
@@ -226,6 +227,8 @@ class MixLevel:
     """The back office's CPU ms per request in that window (:func:`loadgen.validate.reference`):
     the machine's speed when this level was measured, which a validation's own reference
     windows are held against."""
+    reference_p50_ms: float = math.nan
+    """The median latency of every request in that window (NaN: not measured, older files)."""
     log: RequestLog | None = field(default=None, repr=False, compare=False)
     """Every request of the window (kept beside the levels file, ``FILE.logs.npz``, so that
     :func:`reanalyse` can find the stalls and waits again without load)."""
@@ -415,13 +418,14 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
         rate = rates_to_do.pop(0)
 
         def one(n: int, rate: float = rate) -> MixLevel:
-            ref = math.nan
+            ref = Reference()
             if ref_rps:  # the machine's speed now, as validate measures it before a level
                 rest(db_plan, progress)
                 ref = reference(db_plan, ref_rps, fresh(f"mix{round(rate)}", n), reference_s)
             rest(db_plan, progress)  # as validate's
             mx = measure_mix(_try(mix_plan, n), rate, database)
-            mx.reference_rps, mx.reference_cpu_ms = ref_rps, ref
+            mx.reference_rps, mx.reference_cpu_ms = ref_rps, ref.cpu_ms
+            mx.reference_p50_ms = ref.p50_ms
             return mx
 
         mx = steady(one, lambda x: x.steadiness, progress, f"mix at {rate:g}/s")
@@ -435,6 +439,7 @@ def calibrate(plan: Plan, topology: str, rates: tuple[float, ...],
                  f"{mx.p50_ms:.2f} ms p99 {mx.p99_ms:.2f} ms"
                  + stalls + (f"; episode {mx.episode_s:.0f} s" if mx.episode_s else "")
                  + (f"; reference {mx.reference_cpu_ms:.3f} ms/request at {ref_rps:g}/s"
+                    f" (p50 {mx.reference_p50_ms:.2f} ms)"
                     if math.isfinite(mx.reference_cpu_ms) else "")
                  + (f"; slowest event {mx.tail_share:.1%} of the window"
                     if Steadiness(tail_share=mx.tail_share).unsteady else ""))
@@ -854,7 +859,8 @@ def calibrated_figures(cal: Calibration) -> Calibrated:
     return Calibrated(tuple(m.rate for m in mixes),
                       tuple(float(sum(m.cpu_ms.values())) for m in mixes),
                       refs.pop() if refs else None,
-                      tuple(m.reference_cpu_ms for m in mixes))
+                      tuple(m.reference_cpu_ms for m in mixes),
+                      tuple(m.reference_p50_ms for m in mixes))
 
 
 def reanalyse(cal: Calibration) -> int:

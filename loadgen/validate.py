@@ -48,6 +48,7 @@ from loadgen.ramp import (
 )
 from loadgen.record import Recorder, RequestLog, merge
 from loadgen.run import Plan, finish, server_watch
+from loadgen.spread import BLOCK_S, CONFIDENCE, percentile_intervals
 from loadgen.stalls import find_stalls
 from loadgen.steady import (
     EPISODE_FACTOR,
@@ -120,6 +121,8 @@ class Calibrated:
     cpu_ms: tuple[float, ...]
     reference_rps: float | None = None
     reference_cpu_ms: tuple[float, ...] = ()
+    reference_p50_ms: tuple[float, ...] = ()
+    """The median latency of each reference window (NaN where unknown: older levels files)."""
 
     def cpu_at(self, rate: float) -> float:
         """The calibration's CPU per request at ``rate`` (interpolated, held beyond)."""
@@ -128,11 +131,32 @@ class Calibrated:
     def reference_at(self, rate: float) -> float:
         """The reference CPU per request measured before the calibration's mix levels
         around ``rate`` (interpolated between those that have one, held beyond)."""
-        pts = [(r, c) for r, c in zip(self.rates, self.reference_cpu_ms, strict=False)
-               if math.isfinite(c) and c > 0]
-        if not pts:
-            return math.nan
-        return float(np.interp(rate, [r for r, _ in pts], [c for _, c in pts]))
+        return _interpolated(self.rates, self.reference_cpu_ms, rate)
+
+    def reference_p50_at(self, rate: float) -> float:
+        """The reference windows' median latency around ``rate``, as :meth:`reference_at`."""
+        return _interpolated(self.rates, self.reference_p50_ms, rate)
+
+
+def _interpolated(rates: tuple[float, ...], values: tuple[float, ...], rate: float) -> float:
+    """``values`` (by ``rates``) at ``rate``, between the finite positive ones, held beyond;
+    NaN when there is none."""
+    pts = [(r, v) for r, v in zip(rates, values, strict=False) if math.isfinite(v) and v > 0]
+    if not pts:
+        return math.nan
+    return float(np.interp(rate, [r for r, _ in pts], [v for _, v in pts]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a reference window (:func:`reference`) read; NaN where it could not."""
+
+    cpu_ms: float = math.nan
+    """The back office's CPU ms per answered request (every process, its PostgreSQL
+    backends with ``plan.database``)."""
+    p50_ms: float = math.nan
+    """The median latency of every request in it (all operations): the machine's speed as
+    a request sees it, waits for the disk included, which CPU accounting does not see."""
 
 
 def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
@@ -162,17 +186,22 @@ def measure_at(plan: Plan, rate: float, seconds: float, tag: str,
                 log_episode_s(rec.log), seconds)
 
 
-def reference(plan: Plan, rate: float, tag: str, seconds: float = REFERENCE_S) -> float:
+def reference(plan: Plan, rate: float, tag: str, seconds: float = REFERENCE_S) -> Reference:
     """The back office's CPU ms per request (every process; with ``plan.database``, its
-    PostgreSQL backends too) in ``seconds`` of the scenario's mix at ``rate``, after
+    PostgreSQL backends too) and the median latency in ``seconds`` of the scenario's mix at
+    ``rate``, after
     :data:`REFERENCE_LEAD_IN_S` not measured: the machine's speed as the back office sees
     it, at the same rate before every calibration mix level and every validation level, so
     that a validation can tell how much faster or slower the machine runs than when the
-    model was calibrated (:func:`machine_factor`). NaN when the back office's CPU cannot
-    be read (not on this machine). ``tag``: its own players' prefix (after the plan's)."""
+    model was calibrated (:func:`machine_factor`, :func:`latency_drift`). The CPU is NaN
+    when the back office's CPU cannot be read (not on this machine). ``tag``: its own
+    players' prefix (after the plan's)."""
     st = measure_at(plan, rate, seconds, f"ref-{tag}", REFERENCE_LEAD_IN_S)
     got = st.results.meta.get("server_cpu_ms_per_request")
-    return float(got) if got is not None and math.isfinite(got) and got > 0 else math.nan
+    hist = whole(st.rec)
+    return Reference(
+        float(got) if got is not None and math.isfinite(got) and got > 0 else math.nan,
+        hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else math.nan)
 
 
 def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None,
@@ -192,6 +221,28 @@ def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None
     if not (math.isfinite(then) and then > 0 and reference_cpu_ms > 0):
         return math.nan
     return min(MAX_MACHINE_FACTOR, max(MIN_MACHINE_FACTOR, reference_cpu_ms / then))
+
+
+def latency_drift(reference_p50_ms: float | None, calibrated: Calibrated | None,
+                  rate: float) -> float:
+    """A reference window's median latency over the calibration's around ``rate``
+    (:meth:`Calibrated.reference_p50_at`); NaN when either is unknown. Reported beside
+    :func:`machine_factor`, not used: where it exceeds the CPU's factor, the machine's waits
+    (the disk's flushes, the hypervisor) slowed more than its CPU did."""
+    if calibrated is None or reference_p50_ms is None or not math.isfinite(reference_p50_ms):
+        return math.nan
+    then = calibrated.reference_p50_at(rate)
+    if not (math.isfinite(then) and reference_p50_ms > 0):
+        return math.nan
+    return reference_p50_ms / then
+
+
+def machine_readings(meta: dict[str, Any], calibrated: Calibrated | None,
+                     rate: float) -> tuple[float, float]:
+    """A measured level's :func:`machine_factor` and :func:`latency_drift`, from the
+    reference window its results' ``meta`` holds."""
+    return (machine_factor(meta.get("reference_cpu_ms_per_request"), calibrated, rate),
+            latency_drift(meta.get("reference_p50_ms"), calibrated, rate))
 
 
 def log_episode_s(log: RequestLog | None) -> float:
@@ -480,6 +531,26 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         v = getattr(r, f"predicted_{col}")
         return f"{v:.2f} ± {ci:.2f}" if math.isfinite(ci) else f"{v:.2f}"
 
+    def meas(r: Any, q: str) -> str:
+        lo, hi = spread(r, q)
+        v = getattr(r, f"measured_{q}_ms")
+        return f"{v:.2f} ({lo:.2f}–{hi:.2f})" if math.isfinite(lo) else f"{v:.2f}"
+
+    def spread(r: Any, q: str) -> tuple[float, float]:
+        lo = getattr(r, f"measured_{q}_lo_ms", math.nan)
+        hi = getattr(r, f"measured_{q}_hi_ms", math.nan)
+        ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+        return (float(lo), float(hi)) if ok else (math.nan, math.nan)
+
+    def within_spread(r: Any) -> bool:
+        """Every figure off the bar was predicted inside its measured interval."""
+        for q, tol in (("p50", P50_TOLERANCE), ("p99", P99_TOLERANCE)):
+            if abs(getattr(r, f"error_{q}_ms")) > tol:
+                lo, hi = spread(r, q)
+                if not lo <= getattr(r, f"predicted_{q}_ms") <= hi:
+                    return False
+        return True
+
     lines = [f"# Predicted against measured: {topology}", "", f"Command: `{command}`", "",
              f"Measured capacity (open-loop ramp): **{cap:.0f} requests/s**"
              + {None: ". ",
@@ -497,7 +568,11 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
                 "point's figures." if up_to is not None else
                 "The scenario has no load-dependent figures (not calibrated by rate)."), "",
              "Predicted figures carry the 95% confidence half-width of the simulation "
-             "(± when known).", "",
+             "(± when known). Measured p50 and p99 carry, in brackets when known, the "
+             f"{CONFIDENCE:.0%} interval of windows like the level's (a bootstrap of its "
+             f"{BLOCK_S:g} s blocks, `loadgen/spread.py`): a miss predicted inside it is "
+             "marked *within the measured spread*, as close as another window of the same "
+             "level would have been.", "",
              "| level | offered /s | operation | thr meas | thr pred | p50 meas | p50 pred | "
              "p50 err | p99 meas | p99 pred | p99 err | busiest process util meas | "
              "busiest cpu util pred | verdict |",
@@ -506,14 +581,15 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
         judged = any(math.isclose(r.level, lv) for lv in JUDGED_LEVELS) \
             and r.measured_requests >= MIN_JUDGED_REQUESTS
         ok = (abs(r.error_p50_ms) <= P50_TOLERANCE and abs(r.error_p99_ms) <= P99_TOLERANCE)
-        verdict = ("pass" if ok else "**miss**") if judged else \
+        verdict = ("pass" if ok else "**miss** (within the measured spread)"
+                   if within_spread(r) else "**miss**") if judged else \
             "reported" if r.measured_requests >= MIN_JUDGED_REQUESTS else "reported (few requests)"
         lines.append(
             f"| {r.level:.0%}{' †' if getattr(r, 'beyond_calibration', False) else ''} | "
             f"{r.offered_rps:.0f} | {r.operation} | "
             f"{r.measured_throughput_rps:.1f} | {r.predicted_throughput_rps:.1f} | "
-            f"{r.measured_p50_ms:.2f} | {pred(r, 'p50_ms')} | {pct(r.error_p50_ms)} | "
-            f"{r.measured_p99_ms:.2f} | {pred(r, 'p99_ms')} | {pct(r.error_p99_ms)} | "
+            f"{meas(r, 'p50')} | {pred(r, 'p50_ms')} | {pct(r.error_p50_ms)} | "
+            f"{meas(r, 'p99')} | {pred(r, 'p99_ms')} | {pct(r.error_p99_ms)} | "
             f"{r.measured_busiest_process_util:.0%} | {r.predicted_busiest_cpu_util:.0%} | "
             f"{verdict} |")
     if "measured_stalls" in table:
@@ -561,7 +637,7 @@ def _column(g: pd.DataFrame, col: str) -> float:
 
 def _drift_lines(table: pd.DataFrame) -> list[str]:
     """The machine's drift between calibration and each level, as validate.md says it."""
-    has = [c for c in ("machine_factor", "cpu_vs_calibration")
+    has = [c for c in ("machine_factor", "cpu_vs_calibration", "reference_latency_ratio")
            if c in table and table[c].notna().any()]
     if not has:
         return []
@@ -574,17 +650,57 @@ def _drift_lines(table: pd.DataFrame) -> list[str]:
              + ("the prediction ran on a machine that many times as slow "
                 "(`sim.model.scenario.on_slower_machine`: every demand, wait and pause). "
                 if corrected else "reported only (the prediction ran as calibrated). ")
-             + "*At the level*: its CPU per request over the calibration's at the same rate "
+             + "*Reference latency*: the median latency of the same window over the "
+             "calibration's (reported only: above the reference's CPU factor, the machine's "
+             "waits, the disk's flushes among them, slowed more than its CPU). "
+             "*At the level*: its CPU per request over the calibration's at the same rate "
              "(reported only: it holds the level's own load). Where the prediction was not "
              "corrected, a p50 error of about the same size and sign is that drift, not the "
              "model:", ""]
     for level, g in table.groupby("level", sort=True):
         ref, at = _column(g, "machine_factor"), _column(g, "cpu_vs_calibration")
+        lat = _column(g, "reference_latency_ratio")
         parts = ([f"reference {ref:.3f}"] if math.isfinite(ref) else []) + \
+            ([f"reference latency {lat:.3f}"] if math.isfinite(lat) else []) + \
             ([f"at the level {at:.2f}"] if math.isfinite(at) else [])
         if parts:
             lines.append(f"- {level:.0%}: " + ", ".join(parts))
     return lines
+
+
+LOG_FILE = "requests.npz"
+"""Every request of a measured level, beside its results (``level_NN/requests.npz``,
+:meth:`loadgen.record.RequestLog.arrays`): what :func:`repredict` reads the measured
+spread from again."""
+SPREAD_COLUMNS = ("measured_p50_lo_ms", "measured_p50_hi_ms", "measured_p99_lo_ms",
+                  "measured_p99_hi_ms")
+"""The measured p50's and p99's interval over windows like the level's
+(:func:`measured_spread`)."""
+
+
+def measured_spread(log: RequestLog | None) -> pd.DataFrame:
+    """Per operation, the :data:`SPREAD_COLUMNS` of a level's successful requests
+    (:func:`loadgen.spread.percentile_intervals`, latency from the intended send time as
+    the level's percentiles are); empty without a log."""
+    rows: list[dict[str, Any]] = []
+    if log is not None and log.t_s:
+        t, lat, _, ops = log.successful()
+        for op in sorted(set(ops.tolist())):
+            mine = ops == op
+            got = percentile_intervals(t[mine], lat[mine])
+            rows.append({"operation": op,
+                         "measured_p50_lo_ms": 1000 * got[50.0][0],
+                         "measured_p50_hi_ms": 1000 * got[50.0][1],
+                         "measured_p99_lo_ms": 1000 * got[99.0][0],
+                         "measured_p99_hi_ms": 1000 * got[99.0][1]})
+    return pd.DataFrame(rows, columns=["operation", *SPREAD_COLUMNS])
+
+
+def with_spread(table: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (one level's rows) with the measured spread of each operation (NaN where
+    none)."""
+    return table.drop(columns=[c for c in SPREAD_COLUMNS if c in table]) \
+        .merge(spread, on="operation", how="left")
 
 
 def compare_on_machine(scenario: Scenario, topology: str, level: float, rate: float,
@@ -646,25 +762,30 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         tag = f"l{round(level * 100)}"
 
         def one(n: int, rate: float = rate, tag: str = tag) -> Step:
-            ref = math.nan
+            ref = Reference()
             if ref_rps:
                 rest(plan, say)
                 ref = reference(plan, ref_rps, fresh(tag, n))
             rest(plan, say)
             st = measure_at(plan, rate, level_s, fresh(tag, n), LEAD_IN_S)
-            st.results.meta["reference_cpu_ms_per_request"] = ref
+            st.results.meta["reference_cpu_ms_per_request"] = ref.cpu_ms
+            st.results.meta["reference_p50_ms"] = ref.p50_ms
             st.results.meta["reference_rps"] = ref_rps
             return st
 
         st = steady(one, lambda x: x.steadiness, say, f"level {level:.0%}")
         st.results.save(out_dir / f"level_{round(level * 100)}")
+        if st.rec.log is not None:
+            np.savez_compressed(out_dir / f"level_{round(level * 100)}" / LOG_FILE,
+                                **st.rec.log.arrays())
         measured.append((level, rate, st))
     tables = []
     for level, rate, st in measured:
-        factor = machine_factor(st.results.meta.get("reference_cpu_ms_per_request"),
-                                calibrated, rate)
+        factor, drift = machine_readings(st.results.meta, calibrated, rate)
         t = compare_on_machine(plan.scenario, topology, level, rate, st.results, sim_s, jobs,
                                st.besides_cores, factor, correct_machine)
+        t["reference_latency_ratio"] = drift
+        t = with_spread(t, measured_spread(st.rec.log))
         t["besides_back_office_cores"] = st.besides_cores
         t["measured_stalls"] = len(st.stalls_ms)
         t["longest_stall_ms"] = max(st.stalls_ms, default=0.0)
@@ -727,8 +848,7 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
         res = sim.load_results(str(measured / f"level_{round(level * 100)}"))
         besides = g["besides_back_office_cores"].iloc[0]
         besides = float(besides) if pd.notna(besides) else None
-        factor = machine_factor(res.meta.get("reference_cpu_ms_per_request"), calibrated,
-                                rate)
+        factor, drift = machine_readings(res.meta, calibrated, rate)
         if not math.isfinite(factor) and "machine_factor" in g:
             factor = float(g["machine_factor"].iloc[0])
         say(f"{level:.0%} ({rate:.0f}/s): simulating"
@@ -736,6 +856,13 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
                and correct_machine else ""))
         t = compare_on_machine(scenario, topology, float(level), rate, res, sim_s, jobs,
                                besides, factor, correct_machine)
+        t["reference_latency_ratio"] = drift
+        log_file = measured / f"level_{round(level * 100)}" / LOG_FILE
+        if log_file.exists():
+            with np.load(log_file, allow_pickle=False) as z:
+                t = with_spread(t, measured_spread(RequestLog.from_arrays(z)))
+        elif set(SPREAD_COLUMNS) <= set(g):
+            t = with_spread(t, g[["operation", *SPREAD_COLUMNS]])
         for col in KEPT_COLUMNS:
             if col in g:
                 t[col] = g[col].iloc[0]

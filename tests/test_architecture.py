@@ -70,6 +70,16 @@ def test_recovery_metrics_are_pure() -> None:
     assert not bad, bad
 
 
+def test_loadgens_analyses_of_a_request_log_are_pure() -> None:
+    """Stalls and the measured spread are read from arrays a level already measured (and
+    again from saved logs, no load): numpy and the standard library's plain parts only."""
+    allowed = ("numpy", "math", "dataclasses", "collections", "__future__")
+    bad = [(f, m) for f, m in _imports("loadgen")
+           if f.endswith(("stalls.py", "spread.py"))
+           and not any(m == a or m.startswith(a + ".") for a in allowed)]
+    assert not bad, bad
+
+
 def test_reports_do_not_import_the_engine() -> None:
     """Reports read results, simulated or measured, never the engine that made them."""
     bad = [(f, m) for f, m in _imports("sim/reports")

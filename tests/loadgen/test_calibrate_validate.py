@@ -473,9 +473,13 @@ def test_a_calibration_is_rebuilt_from_its_levels_without_load(tmp_path: Path) -
 def test_a_validation_is_predicted_again_from_its_measurements(tmp_path: Path) -> None:
     # "measurements" made by the model itself: predicted again with the same scenario (same
     # seed, rates and background) every error is zero and nothing misses
+    import math
+
+    import numpy as np
     import pandas as pd
 
-    from loadgen.validate import judged_misses, predict
+    from loadgen.record import RequestLog
+    from loadgen.validate import LOG_FILE, judged_misses, predict
 
     raw, header = calibrated_scenario(BASE, _cal("monolith", {"serve": 0.9}, mixes=True),
                                       60.0, "x")
@@ -490,6 +494,10 @@ def test_a_validation_is_predicted_again_from_its_measurements(tmp_path: Path) -
                      "besides_back_office_cores": 0.3, "measured_stalls": 2,
                      "longest_stall_ms": 9.0})
     pd.DataFrame(rows).to_csv(measured / "validate.csv", index=False)
+    log = RequestLog()  # level 20% kept its requests: their spread is read again
+    for i in range(3000):
+        log.add("bet", i / 50, 0.002 + 0.001 * (i % 7), None)
+    np.savez_compressed(measured / "level_20" / LOG_FILE, **log.arrays())
     out = tmp_path / "again"
     res = CliRunner().invoke(cli, ["validate", str(tmp_path / "cal.yaml"), "--topology",
                                    "monolith", "--out", str(out), "--sim-seconds", "8",
@@ -498,6 +506,10 @@ def test_a_validation_is_predicted_again_from_its_measurements(tmp_path: Path) -
     assert set(table["level"]) == {0.2, 0.5}
     assert table["error_p50_ms"].abs().max() < 1e-9, table
     assert (table["measured_stalls"] == 2).all()
+    by_level = table[table["operation"] == "bet"].set_index("level")
+    assert 1.9 < by_level.loc[0.2, "measured_p50_lo_ms"] <= by_level.loc[0.2,
+                                                                          "measured_p99_hi_ms"]
+    assert math.isnan(by_level.loc[0.5, "measured_p99_lo_ms"])  # no log kept there
     assert judged_misses(table) == 0 and res.exit_code == 0, res.output
     assert "predicted again, no load sent" in (out / "validate.md").read_text()
     bad = CliRunner().invoke(cli, ["validate", str(tmp_path / "cal.yaml"), "--topology",
@@ -584,7 +596,8 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     def fake_measure_at(plan: object, rate: float, seconds: float, tag: str,
                         lead_in_s: float = 0.0) -> SimpleNamespace:
         events.append(f"measure {rate:g}")
-        return SimpleNamespace(results=fake_results(rate), steal_cores=0.0,
+        return SimpleNamespace(results=fake_results(rate), rec=SimpleNamespace(log=None),
+                               steal_cores=0.0,
                                steal_burst_s=0.0, tail_share=0.0, besides_cores=0.1,
                                stalls_ms=[], episode_s=0.0, steadiness=Steadiness())
 
@@ -627,8 +640,8 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     # rests, at the calibration's reference rate; the prediction runs on their factor
     events.clear()
     monkeypatch.setattr(val, "reference", lambda plan, rate, tag:
-                        events.append(f"ref {rate:g}") or 2.4)
-    calibrated = val.Calibrated((100.0, 1000.0), (1.0, 1.0), 50.0, (2.0, 2.0))
+                        events.append(f"ref {rate:g}") or val.Reference(2.4, 3.3))
+    calibrated = val.Calibrated((100.0, 1000.0), (1.0, 1.0), 50.0, (2.0, 2.0), (3.0, 3.0))
     val.run_validation(plan, "monolith", tmp_path, 100.0, 1.0, 1.0, 1.0, 1,  # type: ignore[arg-type]
                        "x", lambda s: None, calibrated)
     measured = [e for e in events if e.startswith(("rest", "measure", "ref"))]
@@ -642,6 +655,7 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     assert [e for e in events if e.startswith("predict")] == [f"predict {r}" for r in rates]
     table = pd.read_csv(tmp_path / "validate.csv")
     assert table["machine_factor"].tolist() == pytest.approx([1.2] * len(rates))
+    assert table["reference_latency_ratio"].tolist() == pytest.approx([1.1] * len(rates))
     assert not table["machine_corrected"].any()
 
     # the calibration's mix levels: a rest before each, retries included
@@ -659,7 +673,8 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
 
     monkeypatch.setattr(cal_mod, "measure_mix", fake_mix)
     monkeypatch.setattr(cal_mod, "reference",
-                        lambda plan, rate, tag, s: cal_events.append(f"ref {rate:g}") or 1.5)
+                        lambda plan, rate, tag, s: cal_events.append(f"ref {rate:g}")
+                        or val.Reference(1.5, 2.5))
     monkeypatch.setattr("loadgen.steady.RETRY_WAIT_S", 0.0)
     from loadgen.run import Plan
 
@@ -670,8 +685,10 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     # a reference window at the lowest mix rate before each level, between two rests
     assert cal_events == ["rest", "ref 100", "rest", "mix 200"] * 2 + \
         ["rest", "ref 100", "rest", "mix 100"]
-    assert [(m.reference_rps, m.reference_cpu_ms) for m in cal.mixes] == [(100.0, 1.5)] * 2
+    assert [(m.reference_rps, m.reference_cpu_ms, m.reference_p50_ms) for m in cal.mixes] \
+        == [(100.0, 1.5, 2.5)] * 2
     assert cal_mod.calibrated_figures(cal).reference_rps == 100.0
+    assert cal_mod.calibrated_figures(cal).reference_p50_at(150.0) == 2.5
     cal_events.clear()  # --reference-seconds 0: none
     cal = cal_mod.calibrate(base_plan, "monolith", (), mix_rates=(100.0,), mix_seconds=1.0,
                             reference_s=0.0)
@@ -770,6 +787,7 @@ def test_calibrate_measures_refined_levels_after_the_asked_ones(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from loadgen import calibrate as cal_mod
     from loadgen.run import Plan
+    from loadgen.validate import Reference
 
     monkeypatch.setattr(cal_mod, "rest", lambda plan, say: None)
     measured: list[float] = []
@@ -779,7 +797,7 @@ def test_calibrate_measures_refined_levels_after_the_asked_ones(
         return _level(rate, 2.0 if rate < 1000 else 2.0 + (rate - 1000) / 50, 0.0)
 
     monkeypatch.setattr(cal_mod, "measure_mix", fake_mix)
-    monkeypatch.setattr(cal_mod, "reference", lambda plan, rate, tag, s: 1.5)
+    monkeypatch.setattr(cal_mod, "reference", lambda plan, rate, tag, s: Reference(1.5, 2.0))
     plan = Plan(BASE, "http://127.0.0.1:1", "127.0.0.1", 1, 1.0, 10, 1, None, "monolith", "p")
     said: list[str] = []
     cal = cal_mod.calibrate(plan, "monolith", (), said.append, mix_rates=(500.0, 1500.0),
@@ -889,6 +907,9 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
            "peak_throughput": 10.0, "points": 3}
     text = markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
     assert "- 20%: at the level 0.80" in text and "drift" in text
+    text = markdown(pd.DataFrame([{**row, "reference_latency_ratio": 1.234}]), fit, 100.0,
+                    200.0, "monolith", "x")
+    assert "- 20%: reference latency 1.234, at the level 0.80" in text
     assert "reported only (the prediction ran as calibrated)" in text
     del row["cpu_vs_calibration"]
     assert "drift" not in markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
@@ -915,6 +936,75 @@ def test_the_machine_factor_holds_a_reference_window_against_the_calibrations() 
                          (2.0, Calibrated((100.0,), (3.0,))),
                          (2.0, Calibrated((100.0,), (3.0,), 50.0, (math.nan,)))):
         assert math.isnan(machine_factor(ref, figures, 100.0))
+
+
+def test_the_reference_latency_is_held_against_the_calibrations_and_only_reported() -> None:
+    """A reference window's median latency over the calibration's windows around the
+    level's rate (interpolated between those measured, held beyond, unclamped: a
+    reading); NaN when either is unknown, older levels files included."""
+    import math
+
+    from loadgen.validate import Calibrated, latency_drift, machine_readings
+
+    cal = Calibrated((100.0, 300.0, 500.0), (3.0, 2.0, 1.5), 50.0, (2.0, 2.0, 2.0),
+                     (4.0, math.nan, 6.0))
+    assert latency_drift(4.0, cal, 100.0) == pytest.approx(1.0)
+    assert latency_drift(6.0, cal, 300.0) == pytest.approx(1.2)
+    assert latency_drift(60.0, cal, 900.0) == pytest.approx(10.0)
+    assert machine_readings({"reference_cpu_ms_per_request": 3.0, "reference_p50_ms": 5.0},
+                            cal, 100.0) == pytest.approx((1.5, 1.25))
+    for ref, figures in ((math.nan, cal), (None, cal), (4.0, None), (0.0, cal),
+                         (4.0, Calibrated((100.0,), (3.0,), 50.0, (2.0,)))):
+        assert math.isnan(latency_drift(ref, figures, 100.0))
+    assert all(math.isnan(x) for x in machine_readings({}, cal, 100.0))
+
+
+def test_each_operations_measured_spread_and_a_miss_inside_it_is_marked() -> None:
+    """Each operation's measured p50 and p99 get the interval of windows like the level's
+    (its own requests only); a miss whose predicted figure lies inside that interval says
+    so in validate.md, one outside it does not, and neither is counted a pass."""
+    import pandas as pd
+
+    from loadgen.record import RequestLog
+    from loadgen.validate import (
+        SPREAD_COLUMNS,
+        judged_misses,
+        markdown,
+        measured_spread,
+        with_spread,
+    )
+
+    log = RequestLog()
+    for i in range(6000):  # 60 s; the win is ten times as slow as the bet
+        log.add("bet", i / 100, 0.002, None)
+        log.add("win", i / 100, 0.020, None)
+    log.add("win", 1.0, 5.0, "timeout")  # failed: not a latency of the level
+    spread = measured_spread(log).set_index("operation")
+    assert list(spread.columns) == list(SPREAD_COLUMNS)
+    assert spread.loc["bet", "measured_p99_hi_ms"] == pytest.approx(2.0, rel=0.03)
+    assert spread.loc["win", "measured_p99_lo_ms"] == pytest.approx(20.0, rel=0.03)
+    assert measured_spread(None).empty
+
+    row = {"level": 0.5, "offered_rps": 100.0, "operation": "bet",
+           "measured_throughput_rps": 60.0, "predicted_throughput_rps": 60.0,
+           "measured_p50_ms": 2.0, "predicted_p50_ms": 2.0, "error_p50_ms": 0.0,
+           "measured_p99_ms": 20.0, "predicted_p99_ms": 12.0, "error_p99_ms": -0.4,
+           "measured_requests": 5000, "measured_busiest_process_util": 0.5,
+           "predicted_busiest_cpu_util": 0.5}
+    fit = {"lambda": 1.0, "sigma": 0.1, "kappa": 0.0, "peak_concurrency": float("inf"),
+           "peak_throughput": 10.0, "points": 3}
+    inside = with_spread(pd.DataFrame([row]), pd.DataFrame([{
+        "operation": "bet", "measured_p50_lo_ms": 1.9, "measured_p50_hi_ms": 2.1,
+        "measured_p99_lo_ms": 11.0, "measured_p99_hi_ms": 35.0}]))
+    text = markdown(inside, fit, 100.0, 200.0, "monolith", "x")
+    assert "| 20.00 (11.00–35.00) | 12.00 |" in text
+    assert "**miss** (within the measured spread)" in text
+    outside = inside.assign(measured_p99_lo_ms=15.0)
+    assert "within the measured spread |" not in markdown(outside, fit, 100.0, 200.0,
+                                                          "monolith", "x")
+    assert judged_misses(inside) == judged_misses(outside) == 1
+    plain = markdown(pd.DataFrame([row]), fit, 100.0, 200.0, "monolith", "x")
+    assert "| 20.00 | 12.00 |" in plain and "**miss** |" in plain
 
 
 def test_a_prediction_on_a_slower_machine_is_slower_by_about_its_factor() -> None:

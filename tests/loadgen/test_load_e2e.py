@@ -217,7 +217,8 @@ def test_a_reference_window_reads_the_back_offices_cpu_per_request(server: Serve
     plan = Plan(load_scenario(SCENARIO_PATH), server.url, "127.0.0.1", server.port, 1.0, 20,
                 1, None, "monolith", "refw-")
     got = reference(plan, 60.0, "t", 1.0)
-    assert 0.05 < got < 100.0, got  # ms of CPU per request, not seconds nor NaN
+    assert 0.05 < got.cpu_ms < 100.0, got  # ms of CPU per request, not seconds nor NaN
+    assert 0.05 < got.p50_ms < 1000.0, got  # ms from the intended send time
 
 
 def test_the_run_ends_once_the_last_answer_is_in(server: Server) -> None:
