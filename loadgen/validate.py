@@ -128,23 +128,23 @@ class Calibrated:
         """The calibration's CPU per request at ``rate`` (interpolated, held beyond)."""
         return float(np.interp(rate, self.rates, self.cpu_ms)) if self.rates else math.nan
 
-    def reference_at(self, rate: float) -> float:
-        """The reference CPU per request measured before the calibration's mix levels
-        around ``rate`` (interpolated between those that have one, held beyond)."""
-        return _interpolated(self.rates, self.reference_cpu_ms, rate)
+    def reference(self) -> float:
+        """The machine's speed while the model was calibrated: the median of the reference
+        windows' CPU per request (NaN when none was measured). The median, not the window
+        nearest a level's rate: the windows of one calibration read ±11-15% around it with
+        no trend in rate (sessions 14 and 15), the model was fitted to every mix level at
+        once, and a single window's noise then moved a level's prediction as much."""
+        return _median(self.reference_cpu_ms)
 
-    def reference_p50_at(self, rate: float) -> float:
-        """The reference windows' median latency around ``rate``, as :meth:`reference_at`."""
-        return _interpolated(self.rates, self.reference_p50_ms, rate)
+    def reference_p50(self) -> float:
+        """The median of the reference windows' median latencies, as :meth:`reference`."""
+        return _median(self.reference_p50_ms)
 
 
-def _interpolated(rates: tuple[float, ...], values: tuple[float, ...], rate: float) -> float:
-    """``values`` (by ``rates``) at ``rate``, between the finite positive ones, held beyond;
-    NaN when there is none."""
-    pts = [(r, v) for r, v in zip(rates, values, strict=False) if math.isfinite(v) and v > 0]
-    if not pts:
-        return math.nan
-    return float(np.interp(rate, [r for r, _ in pts], [v for _, v in pts]))
+def _median(values: tuple[float, ...]) -> float:
+    """The median of the finite positive ``values``; NaN when there is none."""
+    kept = [v for v in values if math.isfinite(v) and v > 0]
+    return float(np.median(kept)) if kept else math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,11 +204,10 @@ def reference(plan: Plan, rate: float, tag: str, seconds: float = REFERENCE_S) -
         hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else math.nan)
 
 
-def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None,
-                   rate: float) -> float:
-    """How many times slower the machine ran before a level than when the calibration's
-    levels around ``rate`` were measured: the reference window's CPU per request over the
-    calibration's (:meth:`Calibrated.reference_at`), within
+def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None) -> float:
+    """How many times slower the machine ran before a level than while the model was
+    calibrated: the reference window's CPU per request over the calibration's
+    (:meth:`Calibrated.reference`), within
     [:data:`MIN_MACHINE_FACTOR`, :data:`MAX_MACHINE_FACTOR`]; NaN when either is unknown.
     The prediction runs the calibrated scenario on a machine that much slower
     (:func:`sim.model.scenario.on_slower_machine`). Why: over sessions 11-13 the level's
@@ -217,32 +216,31 @@ def machine_factor(reference_cpu_ms: float | None, calibrated: Calibrated | None
     drift between the two runs, not the model."""
     if calibrated is None or reference_cpu_ms is None or not math.isfinite(reference_cpu_ms):
         return math.nan
-    then = calibrated.reference_at(rate)
-    if not (math.isfinite(then) and then > 0 and reference_cpu_ms > 0):
+    then = calibrated.reference()
+    if not (math.isfinite(then) and reference_cpu_ms > 0):
         return math.nan
     return min(MAX_MACHINE_FACTOR, max(MIN_MACHINE_FACTOR, reference_cpu_ms / then))
 
 
-def latency_drift(reference_p50_ms: float | None, calibrated: Calibrated | None,
-                  rate: float) -> float:
-    """A reference window's median latency over the calibration's around ``rate``
-    (:meth:`Calibrated.reference_p50_at`); NaN when either is unknown. Reported beside
+def latency_drift(reference_p50_ms: float | None, calibrated: Calibrated | None) -> float:
+    """A reference window's median latency over the calibration's
+    (:meth:`Calibrated.reference_p50`); NaN when either is unknown. Reported beside
     :func:`machine_factor`, not used: where it exceeds the CPU's factor, the machine's waits
     (the disk's flushes, the hypervisor) slowed more than its CPU did."""
     if calibrated is None or reference_p50_ms is None or not math.isfinite(reference_p50_ms):
         return math.nan
-    then = calibrated.reference_p50_at(rate)
+    then = calibrated.reference_p50()
     if not (math.isfinite(then) and reference_p50_ms > 0):
         return math.nan
     return reference_p50_ms / then
 
 
-def machine_readings(meta: dict[str, Any], calibrated: Calibrated | None,
-                     rate: float) -> tuple[float, float]:
+def machine_readings(meta: dict[str, Any], calibrated: Calibrated | None
+                     ) -> tuple[float, float]:
     """A measured level's :func:`machine_factor` and :func:`latency_drift`, from the
     reference window its results' ``meta`` holds."""
-    return (machine_factor(meta.get("reference_cpu_ms_per_request"), calibrated, rate),
-            latency_drift(meta.get("reference_p50_ms"), calibrated, rate))
+    return (machine_factor(meta.get("reference_cpu_ms_per_request"), calibrated),
+            latency_drift(meta.get("reference_p50_ms"), calibrated))
 
 
 def log_episode_s(log: RequestLog | None) -> float:
@@ -645,8 +643,8 @@ def _drift_lines(table: pd.DataFrame) -> list[str]:
     lines = ["", "The machine against the calibration, before and at each level (below 1: it "
              "ran faster than when the model was calibrated). *Reference*: the back office's "
              f"CPU per request in {REFERENCE_S:g} s at the calibration's reference rate just "
-             "before the level, over the calibration's before its mix levels at the same "
-             "rate; "
+             "before the level, over the median of the calibration's (one before each of "
+             "its mix levels, at the same rate); "
              + ("the prediction ran on a machine that many times as slow "
                 "(`sim.model.scenario.on_slower_machine`: every demand, wait and pause). "
                 if corrected else "reported only (the prediction ran as calibrated). ")
@@ -781,7 +779,7 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
         measured.append((level, rate, st))
     tables = []
     for level, rate, st in measured:
-        factor, drift = machine_readings(st.results.meta, calibrated, rate)
+        factor, drift = machine_readings(st.results.meta, calibrated)
         t = compare_on_machine(plan.scenario, topology, level, rate, st.results, sim_s, jobs,
                                st.besides_cores, factor, correct_machine)
         t["reference_latency_ratio"] = drift
@@ -848,7 +846,7 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
         res = sim.load_results(str(measured / f"level_{round(level * 100)}"))
         besides = g["besides_back_office_cores"].iloc[0]
         besides = float(besides) if pd.notna(besides) else None
-        factor, drift = machine_readings(res.meta, calibrated, rate)
+        factor, drift = machine_readings(res.meta, calibrated)
         if not math.isfinite(factor) and "machine_factor" in g:
             factor = float(g["machine_factor"].iloc[0])
         say(f"{level:.0%} ({rate:.0f}/s): simulating"

@@ -688,7 +688,7 @@ def test_every_measured_level_starts_from_a_quiet_back_office_and_none_after_a_s
     assert [(m.reference_rps, m.reference_cpu_ms, m.reference_p50_ms) for m in cal.mixes] \
         == [(100.0, 1.5, 2.5)] * 2
     assert cal_mod.calibrated_figures(cal).reference_rps == 100.0
-    assert cal_mod.calibrated_figures(cal).reference_p50_at(150.0) == 2.5
+    assert cal_mod.calibrated_figures(cal).reference_p50() == 2.5
     cal_events.clear()  # --reference-seconds 0: none
     cal = cal_mod.calibrate(base_plan, "monolith", (), mix_rates=(100.0,), mix_seconds=1.0,
                             reference_s=0.0)
@@ -916,47 +916,46 @@ def test_a_levels_cpu_against_the_calibrations_says_the_machines_drift(tmp_path:
 
 
 def test_the_machine_factor_holds_a_reference_window_against_the_calibrations() -> None:
-    """The reference window before a level over the calibration's before its mix levels at
-    the level's rate (interpolated between those measured, held beyond), clamped to the
-    range a scenario can be scaled by; NaN when either is unknown (no correction)."""
+    """The reference window before a level over the median of the calibration's windows
+    (those measured; the level's rate does not pick one), clamped to the range a scenario
+    can be scaled by; NaN when either is unknown (no correction)."""
     import math
 
     from loadgen.validate import Calibrated, machine_factor
     from sim.model.scenario import MAX_MACHINE_FACTOR, MIN_MACHINE_FACTOR
 
-    cal = Calibrated((100.0, 300.0, 500.0), (3.0, 2.0, 1.5), 50.0, (2.0, math.nan, 3.0))
-    assert cal.reference_at(100.0) == 2.0
-    assert cal.reference_at(300.0) == pytest.approx(2.5)  # the level without one skipped
-    assert cal.reference_at(900.0) == 3.0
-    assert machine_factor(2.0, cal, 100.0) == pytest.approx(1.0)
-    assert machine_factor(2.0, cal, 300.0) == pytest.approx(0.8)
-    assert machine_factor(1e-3, cal, 100.0) == MIN_MACHINE_FACTOR
-    assert machine_factor(1e3, cal, 100.0) == MAX_MACHINE_FACTOR
-    for ref, figures in ((math.nan, cal), (None, cal), (2.0, None),
+    cal = Calibrated((100.0, 300.0, 500.0, 700.0), (3.0, 2.0, 1.5, 1.4), 50.0,
+                     (2.0, math.nan, 3.0, 2.4))
+    assert cal.reference() == 2.4  # the level without one skipped
+    assert machine_factor(2.4, cal) == pytest.approx(1.0)
+    assert machine_factor(1.2, cal) == pytest.approx(0.5)
+    assert machine_factor(1e-3, cal) == MIN_MACHINE_FACTOR
+    assert machine_factor(1e3, cal) == MAX_MACHINE_FACTOR
+    for ref, figures in ((math.nan, cal), (None, cal), (2.0, None), (0.0, cal),
                          (2.0, Calibrated((100.0,), (3.0,))),
                          (2.0, Calibrated((100.0,), (3.0,), 50.0, (math.nan,)))):
-        assert math.isnan(machine_factor(ref, figures, 100.0))
+        assert math.isnan(machine_factor(ref, figures))
 
 
 def test_the_reference_latency_is_held_against_the_calibrations_and_only_reported() -> None:
-    """A reference window's median latency over the calibration's windows around the
-    level's rate (interpolated between those measured, held beyond, unclamped: a
-    reading); NaN when either is unknown, older levels files included."""
+    """A reference window's median latency over the median of the calibration's windows'
+    (unclamped: a reading); NaN when either is unknown, older levels files included."""
     import math
 
     from loadgen.validate import Calibrated, latency_drift, machine_readings
 
     cal = Calibrated((100.0, 300.0, 500.0), (3.0, 2.0, 1.5), 50.0, (2.0, 2.0, 2.0),
                      (4.0, math.nan, 6.0))
-    assert latency_drift(4.0, cal, 100.0) == pytest.approx(1.0)
-    assert latency_drift(6.0, cal, 300.0) == pytest.approx(1.2)
-    assert latency_drift(60.0, cal, 900.0) == pytest.approx(10.0)
-    assert machine_readings({"reference_cpu_ms_per_request": 3.0, "reference_p50_ms": 5.0},
-                            cal, 100.0) == pytest.approx((1.5, 1.25))
+    assert cal.reference_p50() == pytest.approx(5.0)
+    assert latency_drift(5.0, cal) == pytest.approx(1.0)
+    assert latency_drift(6.0, cal) == pytest.approx(1.2)
+    assert latency_drift(50.0, cal) == pytest.approx(10.0)
+    assert machine_readings({"reference_cpu_ms_per_request": 3.0, "reference_p50_ms": 6.25},
+                            cal) == pytest.approx((1.5, 1.25))
     for ref, figures in ((math.nan, cal), (None, cal), (4.0, None), (0.0, cal),
                          (4.0, Calibrated((100.0,), (3.0,), 50.0, (2.0,)))):
-        assert math.isnan(latency_drift(ref, figures, 100.0))
-    assert all(math.isnan(x) for x in machine_readings({}, cal, 100.0))
+        assert math.isnan(latency_drift(ref, figures))
+    assert all(math.isnan(x) for x in machine_readings({}, cal))
 
 
 def test_each_operations_measured_spread_and_a_miss_inside_it_is_marked() -> None:
