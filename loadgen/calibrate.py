@@ -882,12 +882,6 @@ def fit_text(p50: float, p99: float) -> str:
     return f"mean |log(predicted/measured p50)| {p50:.3f}, p99 {p99:.3f}"
 
 
-def round_score(p50: float, p99: float) -> float:
-    """What the off-CPU fit keeps the lowest round of (:func:`fit_off_cpu`): the p50's
-    error, the statistic a few stalls cannot move."""
-    return p50
-
-
 def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None],
                 rounds: int = FIT_ROUNDS) -> list[tuple[float, float]]:
     """Correct each operation's off-CPU wait at each mix level for what the model adds
@@ -935,9 +929,8 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
         err99 = float(np.mean(logs99)) if logs99 else math.inf
         errors.append((err, err99))
         progress(f"off-CPU fit round {rnd}: {fit_text(err, err99)}")
-        score = round_score(err, err99)
-        if best is None or score < best[0]:
-            best = (score, json.loads(json.dumps(raw)))
+        if best is None or err < best[0]:
+            best = (err, json.loads(json.dumps(raw)))
         if rnd == rounds:
             break
         for name, dist in raw["demands"].items():
