@@ -131,7 +131,7 @@ class Calibrated:
     def reference(self) -> float:
         """The machine's speed while the model was calibrated: the median of the reference
         windows' CPU per request (NaN when none was measured). The median, not the window
-        nearest a level's rate: the windows of one calibration read ±11-15% around it with
+        nearest a level's rate: the windows of one calibration read up to 11-23% off it with
         no trend in rate (sessions 14 and 15), the model was fitted to every mix level at
         once, and a single window's noise then moved a level's prediction as much."""
         return _median(self.reference_cpu_ms)
