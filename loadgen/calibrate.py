@@ -882,6 +882,12 @@ def fit_text(p50: float, p99: float) -> str:
     return f"mean |log(predicted/measured p50)| {p50:.3f}, p99 {p99:.3f}"
 
 
+def kept_round(errors: list[tuple[float, float]]) -> int:
+    """The off-CPU fit round :func:`fit_off_cpu` keeps, from its (p50, p99) errors by
+    round: the first whose p50 error is lowest."""
+    return min(range(len(errors)), key=lambda i: errors[i][0])
+
+
 def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str], None],
                 rounds: int = FIT_ROUNDS) -> list[tuple[float, float]]:
     """Correct each operation's off-CPU wait at each mix level for what the model adds
@@ -903,7 +909,7 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
     levels misses between them)."""
     kept = sorted(kept_up(cal.mixes), key=lambda m: m.rate)
     errors: list[tuple[float, float]] = []
-    best: tuple[float, dict[str, Any]] | None = None
+    rounds_raw: list[dict[str, Any]] = []
     assert 0 <= rounds <= MAX_FIT_ROUNDS, rounds
     for rnd in range(rounds + 1):
         sc = parse_scenario(raw, "off-CPU fit")
@@ -929,8 +935,7 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
         err99 = float(np.mean(logs99)) if logs99 else math.inf
         errors.append((err, err99))
         progress(f"off-CPU fit round {rnd}: {fit_text(err, err99)}")
-        if best is None or err < best[0]:
-            best = (err, json.loads(json.dumps(raw)))
+        rounds_raw.append(json.loads(json.dumps(raw)))
         if rnd == rounds:
             break
         for name, dist in raw["demands"].items():
@@ -945,7 +950,6 @@ def fit_off_cpu(raw: dict[str, Any], cal: Calibration, progress: Callable[[str],
                 u = [(k + 0.5) / len(samples) for k in range(len(samples))]
                 moved = np.asarray(samples) - np.interp(u, FIT_KNOTS, shift)
                 level["samples_ms"] = sorted(round(max(0.0, float(v)), 4) for v in moved)
-    assert best is not None
     raw.clear()
-    raw.update(best[1])
+    raw.update(rounds_raw[kept_round(errors)])
     return errors

@@ -344,7 +344,7 @@ def _write_calibrated(sc: Scenario, cal: Any, use_rate: float, command: str, out
     if cal.mixes:
         errors = cal_mod.fit_off_cpu(raw, cal, say, cal_mod.FIT_ROUNDS if fit_rounds is None
                                      else fit_rounds)
-        kept = min(range(len(errors)), key=lambda i: errors[i][0])
+        kept = cal_mod.kept_round(errors)
         header += "".join(f"# off-CPU fit round {i}: {cal_mod.fit_text(*e)}"
                           f"{' <- used' if i == kept else ''}\n" for i, e in enumerate(errors))
     levels = Path(out_file).with_suffix(".levels.json")

@@ -537,7 +537,7 @@ def markdown(table: pd.DataFrame, usl_fit: dict[str, float], sim_capacity: float
     def spread(r: Any, q: str) -> tuple[float, float]:
         lo = getattr(r, f"measured_{q}_lo_ms", math.nan)
         hi = getattr(r, f"measured_{q}_hi_ms", math.nan)
-        ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+        ok = math.isfinite(lo) and math.isfinite(hi)
         return (float(lo), float(hi)) if ok else (math.nan, math.nan)
 
     def within_spread(r: Any) -> bool:
@@ -676,6 +676,11 @@ SPREAD_COLUMNS = ("measured_p50_lo_ms", "measured_p50_hi_ms", "measured_p99_lo_m
 (:func:`measured_spread`)."""
 
 
+def level_dir(out_dir: Path, level: float) -> Path:
+    """Where a validation keeps a measured level (``level_20`` ...)."""
+    return out_dir / f"level_{round(level * 100)}"
+
+
 def measured_spread(log: RequestLog | None) -> pd.DataFrame:
     """Per operation, the :data:`SPREAD_COLUMNS` of a level's successful requests
     (:func:`loadgen.spread.percentile_intervals`, latency from the intended send time as
@@ -703,17 +708,24 @@ def with_spread(table: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
 
 def compare_on_machine(scenario: Scenario, topology: str, level: float, rate: float,
                        measured: Results, sim_s: float, jobs: int | None,
-                       besides: float | None, factor: float,
-                       correct_machine: bool) -> pd.DataFrame:
-    """:func:`compare` of a measured level with its prediction on a machine ``factor``
-    times slower (:func:`machine_factor`; NaN, or ``correct_machine`` False: as
-    calibrated), the factor and whether it was used as columns. The one place a validation
-    and :func:`repredict` turn a level into its rows."""
+                       besides: float | None, calibrated: Calibrated | None,
+                       correct_machine: bool, fallback_factor: float = math.nan
+                       ) -> pd.DataFrame:
+    """:func:`compare` of a measured level with its prediction on a machine
+    :func:`machine_factor` times slower (from the reference window in ``measured``'s meta
+    against ``calibrated``; ``fallback_factor`` when that is unknown; NaN, or
+    ``correct_machine`` False: as calibrated), the factor, whether it was used and the
+    :func:`latency_drift` as columns. The one place a validation and :func:`repredict`
+    turn a level into its rows."""
+    factor, drift = machine_readings(measured.meta, calibrated)
+    if not math.isfinite(factor):
+        factor = fallback_factor
     corrected = correct_machine and math.isfinite(factor)
     t = compare(level, rate, measured, predict(scenario, topology, rate, sim_s, jobs, besides,
                                                factor if corrected else 1.0))
     t["machine_factor"] = factor
     t["machine_corrected"] = corrected
+    t["reference_latency_ratio"] = drift
     return t
 
 
@@ -772,17 +784,15 @@ def run_validation(plan: Plan, topology: str, out_dir: Path, start_rate: float, 
             return st
 
         st = steady(one, lambda x: x.steadiness, say, f"level {level:.0%}")
-        st.results.save(out_dir / f"level_{round(level * 100)}")
+        st.results.save(level_dir(out_dir, level))
         if st.rec.log is not None:
-            np.savez_compressed(out_dir / f"level_{round(level * 100)}" / LOG_FILE,
-                                **st.rec.log.arrays())
+            np.savez_compressed(level_dir(out_dir, level) / LOG_FILE, **st.rec.log.arrays())
         measured.append((level, rate, st))
     tables = []
     for level, rate, st in measured:
-        factor, drift = machine_readings(st.results.meta, calibrated)
         t = compare_on_machine(plan.scenario, topology, level, rate, st.results, sim_s, jobs,
-                               st.besides_cores, factor, correct_machine)
-        t["reference_latency_ratio"] = drift
+                               st.besides_cores, calibrated, correct_machine)
+        factor = float(t["machine_factor"].iloc[0]) if not t.empty else math.nan
         t = with_spread(t, measured_spread(st.rec.log))
         t["besides_back_office_cores"] = st.besides_cores
         t["measured_stalls"] = len(st.stalls_ms)
@@ -843,19 +853,18 @@ def repredict(scenario: Scenario, topology: str, measured: Path, out_dir: Path, 
     tables = []
     for level, g in old.groupby("level", sort=True):
         rate = float(g["offered_rps"].iloc[0])
-        res = sim.load_results(str(measured / f"level_{round(level * 100)}"))
+        res = sim.load_results(str(level_dir(measured, level)))
         besides = g["besides_back_office_cores"].iloc[0]
         besides = float(besides) if pd.notna(besides) else None
-        factor, drift = machine_readings(res.meta, calibrated)
-        if not math.isfinite(factor) and "machine_factor" in g:
-            factor = float(g["machine_factor"].iloc[0])
-        say(f"{level:.0%} ({rate:.0f}/s): simulating"
-            + (f" on a machine {factor:.3f} times as slow" if math.isfinite(factor)
-               and correct_machine else ""))
+        say(f"{level:.0%} ({rate:.0f}/s): simulating")
         t = compare_on_machine(scenario, topology, float(level), rate, res, sim_s, jobs,
-                               besides, factor, correct_machine)
-        t["reference_latency_ratio"] = drift
-        log_file = measured / f"level_{round(level * 100)}" / LOG_FILE
+                               besides, calibrated, correct_machine,
+                               float(g["machine_factor"].iloc[0]) if "machine_factor" in g
+                               else math.nan)
+        if not t.empty and bool(t["machine_corrected"].iloc[0]):
+            say(f"{level:.0%}: predicted on a machine "
+                f"{float(t['machine_factor'].iloc[0]):.3f} times as slow")
+        log_file = level_dir(measured, level) / LOG_FILE
         if log_file.exists():
             with np.load(log_file, allow_pickle=False) as z:
                 t = with_spread(t, measured_spread(RequestLog.from_arrays(z)))
